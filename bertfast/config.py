@@ -1,0 +1,105 @@
+"""BertConfig: the fields of a HuggingFace BERT ``config.json`` as a plain dataclass, plus named presets."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+# Activations the encoder implements, mapped to torch's `approximate` argument of GELU.
+GELU_APPROXIMATE = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
+
+
+@dataclass
+class BertConfig:
+    vocab_size: int = 30522  # rows of the word embedding and of the MLM decoder
+    hidden_size: int = 768  # model width H
+    num_hidden_layers: int = 12  # number of encoder layers
+    num_attention_heads: int = 12  # heads per layer; head dim = H / heads
+    intermediate_size: int = 3072  # feed-forward width
+    hidden_act: str = "gelu"  # "gelu" (exact erf) or "gelu_new" / "gelu_pytorch_tanh" (tanh approximation)
+    hidden_dropout_prob: float = 0.1  # dropout after embeddings, attention output and feed-forward output
+    attention_probs_dropout_prob: float = 0.1  # dropout on the attention probabilities
+    max_position_embeddings: int = 512  # longest sequence the position embedding covers
+    type_vocab_size: int = 2  # number of segment (token type) ids
+    initializer_range: float = 0.02  # std of the normal init for weights not in a checkpoint
+    layer_norm_eps: float = 1e-12  # LayerNorm epsilon everywhere in the model
+    pad_token_id: int = 0  # id of [PAD]
+    position_embedding_type: str = "absolute"  # only "absolute" is supported
+    tie_word_embeddings: bool = True  # MLM decoder shares the word embedding matrix
+    architectures: list[str] = field(default_factory=list)  # informational, kept for round trips
+    model_type: str = "bert"  # must be "bert"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def gelu_approximate(self) -> str:
+        return GELU_APPROXIMATE[self.hidden_act]
+
+    def validate(self) -> None:
+        if self.model_type != "bert":
+            raise ValueError(f"model_type is {self.model_type!r}; bertfast runs BERT checkpoints (model_type 'bert') only")
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                     "max_position_embeddings", "type_vocab_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"config.{name} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) is not a multiple of num_attention_heads ({self.num_attention_heads})"
+            )
+        if self.hidden_act not in GELU_APPROXIMATE:
+            raise ValueError(f"hidden_act {self.hidden_act!r} is not supported; use one of {sorted(GELU_APPROXIMATE)}")
+        if self.position_embedding_type != "absolute":
+            raise ValueError(
+                f"position_embedding_type {self.position_embedding_type!r} is not supported; only 'absolute' is"
+            )
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"config.{name} must be in [0, 1), got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BertConfig":
+        """Build from a config.json dict; keys this runtime does not use (e.g. ``transformers_version``) are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        if data.get("is_decoder") or data.get("add_cross_attention"):
+            raise ValueError("decoder / cross-attention BERT configs are not supported; bertfast runs encoders")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike) -> "BertConfig":
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON ({e}); is it a HuggingFace config.json?") from e
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_preset(cls, name: str) -> "BertConfig":
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; presets: {sorted(PRESETS)}")
+        return cls(**PRESETS[name])
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, directory: str | os.PathLike) -> None:
+        with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+            f.write("\n")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "bert-base-uncased": {},
+    "bert-large-uncased": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+                           "intermediate_size": 4096},
+    "all-MiniLM-L6-v2": {"hidden_size": 384, "num_hidden_layers": 6, "intermediate_size": 1536},
+    "tiny": {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 512},
+}

