@@ -1,0 +1,17 @@
+"""bertfast: a BERT inference runtime in PyTorch + Triton with transformers' numbers."""
+from bertfast.config import BertConfig
+from bertfast.heads import BertForMaskedLM, BertForNextSentencePrediction, BertForPreTraining
+from bertfast.modeling import BertModel, BertPreTrainedModel
+from bertfast.weights import CheckpointError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BertConfig",
+    "BertForMaskedLM",
+    "BertForNextSentencePrediction",
+    "BertForPreTraining",
+    "BertModel",
+    "BertPreTrainedModel",
+    "CheckpointError",
+]

@@ -1,0 +1,149 @@
+"""MLM and NSP heads and the models that carry them, with transformers' names and losses."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from bertfast import ops
+from bertfast.config import BertConfig
+from bertfast.inputs import check_labels
+from bertfast.modeling import BertModel, BertPreTrainedModel
+from bertfast.outputs import BertForPreTrainingOutput, MaskedLMOutput, NextSentencePredictorOutput
+
+
+class BertPredictionHeadTransform(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.approximate = config.gelu_approximate
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        hidden = ops.dense_gelu(hidden, self.dense.weight, self.dense.bias, self.approximate)
+        return ops.layer_norm(hidden, self.LayerNorm.weight, self.LayerNorm.bias, self.LayerNorm.eps)
+
+
+class BertLMPredictionHead(nn.Module):
+    """transform -> decoder. With tied embeddings (the default) the decoder weight is the word embedding
+    matrix, passed in at call time, so it is neither stored twice nor saved twice."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.transform = BertPredictionHeadTransform(config)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.decoder = None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size,
+                                                                         bias=False)
+
+    def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        """hidden (..., H) -> logits (..., vocab)."""
+        weight = word_embeddings if self.decoder is None else self.decoder.weight
+        return F.linear(self.transform(hidden), weight, self.bias)
+
+
+class BertOnlyMLMHead(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.predictions = BertLMPredictionHead(config)
+
+
+class BertOnlyNSPHead(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.seq_relationship = nn.Linear(config.hidden_size, 2)
+
+
+class BertPreTrainingHeads(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.predictions = BertLMPredictionHead(config)
+        self.seq_relationship = nn.Linear(config.hidden_size, 2)
+
+
+class _BertWithHeads(BertPreTrainedModel):
+    """A BertModel under ``bert.`` plus heads under ``cls.``."""
+
+    head_class: type[nn.Module]
+    add_pooling_layer: bool
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=self.add_pooling_layer)
+        self.cls = self.head_class(config)
+        self.cls.apply(self._init_module)
+
+    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                token_type_ids: torch.Tensor | None, position_ids: torch.Tensor | None,
+                output_hidden_states: bool, output_attentions: bool):
+        return self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
+                         output_attentions)
+
+    def mlm_logits(self, sequence_output: torch.Tensor) -> torch.Tensor:
+        """MLM logits for any selection of hidden states (..., H) -> (..., vocab); fill-mask uses it on masked
+        positions only."""
+        return self.cls.predictions(sequence_output, self.bert.embeddings.word_embeddings.weight)
+
+    def _mlm_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        check_labels(labels, logits.shape[:-1], self.config.vocab_size, "labels")
+        return F.cross_entropy(logits.view(-1, self.config.vocab_size).float(), labels.view(-1), ignore_index=-100)
+
+    @staticmethod
+    def _nsp_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        check_labels(labels, logits.shape[:1], 2, "next_sentence_label")
+        return F.cross_entropy(logits.view(-1, 2).float(), labels.view(-1))
+
+
+class BertForMaskedLM(_BertWithHeads):
+    head_class = BertOnlyMLMHead
+    add_pooling_layer = False
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                output_hidden_states: bool = False, output_attentions: bool = False,
+                labels: torch.Tensor | None = None) -> MaskedLMOutput:
+        """logits (B, S, vocab); loss = cross-entropy over positions whose label is not -100."""
+        out = self._encode(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
+                           output_attentions)
+        logits = self.mlm_logits(out.last_hidden_state)
+        loss = None if labels is None else self._mlm_loss(logits, labels)
+        return MaskedLMOutput(loss, logits, out.hidden_states, out.attentions)
+
+
+class BertForNextSentencePrediction(_BertWithHeads):
+    head_class = BertOnlyNSPHead
+    add_pooling_layer = True
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                output_hidden_states: bool = False, output_attentions: bool = False,
+                labels: torch.Tensor | None = None) -> NextSentencePredictorOutput:
+        """logits (B, 2): index 0 = "B follows A" (IsNext), 1 = "B is random" (NotNext)."""
+        out = self._encode(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
+                           output_attentions)
+        logits = self.cls.seq_relationship(out.pooler_output)
+        loss = None if labels is None else self._nsp_loss(logits, labels)
+        return NextSentencePredictorOutput(loss, logits, out.hidden_states, out.attentions)
+
+
+class BertForPreTraining(_BertWithHeads):
+    head_class = BertPreTrainingHeads
+    add_pooling_layer = True
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                output_hidden_states: bool = False, output_attentions: bool = False,
+                labels: torch.Tensor | None = None,
+                next_sentence_label: torch.Tensor | None = None) -> BertForPreTrainingOutput:
+        """prediction_logits (B, S, vocab), seq_relationship_logits (B, 2).
+
+        ``loss`` = MLM + NSP cross-entropy, returned (as in transformers) only when both ``labels`` and
+        ``next_sentence_label`` are given.
+        """
+        out = self._encode(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
+                           output_attentions)
+        prediction_logits = self.mlm_logits(out.last_hidden_state)
+        nsp_logits = self.cls.seq_relationship(out.pooler_output)
+        loss = None
+        if labels is not None and next_sentence_label is not None:
+            loss = self._mlm_loss(prediction_logits, labels) + self._nsp_loss(nsp_logits, next_sentence_label)
+        return BertForPreTrainingOutput(loss, prediction_logits, nsp_logits, out.hidden_states, out.attentions)

@@ -1,0 +1,281 @@
+"""The BERT encoder, written from scratch with transformers' module and attribute names.
+
+Module names follow transformers so that ``state_dict()`` keys line up with HuggingFace checkpoints.
+The one structural difference: each layer's query/key/value projections are stored fused as
+``attention.self.qkv`` (one (3H, H) matmul per layer); state-dict hooks split it into
+``query``/``key``/``value`` on save and concatenate them on load, once.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from bertfast import ops
+from bertfast.config import BertConfig
+from bertfast.inputs import check_inputs
+from bertfast.outputs import BaseModelOutputWithPooling
+from bertfast.weights import load_into, read_state_dict, resolve_dtype, resolve_file
+
+QKV = ("query", "key", "value")
+
+
+class BertEmbeddings(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids (B, S) -> (B, S, H). Absent token types / positions broadcast rows instead of gathering."""
+        seq_len = input_ids.shape[1]
+        token_type = (self.token_type_embeddings.weight[0] if token_type_ids is None
+                      else self.token_type_embeddings(token_type_ids))
+        position = (self.position_embeddings.weight[:seq_len] if position_ids is None
+                    else self.position_embeddings(position_ids))
+        embeddings = self.word_embeddings(input_ids) + token_type + position  # (B, S, H)
+        embeddings = ops.layer_norm(embeddings, self.LayerNorm.weight, self.LayerNorm.bias, self.LayerNorm.eps)
+        return self.dropout(embeddings)
+
+
+def _split_qkv(module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: Any) -> None:
+    """state_dict post-hook: the fused ``qkv`` parameter is saved as transformers' query/key/value."""
+    for kind in ("weight", "bias"):
+        fused = state_dict.pop(f"{prefix}qkv.{kind}")
+        for name, part in zip(QKV, fused.chunk(3, dim=0)):
+            state_dict[f"{prefix}{name}.{kind}"] = part.clone()
+
+
+def _fuse_qkv(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """load_state_dict pre-hook: transformers' query/key/value are concatenated into ``qkv`` once, at load."""
+    for kind in ("weight", "bias"):
+        names = [f"{prefix}{name}.{kind}" for name in QKV]
+        if all(name in state_dict for name in names):
+            state_dict[f"{prefix}qkv.{kind}"] = torch.cat([state_dict.pop(name) for name in names], dim=0)
+
+
+class BertSelfAttention(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.num_attention_heads = config.num_attention_heads
+        self.attention_head_size = config.head_dim
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)  # rows: query, key, value
+        self.dropout_p = config.attention_probs_dropout_prob
+        self.register_state_dict_post_hook(_split_qkv)
+        self.register_load_state_dict_pre_hook(_fuse_qkv)
+
+    def forward(self, hidden: torch.Tensor, key_padding_mask: torch.Tensor | None,
+                output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """hidden (B, S, H) -> context (B, S, H) and, with output_attentions, probabilities (B, heads, S, S)."""
+        batch, seq_len, width = hidden.shape
+        qkv = F.linear(hidden, self.qkv.weight, self.qkv.bias)  # (B, S, 3H)
+        qkv = qkv.view(batch, seq_len, 3, self.num_attention_heads, self.attention_head_size)  # (B, S, 3, h, D)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, S, D), views without copies
+        dropout_p = self.dropout_p if self.training else 0.0
+        context, probs = ops.attention(q, k, v, key_padding_mask, dropout_p=dropout_p, need_weights=output_attentions)
+        return context.transpose(1, 2).reshape(batch, seq_len, width), probs  # (B, S, H)
+
+
+class BertResidualOutput(nn.Module):
+    """LayerNorm(dropout(dense(x)) + residual): both ``attention.output`` and ``output`` of a layer."""
+
+    def __init__(self, config: BertConfig, in_features: int):
+        super().__init__()
+        self.dense = nn.Linear(in_features, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return ops.dense_residual_layer_norm(hidden, self.dense.weight, self.dense.bias, residual,
+                                             self.LayerNorm.weight, self.LayerNorm.bias, self.LayerNorm.eps,
+                                             self.dropout.p, self.training)
+
+
+class BertAttention(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.self = BertSelfAttention(config)
+        self.output = BertResidualOutput(config, config.hidden_size)
+
+    def forward(self, hidden: torch.Tensor, key_padding_mask: torch.Tensor | None,
+                output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        context, probs = self.self(hidden, key_padding_mask, output_attentions)
+        return self.output(context, hidden), probs
+
+
+class BertIntermediate(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.approximate = config.gelu_approximate
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return ops.dense_gelu(hidden, self.dense.weight, self.dense.bias, self.approximate)
+
+
+class BertLayer(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.attention = BertAttention(config)
+        self.intermediate = BertIntermediate(config)
+        self.output = BertResidualOutput(config, config.intermediate_size)
+
+    def forward(self, hidden: torch.Tensor, key_padding_mask: torch.Tensor | None,
+                output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attended, probs = self.attention(hidden, key_padding_mask, output_attentions)
+        return self.output(self.intermediate(attended), attended), probs
+
+
+class BertEncoder(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+
+    def forward(self, hidden: torch.Tensor, key_padding_mask: torch.Tensor | None, output_hidden_states: bool = False,
+                output_attentions: bool = False) -> tuple[torch.Tensor, tuple | None, tuple | None]:
+        all_hidden = [hidden] if output_hidden_states else None
+        all_probs = [] if output_attentions else None
+        for layer in self.layer:
+            hidden, probs = layer(hidden, key_padding_mask, output_attentions)
+            if all_hidden is not None:
+                all_hidden.append(hidden)
+            if all_probs is not None:
+                all_probs.append(probs)
+        return hidden, None if all_hidden is None else tuple(all_hidden), None if all_probs is None else tuple(all_probs)
+
+
+class BertPooler(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(hidden[:, 0]))  # (B, H) from the [CLS] position
+
+
+class BertPreTrainedModel(nn.Module):
+    """Loading, saving, conversion and initialisation shared by every bertfast model class."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+
+    def init_weights(self) -> None:
+        """Random initialisation as transformers does it (normal(0, initializer_range), LayerNorm 1/0)."""
+        self.apply(self._init_module)
+
+    def _init_module(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        with torch.no_grad():
+            if isinstance(module, nn.Linear):
+                module.weight.normal_(0.0, std)
+                if module.bias is not None:
+                    module.bias.zero_()
+            elif isinstance(module, nn.Embedding):
+                module.weight.normal_(0.0, std)
+                if module.padding_idx is not None:
+                    module.weight[module.padding_idx].zero_()
+            elif isinstance(module, nn.LayerNorm):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+            elif isinstance(getattr(module, "bias", None), nn.Parameter):
+                module.bias.zero_()  # the MLM head's output bias
+
+    @classmethod
+    def _build(cls, config: BertConfig, state: dict[str, torch.Tensor]) -> "BertPreTrainedModel":
+        return cls(config)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, dtype: torch.dtype | str = torch.float32,
+                        device: torch.device | str = "cpu", allow_missing_weights: bool = False,
+                        local_files_only: bool = False) -> "BertPreTrainedModel":
+        """Load a HuggingFace BERT checkpoint (local directory or hub id) in eval mode.
+
+        The model is built on the meta device and the checkpoint tensors are assigned, so no random
+        weights are ever allocated. Weights the architecture needs but the checkpoint lacks are an
+        error unless ``allow_missing_weights=True`` (then they are initialised randomly, with a warning).
+        """
+        config = BertConfig.from_json_file(resolve_file(name_or_path, "config.json", local_files_only=local_files_only))
+        state = read_state_dict(name_or_path, device=device, local_files_only=local_files_only)
+        return cls._from_state(config, state, dtype, device, allow_missing_weights)
+
+    @classmethod
+    def from_hf(cls, hf_model: nn.Module, allow_missing_weights: bool = False) -> "BertPreTrainedModel":
+        """Convert an in-memory transformers BERT model (its weights are copied, on its device and dtype)."""
+        if getattr(hf_model.config, "model_type", None) != "bert":
+            raise ValueError(f"from_hf expects a transformers BERT model, got {type(hf_model).__name__}")
+        config = BertConfig.from_dict({k: v for k, v in hf_model.config.to_dict().items() if v is not None})
+        param = next(hf_model.parameters())
+        state = {k: v.detach().clone() for k, v in hf_model.state_dict().items()}
+        return cls._from_state(config, state, param.dtype, param.device, allow_missing_weights)
+
+    @classmethod
+    def _from_state(cls, config: BertConfig, state: dict[str, torch.Tensor], dtype: torch.dtype | str,
+                    device: torch.device | str, allow_missing_weights: bool) -> "BertPreTrainedModel":
+        with torch.device("meta"):
+            model = cls._build(config, state)
+        load_into(model, state, allow_missing=allow_missing_weights, init_missing=model._init_module)
+        return model.to(device=device, dtype=resolve_dtype(dtype)).eval()
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write config.json + model.safetensors that both bertfast and transformers load."""
+        from safetensors.torch import save_file
+
+        os.makedirs(directory, exist_ok=True)
+        self.config.architectures = [type(self).__name__]
+        self.config.save(directory)
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """Number of (unique) parameters, as transformers counts them."""
+        params = {id(p): p for p in self.parameters() if p.requires_grad or not only_trainable}
+        if exclude_embeddings:
+            for module in self.modules():
+                if isinstance(module, nn.Embedding):
+                    params.pop(id(module.weight), None)
+        return sum(p.numel() for p in params.values())
+
+
+class BertModel(BertPreTrainedModel):
+    def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+        self.init_weights()
+
+    @classmethod
+    def _build(cls, config: BertConfig, state: dict[str, torch.Tensor]) -> "BertModel":
+        """The pooler exists when the checkpoint has one (all-MiniLM-L6-v2 does; some exports do not)."""
+        return cls(config, add_pooling_layer=any(k.endswith("pooler.dense.weight") for k in state))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                output_hidden_states: bool = False, output_attentions: bool = False) -> BaseModelOutputWithPooling:
+        """input_ids (B, S) -> last_hidden_state (B, S, H), pooler_output (B, H).
+
+        ``output_attentions=True`` runs the reference (eager) attention, which materialises the
+        probabilities; the fused kernels never do.
+        """
+        key_padding_mask = check_inputs(self.config, self.device, input_ids, attention_mask, token_type_ids,
+                                        position_ids)
+        hidden = self.embeddings(input_ids, token_type_ids, position_ids)
+        last, all_hidden, all_probs = self.encoder(hidden, key_padding_mask, output_hidden_states, output_attentions)
+        pooled = self.pooler(last) if self.pooler is not None else None
+        return BaseModelOutputWithPooling(last, pooled, all_hidden, all_probs)

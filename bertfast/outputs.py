@@ -1,0 +1,67 @@
+"""Output dataclasses with transformers' field names.
+
+Like transformers' ``ModelOutput``: attribute access, ``out["name"]``, ``out[0]`` over the fields that
+are not None, ``keys()`` and ``to_tuple()``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+
+
+class ModelOutput:
+    def _present(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+
+    def keys(self) -> list[str]:
+        return list(self._present())
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        return tuple(self._present().values())
+
+    def __getitem__(self, key: str | int) -> Any:
+        if isinstance(key, str):
+            return self._present()[key]
+        return self.to_tuple()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._present()
+
+
+@dataclass
+class BaseModelOutputWithPooling(ModelOutput):
+    last_hidden_state: torch.Tensor  # (B, S, H)
+    pooler_output: torch.Tensor | None = None  # (B, H), None without a pooler
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # embeddings + every layer, each (B, S, H)
+    attentions: tuple[torch.Tensor, ...] | None = None  # one (B, heads, S, S) per layer
+
+
+@dataclass
+class MaskedLMOutput(ModelOutput):
+    loss: torch.Tensor | None = None  # scalar MLM cross-entropy over labels != -100
+    logits: torch.Tensor | None = None  # (B, S, vocab)
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class NextSentencePredictorOutput(ModelOutput):
+    loss: torch.Tensor | None = None  # scalar NSP cross-entropy
+    logits: torch.Tensor | None = None  # (B, 2); index 0 = "B follows A"
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class BertForPreTrainingOutput(ModelOutput):
+    loss: torch.Tensor | None = None  # MLM + NSP, only when both label kinds are given (as transformers)
+    prediction_logits: torch.Tensor | None = None  # (B, S, vocab)
+    seq_relationship_logits: torch.Tensor | None = None  # (B, 2)
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None

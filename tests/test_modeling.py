@@ -1,0 +1,184 @@
+"""Model parity with transformers (fp32 eager, CPU): every output, on padded batches of mixed lengths."""
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+
+import bertfast
+from conftest import TINY, hf_pretraining_model, padded_batch
+
+HIDDEN_ATOL = 1e-5
+LOGITS_ATOL = 1e-4
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float) -> None:
+    torch.testing.assert_close(actual, expected, atol=atol, rtol=0)
+
+
+def assert_all_close(actual, expected, atol: float) -> None:
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected):
+        assert_close(a, e, atol)
+
+
+def labels_for(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    labels = torch.full_like(batch["input_ids"], -100)
+    labels[:, 1:3] = batch["input_ids"][:, 1:3]
+    return labels
+
+
+def hf_load(cls, path: str):
+    return cls.from_pretrained(path, attn_implementation="eager").eval()
+
+
+@pytest.mark.parametrize("checkpoint", ["tiny_checkpoint", "base_checkpoint"])
+def test_pretraining_every_output_matches_transformers(checkpoint, request):
+    path = request.getfixturevalue(checkpoint)
+    hf = hf_load(transformers.BertForPreTraining, path)
+    ours = bertfast.BertForPreTraining.from_pretrained(path)
+    batch = padded_batch(hf.config.vocab_size, [13, 9, 4])
+    labels, nsp_labels = labels_for(batch), torch.tensor([0, 1, 1])
+    with torch.no_grad():
+        expected = hf(**batch, labels=labels, next_sentence_label=nsp_labels, output_hidden_states=True,
+                      output_attentions=True)
+        actual = ours(**batch, labels=labels, next_sentence_label=nsp_labels, output_hidden_states=True,
+                      output_attentions=True)
+    assert len(actual.hidden_states) == hf.config.num_hidden_layers + 1
+    assert_all_close(actual.hidden_states, expected.hidden_states, HIDDEN_ATOL)
+    assert_all_close(actual.attentions, expected.attentions, HIDDEN_ATOL)
+    assert actual.attentions[0].shape == (3, hf.config.num_attention_heads, 13, 13)
+    assert_close(actual.prediction_logits, expected.prediction_logits, LOGITS_ATOL)
+    assert_close(actual.seq_relationship_logits, expected.seq_relationship_logits, LOGITS_ATOL)
+    assert_close(actual.loss, expected.loss, LOGITS_ATOL)
+
+
+def test_fused_attention_path_matches_transformers_without_attention_output(tiny_checkpoint):
+    """Without output_attentions the model takes the fused (SDPA) attention, not the eager one."""
+    hf = hf_load(transformers.BertModel, tiny_checkpoint)
+    ours = bertfast.BertModel.from_pretrained(tiny_checkpoint)
+    batch = padded_batch(TINY["vocab_size"], [17, 5, 1, 11])
+    with torch.no_grad():
+        expected, actual = hf(**batch), ours(**batch)
+    assert_close(actual.last_hidden_state, expected.last_hidden_state, HIDDEN_ATOL)
+    assert_close(actual.pooler_output, expected.pooler_output, HIDDEN_ATOL)
+
+
+def test_masked_lm_and_nsp_models_match_transformers(tiny_checkpoint):
+    batch = padded_batch(TINY["vocab_size"], [12, 7])
+    labels = labels_for(batch)
+    nsp_labels = torch.tensor([1, 0])
+    with torch.no_grad():
+        mlm_hf = hf_load(transformers.BertForMaskedLM, tiny_checkpoint)(**batch, labels=labels)
+        mlm = bertfast.BertForMaskedLM.from_pretrained(tiny_checkpoint)(**batch, labels=labels)
+        nsp_hf = hf_load(transformers.BertForNextSentencePrediction, tiny_checkpoint)(**batch, labels=nsp_labels)
+        nsp = bertfast.BertForNextSentencePrediction.from_pretrained(tiny_checkpoint)(**batch, labels=nsp_labels)
+    assert_close(mlm.logits, mlm_hf.logits, LOGITS_ATOL)
+    assert_close(mlm.loss, mlm_hf.loss, LOGITS_ATOL)
+    assert_close(nsp.logits, nsp_hf.logits, LOGITS_ATOL)
+    assert_close(nsp.loss, nsp_hf.loss, LOGITS_ATOL)
+
+
+def test_pretraining_loss_only_with_both_labels_as_transformers(tiny_checkpoint):
+    model = bertfast.BertForPreTraining.from_pretrained(tiny_checkpoint)
+    batch = padded_batch(TINY["vocab_size"], [6, 6])
+    assert model(**batch, labels=labels_for(batch)).loss is None
+    assert model(**batch, next_sentence_label=torch.tensor([0, 1])).loss is None
+
+
+def test_explicit_position_ids_match_transformers(tiny_checkpoint):
+    hf = hf_load(transformers.BertModel, tiny_checkpoint)
+    ours = bertfast.BertModel.from_pretrained(tiny_checkpoint)
+    batch = padded_batch(TINY["vocab_size"], [8, 8])
+    batch["position_ids"] = torch.stack([torch.arange(8), torch.arange(8).flip(0) + 3])
+    with torch.no_grad():
+        assert_close(ours(**batch).last_hidden_state, hf(**batch).last_hidden_state, HIDDEN_ATOL)
+
+
+@pytest.mark.parametrize("variant", [{"hidden_act": "gelu_new"}, {"tie_word_embeddings": False}],
+                         ids=["gelu_new", "untied_decoder"])
+def test_config_variants_match_transformers(variant, tmp_path):
+    hf = hf_pretraining_model(**TINY, **variant)
+    if not variant.get("tie_word_embeddings", True):
+        with torch.no_grad():
+            hf.cls.predictions.decoder.weight.normal_()
+    hf.save_pretrained(tmp_path)
+    ours = bertfast.BertForPreTraining.from_pretrained(tmp_path)
+    batch = padded_batch(TINY["vocab_size"], [10, 6])
+    with torch.no_grad():
+        assert_close(ours(**batch).prediction_logits, hf(**batch).prediction_logits, LOGITS_ATOL)
+
+
+def test_state_dict_has_transformers_keys_and_round_trips(tiny_checkpoint, tmp_path):
+    hf = hf_load(transformers.BertForPreTraining, tiny_checkpoint)
+    ours = bertfast.BertForPreTraining.from_pretrained(tiny_checkpoint)
+    hf_keys = set(hf.state_dict()) - {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
+    assert set(ours.state_dict()) == hf_keys
+    ours.save_pretrained(tmp_path)
+    reloaded_hf = hf_load(transformers.BertForPreTraining, str(tmp_path))
+    reloaded = bertfast.BertForPreTraining.from_pretrained(tmp_path)
+    batch = padded_batch(TINY["vocab_size"], [9, 3])
+    with torch.no_grad():
+        assert_close(reloaded_hf(**batch).prediction_logits, hf(**batch).prediction_logits, LOGITS_ATOL)
+        assert_close(reloaded(**batch).prediction_logits, hf(**batch).prediction_logits, LOGITS_ATOL)
+
+
+def test_from_hf_converts_in_memory_models():
+    hf = hf_pretraining_model(**TINY)
+    bare = transformers.BertModel(hf.config, add_pooling_layer=False).eval()
+    batch = padded_batch(TINY["vocab_size"], [7, 4])
+    with torch.no_grad():
+        assert_close(bertfast.BertForPreTraining.from_hf(hf)(**batch).prediction_logits,
+                     hf(**batch).prediction_logits, LOGITS_ATOL)
+        converted = bertfast.BertModel.from_hf(bare)
+        assert converted.pooler is None
+        out = converted(**batch)
+        assert out.pooler_output is None
+        assert_close(out.last_hidden_state, bare(**batch).last_hidden_state, HIDDEN_ATOL)
+
+
+def test_num_parameters_of_bert_base():
+    with torch.device("meta"):
+        assert bertfast.BertModel(bertfast.BertConfig()).num_parameters() == 109_482_240
+        pretraining = bertfast.BertForPreTraining(bertfast.BertConfig())
+    with torch.device("meta"):
+        hf = transformers.BertForPreTraining(transformers.BertConfig())
+    assert pretraining.num_parameters() == hf.num_parameters()
+    assert pretraining.num_parameters(exclude_embeddings=True) == hf.num_parameters(exclude_embeddings=True)
+
+
+def test_dropout_only_in_train_mode(tiny_checkpoint):
+    model = bertfast.BertModel.from_pretrained(tiny_checkpoint)
+    batch = padded_batch(TINY["vocab_size"], [8, 5])
+    with torch.no_grad():
+        assert torch.equal(model(**batch).last_hidden_state, model(**batch).last_hidden_state)
+        model.train()
+        first, second = model(**batch).last_hidden_state, model(**batch).last_hidden_state
+    assert not torch.allclose(first, second)
+
+
+def test_random_init_is_deterministic_and_scaled():
+    config = bertfast.BertConfig.from_preset("tiny")
+    torch.manual_seed(3)
+    first = bertfast.BertForPreTraining(config)
+    torch.manual_seed(3)
+    second = bertfast.BertForPreTraining(config)
+    weight = first.bert.encoder.layer[0].intermediate.dense.weight
+    assert torch.equal(weight, second.bert.encoder.layer[0].intermediate.dense.weight)
+    assert abs(weight.std().item() - config.initializer_range) < 0.002
+    assert torch.equal(first.cls.predictions.bias, torch.zeros(config.vocab_size))
+    assert torch.equal(first.bert.embeddings.word_embeddings.weight[config.pad_token_id], torch.zeros(128))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_half_precision_on_gpu_within_twice_transformers_error(base_checkpoint, dtype):
+    batch = {k: v.cuda() for k, v in padded_batch(30522, [128, 77, 31, 128]).items()}
+    with torch.no_grad():
+        reference = transformers.BertModel.from_pretrained(base_checkpoint).cuda().eval()(**batch).last_hidden_state
+        hf_half = transformers.BertModel.from_pretrained(base_checkpoint, dtype=dtype).cuda().eval()(**batch)
+        ours = bertfast.BertModel.from_pretrained(base_checkpoint, dtype=dtype, device="cuda")(**batch)
+    real = batch["attention_mask"].bool()
+    hf_error = (hf_half.last_hidden_state.float() - reference)[real].abs().max().item()
+    our_error = (ours.last_hidden_state.float() - reference)[real].abs().max().item()
+    assert our_error <= 2 * hf_error + 1e-3, (our_error, hf_error)
