@@ -2,16 +2,21 @@
 from bertfast.config import BertConfig
 from bertfast.heads import BertForMaskedLM, BertForNextSentencePrediction, BertForPreTraining
 from bertfast.modeling import BertModel, BertPreTrainedModel
+from bertfast.pipelines import pipeline
+from bertfast.tokenizer import BatchEncoding, BertTokenizer
 from bertfast.weights import CheckpointError
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchEncoding",
     "BertConfig",
     "BertForMaskedLM",
     "BertForNextSentencePrediction",
     "BertForPreTraining",
     "BertModel",
     "BertPreTrainedModel",
+    "BertTokenizer",
     "CheckpointError",
+    "pipeline",
 ]

@@ -20,11 +20,11 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import huggingface_hub
 import torch
-from huggingface_hub.errors import EntryNotFoundError
 from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
+
+from bertfast.weights import resolve_file
 
 TOKENIZER_FILE = "tokenizer.json"
 VOCAB_FILE = "vocab.txt"
@@ -55,21 +55,6 @@ class BatchEncoding(dict):
         """Move every tensor to ``device`` in place (lists stay lists) and return ``self``, as transformers does."""
         self.update({k: v.to(device, non_blocking=non_blocking) for k, v in self.items() if torch.is_tensor(v)})
         return self
-
-
-def _resolve(name_or_path: str | os.PathLike, filename: str) -> str | None:
-    """Path of ``filename`` in a local directory or a Hub repo (downloaded); None when the repo lacks it."""
-    if os.path.isdir(name_or_path):
-        path = os.path.join(name_or_path, filename)
-        return path if os.path.isfile(path) else None
-    try:
-        return huggingface_hub.hf_hub_download(str(name_or_path), filename)
-    except EntryNotFoundError:  # also raised offline for a file that is not in the local cache
-        return None
-    except (OSError, ValueError) as err:  # unknown repo, invalid repo id (e.g. a missing local path), network
-        raise OSError(f"{str(name_or_path)!r} is not a local directory and could not be resolved on the Hugging "
-                      f"Face Hub ({type(err).__name__}: {err}). Pass a local directory that contains "
-                      f"{VOCAB_FILE} or {TOKENIZER_FILE}.") from err
 
 
 def load_vocab(vocab_file: str | os.PathLike) -> dict[str, int]:
@@ -234,7 +219,7 @@ class BertTokenizer:
         for filename in (TOKENIZER_FILE, VOCAB_FILE, CONFIG_FILE, SPECIAL_TOKENS_FILE):
             if filename == VOCAB_FILE and found[TOKENIZER_FILE] is not None:
                 continue
-            found[filename] = _resolve(name_or_path, filename)
+            found[filename] = resolve_file(name_or_path, filename, required=False)
         if found[TOKENIZER_FILE] is None and found[VOCAB_FILE] is None:
             raise FileNotFoundError(f"found neither {TOKENIZER_FILE} nor {VOCAB_FILE} in {str(name_or_path)!r} "
                                     f"(looked in it as a local directory and as a Hugging Face Hub repo id). "

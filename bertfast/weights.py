@@ -14,8 +14,8 @@ import os
 import warnings
 from typing import TYPE_CHECKING, Any, Callable
 
+import huggingface_hub
 import torch
-from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -58,15 +58,15 @@ def resolve_file(name_or_path: str | os.PathLike, filename: str, required: bool 
             raise FileNotFoundError(f"{filename} not found in {name} (it holds: {sorted(os.listdir(name))})")
         return None
     if os.path.exists(name) or _looks_like_path(name):
-        raise FileNotFoundError(f"{name!r} is not a directory; pass a checkpoint directory holding config.json "
-                                f"and model.safetensors (or pytorch_model.bin), or a hub id like 'bert-base-uncased'")
+        raise FileNotFoundError(f"{name!r} is not a directory: pass an existing local checkpoint directory or a "
+                                f"hub id like 'bert-base-uncased'")
     try:
         try:
-            return hf_hub_download(name, filename, local_files_only=True)
+            return huggingface_hub.hf_hub_download(name, filename, local_files_only=True)
         except LocalEntryNotFoundError:
             if local_files_only:
                 raise
-            return hf_hub_download(name, filename)
+            return huggingface_hub.hf_hub_download(name, filename)
     except LocalEntryNotFoundError as e:
         if not required:
             return None

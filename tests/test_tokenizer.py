@@ -372,7 +372,7 @@ def write(path: Any, content: bytes) -> str:
 def test_bad_files_raise_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither tokenizer.json nor vocab.txt.*local directory that contains"):
         BertTokenizer.from_pretrained(tmp_path)
-    with pytest.raises(OSError, match="not a local directory.*contains vocab.txt or tokenizer.json"):
+    with pytest.raises(FileNotFoundError, match="is not a directory: pass an existing local checkpoint directory"):
         BertTokenizer.from_pretrained(tmp_path / "missing" / "dir")
     with pytest.raises(ValueError, match="is empty"):
         BertTokenizer.from_pretrained(write(tmp_path / "empty" / "vocab.txt", b""))
