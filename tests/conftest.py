@@ -64,3 +64,16 @@ def padded_batch(vocab_size: int, lengths: list[int], seq_len: int | None = None
         token_type[row, length // 2:length] = 1
     ids = ids * mask
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": token_type}
+
+
+@pytest.fixture(scope="session")
+def tiny_vocab_checkpoint(tmp_path_factory, minilm_dir) -> str:
+    """A small random BertForPreTraining over the real bert-base-uncased vocabulary, with its tokenizer files,
+    so pipelines and the CLI run end to end on it."""
+    import shutil
+
+    path = tmp_path_factory.mktemp("tiny_vocab")
+    hf_pretraining_model(**{**TINY, "vocab_size": 30522}).save_pretrained(path)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(os.path.join(minilm_dir, name), path)
+    return str(path)

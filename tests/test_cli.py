@@ -1,0 +1,58 @@
+"""The bertfast console script, run in-process on small checkpoints."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import bertfast
+from bertfast.cli import main
+
+
+def run_json(capsys, *argv: str):
+    assert main([*argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_fill_mask_command_matches_the_pipeline(capsys, tiny_vocab_checkpoint):
+    text = "The capital of France is [MASK]."
+    result = run_json(capsys, "fill-mask", text, "--model", tiny_vocab_checkpoint, "--top-k", "3")
+    expected = bertfast.pipeline("fill-mask", model=tiny_vocab_checkpoint)(text, top_k=3)
+    assert [r["token_str"] for r in result] == [r["token_str"] for r in expected]
+    assert main(["fill-mask", text, "--model", tiny_vocab_checkpoint, "--top-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and expected[0]["sequence"] in lines[0]
+
+
+def test_nsp_and_embed_commands(capsys, tiny_vocab_checkpoint, minilm_dir):
+    result = run_json(capsys, "nsp", "It rained.", "The streets were wet.", "--model", tiny_vocab_checkpoint)
+    assert set(result) == {"label", "is_next_probability", "logits"} and 0 <= result["is_next_probability"] <= 1
+    rows = run_json(capsys, "embed", "a cat", "a kitten", "--model", minilm_dir)
+    assert [r["text"] for r in rows] == ["a cat", "a kitten"] and len(rows[0]["embedding"]) == 384
+    assert main(["embed", "a cat", "a kitten", "stocks fell", "--model", minilm_dir]) == 0
+    out = capsys.readouterr().out
+    assert "dim=384" in out and "cosine similarity:" in out
+
+
+def test_info_reads_a_checkpoint_and_falls_back_to_presets(capsys, minilm_dir):
+    info = run_json(capsys, "info", minilm_dir)
+    assert info["config"]["hidden_size"] == 384 and info["config_source"] == "checkpoint"
+    assert info["parameters"]["BertModel"] == bertfast.BertModel.from_pretrained(minilm_dir).num_parameters()
+    info = run_json(capsys, "info", "bert-base-uncased", "--offline")
+    assert info["parameters"]["BertModel"] == 109_482_240
+
+
+def test_errors_are_messages_with_a_nonzero_exit(capsys, tiny_vocab_checkpoint, tmp_path):
+    assert main(["fill-mask", "no mask here", "--model", tiny_vocab_checkpoint]) == 1
+    assert "no [MASK] token" in capsys.readouterr().err
+    assert main(["info", str(tmp_path / "missing")]) == 1
+    assert "is not a directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["frobnicate"])
+
+
+def test_module_entry_point_runs():
+    result = subprocess.run([sys.executable, "-m", "bertfast", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "fill-mask" in result.stdout and "info" in result.stdout
