@@ -4,11 +4,32 @@ All value-range checks are reduced to one host synchronisation per call.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from typing import Iterator
+
 import torch
 
 from bertfast.config import BertConfig
 
 INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+_TRUSTED = contextvars.ContextVar("bertfast_inputs_trusted", default=False)
+
+
+@contextlib.contextmanager
+def trusted_inputs() -> Iterator[None]:
+    """Skip the value checks, which synchronise with the host, and the data-dependent choices that follow
+    from them (dropping an all-ones mask, packing). For CUDA-graph capture, whose caller validated the
+    real inputs before copying them into the static buffers."""
+    token = _TRUSTED.set(True)
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
+
+
+def inputs_trusted() -> bool:
+    return _TRUSTED.get()
 
 
 def _check_tensor(name: str, value: object, shape: torch.Size | None, device: torch.device, integer: bool) -> None:
@@ -50,6 +71,8 @@ def check_inputs(config: BertConfig, device: torch.device, input_ids: torch.Tens
     if attention_mask is not None:
         _check_tensor("attention_mask", attention_mask, input_ids.shape, device, integer=False)
         checks.append(("attention_mask", attention_mask, 2))
+    if inputs_trusted():
+        return None if attention_mask is None else _as_bool(attention_mask)
     bounds = torch.stack([torch.stack([v.min(), v.max()]).to(torch.float64) for _, v, _ in checks]).tolist()
     for (name, _, limit), (low, high) in zip(checks, bounds):
         if low < 0 or high >= limit:
@@ -57,6 +80,10 @@ def check_inputs(config: BertConfig, device: torch.device, input_ids: torch.Tens
             raise ValueError(f"{name} has values in [{low:g}, {high:g}] but must be in {allowed}")
     if attention_mask is None or bounds[-1][0] == 1:
         return None
+    return _as_bool(attention_mask)
+
+
+def _as_bool(attention_mask: torch.Tensor) -> torch.Tensor:
     return attention_mask if attention_mask.dtype == torch.bool else attention_mask != 0
 
 

@@ -16,11 +16,14 @@ import torch.nn.functional as F
 
 from bertfast import ops
 from bertfast.config import BertConfig
-from bertfast.inputs import check_inputs
+from bertfast.inputs import check_inputs, inputs_trusted
 from bertfast.outputs import BaseModelOutputWithPooling
+from bertfast.padding import Packing, pad, packing_of, unpad
 from bertfast.weights import load_into, read_state_dict, resolve_dtype, resolve_file
 
 QKV = ("query", "key", "value")
+# What a layer is told about padding: a (B, S) key padding mask, None (no padding), or a Packing (packed input).
+Mask = torch.Tensor | Packing | None
 
 
 class BertEmbeddings(nn.Module):
@@ -71,15 +74,21 @@ class BertSelfAttention(nn.Module):
         self.register_state_dict_post_hook(_split_qkv)
         self.register_load_state_dict_pre_hook(_fuse_qkv)
 
-    def forward(self, hidden: torch.Tensor, key_padding_mask: torch.Tensor | None,
+    def forward(self, hidden: torch.Tensor, mask: Mask,
                 output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """hidden (B, S, H) -> context (B, S, H) and, with output_attentions, probabilities (B, heads, S, S)."""
-        batch, seq_len, width = hidden.shape
-        qkv = F.linear(hidden, self.qkv.weight, self.qkv.bias)  # (B, S, 3H)
+        """hidden (B, S, H) with a (B, S) key padding mask (or None), or packed hidden (T, H) with its
+        Packing -> context of the same shape and, with output_attentions, probabilities (B, heads, S, S)."""
+        width = hidden.shape[-1]
+        qkv = F.linear(hidden, self.qkv.weight, self.qkv.bias)  # (..., 3H)
+        if isinstance(mask, Packing):
+            qkv = qkv.view(-1, 3, self.num_attention_heads, self.attention_head_size)  # (T, 3, h, D)
+            context = ops.varlen_attention(qkv, mask.cu_seqlens, mask.max_seqlen)  # (T, h, D)
+            return context.reshape(-1, width), None  # (T, H)
+        batch, seq_len = hidden.shape[:2]
         qkv = qkv.view(batch, seq_len, 3, self.num_attention_heads, self.attention_head_size)  # (B, S, 3, h, D)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, S, D), views without copies
         dropout_p = self.dropout_p if self.training else 0.0
-        context, probs = ops.attention(q, k, v, key_padding_mask, dropout_p=dropout_p, need_weights=output_attentions)
+        context, probs = ops.attention(q, k, v, mask, dropout_p=dropout_p, need_weights=output_attentions)
         return context.transpose(1, 2).reshape(batch, seq_len, width), probs  # (B, S, H)
 
 
@@ -104,9 +113,9 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(config)
         self.output = BertResidualOutput(config, config.hidden_size)
 
-    def forward(self, hidden: torch.Tensor, key_padding_mask: torch.Tensor | None,
+    def forward(self, hidden: torch.Tensor, mask: Mask,
                 output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        context, probs = self.self(hidden, key_padding_mask, output_attentions)
+        context, probs = self.self(hidden, mask, output_attentions)
         return self.output(context, hidden), probs
 
 
@@ -127,9 +136,9 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertResidualOutput(config, config.intermediate_size)
 
-    def forward(self, hidden: torch.Tensor, key_padding_mask: torch.Tensor | None,
+    def forward(self, hidden: torch.Tensor, mask: Mask,
                 output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attended, probs = self.attention(hidden, key_padding_mask, output_attentions)
+        attended, probs = self.attention(hidden, mask, output_attentions)
         return self.output(self.intermediate(attended), attended), probs
 
 
@@ -138,12 +147,12 @@ class BertEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
 
-    def forward(self, hidden: torch.Tensor, key_padding_mask: torch.Tensor | None, output_hidden_states: bool = False,
+    def forward(self, hidden: torch.Tensor, mask: Mask, output_hidden_states: bool = False,
                 output_attentions: bool = False) -> tuple[torch.Tensor, tuple | None, tuple | None]:
         all_hidden = [hidden] if output_hidden_states else None
         all_probs = [] if output_attentions else None
         for layer in self.layer:
-            hidden, probs = layer(hidden, key_padding_mask, output_attentions)
+            hidden, probs = layer(hidden, mask, output_attentions)
             if all_hidden is not None:
                 all_hidden.append(hidden)
             if all_probs is not None:
@@ -253,6 +262,13 @@ class BertPreTrainedModel(nn.Module):
 
 
 class BertModel(BertPreTrainedModel):
+    """The encoder. ``padding_free`` (default True): a batch with padding runs every layer on its real tokens
+    only (packed, with varlen attention) and is padded back at the end; the hidden states at padding
+    positions are then zeros (transformers leaves unused values there; real positions are the same).
+    Set it to False for the padded computation everywhere."""
+
+    padding_free: bool = True
+
     def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
         super().__init__(config)
         self.embeddings = BertEmbeddings(config)
@@ -265,6 +281,16 @@ class BertModel(BertPreTrainedModel):
         """The pooler exists when the checkpoint has one (all-MiniLM-L6-v2 does; some exports do not)."""
         return cls(config, add_pooling_layer=any(k.endswith("pooler.dense.weight") for k in state))
 
+    def _packing(self, key_padding_mask: torch.Tensor | None, output_attentions: bool) -> Packing | None:
+        """Packing for the padding-free path, or None for the padded one (no padding, attention maps
+        asked for, attention dropout in training, input validation skipped, or left padding, where the
+        pooler reads a padding position)."""
+        if (key_padding_mask is None or not self.padding_free or output_attentions or inputs_trusted()
+                or (self.training and self.config.attention_probs_dropout_prob > 0)):
+            return None
+        packing = packing_of(key_padding_mask)
+        return packing if packing.starts_real else None
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False) -> BaseModelOutputWithPooling:
@@ -275,7 +301,14 @@ class BertModel(BertPreTrainedModel):
         """
         key_padding_mask = check_inputs(self.config, self.device, input_ids, attention_mask, token_type_ids,
                                         position_ids)
-        hidden = self.embeddings(input_ids, token_type_ids, position_ids)
-        last, all_hidden, all_probs = self.encoder(hidden, key_padding_mask, output_hidden_states, output_attentions)
+        hidden = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, S, H)
+        packing = self._packing(key_padding_mask, output_attentions)
+        if packing is None:
+            last, all_hidden, all_probs = self.encoder(hidden, key_padding_mask, output_hidden_states,
+                                                       output_attentions)
+        else:
+            last, all_hidden, all_probs = self.encoder(unpad(hidden, packing), packing, output_hidden_states)
+            last = pad(last, packing)  # (B, S, H)
+            all_hidden = None if all_hidden is None else tuple(pad(h, packing) for h in all_hidden)
         pooled = self.pooler(last) if self.pooler is not None else None
         return BaseModelOutputWithPooling(last, pooled, all_hidden, all_probs)

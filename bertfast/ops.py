@@ -75,3 +75,16 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mas
     if dropout_p == 0.0 and backend_for(q) == "triton":
         return kernels.attention(q, k, v, key_padding_mask, scale), None
     return kernels.attention_ref(q, k, v, key_padding_mask, scale, dropout_p), None
+
+
+def varlen_attention(qkv: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
+                     scale: float | None = None) -> torch.Tensor:
+    """Attention over packed sequences (padding-free): qkv (T, 3, heads, D) -> context (T, heads, D).
+
+    Sequence i is rows ``cu_seqlens[i]:cu_seqlens[i + 1]`` and attends only within itself; q/k/v are
+    read as strided views of the fused projection, without copies.
+    """
+    q, k, v = qkv.unbind(1)  # each (T, heads, D)
+    if backend_for(qkv) == "triton":
+        return kernels.varlen_attention(q, k, v, cu_seqlens, max_seqlen, scale)
+    return kernels.varlen_attention_ref(q, k, v, cu_seqlens, scale)

@@ -22,6 +22,7 @@ class Packing:
     max_seqlen: int  # longest sequence (real tokens) in the batch
     batch: int  # B
     seq_len: int  # S
+    starts_real: bool  # every row's first position is a real token (no left padding)
 
     @property
     def total(self) -> int:
@@ -29,12 +30,13 @@ class Packing:
 
 
 def packing_of(key_padding_mask: torch.Tensor) -> Packing:
-    """Packing for a (B, S) bool mask, True = real token. One host synchronisation (max_seqlen)."""
+    """Packing for a (B, S) bool mask, True = real token."""
     batch, seq_len = key_padding_mask.shape
     lengths = key_padding_mask.sum(dim=1, dtype=torch.int32)  # (B,)
     indices = torch.nonzero(key_padding_mask.reshape(-1), as_tuple=False).flatten()  # (T,)
     cu_seqlens = F.pad(torch.cumsum(lengths, dim=0, dtype=torch.int32), (1, 0))  # (B + 1,)
-    return Packing(indices, cu_seqlens, int(lengths.max()), batch, seq_len)
+    max_seqlen, starts_real = torch.stack([lengths.max(), key_padding_mask[:, 0].all().to(torch.int32)]).tolist()
+    return Packing(indices, cu_seqlens, max_seqlen, batch, seq_len, bool(starts_real))
 
 
 def unpad(x: torch.Tensor, packing: Packing) -> torch.Tensor:
