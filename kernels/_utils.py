@@ -102,16 +102,17 @@ def row_launch_settings(n_cols: int, whole_row: bool) -> LaunchSettings:
     return LaunchSettings(block_rows, block_cols, _num_warps(block_rows * block_cols, 256))
 
 
-def attention_launch_settings(head_dim: int, max_seqlen: int) -> LaunchSettings:
-    """Query/key tile sizes for flash attention with a padded head dim ``head_dim`` (a power of two >= 16).
+def attention_launch_settings(block_d: int, max_seqlen: int, element_size: int) -> LaunchSettings:
+    """Query/key tiles for flash attention with a padded head dim ``block_d`` (a power of two >= 16).
 
-    128 queries x 64 keys per step on GPU (the usual flash-attention tiles for D <= 128), shrunk to the
-    sequence length for short sequences (at least 16, the smallest ``tl.dot`` tile).
+    128 queries (64 for fp32 inputs, whose tiles are twice the size) x 64 keys per step: the usual
+    flash-attention tiles for D <= 128, shrunk to the sequence length for short sequences (at least
+    16, the smallest ``tl.dot`` tile). One warp per 2048 elements of the query tile, at least four.
     """
     seq_block = max(16, next_power_of_2(max(1, max_seqlen)))
-    block_m = min(128, seq_block)
+    block_m = min(128 if element_size <= 2 else 64, seq_block)
     block_n = min(64, seq_block)
-    return LaunchSettings(block_m, block_n, _num_warps(block_m * head_dim, 2048), num_stages=2)
+    return LaunchSettings(block_m, block_n, max(4, _num_warps(block_m * block_d, 2048)), num_stages=2)
 
 
 def reduction_programs(n_tiles: int, device: torch.device) -> int:
