@@ -181,9 +181,10 @@ def _check_qkv(op: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layou
             raise ValueError(f"kernels.{op}: {name} must be {layout}-shaped ({len(layout)} dims), got {tuple(t.shape)}")
     if k.shape != v.shape:
         raise ValueError(f"kernels.{op}: k {tuple(k.shape)} and v {tuple(v.shape)} shapes differ")
-    same = [i for i, axis in enumerate(layout) if axis != "S"]  # every axis but the sequence must agree
+    same = [i for i, axis in enumerate(layout) if axis != "S"]  # every axis but the padded sequence must agree
     if [q.shape[i] for i in same] != [k.shape[i] for i in same]:
-        raise ValueError(f"kernels.{op}: q {tuple(q.shape)} and k {tuple(k.shape)} disagree outside the S axis")
+        axes = "".join(layout[i] for i in same)
+        raise ValueError(f"kernels.{op}: q {tuple(q.shape)} and k {tuple(k.shape)} must match on axes {axes}")
     if not q.dtype == k.dtype == v.dtype or q.dtype not in DTYPES:
         raise TypeError(f"kernels.{op}: q/k/v must share one dtype of {DTYPES}, got {q.dtype}/{k.dtype}/{v.dtype}")
     head_dim = q.shape[-1]
@@ -256,8 +257,6 @@ def varlen_attention(
     """
     check_launchable("varlen_attention", q, k, v, cu_seqlens)
     _check_qkv("varlen_attention", q, k, v, "THD")
-    if q.shape[0] != k.shape[0]:
-        raise ValueError(f"kernels.varlen_attention: q has {q.shape[0]} tokens, k/v have {k.shape[0]}")
     _check_cu_seqlens(cu_seqlens, max_seqlen, q.shape[0])
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     return _AttentionFn.apply(q, k, v, None, cu_seqlens, max_seqlen, scale)

@@ -1,0 +1,77 @@
+"""Shared fixtures: autouse seeding, the device kernels run on, the error-ratio check, a Triton-less subprocess.
+
+Without CUDA the Triton kernels run through the interpreter on CPU tensors. Triton decides at
+``@triton.jit`` time whether to interpret, so ``TRITON_INTERPRET=1`` is set here, before any test
+module imports ``kernels`` (an explicit ``TRITON_INTERPRET=0`` in the environment is respected).
+"""
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# atol of the error-ratio check, per dtype: the slack for errors far below one output ulp
+ATOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}
+
+ErrorCheck = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, str], None]
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+    random.seed(0)
+    np.random.seed(0)
+
+
+@pytest.fixture
+def device() -> torch.device:
+    """CUDA when present; otherwise CPU, where the kernels need the Triton interpreter."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.fail("no CUDA device and TRITON_INTERPRET is not 1: the Triton kernels cannot run")
+    return torch.device("cpu")
+
+
+@pytest.fixture
+def check_error() -> ErrorCheck:
+    """``check(out, out_torch, out_ref, what)``: error(out vs ref) <= 2 x error(out_torch vs ref) + atol.
+
+    ``out`` is the kernel's result, ``out_torch`` torch's own op in the same dtype, ``out_ref`` the
+    fp64 reference; atol is ``ATOL[out.dtype]``. NaN anywhere fails the check.
+    """
+
+    def check(out: torch.Tensor, out_torch: torch.Tensor, out_ref: torch.Tensor, what: str) -> None:
+        assert out.shape == out_ref.shape, f"{what}: shape {tuple(out.shape)} != {tuple(out_ref.shape)}"
+        assert out.dtype == out_torch.dtype, f"{what}: dtype {out.dtype} != torch's {out_torch.dtype}"
+        err = (out.double() - out_ref.double()).abs().max().item()
+        torch_err = (out_torch.double() - out_ref.double()).abs().max().item()
+        bound = 2 * torch_err + ATOL[out.dtype]
+        assert err <= bound, f"{what}: error {err:.3g} > 2 x torch's {torch_err:.3g} + {ATOL[out.dtype]:g}"
+
+    return check
+
+
+@pytest.fixture
+def run_without_triton() -> Callable[[str], subprocess.CompletedProcess]:
+    """Run a Python snippet in a subprocess where ``import triton`` fails; returns the finished process."""
+
+    def run(code: str) -> subprocess.CompletedProcess:
+        script = "import sys\nsys.modules['triton'] = None\n" + code
+        path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        env = {**os.environ, "PYTHONPATH": path}
+        return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+
+    return run
