@@ -1,4 +1,4 @@
-"""Scaled dot-product attention with key padding: a flash-style Triton kernel (padded and varlen) and the torch reference.
+"""Scaled dot-product attention with key padding: a flash-style Triton kernel (padded, varlen) and torch references.
 
 One kernel serves both layouts. Padded: q/k/v (B, H, S, D) with any strides (views into a fused QKV
 projection need no copy) and a (B, S) bool key padding mask. Varlen (``VARLEN``): q/k/v packed
@@ -117,20 +117,22 @@ def _attention_fwd(
 
     The padded output is (B, H, S, D) stored as (B, S, H, D), so merging heads afterwards is a view.
     """
+    heads, head_dim = q.shape[1], q.shape[-1]  # axis 1 is H in both layouts
     if cu_seqlens is None:
-        batch, heads, seqlen_q, head_dim = q.shape
-        seqlen_k = k.shape[2]
-        o = torch.empty((batch, seqlen_q, heads, head_dim), dtype=q.dtype, device=q.device).transpose(1, 2)
+        batch, seqlen_q, seqlen_k = q.shape[0], q.shape[2], k.shape[2]
+        o = torch.empty((batch, seqlen_q, heads, head_dim), dtype=q.dtype, device=q.device)  # (B, S_q, H, D)
+        o = o.transpose(1, 2)  # (B, H, S_q, D)
     else:
-        batch, (_, heads, head_dim) = cu_seqlens.numel() - 1, q.shape
-        seqlen_q = seqlen_k = max_seqlen
+        batch = cu_seqlens.numel() - 1
+        seqlen_q = seqlen_k = max_seqlen  # upper bounds: the kernel reads each length from cu_seqlens
         o = torch.empty_like(q, memory_format=torch.contiguous_format)  # (T, H, D)
     if o.numel() == 0 or max_seqlen == 0:
         return o
-    block_d = max(16, head_dim)
+    block_d = max(16, head_dim)  # tl.dot needs K >= 16: smaller head dims are zero-padded in registers
     cfg = attention_launch_settings(block_d, max_seqlen, q.element_size())
     mask = key_padding_mask.view(torch.uint8) if key_padding_mask is not None else q  # (B, S_k)
     mask_strides = (mask.stride(0), mask.stride(1)) if key_padding_mask is not None else (0, 0)
+    # grid: (query blocks, H, B); CUDA allows up to 65535 heads and sequences
     _attention_fwd_kernel[(cdiv(seqlen_q, cfg.block_rows), heads, batch)](
         q, k, v, o, mask, cu_seqlens if cu_seqlens is not None else q,
         *_bhsd_strides(q), *_bhsd_strides(k), *_bhsd_strides(v), *_bhsd_strides(o), *mask_strides,

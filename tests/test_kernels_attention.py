@@ -82,15 +82,16 @@ def test_head_dims(head_dim, dtype, device, check_error):
 
 @pytest.mark.parametrize("pattern", ["left", "right", "middle", "alternate"])
 def test_padding_anywhere(pattern, device, check_error):
-    positions = torch.arange(40)
+    """Padding patterns over 150 keys (three key blocks): "left" pads the whole first block."""
+    positions = torch.arange(150)
     real = {
-        "left": positions >= 13,
+        "left": positions >= 70,
         "right": positions < 27,
-        "middle": (positions < 10) | (positions >= 30),
+        "middle": (positions < 10) | (positions >= 100),
         "alternate": positions % 2 == 0,
     }[pattern]
-    mask = torch.stack([real, torch.ones_like(real)]).to(device)  # (2, 40): one padded, one full sequence
-    _check(check_error, _qkv(2, 2, 40, 32, torch.float16, device), (mask,), pattern)
+    mask = torch.stack([real, torch.ones_like(real)]).to(device)  # (2, 150): one padded, one full sequence
+    _check(check_error, _qkv(2, 2, 150, 32, torch.float16, device), (mask,), pattern)
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -114,21 +115,27 @@ def test_query_and_key_lengths_differ(device, check_error):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_all_padding_row_averages_values(dtype, device, check_error):
-    """A sequence with no real key: each query outputs the uniform mean of that sequence's values."""
-    q, k, v = _qkv(2, 3, 33, 32, dtype, device)
-    mask = _random_mask(2, 33, device)
+    """A sequence with no real key: each query outputs the uniform mean of that sequence's values.
+
+    130 keys span three key blocks, so the uniform average is accumulated across blocks.
+    """
+    q, k, v = _qkv(2, 3, 130, 32, dtype, device)
+    mask = _random_mask(2, 130, device)
     mask[1] = False
     out = attention(q, k, v, mask)
     assert torch.isfinite(out).all()
-    mean_v = v[1].double().mean(dim=1, keepdim=True).expand(3, 33, 32)  # (H, S, D)
+    mean_v = v[1].double().mean(dim=1, keepdim=True).expand(3, 130, 32)  # (H, S, D)
     eager = attention_ref(q, k, v, mask, need_weights=True)[0]  # transformers' eager path, same dtype
     check_error(out[1], eager[1], mean_v, "all-padding sequence")
     check_error(out[0], eager[0], attention_ref(q.double(), k.double(), v.double(), mask)[0], "its neighbour")
 
 
 def test_padded_keys_get_exactly_zero_weight(device):
-    q, k, v = _qkv(2, 2, 40, 32, torch.float16, device, fused=False)
-    mask = _random_mask(2, 40, device)
+    """Garbage in padded keys and values leaves the output bit for bit unchanged, the first key block
+    of sequence 0 being all padding (its running sum is then rescaled to exactly zero)."""
+    q, k, v = _qkv(2, 2, 130, 32, torch.float16, device, fused=False)
+    mask = _random_mask(2, 130, device)
+    mask[0, :64] = False
     before = attention(q, k, v, mask)
     padded = ~mask[:, None, :, None]  # (B, 1, S, 1)
     k2 = torch.where(padded, 1000 * torch.randn_like(k), k)
@@ -228,10 +235,12 @@ def test_without_triton(run_without_triton):
     result = run_without_triton(
         "import torch, kernels\n"
         "q = torch.randn(1, 2, 5, 16)\n"
+        "x = q[0].transpose(0, 1)\n"  # packed (T, H, D)
         "cu = torch.tensor([0, 5], dtype=torch.int32)\n"
-        "torch.testing.assert_close(kernels.attention_ref(q, q, q), torch.nn.functional.scaled_dot_product_attention(q, q, q))\n"
-        "torch.testing.assert_close(kernels.varlen_attention_ref(q[0].transpose(0, 1), q[0].transpose(0, 1), q[0].transpose(0, 1), cu).transpose(0, 1), kernels.attention_ref(q, q, q)[0])\n"
-        "for call in (lambda: kernels.attention(q, q, q), lambda: kernels.varlen_attention(q[0], q[0], q[0], cu, 5)):\n"
+        "expected = torch.nn.functional.scaled_dot_product_attention(q, q, q)\n"
+        "torch.testing.assert_close(kernels.attention_ref(q, q, q), expected)\n"
+        "torch.testing.assert_close(kernels.varlen_attention_ref(x, x, x, cu), expected[0].transpose(0, 1))\n"
+        "for call in (lambda: kernels.attention(q, q, q), lambda: kernels.varlen_attention(x, x, x, cu, 5)):\n"
         "    try:\n"
         "        call()\n"
         "    except RuntimeError as e:\n"
