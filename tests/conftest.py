@@ -1,4 +1,5 @@
-"""Shared fixtures: autouse seeding, the device kernels run on, the error-ratio check, a Triton-less subprocess.
+"""Shared fixtures: autouse seeding, the device kernels run on, the error-ratio check, and subprocesses that
+import kernels without Triton or compile them for GPU targets (no GPU needed).
 
 Without CUDA the Triton kernels run through the interpreter on CPU tensors. Triton decides at
 ``@triton.jit`` time whether to interpret, so ``TRITON_INTERPRET=1`` is set here, before any test
@@ -6,6 +7,7 @@ module imports ``kernels`` (an explicit ``TRITON_INTERPRET=0`` in the environmen
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -26,6 +28,28 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 ATOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}
 
 ErrorCheck = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, str], None]
+
+# Compiles kernels given as JSON {"module", "kernel", "variants": [{"dtype", "types", "constexprs", "num_warps"}]}
+# through Triton's full pipeline (down to ptxas) for sm_80 and sm_90. Pointer arguments (named *_ptr) default
+# to *dtype, other arguments to i32; "types" overrides both.
+_COMPILE_SCRIPT = """
+import importlib, json, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+spec = json.loads(sys.argv[1])
+fn = getattr(importlib.import_module(spec["module"]), spec["kernel"])
+for variant in spec["variants"]:
+    consts = variant["constexprs"]
+    default = lambda name: ("*" + variant["dtype"]) if name.endswith("_ptr") else "i32"
+    signature = {
+        name: "constexpr" if name in consts else variant["types"].get(name, default(name)) for name in fn.arg_names
+    }
+    for capability in (80, 90):
+        options = {"num_warps": variant["num_warps"], "num_stages": 2}
+        triton.compile(ASTSource(fn, signature, consts), target=GPUTarget("cuda", capability, 32), options=options)
+print("compiled", 2 * len(spec["variants"]))
+"""
 
 
 @pytest.fixture(autouse=True)
@@ -69,9 +93,29 @@ def run_without_triton() -> Callable[[str], subprocess.CompletedProcess]:
     """Run a Python snippet in a subprocess where ``import triton`` fails; returns the finished process."""
 
     def run(code: str) -> subprocess.CompletedProcess:
-        script = "import sys\nsys.modules['triton'] = None\n" + code
-        path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-        env = {**os.environ, "PYTHONPATH": path}
-        return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+        return _run_python("import sys\nsys.modules['triton'] = None\n" + code)
 
     return run
+
+
+@pytest.fixture
+def compile_for_gpu() -> Callable[[str, str, list[dict]], subprocess.CompletedProcess]:
+    """``compile(module, kernel, variants)``: compile a kernel for sm_80 and sm_90 in a subprocess.
+
+    The interpreter never lowers kernels to GPU code; this catches what only that lowering rejects.
+    Each variant: {"dtype", "types", "constexprs", "num_warps"} (see ``_COMPILE_SCRIPT``).
+    """
+
+    def run(module: str, kernel: str, variants: list[dict]) -> subprocess.CompletedProcess:
+        spec = json.dumps({"module": module, "kernel": kernel, "variants": variants})
+        return _run_python(_COMPILE_SCRIPT, spec, TRITON_INTERPRET="0", TRITON_DEFAULT_FP_FUSION="1")
+
+    return run
+
+
+def _run_python(code: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """Run ``python -c code args`` with the repository importable and ``env`` added to the environment."""
+    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    full_env = {**os.environ, "PYTHONPATH": path, **env}
+    command = [sys.executable, "-c", code, *args]
+    return subprocess.run(command, capture_output=True, text=True, env=full_env, timeout=300)

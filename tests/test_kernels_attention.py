@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from kernels import attention, attention_ref, varlen_attention, varlen_attention_ref
+from kernels._utils import attention_launch_settings
 
 DTYPES = [torch.float32, torch.float16]
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 and bert-base shapes need a CUDA GPU")
@@ -249,6 +250,26 @@ def test_without_triton(run_without_triton):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["raised", "raised"]
+
+
+def test_compiles_for_gpu(compile_for_gpu):
+    """Lowered to sm_80 and sm_90 code (no GPU needed): fp16 D=64 with a mask at S=512, bf16 D=128 varlen,
+    fp32 D=32 with IEEE dots, fp16 D=4 zero-padded to 16."""
+    variants = []
+    cases = (("fp16", 64, 512, True, False), ("bf16", 128, 512, False, True), ("fp32", 32, 128, True, False),
+             ("fp16", 4, 7, True, False))
+    for dtype, head_dim, seqlen, has_mask, varlen in cases:
+        block_d = max(16, head_dim)
+        cfg = attention_launch_settings(block_d, seqlen, 4 if dtype == "fp32" else 2)
+        constexprs = {
+            "HEAD_DIM": head_dim, "BLOCK_D": block_d, "BLOCK_M": cfg.block_rows, "BLOCK_N": cfg.block_cols,
+            "HAS_MASK": has_mask, "VARLEN": varlen, "DOT_PRECISION": "ieee" if dtype == "fp32" else "tf32",
+        }
+        types = {"mask_ptr": "*u8", "cu_seqlens_ptr": "*i32", "qk_scale": "fp32"}
+        variants.append({"dtype": dtype, "types": types, "constexprs": constexprs, "num_warps": cfg.num_warps})
+    result = compile_for_gpu("kernels.attention", "_attention_fwd_kernel", variants)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "compiled 8"
 
 
 @needs_cuda

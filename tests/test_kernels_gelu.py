@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from kernels import bias_gelu, bias_gelu_ref
+from kernels._utils import row_launch_settings
 
 WIDTHS = [32, 96, 384, 781]
 DTYPES = [torch.float32, torch.float16]
@@ -120,6 +121,20 @@ def test_without_triton(run_without_triton):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "raised"
+
+
+@pytest.mark.parametrize("kernel", ["_bias_gelu_fwd_kernel", "_bias_gelu_bwd_kernel"])
+def test_compiles_for_gpu(kernel, compile_for_gpu):
+    """Lowered to sm_80 and sm_90 code (no GPU needed): bf16 tanh with bias at 3072, fp16 erf without at 96."""
+    variants = []
+    for dtype, width, bias, tanh in (("bf16", 3072, True, True), ("fp16", 96, False, False)):
+        cfg = row_launch_settings(width, whole_row=False)
+        constexprs = {"HAS_BIAS": bias, "TANH": tanh, "BLOCK_M": cfg.block_rows, "BLOCK_N": cfg.block_cols}
+        types = {"dbias_ptr": "*fp32"}
+        variants.append({"dtype": dtype, "types": types, "constexprs": constexprs, "num_warps": cfg.num_warps})
+    result = compile_for_gpu("kernels.gelu", kernel, variants)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "compiled 4"
 
 
 @needs_cuda

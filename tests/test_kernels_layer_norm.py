@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kernels import layer_norm, layer_norm_ref
-from kernels._utils import MAX_ROW_COLS
+from kernels._utils import MAX_ROW_COLS, row_launch_settings
 
 WIDTHS = [32, 96, 384, 781]
 DTYPES = [torch.float32, torch.float16]
@@ -138,6 +138,20 @@ def test_without_triton(run_without_triton):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "raised"
+
+
+@pytest.mark.parametrize("kernel", ["_layer_norm_fwd_kernel", "_layer_norm_bwd_kernel"])
+def test_compiles_for_gpu(kernel, compile_for_gpu):
+    """Lowered to sm_80 and sm_90 code (no GPU needed): bf16 with residual at 768, fp16 without at 32."""
+    stats = {"mean_ptr": "*fp32", "rstd_ptr": "*fp32", "dw_ptr": "*fp32", "db_ptr": "*fp32", "eps": "fp32"}
+    variants = []
+    for dtype, width, residual in (("bf16", 768, True), ("fp16", 32, False)):
+        cfg = row_launch_settings(width, whole_row=True)
+        constexprs = {"HAS_RESIDUAL": residual, "BLOCK_M": cfg.block_rows, "BLOCK_N": cfg.block_cols}
+        variants.append({"dtype": dtype, "types": stats, "constexprs": constexprs, "num_warps": cfg.num_warps})
+    result = compile_for_gpu("kernels.layer_norm", kernel, variants)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "compiled 4"
 
 
 @needs_cuda
