@@ -88,6 +88,17 @@ def check_error() -> ErrorCheck:
     return check
 
 
+def _strided_leaf(t: torch.Tensor) -> torch.Tensor:
+    """A leaf copy of ``t`` with t's strides: unlike ``clone``, non-dense views stay non-contiguous."""
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device).copy_(t).requires_grad_()
+
+
+@pytest.fixture
+def leaf() -> Callable[[torch.Tensor | None], torch.Tensor | None]:
+    """``leaf(t)``: a gradient-requiring copy of ``t`` with the same strides (None stays None)."""
+    return lambda t: None if t is None else _strided_leaf(t)
+
+
 @pytest.fixture
 def run_without_triton() -> Callable[[str], subprocess.CompletedProcess]:
     """Run a Python snippet in a subprocess where ``import triton`` fails; returns the finished process."""

@@ -31,22 +31,22 @@ def _random_mask(batch: int, seqlen: int, device: torch.device, rng: torch.Gener
     return mask.to(device)
 
 
-def _leaf(t: torch.Tensor) -> torch.Tensor:
-    """A leaf copy of ``t`` with the same strides (so non-contiguous views stay non-contiguous)."""
-    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device).copy_(t).requires_grad_()
-
-
 def _run(
-    fn: Callable[..., torch.Tensor], qkv: tuple[torch.Tensor, ...], extra: tuple, do: torch.Tensor | None
+    leaf: Callable[[torch.Tensor], torch.Tensor],
+    fn: Callable[..., torch.Tensor],
+    qkv: tuple[torch.Tensor, ...],
+    extra: tuple,
+    do: torch.Tensor | None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """``fn(q, k, v, *extra)`` on leaf copies; with ``do``, also [dq, dk, dv]."""
-    leaves = [_leaf(t) for t in qkv]
+    """``fn(q, k, v, *extra)`` on same-strided leaf copies; with ``do``, also [dq, dk, dv]."""
+    leaves = [leaf(t) for t in qkv]
     out = fn(*leaves, *extra)
     return out, [] if do is None else list(torch.autograd.grad(out, leaves, do))
 
 
 def _check(
     check_error,
+    leaf,
     qkv: tuple[torch.Tensor, ...],
     extra: tuple,
     what: str,
@@ -57,9 +57,10 @@ def _check(
     """Kernel vs torch same dtype vs fp64 reference (and the gradients); returns the kernel output."""
     q = qkv[0]
     do = torch.randn(q.shape, device=q.device).to(q.dtype) if backward else None
-    out, grads = _run(kernel, qkv, extra, do)
-    out_torch, grads_torch = _run(reference, qkv, extra, do)
-    out_ref, grads_ref = _run(reference, tuple(t.double() for t in qkv), extra, None if do is None else do.double())
+    out, grads = _run(leaf, kernel, qkv, extra, do)
+    out_torch, grads_torch = _run(leaf, reference, qkv, extra, do)
+    qkv64 = tuple(t.double() for t in qkv)
+    out_ref, grads_ref = _run(leaf, reference, qkv64, extra, None if do is None else do.double())
     check_error(out, out_torch, out_ref, f"{what} output")
     for name, g, g_torch, g_ref in zip(["dq", "dk", "dv"], grads, grads_torch, grads_ref):
         check_error(g, g_torch, g_ref, f"{what} {name}")
@@ -68,21 +69,21 @@ def _check(
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("seqlen", [1, 7, 33, 130])
-def test_padded_batch(seqlen, dtype, device, check_error):
+def test_padded_batch(seqlen, dtype, device, check_error, leaf):
     qkv = _qkv(2, 3, seqlen, 64, dtype, device)
     mask = _random_mask(2, seqlen, device)
-    _check(check_error, qkv, (mask,), f"S={seqlen}", backward=True)
+    _check(check_error, leaf, qkv, (mask,), f"S={seqlen}", backward=True)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("head_dim", [4, 16, 32, 64, 128])
-def test_head_dims(head_dim, dtype, device, check_error):
+def test_head_dims(head_dim, dtype, device, check_error, leaf):
     qkv = _qkv(2, 2, 33, head_dim, dtype, device)
-    _check(check_error, qkv, (_random_mask(2, 33, device),), f"D={head_dim}")
+    _check(check_error, leaf, qkv, (_random_mask(2, 33, device),), f"D={head_dim}")
 
 
 @pytest.mark.parametrize("pattern", ["left", "right", "middle", "alternate"])
-def test_padding_anywhere(pattern, device, check_error):
+def test_padding_anywhere(pattern, device, check_error, leaf):
     """Padding patterns over 150 keys (three key blocks): "left" pads the whole first block."""
     positions = torch.arange(150)
     real = {
@@ -92,11 +93,11 @@ def test_padding_anywhere(pattern, device, check_error):
         "alternate": positions % 2 == 0,
     }[pattern]
     mask = torch.stack([real, torch.ones_like(real)]).to(device)  # (2, 150): one padded, one full sequence
-    _check(check_error, _qkv(2, 2, 150, 32, torch.float16, device), (mask,), pattern)
+    _check(check_error, leaf, _qkv(2, 2, 150, 32, torch.float16, device), (mask,), pattern)
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_randomized(seed, device, check_error):
+def test_randomized(seed, device, check_error, leaf):
     """Random shapes, dtypes, layouts, masks and scales against the reference."""
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -105,13 +106,13 @@ def test_randomized(seed, device, check_error):
     qkv = _qkv(batch, heads, seqlen, head_dim, dtype, device, fused=rng.random() < 0.5)
     mask = _random_mask(batch, seqlen, device, gen) if rng.random() < 0.75 else None
     scale = rng.uniform(0.05, 0.5) if rng.random() < 0.5 else None
-    _check(check_error, qkv, (mask, scale), f"seed {seed}: B={batch} H={heads} S={seqlen} D={head_dim} {dtype}")
+    _check(check_error, leaf, qkv, (mask, scale), f"seed {seed}: B={batch} H={heads} S={seqlen} D={head_dim} {dtype}")
 
 
-def test_query_and_key_lengths_differ(device, check_error):
+def test_query_and_key_lengths_differ(device, check_error, leaf):
     q = _qkv(2, 3, 7, 32, torch.float32, device)[0]
     k, v = _qkv(2, 3, 33, 32, torch.float32, device)[1:]
-    _check(check_error, (q, k, v), (_random_mask(2, 33, device),), "S_q=7 S_k=33", backward=True)
+    _check(check_error, leaf, (q, k, v), (_random_mask(2, 33, device),), "S_q=7 S_k=33", backward=True)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -144,9 +145,9 @@ def test_padded_keys_get_exactly_zero_weight(device):
     assert torch.equal(attention(q, k2, v2, mask), before)
 
 
-def test_without_mask_and_explicit_scale(device, check_error):
+def test_without_mask_and_explicit_scale(device, check_error, leaf):
     qkv = _qkv(2, 3, 33, 64, torch.float32, device)
-    _check(check_error, qkv, (None, 0.3), "no mask, scale 0.3", backward=True)
+    _check(check_error, leaf, qkv, (None, 0.3), "no mask, scale 0.3", backward=True)
 
 
 def test_output_merges_heads_without_copy(device):
@@ -165,11 +166,11 @@ def _packed(
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_varlen_matches_padded(dtype, device, check_error):
+def test_varlen_matches_padded(dtype, device, check_error, leaf):
     lengths = [5, 0, 33, 1, 17]
     (q, k, v), cu_seqlens = _packed(lengths, 2, 32, dtype, device)
     out = _check(
-        check_error, (q, k, v), (cu_seqlens, max(lengths)), "varlen", backward=True,
+        check_error, leaf, (q, k, v), (cu_seqlens, max(lengths)), "varlen", backward=True,
         kernel=varlen_attention, reference=lambda *a: varlen_attention_ref(*a[:4]),
     )
     batch, seqlen = len(lengths), max(lengths)
@@ -275,17 +276,17 @@ def test_compiles_for_gpu(compile_for_gpu):
 @needs_cuda
 @pytest.mark.parametrize("seqlen", [128, 512])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
-def test_gpu_bert_base(dtype, seqlen, check_error):
+def test_gpu_bert_base(dtype, seqlen, check_error, leaf):
     device = torch.device("cuda")
     qkv = _qkv(32, 12, seqlen, 64, dtype, device)
-    _check(check_error, qkv, (_random_mask(32, seqlen, device),), f"bert-base S={seqlen}", backward=True)
+    _check(check_error, leaf, qkv, (_random_mask(32, seqlen, device),), f"bert-base S={seqlen}", backward=True)
 
 
 @needs_cuda
-def test_gpu_varlen_bf16(check_error):
+def test_gpu_varlen_bf16(check_error, leaf):
     lengths = [random.randint(1, 512) for _ in range(32)]
     qkv, cu_seqlens = _packed(lengths, 12, 64, torch.bfloat16, torch.device("cuda"))
     _check(
-        check_error, qkv, (cu_seqlens, max(lengths)), "varlen bf16",
+        check_error, leaf, qkv, (cu_seqlens, max(lengths)), "varlen bf16",
         kernel=varlen_attention, reference=lambda *a: varlen_attention_ref(*a[:4]),
     )

@@ -27,6 +27,7 @@ def _inputs(
 
 
 def _run(
+    leaf: Callable[[torch.Tensor | None], torch.Tensor | None],
     fn: Callable[..., torch.Tensor],
     x: torch.Tensor,
     bias: torch.Tensor | None,
@@ -34,20 +35,20 @@ def _run(
     dy: torch.Tensor | None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Forward (and, given dy, backward) of ``fn`` on leaf copies: (out, [dx, dbias if bias])."""
-    leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in (x, bias)]
+    leaves = [leaf(t) for t in (x, bias)]
     out = fn(leaves[0], leaves[1], approximate)
     if dy is None:
         return out, []
     return out, list(torch.autograd.grad(out, [t for t in leaves if t is not None], dy))
 
 
-def _check(check_error, x, bias, approximate: str, what: str, backward: bool) -> None:
+def _check(check_error, leaf, x, bias, approximate: str, what: str, backward: bool) -> None:
     """Kernel vs torch same dtype vs fp64 reference, forward and optionally the gradients."""
     dy = torch.randn(x.shape, device=x.device).to(x.dtype) if backward else None
-    out, grads = _run(bias_gelu, x, bias, approximate, dy)
-    out_torch, grads_torch = _run(bias_gelu_ref, x, bias, approximate, dy)
+    out, grads = _run(leaf, bias_gelu, x, bias, approximate, dy)
+    out_torch, grads_torch = _run(leaf, bias_gelu_ref, x, bias, approximate, dy)
     bias64 = None if bias is None else bias.double()
-    out_ref, grads_ref = _run(bias_gelu_ref, x.double(), bias64, approximate, None if dy is None else dy.double())
+    out_ref, grads_ref = _run(leaf, bias_gelu_ref, x.double(), bias64, approximate, None if dy is None else dy.double())
     check_error(out, out_torch, out_ref, f"{what} output")
     for name, g, g_torch, g_ref in zip(["dx", "dbias"], grads, grads_torch, grads_ref):
         check_error(g, g_torch, g_ref, f"{what} {name}")
@@ -56,25 +57,25 @@ def _check(check_error, x, bias, approximate: str, what: str, backward: bool) ->
 @pytest.mark.parametrize("approximate", APPROXIMATIONS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("width", WIDTHS)
-def test_forward_backward(width, dtype, approximate, device, check_error):
+def test_forward_backward(width, dtype, approximate, device, check_error, leaf):
     x, bias = _inputs((7, 3, width), dtype, device)
-    _check(check_error, x, bias, approximate, f"N={width} {approximate}", backward=True)
+    _check(check_error, leaf, x, bias, approximate, f"N={width} {approximate}", backward=True)
 
 
 @pytest.mark.parametrize("approximate", APPROXIMATIONS)
-def test_without_bias(approximate, device, check_error):
+def test_without_bias(approximate, device, check_error, leaf):
     x, _ = _inputs((33, 96), torch.float16, device, with_bias=False)
-    _check(check_error, x, None, approximate, "no bias", backward=True)
+    _check(check_error, leaf, x, None, approximate, "no bias", backward=True)
 
 
 @pytest.mark.parametrize("shape", [(1, 96), (7, 96), (1, 1, 96), (2, 7, 1, 96)], ids=str)
-def test_leading_shapes(shape, device, check_error):
+def test_leading_shapes(shape, device, check_error, leaf):
     x, bias = _inputs(shape, torch.float32, device)
-    _check(check_error, x, bias, "none", f"shape={shape}", backward=True)
+    _check(check_error, leaf, x, bias, "none", f"shape={shape}", backward=True)
 
 
 @pytest.mark.parametrize("layout", ["row_slice", "transposed", "column_stride"])
-def test_non_contiguous(layout, device, check_error):
+def test_non_contiguous(layout, device, check_error, leaf):
     """Row-strided views run in place; other layouts are copied to rows first."""
     base = 3 * torch.randn(2, 7, 3 * 96, device=device)
     views = {
@@ -85,13 +86,13 @@ def test_non_contiguous(layout, device, check_error):
     x = views[layout]
     assert not x.is_contiguous()
     _, bias = _inputs((96,), torch.float32, device)
-    _check(check_error, x, bias, "none", layout, backward=True)
+    _check(check_error, leaf, x, bias, "none", layout, backward=True)
 
 
-def test_wide_rows_split_into_column_tiles(device, check_error):
+def test_wide_rows_split_into_column_tiles(device, check_error, leaf):
     """Rows wider than one column tile (3072: BERT's intermediate size) go through several programs."""
     x, bias = _inputs((2, 3072), torch.float16, device)
-    _check(check_error, x, bias, "none", "N=3072", backward=True)
+    _check(check_error, leaf, x, bias, "none", "N=3072", backward=True)
 
 
 def test_empty_input(device):
@@ -140,6 +141,6 @@ def test_compiles_for_gpu(kernel, compile_for_gpu):
 @needs_cuda
 @pytest.mark.parametrize("approximate", APPROXIMATIONS)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-def test_gpu_bert_base(dtype, approximate, check_error):
+def test_gpu_bert_base(dtype, approximate, check_error, leaf):
     x, bias = _inputs((32, 128, 3072), dtype, torch.device("cuda"))
-    _check(check_error, x, bias, approximate, "bert-base intermediate", backward=True)
+    _check(check_error, leaf, x, bias, approximate, "bert-base intermediate", backward=True)

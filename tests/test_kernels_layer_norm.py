@@ -28,6 +28,7 @@ def _inputs(
 
 
 def _run(
+    leaf: Callable[[torch.Tensor | None], torch.Tensor | None],
     fn: Callable[..., torch.Tensor],
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -36,7 +37,7 @@ def _run(
     dy: torch.Tensor | None,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Forward (and, given dy, backward) of ``fn`` on leaf copies: (out, grads of x, weight, bias, residual)."""
-    leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in (x, weight, bias, res)]
+    leaves = [leaf(t) for t in (x, weight, bias, res)]
     out = fn(leaves[0], leaves[1], leaves[2], EPS, residual=leaves[3])
     if dy is None:
         return out, []
@@ -44,13 +45,13 @@ def _run(
     return out, list(torch.autograd.grad(out, present, dy))
 
 
-def _check(check_error, x, weight, bias, res, what: str, backward: bool) -> None:
+def _check(check_error, leaf, x, weight, bias, res, what: str, backward: bool) -> None:
     """Kernel vs torch same dtype vs fp64 reference, forward and optionally all gradients."""
     dy = torch.randn(x.shape, device=x.device).to(x.dtype) if backward else None
-    out, grads = _run(layer_norm, x, weight, bias, res, dy)
-    out_torch, grads_torch = _run(layer_norm_ref, x, weight, bias, res, dy)
+    out, grads = _run(leaf, layer_norm, x, weight, bias, res, dy)
+    out_torch, grads_torch = _run(leaf, layer_norm_ref, x, weight, bias, res, dy)
     as64 = [t.double() if t is not None else None for t in (x, weight, bias, res)]
-    out_ref, grads_ref = _run(layer_norm_ref, *as64, None if dy is None else dy.double())
+    out_ref, grads_ref = _run(leaf, layer_norm_ref, *as64, None if dy is None else dy.double())
     check_error(out, out_torch, out_ref, f"{what} output")
     names = ["dx", "dweight", "dbias", "dresidual"]
     for name, g, g_torch, g_ref in zip(names, grads, grads_torch, grads_ref):
@@ -60,31 +61,31 @@ def _check(check_error, x, weight, bias, res, what: str, backward: bool) -> None
 @pytest.mark.parametrize("residual", [False, True], ids=["plain", "residual"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("width", WIDTHS)
-def test_forward(width, dtype, residual, device, check_error):
+def test_forward(width, dtype, residual, device, check_error, leaf):
     x, weight, bias, res = _inputs((7, 3, width), dtype, device, residual)
-    _check(check_error, x, weight, bias, res, f"N={width}", backward=False)
+    _check(check_error, leaf, x, weight, bias, res, f"N={width}", backward=False)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("width", WIDTHS)
-def test_backward_with_residual(width, dtype, device, check_error):
+def test_backward_with_residual(width, dtype, device, check_error, leaf):
     x, weight, bias, res = _inputs((7, 3, width), dtype, device)
-    _check(check_error, x, weight, bias, res, f"N={width}", backward=True)
+    _check(check_error, leaf, x, weight, bias, res, f"N={width}", backward=True)
 
 
-def test_backward_without_residual(device, check_error):
+def test_backward_without_residual(device, check_error, leaf):
     x, weight, bias, _ = _inputs((33, 96), torch.float16, device, residual=False)
-    _check(check_error, x, weight, bias, None, "no residual", backward=True)
+    _check(check_error, leaf, x, weight, bias, None, "no residual", backward=True)
 
 
 @pytest.mark.parametrize("shape", [(1, 96), (7, 96), (1, 1, 96), (2, 7, 1, 96)], ids=str)
-def test_leading_shapes(shape, device, check_error):
+def test_leading_shapes(shape, device, check_error, leaf):
     x, weight, bias, res = _inputs(shape, torch.float32, device)
-    _check(check_error, x, weight, bias, res, f"shape={shape}", backward=True)
+    _check(check_error, leaf, x, weight, bias, res, f"shape={shape}", backward=True)
 
 
 @pytest.mark.parametrize("layout", ["row_slice", "transposed", "column_stride"])
-def test_non_contiguous(layout, device, check_error):
+def test_non_contiguous(layout, device, check_error, leaf):
     """Row-strided views run in place; other layouts are copied to rows first."""
     base = torch.randn(2, 7, 3 * 96, device=device)
     views = {
@@ -96,12 +97,12 @@ def test_non_contiguous(layout, device, check_error):
     res = views[layout](torch.randn_like(base))
     _, weight, bias, _ = _inputs((96,), torch.float32, device, residual=False)
     assert not x.is_contiguous()
-    _check(check_error, x, weight, bias, res, layout, backward=True)
+    _check(check_error, leaf, x, weight, bias, res, layout, backward=True)
 
 
-def test_wide_rows(device, check_error):
+def test_wide_rows(device, check_error, leaf):
     x, weight, bias, res = _inputs((3, 4096), torch.float16, device)
-    _check(check_error, x, weight, bias, res, "N=4096", backward=True)
+    _check(check_error, leaf, x, weight, bias, res, "N=4096", backward=True)
 
 
 def test_empty_input(device):
@@ -156,9 +157,9 @@ def test_compiles_for_gpu(kernel, compile_for_gpu):
 
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-def test_gpu_bert_base(dtype, check_error):
+def test_gpu_bert_base(dtype, check_error, leaf):
     x, weight, bias, res = _inputs((32, 128, 768), dtype, torch.device("cuda"))
-    _check(check_error, x, weight, bias, res, "bert-base", backward=True)
+    _check(check_error, leaf, x, weight, bias, res, "bert-base", backward=True)
 
 
 @needs_cuda
