@@ -1,10 +1,25 @@
 """Model-agnostic Triton kernels for transformer encoders, each with a torch reference `<op>_ref`.
 
-Triton is optional: the references always import; the fused ops need `triton` installed and either a
-CUDA tensor or ``TRITON_INTERPRET=1`` (the interpreter runs them on CPU tensors).
-"""
-from kernels.attention import attention_ref
-from kernels.gelu import bias_gelu_ref
-from kernels.layer_norm import layer_norm_ref
+Triton is optional: everything imports without it and the references run; calling a Triton op then
+raises a RuntimeError saying to install triton. The Triton ops need CUDA tensors, or
+``TRITON_INTERPRET=1`` set before ``kernels`` is imported (the interpreter runs them on CPU tensors).
 
-__all__ = ["attention_ref", "bias_gelu_ref", "layer_norm_ref"]
+    layer_norm(x, weight, bias, eps=1e-12, residual=None)          LayerNorm(x + residual), fp32 stats
+    bias_gelu(x, bias, approximate="none")                         gelu(x + bias), erf or tanh
+    attention(q, k, v, key_padding_mask=None, scale=None)          flash attention, (B, H, S, D)
+    varlen_attention(q, k, v, cu_seqlens, max_seqlen, scale=None)  flash attention, packed (T, H, D)
+"""
+from kernels.attention import attention, attention_ref, varlen_attention, varlen_attention_ref
+from kernels.gelu import bias_gelu, bias_gelu_ref
+from kernels.layer_norm import layer_norm, layer_norm_ref
+
+__all__ = [
+    "attention",
+    "attention_ref",
+    "bias_gelu",
+    "bias_gelu_ref",
+    "layer_norm",
+    "layer_norm_ref",
+    "varlen_attention",
+    "varlen_attention_ref",
+]

@@ -1,22 +1,138 @@
-"""Shared fixtures: a seeded RNG for every test and checkpoints written by transformers itself."""
+"""Shared fixtures: autouse seeding; checkpoints written by transformers itself; for the kernels, the device
+they run on, the error-ratio check, and subprocesses that import kernels without Triton or compile them for
+GPU targets (no GPU needed).
+
+Without CUDA the Triton kernels run through the interpreter on CPU tensors. Triton decides at
+``@triton.jit`` time whether to interpret, so ``TRITON_INTERPRET=1`` is set here, before any test
+module imports ``kernels`` (an explicit ``TRITON_INTERPRET=0`` in the environment is respected).
+"""
 from __future__ import annotations
 
+import json
 import os
 import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
 import torch
 
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
             max_position_embeddings=64)
 
+# atol of the error-ratio check, per dtype: the slack for errors far below one output ulp
+ATOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}
+
+ErrorCheck = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, str], None]
+
+# Compiles kernels given as JSON {"module", "kernel", "variants": [{"dtype", "types", "constexprs", "num_warps"}]}
+# through Triton's full pipeline (down to ptxas) for sm_80 and sm_90. Pointer arguments (named *_ptr) default
+# to *dtype, other arguments to i32; "types" overrides both.
+_COMPILE_SCRIPT = """
+import importlib, json, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+spec = json.loads(sys.argv[1])
+fn = getattr(importlib.import_module(spec["module"]), spec["kernel"])
+for variant in spec["variants"]:
+    consts = variant["constexprs"]
+    default = lambda name: ("*" + variant["dtype"]) if name.endswith("_ptr") else "i32"
+    signature = {
+        name: "constexpr" if name in consts else variant["types"].get(name, default(name)) for name in fn.arg_names
+    }
+    for capability in (80, 90):
+        options = {"num_warps": variant["num_warps"], "num_stages": 2}
+        triton.compile(ASTSource(fn, signature, consts), target=GPUTarget("cuda", capability, 32), options=options)
+print("compiled", 2 * len(spec["variants"]))
+"""
+
 
 @pytest.fixture(autouse=True)
-def seed() -> None:
+def _seed() -> None:
+    torch.manual_seed(0)
     random.seed(0)
     np.random.seed(0)
-    torch.manual_seed(0)
+
+
+@pytest.fixture
+def device() -> torch.device:
+    """CUDA when present; otherwise CPU, where the kernels need the Triton interpreter."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.fail("no CUDA device and TRITON_INTERPRET is not 1: the Triton kernels cannot run")
+    return torch.device("cpu")
+
+
+@pytest.fixture
+def check_error() -> ErrorCheck:
+    """``check(out, out_torch, out_ref, what)``: error(out vs ref) <= 2 x error(out_torch vs ref) + atol.
+
+    ``out`` is the kernel's result, ``out_torch`` torch's own op in the same dtype, ``out_ref`` the
+    fp64 reference; atol is ``ATOL[out.dtype]``. NaN anywhere fails the check.
+    """
+
+    def check(out: torch.Tensor, out_torch: torch.Tensor, out_ref: torch.Tensor, what: str) -> None:
+        assert out.shape == out_ref.shape, f"{what}: shape {tuple(out.shape)} != {tuple(out_ref.shape)}"
+        assert out.dtype == out_torch.dtype, f"{what}: dtype {out.dtype} != torch's {out_torch.dtype}"
+        err = (out.double() - out_ref.double()).abs().max().item()
+        torch_err = (out_torch.double() - out_ref.double()).abs().max().item()
+        bound = 2 * torch_err + ATOL[out.dtype]
+        assert err <= bound, f"{what}: error {err:.3g} > 2 x torch's {torch_err:.3g} + {ATOL[out.dtype]:g}"
+
+    return check
+
+
+def _strided_leaf(t: torch.Tensor) -> torch.Tensor:
+    """A leaf copy of ``t`` with t's strides: unlike ``clone``, non-dense views stay non-contiguous."""
+    return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device).copy_(t).requires_grad_()
+
+
+@pytest.fixture
+def leaf() -> Callable[[torch.Tensor | None], torch.Tensor | None]:
+    """``leaf(t)``: a gradient-requiring copy of ``t`` with the same strides (None stays None)."""
+    return lambda t: None if t is None else _strided_leaf(t)
+
+
+@pytest.fixture
+def run_without_triton() -> Callable[[str], subprocess.CompletedProcess]:
+    """Run a Python snippet in a subprocess where ``import triton`` fails; returns the finished process."""
+
+    def run(code: str) -> subprocess.CompletedProcess:
+        return _run_python("import sys\nsys.modules['triton'] = None\n" + code)
+
+    return run
+
+
+@pytest.fixture
+def compile_for_gpu() -> Callable[[str, str, list[dict]], subprocess.CompletedProcess]:
+    """``compile(module, kernel, variants)``: compile a kernel for sm_80 and sm_90 in a subprocess.
+
+    The interpreter never lowers kernels to GPU code; this catches what only that lowering rejects.
+    Each variant: {"dtype", "types", "constexprs", "num_warps"} (see ``_COMPILE_SCRIPT``).
+    """
+
+    def run(module: str, kernel: str, variants: list[dict]) -> subprocess.CompletedProcess:
+        spec = json.dumps({"module": module, "kernel": kernel, "variants": variants})
+        return _run_python(_COMPILE_SCRIPT, spec, TRITON_INTERPRET="0", TRITON_DEFAULT_FP_FUSION="1")
+
+    return run
+
+
+def _run_python(code: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """Run ``python -c code args`` with the repository importable and ``env`` added to the environment."""
+    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    full_env = {**os.environ, "PYTHONPATH": path, **env}
+    command = [sys.executable, "-c", code, *args]
+    return subprocess.run(command, capture_output=True, text=True, env=full_env, timeout=300)
 
 
 def hf_pretraining_model(**config_kwargs):
