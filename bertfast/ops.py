@@ -1,8 +1,9 @@
 """The single dispatch point for every fusable op the model calls: Triton kernel or torch reference.
 
 Rule: a CUDA tensor with Triton importable uses the Triton kernel; anything else uses the torch
-reference. ``TRITON_INTERPRET=1`` runs the Triton kernels on CPU tensors (that is how CI tests them).
-``BERTFAST_BACKEND=torch|triton`` forces one. Tracing for ONNX / torch.export always uses the reference.
+reference. ``BERTFAST_BACKEND=torch|triton`` forces one; forcing Triton on CPU tensors needs
+``TRITON_INTERPRET=1`` (set before ``kernels`` is imported), which runs the kernels through Triton's
+interpreter: that is how CI tests them. Tracing for ONNX / torch.export always uses the reference.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def backend_for(t: torch.Tensor) -> str:
                 "BERTFAST_BACKEND=triton needs CUDA tensors, or TRITON_INTERPRET=1 to run the kernels on CPU"
             )
         return "triton"
-    return "triton" if triton_installed() and (t.is_cuda or interpreting()) else "torch"
+    return "triton" if t.is_cuda and triton_installed() else "torch"
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,

@@ -16,6 +16,12 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float) -> N
     torch.testing.assert_close(actual, expected, atol=atol, rtol=0)
 
 
+def assert_close_real(actual: torch.Tensor, expected: torch.Tensor, batch: dict, atol: float) -> None:
+    """(B, S, ...) outputs compared at real tokens: the padding-free path leaves zeros at padding positions."""
+    real = batch["attention_mask"].bool()
+    assert_close(actual[real], expected[real], atol)
+
+
 def assert_all_close(actual, expected, atol: float) -> None:
     assert len(actual) == len(expected)
     for a, e in zip(actual, expected):
@@ -53,30 +59,38 @@ def test_pretraining_every_output_matches_transformers(checkpoint, request):
     assert_close(actual.loss, expected.loss, LOGITS_ATOL)
 
 
-def test_fused_attention_path_matches_transformers_without_attention_output(tiny_checkpoint):
-    """Without output_attentions the model takes the fused (SDPA) attention, not the eager one."""
+@pytest.mark.parametrize("padding_free", [True, False], ids=["padding_free", "padded"])
+def test_fused_attention_path_matches_transformers_without_attention_output(tiny_checkpoint, padding_free):
+    """Without output_attentions the model takes the fused attention (packed by default), not the eager one."""
     hf = hf_load(transformers.BertModel, tiny_checkpoint)
     ours = bertfast.BertModel.from_pretrained(tiny_checkpoint)
+    ours.padding_free = padding_free
     batch = padded_batch(TINY["vocab_size"], [17, 5, 1, 11])
     with torch.no_grad():
-        expected, actual = hf(**batch), ours(**batch)
-    assert_close(actual.last_hidden_state, expected.last_hidden_state, HIDDEN_ATOL)
+        expected, actual = hf(**batch, output_hidden_states=True), ours(**batch, output_hidden_states=True)
     assert_close(actual.pooler_output, expected.pooler_output, HIDDEN_ATOL)
+    for a, e in zip(actual.hidden_states, expected.hidden_states, strict=True):
+        assert_close_real(a, e, batch, HIDDEN_ATOL)
+    padding = ~batch["attention_mask"].bool()
+    if padding_free:
+        assert torch.all(actual.last_hidden_state[padding] == 0)
+    else:
+        assert_close(actual.last_hidden_state, expected.last_hidden_state, HIDDEN_ATOL)
 
 
-def test_masked_lm_and_nsp_models_match_transformers(tiny_checkpoint):
-    batch = padded_batch(TINY["vocab_size"], [12, 7])
-    labels = labels_for(batch)
-    nsp_labels = torch.tensor([1, 0])
-    with torch.no_grad():
-        mlm_hf = hf_load(transformers.BertForMaskedLM, tiny_checkpoint)(**batch, labels=labels)
-        mlm = bertfast.BertForMaskedLM.from_pretrained(tiny_checkpoint)(**batch, labels=labels)
-        nsp_hf = hf_load(transformers.BertForNextSentencePrediction, tiny_checkpoint)(**batch, labels=nsp_labels)
-        nsp = bertfast.BertForNextSentencePrediction.from_pretrained(tiny_checkpoint)(**batch, labels=nsp_labels)
-    assert_close(mlm.logits, mlm_hf.logits, LOGITS_ATOL)
-    assert_close(mlm.loss, mlm_hf.loss, LOGITS_ATOL)
-    assert_close(nsp.logits, nsp_hf.logits, LOGITS_ATOL)
-    assert_close(nsp.loss, nsp_hf.loss, LOGITS_ATOL)
+def test_padding_anywhere_in_the_mask_matches_transformers(tiny_checkpoint):
+    """A hole in the middle of a row and a left-padded row (which keeps the padded path for the pooler)."""
+    hf = hf_load(transformers.BertModel, tiny_checkpoint)
+    ours = bertfast.BertModel.from_pretrained(tiny_checkpoint)
+    batch = padded_batch(TINY["vocab_size"], [12, 12])
+    batch["attention_mask"][0, 4:7] = 0
+    for rows in ([0], [0, 1]):
+        if rows == [0, 1]:
+            batch["attention_mask"][1, :3] = 0
+        with torch.no_grad():
+            expected, actual = hf(**batch), ours(**batch)
+        assert_close_real(actual.last_hidden_state, expected.last_hidden_state, batch, HIDDEN_ATOL)
+        assert_close(actual.pooler_output, expected.pooler_output, HIDDEN_ATOL)
 
 
 def test_pretraining_loss_only_with_both_labels_as_transformers(tiny_checkpoint):
@@ -106,7 +120,7 @@ def test_config_variants_match_transformers(variant, tmp_path):
     ours = bertfast.BertForPreTraining.from_pretrained(tmp_path)
     batch = padded_batch(TINY["vocab_size"], [10, 6])
     with torch.no_grad():
-        assert_close(ours(**batch).prediction_logits, hf(**batch).prediction_logits, LOGITS_ATOL)
+        assert_close_real(ours(**batch).prediction_logits, hf(**batch).prediction_logits, batch, LOGITS_ATOL)
 
 
 def test_state_dict_has_transformers_keys_and_round_trips(tiny_checkpoint, tmp_path):
@@ -119,8 +133,9 @@ def test_state_dict_has_transformers_keys_and_round_trips(tiny_checkpoint, tmp_p
     reloaded = bertfast.BertForPreTraining.from_pretrained(tmp_path)
     batch = padded_batch(TINY["vocab_size"], [9, 3])
     with torch.no_grad():
-        assert_close(reloaded_hf(**batch).prediction_logits, hf(**batch).prediction_logits, LOGITS_ATOL)
-        assert_close(reloaded(**batch).prediction_logits, hf(**batch).prediction_logits, LOGITS_ATOL)
+        expected = hf(**batch).prediction_logits
+        assert_close(reloaded_hf(**batch).prediction_logits, expected, LOGITS_ATOL)
+        assert_close_real(reloaded(**batch).prediction_logits, expected, batch, LOGITS_ATOL)
 
 
 def test_from_hf_converts_in_memory_models():
@@ -128,13 +143,13 @@ def test_from_hf_converts_in_memory_models():
     bare = transformers.BertModel(hf.config, add_pooling_layer=False).eval()
     batch = padded_batch(TINY["vocab_size"], [7, 4])
     with torch.no_grad():
-        assert_close(bertfast.BertForPreTraining.from_hf(hf)(**batch).prediction_logits,
-                     hf(**batch).prediction_logits, LOGITS_ATOL)
+        assert_close_real(bertfast.BertForPreTraining.from_hf(hf)(**batch).prediction_logits,
+                          hf(**batch).prediction_logits, batch, LOGITS_ATOL)
         converted = bertfast.BertModel.from_hf(bare)
         assert converted.pooler is None
         out = converted(**batch)
         assert out.pooler_output is None
-        assert_close(out.last_hidden_state, bare(**batch).last_hidden_state, HIDDEN_ATOL)
+        assert_close_real(out.last_hidden_state, bare(**batch).last_hidden_state, batch, HIDDEN_ATOL)
 
 
 def test_num_parameters_of_bert_base():
