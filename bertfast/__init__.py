@@ -1,5 +1,6 @@
 """bertfast: a BERT inference runtime in PyTorch + Triton with transformers' numbers."""
 from bertfast.config import BertConfig
+from bertfast.graphs import GraphedModel, optimize
 from bertfast.heads import BertForMaskedLM, BertForNextSentencePrediction, BertForPreTraining
 from bertfast.modeling import BertModel, BertPreTrainedModel
 from bertfast.pipelines import pipeline
@@ -18,5 +19,7 @@ __all__ = [
     "BertPreTrainedModel",
     "BertTokenizer",
     "CheckpointError",
+    "GraphedModel",
+    "optimize",
     "pipeline",
 ]
