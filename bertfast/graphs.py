@@ -12,6 +12,7 @@ labels, or a shape beyond the largest bucket run the plain model (counted in ``s
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import warnings
@@ -89,7 +90,8 @@ class GraphedModel:
     """Callable with the wrapped model's forward signature; see the module docstring."""
 
     def __init__(self, model: BertPreTrainedModel, batch_buckets: Sequence[int] = DEFAULT_BATCH_BUCKETS,
-                 seq_buckets: Sequence[int] = DEFAULT_SEQ_BUCKETS, capture: Capture | None = None):
+                 seq_buckets: Sequence[int] = DEFAULT_SEQ_BUCKETS, capture: Capture | None = None,
+                 validate: bool = True):
         if capture is None:
             if model.device.type != "cuda":
                 raise RuntimeError(f"CUDA graphs need the model on a CUDA device, it is on {model.device}; "
@@ -99,6 +101,7 @@ class GraphedModel:
         self.batch_buckets = _check_buckets("batch_buckets", batch_buckets)
         self.seq_buckets = _check_buckets("seq_buckets", seq_buckets, model.config.max_position_embeddings)
         self._capture = capture
+        self.validate = validate
         self._buckets: dict[tuple[int, int], _Bucket] = {}
         self._stats = GraphStats()
         self._warned = False
@@ -122,7 +125,8 @@ class GraphedModel:
                  or any(v is not None for v in labels.values()))
         key = None
         if not eager:
-            mask = check_inputs(self.config, self.device, input_ids, attention_mask, token_type_ids)
+            with contextlib.nullcontext() if self.validate else trusted_inputs():
+                mask = check_inputs(self.config, self.device, input_ids, attention_mask, token_type_ids)
             batch, seq_len = input_ids.shape
             key = (bucket_for(batch, self.batch_buckets), bucket_for(seq_len, self.seq_buckets))
         if key is None or None in key:
@@ -183,11 +187,13 @@ def _slice_outputs(outputs: Any, batch: int, seq_len: int, mask: torch.Tensor | 
 
 def optimize(model: BertPreTrainedModel, cuda_graphs: bool = True,
              batch_buckets: Sequence[int] = DEFAULT_BATCH_BUCKETS, seq_buckets: Sequence[int] = DEFAULT_SEQ_BUCKETS,
-             capture: Capture | None = None) -> BertPreTrainedModel | GraphedModel:
+             capture: Capture | None = None, validate: bool = True) -> BertPreTrainedModel | GraphedModel:
     """Wrap an inference model in CUDA graphs by (batch, sequence) bucket; ``cuda_graphs=False`` returns it
-    unchanged. ``capture`` replaces the CUDA capture (tests emulate it on CPU)."""
+    unchanged. ``capture`` replaces the CUDA capture (tests emulate it on CPU). ``validate=False`` skips the
+    input value checks (one host synchronisation per call): only for inputs known to be valid, since an
+    out-of-range id then fails inside a kernel or reads the wrong row."""
     if not isinstance(model, BertPreTrainedModel):
         raise TypeError(f"optimize expects a bertfast model, got {type(model).__name__}")
     if not cuda_graphs:
         return model
-    return GraphedModel(model, batch_buckets, seq_buckets, capture)
+    return GraphedModel(model, batch_buckets, seq_buckets, capture, validate)

@@ -118,3 +118,16 @@ def test_real_cuda_graphs_match_the_plain_model(base_checkpoint, dtype):
         torch.testing.assert_close(got[real].float(), expected[real].float(), atol=2e-2, rtol=0)
     stats = runner.stats()
     assert len(stats["captures"]) == 2 and stats["memory_bytes"] > 0
+
+
+def test_validation_can_be_switched_off_for_trusted_inputs(tiny_checkpoint):
+    model = bertfast.BertModel.from_pretrained(tiny_checkpoint)
+    runner = bertfast.optimize(model, batch_buckets=(2,), seq_buckets=(8,), capture=EmulatedCapture(),
+                               validate=False)
+    batch = padded_batch(TINY["vocab_size"], [8, 3])
+    with torch.no_grad():
+        expected = model(**batch).last_hidden_state
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(runner(**batch).last_hidden_state[real], expected[real], atol=1e-5, rtol=0)
+    with pytest.raises(IndexError):
+        runner(input_ids=torch.full((1, 4), TINY["vocab_size"]))
