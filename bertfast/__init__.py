@@ -3,7 +3,10 @@ from bertfast.config import BertConfig
 from bertfast.heads import BertForMaskedLM, BertForNextSentencePrediction, BertForPreTraining
 from bertfast.modeling import BertModel, BertPreTrainedModel
 from bertfast.pipelines import pipeline
+from bertfast.pretraining import (PretrainingCollator, SentencePair, TokenMasker, create_nsp_pairs, read_documents,
+                                  tokenize_documents)
 from bertfast.tokenizer import BatchEncoding, BertTokenizer
+from bertfast.trainer import PretrainingArguments, Trainer, run_pretraining
 from bertfast.weights import CheckpointError
 
 __version__ = "0.1.0"
@@ -18,5 +21,14 @@ __all__ = [
     "BertPreTrainedModel",
     "BertTokenizer",
     "CheckpointError",
+    "PretrainingArguments",
+    "PretrainingCollator",
+    "SentencePair",
+    "TokenMasker",
+    "Trainer",
+    "create_nsp_pairs",
     "pipeline",
+    "read_documents",
+    "run_pretraining",
+    "tokenize_documents",
 ]
