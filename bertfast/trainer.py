@@ -4,8 +4,8 @@
 costly, epoch-independent part), draws fresh NSP pairs every epoch and masks every batch anew (see
 ``bertfast.pretraining``). A checkpoint directory holds what ``from_pretrained`` of bertfast and of
 transformers load (config.json, model.safetensors, tokenizer files) and, beside it, ``trainer_state.pt``:
-optimizer, scheduler, loss scaler, step, data position and RNG states, so that a resumed run continues
-exactly as an uninterrupted one would (same data arguments).
+optimizer, loss scaler, step (the learning rate schedule is a function of it), data position and RNG
+states, so that a resumed run continues exactly as an uninterrupted one would (same data arguments).
 """
 from __future__ import annotations
 
@@ -134,12 +134,12 @@ def _linear_factor(step: int, warmup: int, total: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int,
-                    total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
+                    step: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
     """Learning rate rising linearly from 0 to its peak over ``warmup_steps``, then falling linearly to 0 at
-    ``total_steps`` (transformers' ``get_linear_schedule_with_warmup``)."""
+    ``total_steps`` (transformers' ``get_linear_schedule_with_warmup``), positioned at ``step`` steps done."""
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, functools.partial(_linear_factor, warmup=warmup_steps, total=total_steps))
+        optimizer, functools.partial(_linear_factor, warmup=warmup_steps, total=total_steps), last_epoch=step - 1)
 
 
 class PairBatches:
@@ -188,8 +188,8 @@ class Trainer:
         self.collator = PretrainingCollator(tokenizer, args.mlm_probability, args.max_predictions_per_seq,
                                             args.whole_word_mask, self.generator)
         self.optimizer = build_optimizer(self.model, args.learning_rate, args.weight_decay)
-        warmup = args.steps // 10 if args.warmup_steps is None else args.warmup_steps
-        self.scheduler = linear_schedule(self.optimizer, warmup, args.steps)
+        self.warmup_steps = args.steps // 10 if args.warmup_steps is None else args.warmup_steps
+        self.scheduler = linear_schedule(self.optimizer, self.warmup_steps, args.steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.step = self.epoch = self.batch_index = 0  # steps done; position of the next batch
 
@@ -237,15 +237,18 @@ class Trainer:
         self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
         state = {"step": self.step, "epoch": self.epoch, "batch_index": self.batch_index,
-                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "scaler": self.scaler.state_dict(), "masking_rng": self.generator.get_state(),
+                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "masking_rng": self.generator.get_state(),
                  "torch_rng": torch.get_rng_state(),
                  "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                  "arguments": dataclasses.asdict(self.args)}
         torch.save(state, os.path.join(directory, TRAINER_STATE))
 
     def load_state(self, directory: str | os.PathLike) -> None:
-        """Continue from a checkpoint written by ``save`` (the model weights are loaded by ``from_pretrained``)."""
+        """Continue from a checkpoint written by ``save`` (the model weights are loaded by ``from_pretrained``).
+
+        The learning rate is a function of the step: the schedule is rebuilt at the saved step for this run's
+        ``steps``, so resuming with a larger ``steps`` stretches the decay from where the run stands.
+        """
         path = os.path.join(directory, TRAINER_STATE)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path} not found: resume from a directory written by `bertfast pretrain`")
@@ -254,10 +257,10 @@ class Trainer:
             raise ValueError(f"the checkpoint in {directory} is already at step {state['step']}: pass a larger "
                              f"--steps (the total step count) to train further")
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         if state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch, self.batch_index = state["step"], state["epoch"], state["batch_index"]
+        self.scheduler = linear_schedule(self.optimizer, self.warmup_steps, self.args.steps, self.step)
         self.generator.set_state(state["masking_rng"])
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
