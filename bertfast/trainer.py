@@ -108,6 +108,8 @@ def _metrics(out: PretrainingLoss, batch: dict[str, torch.Tensor]) -> dict[str, 
 @torch.no_grad()
 def evaluate(model: BertForPreTraining, batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, float]:
     """Mean loss and accuracies of ``model`` in eval mode (no dropout) over fixed batches."""
+    if not batches:
+        raise ValueError("evaluate needs at least one batch")
     was_training = model.training
     model.eval()
     results = []
