@@ -239,8 +239,8 @@ class Trainer:
         self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
         state = {"step": self.step, "epoch": self.epoch, "batch_index": self.batch_index,
-                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "masking_rng": self.generator.get_state(),
-                 "torch_rng": torch.get_rng_state(),
+                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                 "masking_rng": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
                  "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                  "arguments": dataclasses.asdict(self.args)}
         torch.save(state, os.path.join(directory, TRAINER_STATE))

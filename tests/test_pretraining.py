@@ -44,7 +44,8 @@ def candidate_positions(ids: torch.Tensor, mask: torch.Tensor, tokenizer: BertTo
 
 def test_read_documents_splits_on_blank_lines(tmp_path):
     path = tmp_path / "corpus.txt"
-    path.write_text("\n\n  First one.  \nSecond one.\n\n\n   \nOther doc.\n\nLast doc line.\nAnd more.", encoding="utf-8")
+    path.write_text("\n\n  First one.  \nSecond one.\n\n\n   \nOther doc.\n\nLast doc line.\nAnd more.",
+                    encoding="utf-8")
     assert read_documents(path) == [["First one.", "Second one."], ["Other doc."], ["Last doc line.", "And more."]]
 
 

@@ -66,7 +66,8 @@ def grads_with_hf_names(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     for name, param in model.named_parameters():
         if ".qkv." in name:
             prefix, kind = name.rsplit(".qkv.", 1)
-            grads.update({f"{prefix}.{part}.{kind}": g for part, g in zip(("query", "key", "value"), param.grad.chunk(3))})
+            parts = zip(("query", "key", "value"), param.grad.chunk(3))  # rows of qkv: query | key | value
+            grads.update({f"{prefix}.{part}.{kind}": grad for part, grad in parts})
         else:
             grads[name] = param.grad
     return grads
@@ -228,7 +229,8 @@ def test_checkpoint_loads_in_bertfast_and_transformers_with_identical_outputs(tm
     trainer = Trainer(build_model(tokenizer, config="tiny"), tokenizer, demo_documents,
                       PretrainingArguments(steps=2, **QUICK))
     trainer.train(tmp_path)
-    assert {"config.json", "model.safetensors", "vocab.txt", "tokenizer.json", TRAINER_STATE} <= set(os.listdir(tmp_path))
+    written = set(os.listdir(tmp_path))
+    assert {"config.json", "model.safetensors", "vocab.txt", "tokenizer.json", TRAINER_STATE} <= written
     assert torch.load(tmp_path / TRAINER_STATE, weights_only=True)["step"] == 2
     text = ("The lighthouse keeper climbed the stairs.", "Fishing boats found the channel.")
     encoded = bertfast.BertTokenizer.from_pretrained(tmp_path)(*text, return_tensors="pt")
@@ -275,7 +277,8 @@ def test_pretrain_command_shows_progress_and_resumes(capsys, tmp_path, minilm_di
     argv[argv.index("--steps") + 1] = "3"
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["steps_run"] == 1 and {"loss", "mlm_accuracy", "nsp_accuracy", "tokens_per_s"} <= set(result["last_step"])
+    assert result["steps_run"] == 1
+    assert {"loss", "mlm_accuracy", "nsp_accuracy", "tokens_per_s"} <= set(result["last_step"])
     assert torch.load(out / TRAINER_STATE, weights_only=True)["step"] == 3
     assert main(pretrain_argv(out, "--resume", str(out))) == 1
     assert "already at step 3: pass a larger --steps" in capsys.readouterr().err
