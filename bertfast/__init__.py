@@ -4,7 +4,10 @@ from bertfast.graphs import GraphedModel, optimize
 from bertfast.heads import BertForMaskedLM, BertForNextSentencePrediction, BertForPreTraining
 from bertfast.modeling import BertModel, BertPreTrainedModel
 from bertfast.pipelines import pipeline
+from bertfast.pretraining import (PretrainingCollator, SentencePair, TokenMasker, create_nsp_pairs, read_documents,
+                                  tokenize_documents)
 from bertfast.tokenizer import BatchEncoding, BertTokenizer
+from bertfast.trainer import PretrainingArguments, Trainer, run_pretraining
 from bertfast.weights import CheckpointError
 
 __version__ = "0.1.0"
@@ -20,6 +23,15 @@ __all__ = [
     "BertTokenizer",
     "CheckpointError",
     "GraphedModel",
+    "PretrainingArguments",
+    "PretrainingCollator",
+    "SentencePair",
+    "TokenMasker",
+    "Trainer",
+    "create_nsp_pairs",
     "optimize",
     "pipeline",
+    "read_documents",
+    "run_pretraining",
+    "tokenize_documents",
 ]

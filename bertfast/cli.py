@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from typing import Any, Callable
@@ -74,6 +75,45 @@ def cmd_info(args: argparse.Namespace) -> None:
           + [f"  parameters, {k:<18} {v:,}" for k, v in r["parameters"].items()])
 
 
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from bertfast.trainer import PretrainingArguments, run_pretraining
+
+    options = PretrainingArguments(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PretrainingArguments)})
+    history = run_pretraining(args.corpus, args.out, options, model=args.model, config=args.config,
+                              vocab=args.vocab, resume=args.resume)
+    result = {"out": args.out, "steps_run": len(history), "last_step": history[-1]}
+    _emit(args, result, lambda r: [f"checkpoint: {r['out']}  ({r['steps_run']} steps run)"]
+          + [f"  {k:<14} {v:.4f}" for k, v in r["last_step"].items()])
+
+
+def _pretrain_parser(p: argparse.ArgumentParser) -> None:
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="checkpoint directory or hub id to continue pretraining")
+    source.add_argument("--config", help="a new random model: preset name (e.g. tiny) or config.json path")
+    source.add_argument("--resume", help="output directory of an earlier run to continue from")
+    p.add_argument("--corpus", required=True, help="text file: one sentence per line, blank line between documents")
+    p.add_argument("--vocab", help="vocab.txt or tokenizer directory (needed with --config)")
+    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--steps", type=int, required=True, help="total optimizer steps")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-seq-length", type=int, default=128)
+    p.add_argument("--learning-rate", "--lr", type=float, default=1e-4)
+    p.add_argument("--warmup-steps", type=int, help="linear warm-up steps (default: 10%% of --steps)")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--max-grad-norm", type=float, default=1.0)
+    p.add_argument("--mlm-probability", type=float, default=0.15)
+    p.add_argument("--max-predictions-per-seq", type=int)
+    p.add_argument("--whole-word-mask", action="store_true")
+    p.add_argument("--short-seq-prob", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="float32", help="float32, or bfloat16 / float16 autocast on CUDA")
+    p.add_argument("--save-every", type=int, help="also checkpoint every N steps")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_pretrain)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bertfast", description="Fast BERT inference with transformers' numbers.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true", help="look only at local files and the HF cache")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
+
+    _pretrain_parser(sub.add_parser("pretrain", help="pretrain (MLM + NSP) on a text corpus, write a checkpoint"))
     return parser
 
 

@@ -1,0 +1,314 @@
+"""BERT pretraining: the MLM + NSP loss, AdamW with linear warm-up and decay, the loop, checkpoints, resume.
+
+``run_pretraining`` implements ``bertfast pretrain``. A run tokenizes the corpus once (tokenization is the
+costly, epoch-independent part), draws fresh NSP pairs every epoch and masks every batch anew (see
+``bertfast.pretraining``). A checkpoint directory holds what ``from_pretrained`` of bertfast and of
+transformers load (config.json, model.safetensors, tokenizer files) and, beside it, ``trainer_state.pt``:
+optimizer, loss scaler, step (the learning rate schedule is a function of it), data position and RNG
+states, so that a resumed run continues exactly as an uninterrupted one would (same data arguments).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from bertfast.config import PRESETS, BertConfig
+from bertfast.heads import BertForPreTraining
+from bertfast.pretraining import (IGNORE_INDEX, Document, PretrainingCollator, SentencePair, check_documents,
+                                  check_pair_options, create_nsp_pairs, read_documents, tokenize_documents)
+from bertfast.tokenizer import BertTokenizer
+from bertfast.weights import resolve_dtype
+
+TRAINER_STATE = "trainer_state.pt"
+
+
+@dataclass
+class PretrainingArguments:
+    steps: int = 1000  # optimizer steps in total; a resumed run continues up to this count
+    batch_size: int = 32  # sentence pairs per step
+    max_seq_length: int = 128  # tokens per pair, the 3 special tokens included
+    learning_rate: float = 1e-4  # peak learning rate, reached at the end of the warm-up
+    warmup_steps: int | None = None  # linear warm-up from 0 (None: 10% of steps), then linear decay to 0
+    weight_decay: float = 0.01  # AdamW's decoupled weight decay; never on biases and LayerNorm weights
+    max_grad_norm: float = 1.0  # clip the global gradient L2 norm to this; 0 turns clipping off
+    mlm_probability: float = 0.15  # fraction of the tokens that are predicted
+    max_predictions_per_seq: int | None = None  # cap on predicted tokens per pair (BERT: 20 at length 128)
+    whole_word_mask: bool = False  # mask a word's ## pieces together
+    short_seq_prob: float = 0.1  # probability of a shorter target length for a document's pairs
+    seed: int = 0  # seeds initialisation, pair sampling, masking and dropout
+    device: str = "cpu"  # "cpu" or "cuda"
+    dtype: str = "float32"  # "bfloat16" / "float16": autocast on CUDA (master weights stay float32)
+    save_every: int | None = None  # also checkpoint every N steps (always at the end)
+    progress: bool = True  # show a tqdm progress bar
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
+        for name in ("warmup_steps", "save_every", "max_predictions_per_seq"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < (0 if name == "warmup_steps" else 1)):
+                raise ValueError(f"{name} must be None or a {'non-negative' if name == 'warmup_steps' else 'positive'} "
+                                 f"int, got {value!r}")
+        if self.learning_rate <= 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise ValueError("learning_rate must be > 0, weight_decay and max_grad_norm >= 0; got "
+                             f"{self.learning_rate}, {self.weight_decay}, {self.max_grad_norm}")
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was asked for but CUDA is not available: use --device cpu")
+        if resolve_dtype(self.dtype) != torch.float32 and device.type != "cuda":
+            raise ValueError(f"dtype {self.dtype!r} turns on autocast, which the trainer runs on CUDA only: "
+                             "use --device cuda, or --dtype float32 on the CPU")
+
+
+@dataclass
+class PretrainingLoss:
+    loss: torch.Tensor  # MLM + NSP, scalar
+    mlm_loss: torch.Tensor  # mean cross-entropy over the labelled positions
+    nsp_loss: torch.Tensor  # mean cross-entropy of the IsNext / NotNext classifier
+    mlm_correct: torch.Tensor  # number of labelled positions whose top prediction is the label
+    nsp_correct: torch.Tensor  # number of pairs whose NSP prediction is right
+
+
+def pretraining_loss(model: BertForPreTraining, batch: dict[str, torch.Tensor]) -> PretrainingLoss:
+    """The loss of ``model(**batch).loss`` (MLM + NSP, as transformers), from vocabulary logits at the labelled
+    positions only (about 15% of the tokens): the full (B, S, vocab) logits would dominate a small model's step.
+
+    batch: input_ids, token_type_ids, attention_mask, labels (B, S) and next_sentence_label (B,).
+    """
+    out = model.bert(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    labels = batch["labels"]
+    selected = labels != IGNORE_INDEX  # (B, S)
+    mlm_logits = model.mlm_logits(out.last_hidden_state[selected]).float()  # (N, vocab)
+    nsp_logits = model.cls.seq_relationship(out.pooler_output).float()  # (B, 2)
+    targets, nsp_labels = labels[selected], batch["next_sentence_label"]
+    mlm_loss, nsp_loss = F.cross_entropy(mlm_logits, targets), F.cross_entropy(nsp_logits, nsp_labels)
+    return PretrainingLoss(mlm_loss + nsp_loss, mlm_loss, nsp_loss, (mlm_logits.argmax(-1) == targets).sum(),
+                           (nsp_logits.argmax(-1) == nsp_labels).sum())
+
+
+def _metrics(out: PretrainingLoss, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Plain floats with one host synchronisation."""
+    counts = torch.stack([(batch["labels"] != IGNORE_INDEX).sum(), batch["attention_mask"].sum()])
+    values = torch.stack([out.loss.detach(), out.mlm_loss.detach(), out.nsp_loss.detach(),
+                          out.mlm_correct / counts[0], out.nsp_correct / len(batch["next_sentence_label"]),
+                          counts[1].float()]).tolist()
+    return dict(zip(("loss", "mlm_loss", "nsp_loss", "mlm_accuracy", "nsp_accuracy", "tokens"), values))
+
+
+@torch.no_grad()
+def evaluate(model: BertForPreTraining, batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """Mean loss and accuracies of ``model`` in eval mode (no dropout) over fixed batches."""
+    if not batches:
+        raise ValueError("evaluate needs at least one batch")
+    was_training = model.training
+    model.eval()
+    results = []
+    for batch in batches:
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        results.append(_metrics(pretraining_loss(model, batch), batch))
+    model.train(was_training)
+    return {key: sum(r[key] for r in results) / len(results) for key in results[0]}
+
+
+def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW as BERT sets it up (betas 0.9/0.999, eps 1e-6), without weight decay on 1-D parameters (biases and
+    LayerNorm weights)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=(0.9, 0.999), eps=1e-6,
+                             fused=params[0].device.type == "cuda")
+
+
+def _linear_factor(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return step / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
+                    step: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Learning rate rising linearly from 0 to its peak over ``warmup_steps``, then falling linearly to 0 at
+    ``total_steps`` (transformers' ``get_linear_schedule_with_warmup``), positioned at ``step`` steps done."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, functools.partial(_linear_factor, warmup=warmup_steps, total=total_steps), last_epoch=step - 1)
+
+
+class PairBatches:
+    """The stream of training batches. Epoch e draws its pairs with ``random.Random(f"{seed}:{e}")``, shuffles
+    them and cuts them into batches, so any position (epoch, batch) can be rebuilt when a run resumes."""
+
+    def __init__(self, documents: Sequence[Document], batch_size: int, max_seq_length: int, short_seq_prob: float,
+                 seed: int) -> None:
+        check_pair_options(max_seq_length, short_seq_prob)
+        check_documents(documents)
+        self.documents, self.batch_size, self.max_seq_length = documents, batch_size, max_seq_length
+        self.short_seq_prob, self.seed = short_seq_prob, seed
+
+    def epoch(self, epoch: int) -> list[list[SentencePair]]:
+        rng = random.Random(f"{self.seed}:{epoch}")
+        pairs = create_nsp_pairs(self.documents, self.max_seq_length, self.short_seq_prob, rng)
+        rng.shuffle(pairs)
+        return [pairs[i:i + self.batch_size] for i in range(0, len(pairs), self.batch_size)]
+
+    def __call__(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[int, int, list[SentencePair]]]:
+        """(epoch, batch index, pairs) from batch ``start`` of ``epoch`` on, endlessly."""
+        while True:
+            for index, pairs in enumerate(self.epoch(epoch)[start:], start):
+                yield epoch, index, pairs
+            epoch, start = epoch + 1, 0
+
+
+class Trainer:
+    """Pretrains a ``BertForPreTraining`` on tokenized documents (see ``PretrainingArguments``)."""
+
+    def __init__(self, model: BertForPreTraining, tokenizer: BertTokenizer, documents: Sequence[Document],
+                 args: PretrainingArguments) -> None:
+        args.validate()
+        config = model.config
+        if args.max_seq_length > config.max_position_embeddings:
+            raise ValueError(f"max_seq_length {args.max_seq_length} exceeds the model's max_position_embeddings "
+                             f"({config.max_position_embeddings})")
+        if len(tokenizer) > config.vocab_size:
+            raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
+                             f"{config.vocab_size}: pass the vocabulary the model was trained with")
+        self.args, self.tokenizer = args, tokenizer
+        self.device, self.dtype = torch.device(args.device), resolve_dtype(args.dtype)
+        self.model = model.to(self.device).train()
+        self.data = PairBatches(documents, args.batch_size, args.max_seq_length, args.short_seq_prob, args.seed)
+        self.generator = torch.Generator().manual_seed(args.seed)
+        self.collator = PretrainingCollator(tokenizer, args.mlm_probability, args.max_predictions_per_seq,
+                                            args.whole_word_mask, self.generator)
+        self.optimizer = build_optimizer(self.model, args.learning_rate, args.weight_decay)
+        self.warmup_steps = args.steps // 10 if args.warmup_steps is None else args.warmup_steps
+        self.scheduler = linear_schedule(self.optimizer, self.warmup_steps, args.steps)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        self.step = self.epoch = self.batch_index = 0  # steps done; position of the next batch
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One optimizer step on a collated batch; returns its loss, accuracies, token count and learning rate."""
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        lr = self.scheduler.get_last_lr()[0]
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            out = pretraining_loss(self.model, batch)
+        self.scaler.scale(out.loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        if self.args.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {**_metrics(out, batch), "lr": lr}
+
+    def train(self, out_dir: str | os.PathLike) -> list[dict[str, float]]:
+        """Train up to ``args.steps``, checkpointing into ``out_dir``; returns the metrics of each step run."""
+        history: list[dict[str, float]] = []
+        batches = self.data(self.epoch, self.batch_index)
+        tokens, start = 0.0, time.perf_counter()
+        with tqdm(total=self.args.steps, initial=self.step, desc="pretrain", unit="step",
+                  disable=not self.args.progress) as bar:
+            while self.step < self.args.steps:
+                self.epoch, index, pairs = next(batches)
+                self.batch_index = index + 1
+                metrics = self.train_step(self.collator(pairs))
+                self.step += 1
+                tokens += metrics["tokens"]
+                metrics["tokens_per_s"] = tokens / (time.perf_counter() - start)
+                history.append(metrics)
+                bar.set_postfix(loss=f"{metrics['loss']:.3f}", mlm_acc=f"{metrics['mlm_accuracy']:.3f}",
+                                nsp_acc=f"{metrics['nsp_accuracy']:.2f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
+                bar.update()
+                if self.args.save_every and self.step % self.args.save_every == 0 and self.step < self.args.steps:
+                    self.save(out_dir)
+        self.save(out_dir)
+        return history
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """A HF-compatible checkpoint (config.json, model.safetensors, tokenizer files) + trainer_state.pt."""
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        state = {"step": self.step, "epoch": self.epoch, "batch_index": self.batch_index,
+                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                 "masking_rng": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                 "arguments": dataclasses.asdict(self.args)}
+        torch.save(state, os.path.join(directory, TRAINER_STATE))
+
+    def load_state(self, directory: str | os.PathLike) -> None:
+        """Continue from a checkpoint written by ``save`` (the model weights are loaded by ``from_pretrained``).
+
+        The learning rate is a function of the step: the schedule is rebuilt at the saved step for this run's
+        ``steps``, so resuming with a larger ``steps`` stretches the decay from where the run stands.
+        """
+        path = os.path.join(directory, TRAINER_STATE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} not found: resume from a directory written by `bertfast pretrain`")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state["step"] >= self.args.steps:
+            raise ValueError(f"the checkpoint in {directory} is already at step {state['step']}: pass a larger "
+                             f"--steps (the total step count) to train further")
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        self.step, self.epoch, self.batch_index = state["step"], state["epoch"], state["batch_index"]
+        self.scheduler = linear_schedule(self.optimizer, self.warmup_steps, self.args.steps, self.step)
+        self.generator.set_state(state["masking_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+def load_tokenizer(vocab: str | None, model_dir: str | None) -> BertTokenizer:
+    """The vocabulary: ``vocab`` (a vocab.txt file or a tokenizer directory), else the model directory's."""
+    if vocab is not None:
+        return BertTokenizer(vocab) if os.path.isfile(vocab) else BertTokenizer.from_pretrained(vocab)
+    if model_dir is None:
+        raise ValueError("a new model (--config) needs a vocabulary: pass --vocab with a vocab.txt file or a "
+                         "tokenizer directory (e.g. a bert-base-uncased checkpoint)")
+    try:
+        return BertTokenizer.from_pretrained(model_dir)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{err} Or pass --vocab with a vocab.txt file or a tokenizer directory.") from err
+
+
+def build_model(tokenizer: BertTokenizer, model: str | None = None, config: str | None = None) -> BertForPreTraining:
+    """A checkpoint to continue from (heads it lacks are initialised), or a new random model from a preset name
+    or a config.json path whose vocab_size becomes the tokenizer's."""
+    if config is None:
+        return BertForPreTraining.from_pretrained(model, allow_missing_weights=True)
+    if config in PRESETS:
+        bert_config = BertConfig.from_preset(config)
+    elif os.path.isfile(config):
+        bert_config = BertConfig.from_json_file(config)
+    else:
+        raise ValueError(f"--config {config!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor a config.json")
+    return BertForPreTraining(dataclasses.replace(bert_config, vocab_size=len(tokenizer)))
+
+
+def run_pretraining(corpus: str | os.PathLike, out_dir: str | os.PathLike, args: PretrainingArguments,
+                    model: str | None = None, config: str | None = None, vocab: str | None = None,
+                    resume: str | None = None) -> list[dict[str, float]]:
+    """``bertfast pretrain``: train from exactly one of ``model`` (a checkpoint), ``config`` (a new model) or
+    ``resume`` (a directory this command wrote); returns the per-step metrics."""
+    if sum(source is not None for source in (model, config, resume)) != 1:
+        raise ValueError("pass exactly one of --model (start from a checkpoint), --config (a new model from a "
+                         "preset or config.json) and --resume (continue a run from its output directory)")
+    args.validate()
+    tokenizer = load_tokenizer(vocab, model or resume)
+    documents = tokenize_documents(read_documents(corpus), tokenizer)
+    torch.manual_seed(args.seed)
+    trainer = Trainer(build_model(tokenizer, model or resume, config), tokenizer, documents, args)
+    if resume is not None:
+        trainer.load_state(resume)
+    return trainer.train(out_dir)
