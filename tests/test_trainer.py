@@ -13,7 +13,6 @@ import torch
 import transformers
 
 import bertfast
-import kernels
 from bertfast.cli import main
 from bertfast.pretraining import DEMO_CORPUS, PretrainingCollator, create_nsp_pairs, read_documents, tokenize_documents
 from bertfast.trainer import (TRAINER_STATE, PretrainingArguments, Trainer, build_model, evaluate, linear_schedule,
@@ -27,9 +26,6 @@ GRAD_RTOL = 1e-4  # every parameter's gradient, max |difference| / max |referenc
 LOGITS_ATOL = 1e-4  # as in test_modeling
 QUICK = dict(batch_size=4, max_seq_length=32, learning_rate=1e-3, warmup_steps=1, progress=False)
 
-# Before the kernels branch lands, kernels.layer_norm etc. are the submodules holding the references, not ops.
-KERNEL_OPS = all(callable(getattr(kernels, op, None)) for op in ("layer_norm", "bias_gelu", "attention"))
-requires_kernels = pytest.mark.skipif(not KERNEL_OPS, reason="Triton kernels not merged yet")
 requires_triton = pytest.mark.skipif(not triton_installed(), reason="Triton is not installed")
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -130,7 +126,6 @@ torch.save({"loss": loss.detach().cpu(), **{n: p.grad.cpu() for n, p in model.na
 
 
 @requires_triton
-@requires_kernels
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=requires_cuda)])
 def test_gradients_through_the_triton_kernels_match_the_torch_path(device, tmp_path):
     """One training step's gradients with BERTFAST_BACKEND=triton (the Triton interpreter on the CPU, which
@@ -175,7 +170,6 @@ def step_ms(model: torch.nn.Module, batch: dict, dtype: torch.dtype, ours: bool,
 
 
 @requires_cuda
-@requires_kernels
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 def test_bert_base_autocast_step_on_the_triton_path_matches_transformers(dtype, base_checkpoint, tokenizer,
                                                                          demo_documents):
