@@ -131,7 +131,7 @@ def reduction_programs(n_tiles: int, device: torch.device) -> int:
 
 def as_rows(x: torch.Tensor) -> torch.Tensor:
     """(..., N) -> (M, N) view with unit column stride, copying only when no such view exists."""
-    rows = x.reshape(-1, x.shape[-1])  # (M, N)
+    rows = x.reshape(x.shape[:-1].numel(), x.shape[-1])  # (M, N); defined for N = 0 too
     return rows if rows.stride(-1) == 1 or rows.shape[-1] == 1 else rows.contiguous()
 
 

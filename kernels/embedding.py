@@ -20,7 +20,7 @@ from kernels._utils import cdiv, check_launchable, check_vector, jit, row_launch
 from kernels.layer_norm import normalize_rows
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-ID_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+ID_DTYPES = (torch.int64, torch.int32)  # what F.embedding (the reference) accepts
 
 
 @jit
@@ -155,7 +155,7 @@ def _check_embedding_inputs(
     ids = {"input_ids": input_ids, "token_type_ids": token_type_ids, "position_ids": position_ids}
     for name, t in ids.items():
         if t is not None and t.dtype not in ID_DTYPES:
-            raise TypeError(f"kernels.embedding_layer_norm: {name} must be an integer tensor, got {t.dtype}")
+            raise TypeError(f"kernels.embedding_layer_norm: {name} must be an int64 or int32 tensor, got {t.dtype}")
     if input_ids.dim() != 2:
         raise ValueError(f"kernels.embedding_layer_norm: input_ids must be (B, S), got {tuple(input_ids.shape)}")
     for name in ("token_type_ids", "position_ids"):
@@ -189,7 +189,7 @@ def embedding_layer_norm(
 ) -> torch.Tensor:
     """Triton ``LayerNorm(word[input_ids] + token_type[token_type_ids] + position[position_ids])``.
 
-    input_ids: (B, S) integer; token_type_ids / position_ids: integer, broadcastable to (B, S), or None
+    input_ids: (B, S) int64/int32; token_type_ids / position_ids: int64/int32, broadcastable to (B, S), or None
     for token type 0 and positions 0..S-1 in every row. Tables: word (V, N), position (P, N), token type
     (T, N), one dtype of fp32 / fp16 / bf16; ln_weight, ln_bias: (N,). Ids must be in range (unchecked,
     see the module docstring). padding_idx only affects the word table's gradient. Returns (B, S, N) in
