@@ -1,7 +1,8 @@
 """Kernel benchmarks: each op's Triton kernel against its torch reference (the provider axis).
 
-    python -m pytest benchmarks/bench_kernels.py                       # measure (meaningful on CUDA)
-    python -m pytest benchmarks/bench_kernels.py --benchmark-disable   # run each case once (CI smoke)
+    python -m pytest benchmarks/bench_kernels.py --benchmark-enable    # measure (meaningful on CUDA)
+    python -m pytest benchmarks/bench_kernels.py                       # run each case once (pytest.ini
+                                                                       # disables timing: the CI smoke run)
 
 On CUDA: fp16, 4096x768 and 4096x3072 for layer_norm / bias_gelu; B=32, H=12, S=128 and 512, D=64 for
 attention, with and without padding; bert-base's projections in fp16 and bf16: the intermediate dense

@@ -25,7 +25,8 @@ GEMMS = ("auto", "cublas", "triton")
 # What BERTFAST_GEMM=auto picks. Not measured: no GPU was available when the Triton GEMM was written,
 # so cuBLAS + bias_gelu stays the default until the Triton GEMM is shown faster on the device machine
 # at both bert-base row counts (M = 4096 and 128, N = 3072, K = 768; fp16 and bf16), with
-#     python -m pytest benchmarks/bench_kernels.py -k dense_gelu --benchmark-json=benchmarks/results/<gpu>.json
+#     python -m pytest benchmarks/bench_kernels.py -k dense_gelu --benchmark-enable \
+#         --benchmark-json=benchmarks/results/<gpu>.json
 # (providers "triton" = kernels.linear, "cublas+bias_gelu" = this default, "cublas+gelu" = torch alone).
 # Flip it only where the medians say so; make it a rule on the row count if the winner depends on it.
 AUTO_GEMM = "cublas"

@@ -6,7 +6,7 @@ from typing import Callable
 import pytest
 import torch
 
-from kernels import linear, linear_ref
+from kernels import _utils, linear, linear_ref
 from kernels._utils import gemm_m_bucket, interpreting
 from kernels.linear import _linear_fwd_tuned
 
@@ -123,10 +123,17 @@ def test_bad_input(device):
         linear(x.double(), weight.double(), bias.double())
 
 
-def test_autotuning_only_on_cuda():
-    """Several candidate tiles on CUDA; one in the interpreter, which has no driver to benchmark with."""
+def test_autotuning_only_on_cuda(monkeypatch):
+    """Several candidate tiles on CUDA; one in the interpreter, which has no driver to benchmark with.
+    Row tiles far taller than the bucket's rows are not benchmarked."""
     assert (len(_linear_fwd_tuned.configs) == 1) == interpreting()
     assert [gemm_m_bucket(m) for m in (1, 16, 17, 4096, 4097, 10**6)] == [16, 16, 32, 4096, 8192, 8192]
+    monkeypatch.setattr(_utils, "interpreting", lambda: False)
+    gpu_configs = _utils._gemm_configs()
+    assert len(gpu_configs) == len(_utils._GEMM_TILES) > 1
+    row_tiles = {bucket: {c.kwargs["BLOCK_M"] for c in _utils._prune_gemm_configs(gpu_configs, {"M_BUCKET": bucket})}
+                 for bucket in (16, 64, 4096)}
+    assert row_tiles == {16: {32}, 64: {32, 64, 128}, 4096: {32, 64, 128, 256}}
 
 
 def test_without_triton(run_without_triton):
@@ -147,13 +154,13 @@ def test_without_triton(run_without_triton):
 
 
 def test_compiles_for_gpu(compile_for_gpu):
-    """Lowered to sm_80 and sm_90 code (no GPU needed): the largest autotuned tile in fp16 with bias + erf GELU,
-    a small deep-pipelined one in bf16 with tanh GELU and no bias, and fp32 (IEEE dot) without activation."""
+    """Lowered to sm_80 and sm_90 code (no GPU needed): a large autotuned tile (8 warps) in fp16 with bias + erf GELU,
+    and the smallest, deepest-pipelined one in fp32 (IEEE dot) with tanh GELU and no bias. (bf16 lowers like
+    fp16; the bert-base GPU tests run it.)"""
     variants = []
     for dtype, (bm, bn, bk, warps, stages), bias, gelu, tanh in (
-        ("fp16", (128, 256, 64, 8, 3), True, True, False),
-        ("bf16", (64, 64, 64, 4, 4), False, True, True),
-        ("fp32", (32, 64, 64, 4, 5), True, False, False),
+        ("fp16", (128, 128, 64, 8, 4), True, True, False),
+        ("fp32", (32, 64, 64, 4, 5), False, True, True),
     ):
         constexprs = {
             "HAS_BIAS": bias, "GELU": gelu, "TANH": tanh, "DOT_PRECISION": "ieee" if dtype == "fp32" else "tf32",
@@ -162,7 +169,7 @@ def test_compiles_for_gpu(compile_for_gpu):
         variants.append({"dtype": dtype, "types": {}, "constexprs": constexprs, "num_warps": warps, "num_stages": stages})
     result = compile_for_gpu("kernels.linear", "_linear_fwd_kernel", variants)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "compiled 6"
+    assert result.stdout.strip() == "compiled 4"
 
 
 @needs_cuda
