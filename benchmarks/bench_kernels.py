@@ -1,13 +1,19 @@
 """Kernel benchmarks: each op's Triton kernel against its torch reference (the provider axis).
 
-    python -m pytest benchmarks/bench_kernels.py                       # measure (meaningful on CUDA)
-    python -m pytest benchmarks/bench_kernels.py --benchmark-disable   # run each case once (CI smoke)
+    python -m pytest benchmarks/bench_kernels.py --benchmark-enable    # measure (meaningful on CUDA)
+    python -m pytest benchmarks/bench_kernels.py                       # run each case once (pytest.ini
+                                                                       # disables timing: the CI smoke run)
 
 On CUDA: fp16, 4096x768 and 4096x3072 for layer_norm / bias_gelu; B=32, H=12, S=128 and 512, D=64 for
-attention, with and without padding. Without CUDA the Triton provider runs in the interpreter, on tiny
-shapes, only to keep this file working. Each case records in ``extra_info`` the median time and the
-[0.2, 0.8] quantiles in ms, and the throughput at those points (GB/s moved for the elementwise ops;
-TFLOP/s for attention, counting the dense 4 B H S^2 D even when keys are padded).
+attention, with and without padding; bert-base's projections in fp16 and bf16: the intermediate dense
+(M = 4096 and 128 tokens, K = 768, N = 3072) as kernels.linear's fused GELU epilogue against cuBLAS +
+bias_gelu (bertfast.ops' default) and cuBLAS + F.gelu, which decides ``AUTO_GEMM`` in bertfast/ops.py,
+and the QKV / output projections without activation; the embedding layer (B=32, S=128, bert-base
+tables). Without CUDA the Triton provider runs in the interpreter, on tiny shapes, only to keep this
+file working. Each case records in ``extra_info`` the median time and the [0.2, 0.8] quantiles in ms,
+and the throughput at those points (GB/s moved for the elementwise ops and embeddings; TFLOP/s for
+attention, counting the dense 4 B H S^2 D even when keys are padded, and for the GEMMs, 2 M N K).
+The Triton GEMM autotunes on its first call, in the warm-up rounds, which are not timed.
 """
 from __future__ import annotations
 
@@ -16,7 +22,20 @@ from typing import Callable
 import pytest
 import torch
 
-from kernels import attention, attention_ref, bias_gelu, bias_gelu_ref, layer_norm, layer_norm_ref
+import torch.nn.functional as F
+
+from kernels import (
+    attention,
+    attention_ref,
+    bias_gelu,
+    bias_gelu_ref,
+    embedding_layer_norm,
+    embedding_layer_norm_ref,
+    layer_norm,
+    layer_norm_ref,
+    linear,
+    linear_ref,
+)
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
@@ -25,6 +44,10 @@ ROUNDS, WARMUP = (50, 10) if CUDA else (3, 1)
 ROW_SHAPES = [(4096, 768), (4096, 3072)] if CUDA else [(64, 96), (64, 384)]
 ATTENTION_SHAPES = [(32, 12, 128, 64), (32, 12, 512, 64)] if CUDA else [(1, 2, 32, 32), (1, 2, 80, 32)]
 PROVIDERS = ["triton", "torch"]
+GEMM_DTYPES = [torch.float16, torch.bfloat16] if CUDA else [torch.float32]
+INTERMEDIATE_SHAPES = [(4096, 768, 3072), (128, 768, 3072)] if CUDA else [(64, 96, 384), (16, 96, 384)]  # (M, K, N)
+PROJECTION_SHAPES = [(4096, 768, 2304), (4096, 3072, 768)] if CUDA else [(64, 96, 288)]  # QKV, output
+EMBEDDING_SHAPE = (32, 128, 768, 30522, 512) if CUDA else (2, 16, 96, 50, 32)  # B, S, H, vocab, positions
 
 
 def _measure(benchmark, fn: Callable[[], torch.Tensor], amount: float, unit: str) -> None:
@@ -85,3 +108,50 @@ def test_attention(benchmark, shape, padded, provider):
     fn = {"triton": attention, "torch": attention_ref}[provider]
     flops = 4 * batch * heads * seqlen * seqlen * head_dim  # QK^T and PV
     _measure(benchmark, lambda: fn(q, k, v, mask), flops, "TFLOP/s")
+
+
+def _gemm_inputs(shape: tuple[int, int, int], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x (M, K), weight (N, K) scaled like nn.Linear's init, bias (N,)."""
+    m, k, n = shape
+    x = torch.randn(m, k, device=DEVICE, dtype=dtype)
+    weight = torch.randn(n, k, device=DEVICE, dtype=dtype) / k**0.5
+    return x, weight, torch.randn(n, device=DEVICE, dtype=dtype)
+
+
+@pytest.mark.parametrize("provider", ["triton", "cublas+bias_gelu", "cublas+gelu"])
+@pytest.mark.parametrize("dtype", GEMM_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", INTERMEDIATE_SHAPES, ids=lambda s: "M{}-K{}-N{}".format(*s))
+def test_dense_gelu(benchmark, shape, dtype, provider):
+    """gelu(x @ W^T + b): one fused Triton GEMM, cuBLAS + the bias_gelu kernel, or cuBLAS (with bias) + F.gelu."""
+    x, weight, bias = _gemm_inputs(shape, dtype)
+    fns = {
+        "triton": lambda: linear(x, weight, bias, "gelu"),
+        "cublas+bias_gelu": lambda: bias_gelu(F.linear(x, weight), bias),
+        "cublas+gelu": lambda: linear_ref(x, weight, bias, "gelu"),
+    }
+    m, k, n = shape
+    _measure(benchmark, fns[provider], 2 * m * n * k, "TFLOP/s")
+
+
+@pytest.mark.parametrize("provider", ["triton", "cublas"])
+@pytest.mark.parametrize("dtype", GEMM_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", PROJECTION_SHAPES, ids=lambda s: "M{}-K{}-N{}".format(*s))
+def test_linear(benchmark, shape, dtype, provider):
+    """x @ W^T + b without activation: the fused QKV and output projections."""
+    x, weight, bias = _gemm_inputs(shape, dtype)
+    fn = {"triton": linear, "cublas": linear_ref}[provider]
+    m, k, n = shape
+    _measure(benchmark, lambda: fn(x, weight, bias), 2 * m * n * k, "TFLOP/s")
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_embedding_layer_norm(benchmark, provider):
+    """LayerNorm(word[ids] + token_type[tt] + position): one Triton pass against torch's gathers, adds and LN."""
+    batch, seq_len, width, vocab, positions = EMBEDDING_SHAPE
+    tables = [torch.randn(rows, width, device=DEVICE, dtype=DTYPE) for rows in (vocab, positions, 2)]
+    ln = [torch.ones(width, device=DEVICE, dtype=DTYPE), torch.zeros(width, device=DEVICE, dtype=DTYPE)]
+    ids = torch.randint(0, vocab, (batch, seq_len), device=DEVICE)
+    token_types = torch.randint(0, 2, (batch, seq_len), device=DEVICE)
+    fn = {"triton": embedding_layer_norm, "torch": embedding_layer_norm_ref}[provider]
+    moved = 4 * batch * seq_len * width * tables[0].element_size()  # read three rows, write one per token
+    _measure(benchmark, lambda: fn(ids, *tables, *ln, 1e-12, token_types), moved, "GB/s")

@@ -4,6 +4,11 @@ Rule: a CUDA tensor with Triton importable uses the Triton kernel; anything else
 reference. ``BERTFAST_BACKEND=torch|triton`` forces one; forcing Triton on CPU tensors needs
 ``TRITON_INTERPRET=1`` (set before ``kernels`` is imported), which runs the kernels through Triton's
 interpreter: that is how CI tests them. Tracing for ONNX / torch.export always uses the reference.
+
+On the Triton path the intermediate projection (``dense_gelu``) has two implementations, picked by
+``gemm_choice``: "cublas" (``F.linear``, then the ``kernels.bias_gelu`` pass) or "triton" (``kernels.linear``,
+one Triton GEMM with the bias + GELU epilogue). ``BERTFAST_GEMM=cublas|triton`` forces one; ``auto``
+(the default) follows ``AUTO_GEMM``.
 """
 from __future__ import annotations
 
@@ -16,6 +21,15 @@ import kernels
 from kernels._utils import interpreting, triton_installed
 
 BACKENDS = ("auto", "torch", "triton")
+GEMMS = ("auto", "cublas", "triton")
+# What BERTFAST_GEMM=auto picks. Not measured: no GPU was available when the Triton GEMM was written,
+# so cuBLAS + bias_gelu stays the default until the Triton GEMM is shown faster on the device machine
+# at both bert-base row counts (M = 4096 and 128, N = 3072, K = 768; fp16 and bf16), with
+#     python -m pytest benchmarks/bench_kernels.py -k dense_gelu --benchmark-enable \
+#         --benchmark-json=benchmarks/results/<gpu>.json
+# (providers "triton" = kernels.linear, "cublas+bias_gelu" = this default, "cublas+gelu" = torch alone).
+# Flip it only where the medians say so; make it a rule on the row count if the winner depends on it.
+AUTO_GEMM = "cublas"
 
 
 def _exporting() -> bool:
@@ -48,11 +62,39 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
     return kernels.layer_norm_ref(x, weight, bias, eps, residual=residual)
 
 
+def gemm_choice() -> str:
+    """The GEMM of ``dense_gelu`` on the Triton path: "cublas" or "triton" (see the module docstring)."""
+    forced = os.environ.get("BERTFAST_GEMM", "auto").strip().lower() or "auto"
+    if forced not in GEMMS:
+        raise ValueError(f"BERTFAST_GEMM={forced!r} is not one of {GEMMS}")
+    return AUTO_GEMM if forced == "auto" else forced
+
+
 def dense_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, approximate: str = "none") -> torch.Tensor:
-    """gelu(x @ weight.T + bias): the intermediate (feed-forward up) projection."""
+    """gelu(x @ weight.T + bias): the intermediate (feed-forward up) projection; approximate "none" | "tanh"."""
     if backend_for(x) == "triton":
+        if gemm_choice() == "triton":
+            return kernels.linear(x, weight, bias, activation="gelu" if approximate == "none" else "gelu_tanh")
         return kernels.bias_gelu(F.linear(x, weight), bias, approximate)
     return F.gelu(F.linear(x, weight, bias), approximate=approximate)
+
+
+def embeddings(input_ids: torch.Tensor, word_weight: torch.Tensor, position_weight: torch.Tensor,
+               token_type_weight: torch.Tensor, ln_weight: torch.Tensor, ln_bias: torch.Tensor, eps: float,
+               token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+               padding_idx: int | None = None) -> torch.Tensor:
+    """LayerNorm(word[input_ids] + token_type[token_type_ids] + position[position_ids]): input_ids (B, S) -> (B, S, H).
+
+    Absent token types / positions mean type 0 and positions 0..S-1 (the reference broadcasts those
+    rows). Ids must already be validated (the Triton kernel does not range-check them). Dropout is the
+    caller's. The reference is exactly BertEmbeddings' torch computation; padding_idx (the word
+    table's) only affects gradients.
+    """
+    args = (input_ids, word_weight, position_weight, token_type_weight, ln_weight, ln_bias, eps,
+            token_type_ids, position_ids, padding_idx)
+    if backend_for(word_weight) == "triton":
+        return kernels.embedding_layer_norm(*args)
+    return kernels.embedding_layer_norm_ref(*args)
 
 
 def dense_residual_layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor,

@@ -1,9 +1,11 @@
 """Shared helpers for the kernels: optional Triton import, launch settings, row views, input checks.
 
 Every kernel file takes its block sizes and warp counts from here (``row_launch_settings``,
-``attention_launch_settings``, ``reduction_programs``) so that there is one place to tune them.
-Block configurations come from these heuristics, not ``triton.autotune``: autotuning with several
-configs needs a GPU driver, and the Triton interpreter (how CI runs the kernels on CPU) has none.
+``attention_launch_settings``, ``reduction_programs``, ``gemm_autotune``) so that there is one place to
+tune them. Memory-bound kernels take them from heuristics. The GEMM (kernels/linear.py), whose best tile
+depends on the GPU and the shape, is autotuned with ``triton.autotune`` on CUDA only: benchmarking
+several configs needs a GPU driver, and the Triton interpreter (how CI runs the kernels on CPU) has
+none, so there it gets one config, which the autotuner launches without benchmarking.
 """
 from __future__ import annotations
 
@@ -129,7 +131,7 @@ def reduction_programs(n_tiles: int, device: torch.device) -> int:
 
 def as_rows(x: torch.Tensor) -> torch.Tensor:
     """(..., N) -> (M, N) view with unit column stride, copying only when no such view exists."""
-    rows = x.reshape(-1, x.shape[-1])  # (M, N)
+    rows = x.reshape(x.shape[:-1].numel(), x.shape[-1])  # (M, N); defined for N = 0 too
     return rows if rows.stride(-1) == 1 or rows.shape[-1] == 1 else rows.contiguous()
 
 
@@ -137,3 +139,63 @@ def check_vector(name: str, t: torch.Tensor | None, n: int) -> None:
     """Raise unless ``t`` is None or a (n,) vector."""
     if t is not None and tuple(t.shape) != (n,):
         raise ValueError(f"{name} must have shape ({n},), got {tuple(t.shape)}")
+
+
+# GEMM tiles (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) autotuned on CUDA, largest first. Large
+# tiles with 8 warps (two Hopper warpgroups) and 3-4 stages of the async copy pipeline for thousands of
+# rows; small tiles so that a few hundred rows still give enough programs to fill the SMs.
+_GEMM_TILES = (
+    (128, 256, 64, 8, 3),
+    (256, 128, 64, 8, 3),
+    (128, 128, 64, 8, 4),
+    (128, 128, 32, 4, 4),
+    (128, 64, 64, 4, 4),
+    (64, 128, 64, 4, 4),
+    (64, 64, 64, 4, 4),
+    (32, 64, 64, 4, 5),
+)
+_GEMM_GROUP_M = 8  # row tiles that sweep the column tiles together (L2 reuse of the weight columns)
+# The interpreter's one config: tiles small enough that the test shapes span several tiles in every
+# dimension and a partial group of row tiles.
+_GEMM_INTERPRETER_TILE = (32, 32, 32, 4, 1)
+_GEMM_INTERPRETER_GROUP_M = 2
+
+
+def gemm_m_bucket(m: int) -> int:
+    """Autotuning bucket of a GEMM's row count: the next power of two, clamped to [16, 8192].
+
+    Padding-free batches have a new token count on nearly every call; tuning once per bucket instead
+    of once per count keeps benchmarking off the serving path after warm-up.
+    """
+    return min(8192, max(16, next_power_of_2(max(1, m))))
+
+
+def _gemm_configs() -> list[Any]:
+    """The GEMM autotuning candidates on CUDA; one small config in the interpreter."""
+    if interpreting():
+        tiles, group_m = (_GEMM_INTERPRETER_TILE,), _GEMM_INTERPRETER_GROUP_M
+    else:
+        tiles, group_m = _GEMM_TILES, _GEMM_GROUP_M
+    return [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group_m}, num_warps=w, num_stages=s)
+        for bm, bn, bk, w, s in tiles
+    ]
+
+
+def _prune_gemm_configs(configs: list[Any], named_args: dict[str, Any], **kwargs: Any) -> list[Any]:
+    """Skip row tiles more than twice the bucket's rows (mostly padding); the smallest tile always stays."""
+    rows = named_args["M_BUCKET"]
+    kept = [c for c in configs if c.kwargs["BLOCK_M"] <= max(2 * rows, 32)]
+    return kept or configs[-1:]
+
+
+def gemm_autotune(fn: Any) -> Any:
+    """``triton.autotune`` for a jit GEMM kernel taking M_BUCKET (``gemm_m_bucket(M)``), N and K, keyed on them.
+
+    Apply it to the jit kernel (``gemm_autotune(kernel)``) and keep the plain kernel too: GPU compile
+    checks lower it with explicit tiles. Without Triton, ``fn`` unchanged (launchers refuse to run).
+    """
+    if triton is None:
+        return fn
+    prune = {"early_config_prune": _prune_gemm_configs}
+    return triton.autotune(configs=_gemm_configs(), key=["M_BUCKET", "N", "K"], prune_configs_by=prune)(fn)

@@ -2,6 +2,9 @@
 
 Math is fp32 whatever the input dtype. The backward recomputes ``x + bias`` from the saved inputs,
 writes dx and per-program fp32 partial sums of dbias that torch adds up.
+
+Shared with kernels/linear.py: ``gelu_f32`` (the jit GELU of its GEMM epilogue) and ``bias_gelu_bwd``
+(the backward of that epilogue).
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ APPROXIMATIONS = ("none", "tanh")
 
 
 @jit
-def _gelu(z, TANH: tl.constexpr):
+def gelu_f32(z, TANH: tl.constexpr):
     """gelu(z) for fp32 z: 0.5 z (1 + erf(z / sqrt 2)), or with TANH 0.5 z (1 + tanh(u)) = z sigmoid(2u),
     u = sqrt(2/pi) (z + 0.044715 z^3) (the sigmoid form: tl.math has no tanh)."""
     if TANH:
@@ -35,7 +38,7 @@ def _gelu(z, TANH: tl.constexpr):
 
 @jit
 def _gelu_grad(z, TANH: tl.constexpr):
-    """d gelu(z) / dz for fp32 z, for the same two variants as ``_gelu``.
+    """d gelu(z) / dz for fp32 z, for the same two variants as ``gelu_f32``.
 
     TANH: with v = 2u, d/dz [z sigmoid(v)] = s + z s (1 - s) dv/dz; 1 - s is computed as sigmoid(-v)
     so that it keeps full precision where s rounds to 1.
@@ -87,7 +90,7 @@ def _bias_gelu_fwd_kernel(
     row_mask = rows < M
     col_mask = cols < N
     z = _load_pre_act(x_ptr, bias_ptr, rows, cols, row_mask, col_mask, stride_x, HAS_BIAS)
-    y = _gelu(z, TANH)
+    y = gelu_f32(z, TANH)
     mask = row_mask[:, None] & col_mask[None, :]
     tl.store(y_ptr + rows[:, None] * N + cols[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
 
@@ -139,7 +142,7 @@ def _bias_gelu_fwd(x: torch.Tensor, bias: torch.Tensor | None, approximate: str)
     return y
 
 
-def _bias_gelu_bwd(
+def bias_gelu_bwd(
     dy: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None, approximate: str
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """dy, x: (M, N) with unit column stride -> (dx (M, N), dbias (N,) or None)."""
@@ -173,7 +176,7 @@ class _BiasGeluFn(torch.autograd.Function):
         ctx: torch.autograd.function.FunctionCtx, dy: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None, None]:
         x_rows, bias = ctx.saved_tensors
-        dx, dbias = _bias_gelu_bwd(as_rows(dy), x_rows, bias, ctx.approximate)
+        dx, dbias = bias_gelu_bwd(as_rows(dy), x_rows, bias, ctx.approximate)
         return dx.view(ctx.x_shape), dbias, None  # dx: (..., N)
 
 

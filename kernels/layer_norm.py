@@ -41,6 +41,29 @@ def _load_pre_norm(
 
 
 @jit
+def normalize_rows(
+    z,  # (BLOCK_M, BLOCK_N) fp32 rows, zero out of bounds
+    mask,  # (BLOCK_M, BLOCK_N) in-bounds mask
+    w_ptr,  # (N,) weight
+    b_ptr,  # (N,) bias
+    cols,  # (BLOCK_N,) column indices
+    col_mask,  # (BLOCK_N,) columns in bounds
+    N,
+    eps,
+):
+    """LayerNorm of each row of z in fp32 -> (y (BLOCK_M, BLOCK_N), mean (BLOCK_M,), rstd (BLOCK_M,)).
+
+    Shared with kernels/embedding.py, which normalises the summed embeddings the same way.
+    """
+    mean = tl.sum(z, axis=1) / N
+    centered = tl.where(mask, z - mean[:, None], 0.0)
+    rstd = tl.math.rsqrt(tl.sum(centered * centered, axis=1) / N + eps)
+    w = tl.load(w_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    b = tl.load(b_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
+    return centered * rstd[:, None] * w[None, :] + b[None, :], mean, rstd
+
+
+@jit
 def _layer_norm_fwd_kernel(
     x_ptr,  # (M, N) input rows, row stride stride_x
     res_ptr,  # (M, N) residual rows, row stride stride_res; x_ptr when HAS_RESIDUAL is False
@@ -64,12 +87,7 @@ def _layer_norm_fwd_kernel(
     col_mask = cols < N
     mask = row_mask[:, None] & col_mask[None, :]
     z = _load_pre_norm(x_ptr, res_ptr, rows, cols, mask, stride_x, stride_res, HAS_RESIDUAL)
-    mean = tl.sum(z, axis=1) / N
-    centered = tl.where(mask, z - mean[:, None], 0.0)
-    rstd = tl.math.rsqrt(tl.sum(centered * centered, axis=1) / N + eps)
-    w = tl.load(w_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    b = tl.load(b_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)
-    y = centered * rstd[:, None] * w[None, :] + b[None, :]
+    y, mean, rstd = normalize_rows(z, mask, w_ptr, b_ptr, cols, col_mask, N, eps)
     tl.store(y_ptr + rows[:, None] * N + cols[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
     tl.store(mean_ptr + rows, mean, mask=row_mask)
     tl.store(rstd_ptr + rows, rstd, mask=row_mask)

@@ -34,7 +34,7 @@ ErrorCheck = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, str], None]
 
 # Compiles kernels given as JSON {"module", "kernel", "variants": [{"dtype", "types", "constexprs", "num_warps"}]}
 # through Triton's full pipeline (down to ptxas) for sm_80 and sm_90. Pointer arguments (named *_ptr) default
-# to *dtype, other arguments to i32; "types" overrides both.
+# to *dtype, other arguments to i32; "types" overrides both. A variant's optional "num_stages" defaults to 2.
 _COMPILE_SCRIPT = """
 import importlib, json, sys
 import triton
@@ -49,7 +49,7 @@ for variant in spec["variants"]:
         name: "constexpr" if name in consts else variant["types"].get(name, default(name)) for name in fn.arg_names
     }
     for capability in (80, 90):
-        options = {"num_warps": variant["num_warps"], "num_stages": 2}
+        options = {"num_warps": variant["num_warps"], "num_stages": variant.get("num_stages", 2)}
         triton.compile(ASTSource(fn, signature, consts), target=GPUTarget("cuda", capability, 32), options=options)
 print("compiled", 2 * len(spec["variants"]))
 """
@@ -117,7 +117,7 @@ def compile_for_gpu() -> Callable[[str, str, list[dict]], subprocess.CompletedPr
     """``compile(module, kernel, variants)``: compile a kernel for sm_80 and sm_90 in a subprocess.
 
     The interpreter never lowers kernels to GPU code; this catches what only that lowering rejects.
-    Each variant: {"dtype", "types", "constexprs", "num_warps"} (see ``_COMPILE_SCRIPT``).
+    Each variant: {"dtype", "types", "constexprs", "num_warps"[, "num_stages"]} (see ``_COMPILE_SCRIPT``).
     """
 
     def run(module: str, kernel: str, variants: list[dict]) -> subprocess.CompletedProcess:
