@@ -13,6 +13,7 @@ import torch
 from bertfast.config import BertConfig
 
 INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+ID_DTYPES = (torch.int64, torch.int32)  # what embedding lookups take
 _TRUSTED = contextvars.ContextVar("bertfast_inputs_trusted", default=False)
 
 
@@ -36,8 +37,8 @@ def _check_tensor(name: str, value: object, shape: torch.Size | None, device: to
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}; "
                         f"tokenize with return_tensors='pt'")
-    if integer and value.dtype not in INTEGER_DTYPES:
-        raise TypeError(f"{name} must be an integer tensor of token ids, got dtype {value.dtype}")
+    if integer and value.dtype not in ID_DTYPES:
+        raise TypeError(f"{name} must be an int64 or int32 tensor of ids, got dtype {value.dtype}")
     if shape is not None and value.shape != shape:
         raise ValueError(f"{name} has shape {tuple(value.shape)} but input_ids has shape {tuple(shape)}; "
                          f"they must match (batch, sequence)")

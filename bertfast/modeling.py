@@ -37,14 +37,11 @@ class BertEmbeddings(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """input_ids (B, S) -> (B, S, H). Absent token types / positions broadcast rows instead of gathering."""
-        seq_len = input_ids.shape[1]
-        token_type = (self.token_type_embeddings.weight[0] if token_type_ids is None
-                      else self.token_type_embeddings(token_type_ids))
-        position = (self.position_embeddings.weight[:seq_len] if position_ids is None
-                    else self.position_embeddings(position_ids))
-        embeddings = self.word_embeddings(input_ids) + token_type + position  # (B, S, H)
-        embeddings = ops.layer_norm(embeddings, self.LayerNorm.weight, self.LayerNorm.bias, self.LayerNorm.eps)
+        """input_ids (B, S) -> (B, S, H): the three lookups, their sum and the LayerNorm in one fused op."""
+        embeddings = ops.embeddings(input_ids, self.word_embeddings.weight, self.position_embeddings.weight,
+                                    self.token_type_embeddings.weight, self.LayerNorm.weight, self.LayerNorm.bias,
+                                    self.LayerNorm.eps, token_type_ids, position_ids,
+                                    padding_idx=self.word_embeddings.padding_idx)
         return self.dropout(embeddings)
 
 
