@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from bertfast.config import BertConfig
+from bertfast.ops import _exporting
 
 INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
@@ -50,6 +51,8 @@ def check_inputs(config: BertConfig, device: torch.device, input_ids: torch.Tens
     if attention_mask is not None:
         _check_tensor("attention_mask", attention_mask, input_ids.shape, device, integer=False)
         checks.append(("attention_mask", attention_mask, 2))
+    if _exporting():  # traced (ONNX / torch.export): values are symbolic, so no value checks and always a mask
+        return None if attention_mask is None else attention_mask != 0
     bounds = torch.stack([torch.stack([v.min(), v.max()]).to(torch.float64) for _, v, _ in checks]).tolist()
     for (name, _, limit), (low, high) in zip(checks, bounds):
         if low < 0 or high >= limit:
