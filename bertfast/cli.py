@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimize", action="store_true", help="fuse operators with onnxruntime's transformers optimizer")
     p.add_argument("--fp16", action="store_true", help="float16 weights and activations, int64/float32 inputs/outputs")
     p.add_argument("--overwrite", action="store_true", help="replace the files of an earlier export")
-    p.add_argument("--triton-repo", metavar="DIR", help="also write DIR/<name>/config.pbtxt and DIR/<name>/1/model.onnx")
+    p.add_argument("--triton-repo", metavar="DIR",
+                   help="also write a Triton model repository: DIR/<name>/config.pbtxt and DIR/<name>/1/model.onnx")
     p.add_argument("--triton-name", help="model name in the Triton repository (default: OUT_DIR's name)")
     p.add_argument("--triton-max-batch-size", type=int, default=32)
     p.add_argument("--triton-kind", choices=("gpu", "cpu"), default="gpu", help="instance group kind")

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from bertfast.heads import BertForMaskedLM, BertForNextSentencePrediction
 from bertfast.modeling import BertModel, BertPreTrainedModel
-from bertfast.onnx_model import OnnxModel, resolve_onnx_path
+from bertfast.onnx_model import OnnxModel
 from bertfast.tokenizer import BertTokenizer
 from bertfast.weights import resolve_dtype
 
@@ -227,9 +227,9 @@ def pipeline(task: str, model: str | os.PathLike | BertPreTrainedModel | OnnxMod
     return cls(loaded, tokenizer, batch_size=batch_size)
 
 
-def _onnx_pipeline(task: str, model: str | os.PathLike | OnnxModel, tokenizer: str | os.PathLike | BertTokenizer | None,
-                   device: torch.device | str, dtype: torch.dtype | str, batch_size: int,
-                   **session_kwargs: Any) -> Pipeline:
+def _onnx_pipeline(task: str, model: str | os.PathLike | OnnxModel,
+                   tokenizer: str | os.PathLike | BertTokenizer | None, device: torch.device | str,
+                   dtype: torch.dtype | str, batch_size: int, **session_kwargs: Any) -> Pipeline:
     if resolve_dtype(dtype) != torch.float32:
         raise ValueError("with backend='onnxruntime' the dtype was fixed at export time: export with --fp16 "
                          "(fp16=True) for a float16 graph and leave dtype at float32")
@@ -240,7 +240,7 @@ def _onnx_pipeline(task: str, model: str | os.PathLike | OnnxModel, tokenizer: s
         raise ValueError(f"{model.path} is a {model.task!r} export; the {task!r} pipeline needs an export made "
                          f"with --task {task}")
     if tokenizer is None:
-        tokenizer = os.path.dirname(resolve_onnx_path(model.path))
+        tokenizer = os.path.dirname(model.path)  # export_onnx saves the tokenizer files beside model.onnx
     if not isinstance(tokenizer, BertTokenizer):
         tokenizer = BertTokenizer.from_pretrained(tokenizer)
     return TASKS[task](model, tokenizer, batch_size=batch_size)

@@ -92,8 +92,9 @@ def test_fill_mask_pipeline_on_onnxruntime_matches_torch(tmp_path_factory, tiny_
     ours = bertfast.pipeline("fill-mask", model=out, backend="onnxruntime")
     assert isinstance(ours.model, bertfast.OnnxModel)
     reference = bertfast.pipeline("fill-mask", model=tiny_vocab_checkpoint)
+    targets = ["paris", "london"]
     for got, expected in ((ours(FILL, top_k=5), reference(FILL, top_k=5)),
-                          (ours(FILL[0], targets=["paris", "london"]), reference(FILL[0], targets=["paris", "london"]))):
+                          (ours(FILL[0], targets=targets), reference(FILL[0], targets=targets))):
         assert split_scores(got)[0] == split_scores(expected)[0]  # tokens, token_str, sequence: identical
         torch.testing.assert_close(split_scores(got)[1], split_scores(expected)[1], atol=1e-5, rtol=0)
 
