@@ -342,7 +342,9 @@ def _to_fp16(proto: Any) -> Any:
     from onnxruntime.transformers.onnx_model import OnnxModel as OrtGraph
 
     graph = OrtGraph(proto)
-    graph.convert_float_to_float16(keep_io_types=True)
+    # Not onnxruntime's symbolic shape inference: it cannot type the FusedMatMul of the tied MLM decoder and
+    # then dumps sym_shape_infer_temp.onnx + weights into the working directory. ONNX's own inference suffices.
+    graph.convert_float_to_float16(use_symbolic_shape_infer=False, keep_io_types=True)
     return graph.model
 
 
