@@ -26,6 +26,7 @@ setup(
             "onnx",
             "onnxscript",
             "onnxruntime",
+            "tritonclient[grpc]",
             "triton",
             "matplotlib",
         ],

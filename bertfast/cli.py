@@ -4,12 +4,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from typing import Any, Callable
 
 import torch
 
 from bertfast.config import PRESETS, BertConfig
+from bertfast.onnx_model import TASKS as EXPORT_TASKS
 from bertfast.pipelines import DEFAULT_MODEL, pipeline
 from bertfast.weights import resolve_file
 
@@ -114,6 +116,24 @@ def _pretrain_parser(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_pretrain)
 
 
+def cmd_export_onnx(args: argparse.Namespace) -> None:
+    from bertfast.export import check_out_dir, export_onnx
+    from bertfast.triton_repo import write_triton_repository
+
+    name = args.triton_name or os.path.basename(os.path.abspath(args.out_dir))
+    if args.triton_repo:  # refuse an occupied Triton model directory before the (slow) export
+        check_out_dir(os.path.join(args.triton_repo, name), args.overwrite)
+    report = export_onnx(args.model, args.out_dir, task=args.task, opset=args.opset, optimize=args.optimize,
+                         fp16=args.fp16, overwrite=args.overwrite)
+    triton_dir = None
+    if args.triton_repo:
+        triton_dir = write_triton_repository(args.out_dir, args.triton_repo, name=name,
+                                             max_batch_size=args.triton_max_batch_size, kind=args.triton_kind,
+                                             overwrite=args.overwrite)
+    result = {**dataclasses.asdict(report), "triton_model_dir": triton_dir}
+    _emit(args, result, lambda r: [report.summary()] + ([f"Triton model: {triton_dir}"] if triton_dir else []))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bertfast", description="Fast BERT inference with transformers' numbers.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -144,6 +164,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     _pretrain_parser(sub.add_parser("pretrain", help="pretrain (MLM + NSP) on a text corpus, write a checkpoint"))
+    p = sub.add_parser("export-onnx", help="export to ONNX, validated against PyTorch with onnxruntime")
+    p.add_argument("model", help="checkpoint directory or hub id")
+    p.add_argument("out_dir", help="new (or empty) directory for model.onnx, config.json and the tokenizer files")
+    p.add_argument("--task", choices=sorted(EXPORT_TASKS), default="feature-extraction")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's, 20)")
+    p.add_argument("--optimize", action="store_true", help="fuse operators with onnxruntime's transformers optimizer")
+    p.add_argument("--fp16", action="store_true", help="float16 weights and activations, int64/float32 inputs/outputs")
+    p.add_argument("--overwrite", action="store_true", help="replace the files of an earlier export")
+    p.add_argument("--triton-repo", metavar="DIR",
+                   help="also write a Triton model repository: DIR/<name>/config.pbtxt and DIR/<name>/1/model.onnx")
+    p.add_argument("--triton-name", help="model name in the Triton repository (default: OUT_DIR's name)")
+    p.add_argument("--triton-max-batch-size", type=int, default=32)
+    p.add_argument("--triton-kind", choices=("gpu", "cpu"), default="gpu", help="instance group kind")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_export_onnx)
     return parser
 
 

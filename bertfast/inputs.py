@@ -11,6 +11,7 @@ from typing import Iterator
 import torch
 
 from bertfast.config import BertConfig
+from bertfast.ops import exporting
 
 INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 ID_DTYPES = (torch.int64, torch.int32)  # what embedding lookups take
@@ -21,7 +22,8 @@ _TRUSTED = contextvars.ContextVar("bertfast_inputs_trusted", default=False)
 def trusted_inputs() -> Iterator[None]:
     """Skip the value checks, which synchronise with the host, and the data-dependent choices that follow
     from them (dropping an all-ones mask, packing). For CUDA-graph capture, whose caller validated the
-    real inputs before copying them into the static buffers."""
+    real inputs before copying them into the static buffers. Tracing for export (symbolic values) is
+    always trusted."""
     token = _TRUSTED.set(True)
     try:
         yield
@@ -30,7 +32,7 @@ def trusted_inputs() -> Iterator[None]:
 
 
 def inputs_trusted() -> bool:
-    return _TRUSTED.get()
+    return _TRUSTED.get() or exporting()
 
 
 def _check_tensor(name: str, value: object, shape: torch.Size | None, device: torch.device, integer: bool) -> None:

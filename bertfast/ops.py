@@ -12,7 +12,10 @@ one Triton GEMM with the bias + GELU epilogue). ``BERTFAST_GEMM=cublas|triton`` 
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +24,20 @@ import kernels
 from kernels._utils import interpreting, triton_installed
 
 BACKENDS = ("auto", "torch", "triton")
+_FORCED: contextvars.ContextVar[str | None] = contextvars.ContextVar("bertfast_backend", default=None)
+
+
+@contextlib.contextmanager
+def force_backend(name: str) -> Iterator[None]:
+    """Force "torch" or "triton" for the ops run inside the block (this thread/task only; it takes
+    precedence over ``BERTFAST_BACKEND``)."""
+    if name not in BACKENDS:
+        raise ValueError(f"backend {name!r} is not one of {BACKENDS}")
+    token = _FORCED.set(name)
+    try:
+        yield
+    finally:
+        _FORCED.reset(token)
 GEMMS = ("auto", "cublas", "triton")
 # What BERTFAST_GEMM=auto picks. Not measured: no GPU was available when the Triton GEMM was written,
 # so cuBLAS + bias_gelu stays the default until the Triton GEMM is shown faster on the device machine
@@ -32,16 +49,17 @@ GEMMS = ("auto", "cublas", "triton")
 AUTO_GEMM = "cublas"
 
 
-def _exporting() -> bool:
+def exporting() -> bool:
+    """True while tracing for ONNX / torch.export / TorchScript: always the torch reference then."""
     return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_exporting()
 
 
 def backend_for(t: torch.Tensor) -> str:
     """Which implementation runs for a tensor: "triton" or "torch" (see the module docstring)."""
-    forced = os.environ.get("BERTFAST_BACKEND", "auto").strip().lower() or "auto"
+    forced = _FORCED.get() or os.environ.get("BERTFAST_BACKEND", "auto").strip().lower() or "auto"
     if forced not in BACKENDS:
         raise ValueError(f"BERTFAST_BACKEND={forced!r} is not one of {BACKENDS}")
-    if forced == "torch" or _exporting():
+    if forced == "torch" or exporting():
         return "torch"
     if forced == "triton":
         if not triton_installed():

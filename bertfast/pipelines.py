@@ -10,10 +10,12 @@ import torch.nn.functional as F
 
 from bertfast.heads import BertForMaskedLM, BertForNextSentencePrediction
 from bertfast.modeling import BertModel, BertPreTrainedModel
+from bertfast.onnx_model import OnnxModel
 from bertfast.tokenizer import BertTokenizer
 from bertfast.weights import resolve_dtype
 
 DEFAULT_MODEL = "bert-base-uncased"
+BACKENDS = ("torch", "onnxruntime")
 
 
 class Pipeline:
@@ -21,11 +23,11 @@ class Pipeline:
 
     model_class: type[BertPreTrainedModel] = BertModel
 
-    def __init__(self, model: BertPreTrainedModel, tokenizer: BertTokenizer, batch_size: int = 32,
+    def __init__(self, model: BertPreTrainedModel | OnnxModel, tokenizer: BertTokenizer, batch_size: int = 32,
                  max_length: int | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.model = model.eval()
+        self.model = model.eval() if isinstance(model, torch.nn.Module) else model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.max_length = max_length or min(tokenizer.model_max_length, model.config.max_position_embeddings)
@@ -93,7 +95,10 @@ class FillMaskPipeline(Pipeline):
         return torch.tensor(sorted(set(ids), key=ids.index), device=self.model.device)
 
     def _mask_logits(self, batch: dict[str, torch.Tensor], rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        """MLM logits (masks, vocab) at the masked positions only: the vocabulary projection is skipped elsewhere."""
+        """MLM logits (masks, vocab) at the masked positions only: the vocabulary projection is skipped elsewhere
+        (an exported graph computes the logits of every position)."""
+        if isinstance(self.model, OnnxModel):
+            return self.model(**batch).logits[rows, cols]
         hidden = self.model.bert(**batch).last_hidden_state  # (B, S, H)
         return self.model.mlm_logits(hidden[rows, cols])
 
@@ -189,15 +194,25 @@ TASKS: dict[str, type[Pipeline]] = {
 }
 
 
-def pipeline(task: str, model: str | os.PathLike | BertPreTrainedModel = DEFAULT_MODEL,
+def pipeline(task: str, model: str | os.PathLike | BertPreTrainedModel | OnnxModel = DEFAULT_MODEL,
              tokenizer: str | os.PathLike | BertTokenizer | None = None, device: torch.device | str = "cpu",
-             dtype: torch.dtype | str = torch.float32, batch_size: int = 32, **load_kwargs: Any) -> Pipeline:
+             dtype: torch.dtype | str = torch.float32, batch_size: int = 32, backend: str = "torch",
+             **load_kwargs: Any) -> Pipeline:
     """Build a pipeline: ``pipeline("fill-mask", model="bert-base-uncased")`` (also "next-sentence",
     "feature-extraction"). ``model`` is a checkpoint (directory or hub id) or a loaded bertfast model;
-    ``tokenizer`` defaults to the checkpoint's."""
+    ``tokenizer`` defaults to the checkpoint's.
+
+    ``backend="onnxruntime"`` runs an export of the same task instead (``bertfast export-onnx``): ``model`` is
+    its directory, its .onnx file or an ``OnnxModel``; ``device`` "cuda" picks the CUDA execution provider;
+    ``load_kwargs`` go to ``OnnxModel``; the dtype was fixed at export (``--fp16``).
+    """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; available: {sorted(TASKS)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; available: {BACKENDS}")
     cls = TASKS[task]
+    if backend == "onnxruntime" or isinstance(model, OnnxModel):
+        return _onnx_pipeline(task, model, tokenizer, device, dtype, batch_size, **load_kwargs)
     if isinstance(model, BertPreTrainedModel):
         if tokenizer is None:
             raise ValueError("pass tokenizer= (a path or BertTokenizer) together with an already loaded model")
@@ -210,3 +225,22 @@ def pipeline(task: str, model: str | os.PathLike | BertPreTrainedModel = DEFAULT
     if not isinstance(loaded, cls.model_class):
         raise TypeError(f"task {task!r} needs a {cls.model_class.__name__}, got {type(loaded).__name__}")
     return cls(loaded, tokenizer, batch_size=batch_size)
+
+
+def _onnx_pipeline(task: str, model: str | os.PathLike | OnnxModel,
+                   tokenizer: str | os.PathLike | BertTokenizer | None, device: torch.device | str,
+                   dtype: torch.dtype | str, batch_size: int, **session_kwargs: Any) -> Pipeline:
+    if resolve_dtype(dtype) != torch.float32:
+        raise ValueError("with backend='onnxruntime' the dtype was fixed at export time: export with --fp16 "
+                         "(fp16=True) for a float16 graph and leave dtype at float32")
+    if not isinstance(model, OnnxModel):
+        provider = "cuda" if torch.device(device).type == "cuda" else "cpu"
+        model = OnnxModel(model, provider=provider, **session_kwargs)
+    if model.task != task:
+        raise ValueError(f"{model.path} is a {model.task!r} export; the {task!r} pipeline needs an export made "
+                         f"with --task {task}")
+    if tokenizer is None:
+        tokenizer = os.path.dirname(model.path)  # export_onnx saves the tokenizer files beside model.onnx
+    if not isinstance(tokenizer, BertTokenizer):
+        tokenizer = BertTokenizer.from_pretrained(tokenizer)
+    return TASKS[task](model, tokenizer, batch_size=batch_size)

@@ -1,0 +1,359 @@
+"""ONNX export for serving: trace, validate against PyTorch with onnxruntime, optionally optimize and convert
+to float16, and write a model repository for NVIDIA Triton Inference Server (onnxruntime backend).
+
+Exporter: ``torch.onnx.export(..., dynamo=True)``, the exporter torch 2.13 recommends and uses by default. It
+captures the model with ``torch.export`` (non-strict) and translates it with onnxscript; the batch and
+sequence axes are ``torch.export.Dim``s named ``batch_size`` / ``sequence_length`` (sequence bounded by
+``max_position_embeddings``), so no dimension is frozen to the traced example. The TorchScript exporter is
+not needed and not used. While tracing, ``torch.onnx.is_in_onnx_export()`` and
+``torch.compiler.is_exporting()`` are true, so ``ops.backend_for`` picks the torch reference of every op
+(never a Triton kernel) and ``check_inputs`` skips its data-dependent value checks.
+
+Opsets: 17 (LayerNormalization) up to what the installed onnx knows; None = the exporter's default (20).
+At opset 23 and above the exporter emits the ONNX ``Attention`` op, which onnxruntime 1.31's CPU kernel
+rejects with our (B, 1, 1, S) padding mask: validation then fails loudly.
+
+Validation, always: onnxruntime (CPU) runs the file on the (batch, sequence) shapes of
+``VALIDATION_SHAPES``, all different from the traced example and with padding, and every output is compared
+with the eager torch model in float32. Max abs diff tolerances (hidden states / logits), and what a random
+bert-base-shaped checkpoint and all-MiniLM-L6-v2 measure (onnxruntime 1.31, CPU):
+
+- plain fp32 export: 1e-5 / 1e-4; measured hidden 4.5e-6 (bert-base) and 7.5e-6 (MiniLM), logits 3.8e-6;
+- ``optimize=True``: the same 1e-5 / 1e-4 (the fused kernels accumulate in float32 too); measured hidden
+  4.5e-6 and 7.3e-6, logits 3.6e-6;
+- ``fp16=True``: 5e-2 / 1e-1; measured hidden 8.6e-3 and 6.2e-3, logits 4.3e-3 (real checkpoints have larger
+  activations than random ones, hence the margin). Plus, for MLM logits, identical top-5 tokens at every real
+  token position up to swapped near-ties: a token float16 ranks differently must have an fp32 logit within
+  1e-1 of the one it displaces (random weights have many near-ties: 24 of 639 positions swap tokens 2e-3
+  apart on bert-base). The report counts the positions whose top-5 is exactly PyTorch's.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from bertfast.modeling import BertModel, BertPreTrainedModel
+from bertfast import ops
+from bertfast.onnx_model import INPUT_NAMES, ONNX_FILE, ExportTask, check_task
+from bertfast.tokenizer import CONFIG_FILE, SPECIAL_TOKENS_FILE, TOKENIZER_FILE, VOCAB_FILE
+from bertfast.weights import resolve_file
+
+MIN_OPSET = 17  # F.layer_norm becomes LayerNormalization, an opset-17 operator
+EXAMPLE_SHAPE = (2, 16)  # (batch, sequence) of the traced example
+VALIDATION_SHAPES = ((1, 1), (3, 7), (5, 33), (1, None))  # None = max_position_embeddings
+HIDDEN_OUTPUTS = ("last_hidden_state", "pooler_output")
+TOLERANCES = {"fp32": (1e-5, 1e-4), "optimized": (1e-5, 1e-4), "fp16": (5e-2, 1e-1)}  # (hidden, logits)
+TOP_K = 5
+TOKENIZER_FILES = (TOKENIZER_FILE, VOCAB_FILE, CONFIG_FILE, SPECIAL_TOKENS_FILE)
+WRITTEN_FILES = (ONNX_FILE, "config.json", *TOKENIZER_FILES)
+REPORTED_FUSIONS = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "BiasGelu", "EmbedLayerNormalization")
+
+
+class ExportValidationError(ValueError):
+    """onnxruntime's outputs for the exported file are not PyTorch's (or it cannot run the file)."""
+
+
+@dataclass
+class ExportReport:
+    """What ``export_onnx`` wrote and measured."""
+
+    path: str  # the .onnx file
+    task: str
+    opset: int
+    outputs: tuple[str, ...]  # graph output names
+    shapes: list[tuple[int, int]]  # (batch, sequence) validated
+    max_abs_diff: dict[str, dict[str, float]]  # stage ("fp32", "optimized", "fp16") -> output -> worst diff
+    fused_operators: dict[str, int] = field(default_factory=dict)  # op type -> count, with optimize=True
+    # fp16 MLM logits: real-token positions compared, those whose top-5 tokens are PyTorch's in order, and the
+    # largest fp32 logit gap between tokens float16 ranked differently (near-ties, see _check_top_k)
+    top_k: dict[str, float] | None = None
+
+    def summary(self) -> str:
+        stages = [s for s in self.max_abs_diff if s != "fp32"]
+        lines = [f"exported {self.task} to {self.path} (opset {self.opset}{''.join(', ' + s for s in stages)})",
+                 f"validated with onnxruntime against PyTorch on (batch, sequence) {self.shapes}:"]
+        for stage, diffs in self.max_abs_diff.items():
+            for name, diff in diffs.items():
+                lines.append(f"  {stage:<9} {name:<24} max|diff| {diff:.2e}  (tolerance {tolerance(stage, name):.0e})")
+        if self.top_k:
+            lines.append(f"  fp16      top-{TOP_K} tokens identical at {self.top_k['identical']:.0f} of "
+                         f"{self.top_k['positions']:.0f} positions, the rest up to swapped near-ties (largest fp32 "
+                         f"logit gap between swapped tokens {self.top_k['max_swap_gap']:.1e})")
+        if self.fused_operators:
+            lines.append("fused operators: " + ", ".join(f"{op} {n}" for op, n in self.fused_operators.items()))
+        return "\n".join(lines)
+
+
+def tolerance(stage: str, output: str) -> float:
+    """Max abs diff allowed for an output at a stage ("fp32", "optimized", "fp16")."""
+    hidden, logits = TOLERANCES[stage]
+    return hidden if output in HIDDEN_OUTPUTS else logits
+
+
+def export_onnx(model_or_path: str | os.PathLike | BertPreTrainedModel, out_path: str | os.PathLike,
+                task: str = "feature-extraction", opset: int | None = None, optimize: bool = False,
+                fp16: bool = False, overwrite: bool = False, output_attentions: bool = False) -> ExportReport:
+    """Export a checkpoint (directory or hub id) or a loaded model to ``out_path/model.onnx``, validated.
+
+    Inputs ``input_ids``, ``attention_mask``, ``token_type_ids``: int64 (batch_size, sequence_length).
+    Outputs by task: feature-extraction ``last_hidden_state`` (B, S, H) and ``pooler_output`` (B, H) when the
+    model has a pooler; fill-mask ``logits`` (B, S, vocab); next-sentence ``logits`` (B, 2); pretraining
+    ``prediction_logits`` (B, S, vocab) and ``seq_relationship_logits`` (B, 2). All float32, also with
+    ``fp16=True`` (the weights and activations are float16 inside).
+
+    ``optimize``: onnxscript's onnxruntime fusions (they fuse our packed-QKV attention into
+    MultiHeadAttention, which onnxruntime's BERT fuser cannot match), then onnxruntime's transformers
+    optimizer (``model_type="bert"``). ``fp16``: float16 conversion with float32/int64 graph inputs and outputs.
+    Every stage is validated (see the module docstring); a failed check raises ``ExportValidationError``
+    listing the diffs. The file's ``metadata_props`` hold the task, the config, the bertfast version, the opset
+    and the measured diffs; ``config.json`` and the source's tokenizer files are written beside it.
+    ``out_path`` must be new or empty unless ``overwrite=True`` (which replaces only the files listed above).
+    """
+    spec = check_task(task)
+    if output_attentions:
+        raise ValueError(f"output_attentions=True cannot be exported: the served graph returns only "
+                         f"{list(spec.outputs)} (the fused attention never materialises probabilities); run the "
+                         f"torch model with output_attentions=True to inspect attentions")
+    _check_opset(opset)
+    out_dir = check_out_dir(out_path, overwrite)
+    model = _load(model_or_path, task, spec)
+    names = tuple(n for n in spec.outputs if n != "pooler_output" or model.pooler is not None)
+    traced = _Traced(model, names).eval()
+    proto = _trace(traced, model.config, opset)
+    inputs = _random_inputs(model.config, [(b, s or model.config.max_position_embeddings)
+                                           for b, s in VALIDATION_SHAPES])
+    with torch.inference_mode(), ops.force_backend("torch"):
+        references = [traced(**x) for x in inputs]
+    diffs = {"fp32": _compare("fp32", names, inputs, references, _run(proto, "fp32", names, inputs))}
+    fused: dict[str, int] = {}
+    if optimize:
+        proto, fused = _optimize(proto, model.config)
+        diffs["optimized"] = _compare("optimized", names, inputs, references, _run(proto, "optimized", names, inputs))
+    top_k = None
+    if fp16:
+        proto = _to_fp16(proto)
+        results = _run(proto, "fp16", names, inputs)
+        diffs["fp16"] = _compare("fp16", names, inputs, references, results)
+        top_k = _check_top_k([i for i, n in enumerate(names) if "vocab_size" in spec.outputs[n]], inputs,
+                             references, results)
+    report = ExportReport(os.path.join(out_dir, ONNX_FILE), task, _opset_of(proto), names,
+                          [tuple(x["input_ids"].shape) for x in inputs], diffs, fused, top_k)
+    _write(proto, report, model, model_or_path, out_dir)
+    return report
+
+
+def _check_opset(opset: int | None) -> None:
+    import onnx
+
+    if opset is None:
+        return
+    if not isinstance(opset, int) or isinstance(opset, bool):
+        raise TypeError(f"opset must be an int or None (the exporter's default), got {opset!r}")
+    newest = onnx.defs.onnx_opset_version()
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset {opset} is too low: the graph uses LayerNormalization, which needs opset "
+                         f">= {MIN_OPSET}; pass opset={MIN_OPSET} or more (or None for the exporter's default)")
+    if opset > newest:
+        raise ValueError(f"opset {opset} is newer than the installed onnx knows (up to {newest})")
+
+
+def check_out_dir(path: str | os.PathLike, overwrite: bool) -> str:
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise FileExistsError(f"{path} is a file; the output path is a directory (it receives {ONNX_FILE}, "
+                              f"config.json and the tokenizer files)")
+    if os.path.isdir(path) and os.listdir(path) and not overwrite:
+        raise FileExistsError(f"{path} exists and is not empty; choose a new directory, or pass overwrite=True "
+                              f"(--overwrite) to replace the files an export writes there")
+    return path
+
+
+def _load(model_or_path: Any, task: str, spec: ExportTask) -> BertPreTrainedModel:
+    """The model to trace: float32, on the CPU, in eval mode (a copy when the given model is not)."""
+    if isinstance(model_or_path, (str, os.PathLike)):
+        return spec.model_class.from_pretrained(model_or_path)
+    if not isinstance(model_or_path, BertPreTrainedModel):
+        raise TypeError(f"model_or_path must be a checkpoint directory, a hub id or a bertfast model, got "
+                        f"{type(model_or_path).__name__}")
+    model = model_or_path
+    if task == "feature-extraction" and not isinstance(model, BertModel) and hasattr(model, "bert"):
+        model = model.bert
+    if not isinstance(model, spec.model_class):
+        raise TypeError(f"task {task!r} exports a {spec.model_class.__name__}, got a {type(model).__name__}: pass "
+                        f"the task that matches the model, or the checkpoint path so the right class is loaded")
+    if model.training or model.device.type != "cpu" or model.dtype != torch.float32:
+        model = copy.deepcopy(model).to("cpu", torch.float32).eval()
+    return model
+
+
+class _Traced(torch.nn.Module):
+    """(input_ids, attention_mask, token_type_ids) -> the task's outputs as a tuple: what the exporter traces."""
+
+    def __init__(self, model: BertPreTrainedModel, names: tuple[str, ...]):
+        super().__init__()
+        self.model = model
+        self.names = names
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        return tuple(getattr(out, name) for name in self.names)
+
+
+def _random_inputs(config: Any, shapes: list[tuple[int, int]], seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    """Token ids with right padding (row 0 full length, the others random lengths) and a segment B in the
+    second half of each sequence, one dict per (batch, sequence) shape."""
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for batch, seq_len in shapes:
+        ids = torch.randint(1, config.vocab_size, (batch, seq_len), generator=generator)
+        lengths = torch.randint(1, seq_len + 1, (batch,), generator=generator)
+        lengths[0] = seq_len
+        positions = torch.arange(seq_len)
+        mask = positions < lengths[:, None]  # (B, S)
+        second = (positions >= lengths[:, None] // 2) & mask
+        token_type = second if config.type_vocab_size > 1 else torch.zeros_like(mask)
+        batches.append({"input_ids": ids.masked_fill(~mask, config.pad_token_id),
+                        "attention_mask": mask.long(), "token_type_ids": token_type.long()})
+    return batches
+
+
+def _trace(traced: _Traced, config: Any, opset: int | None) -> Any:
+    """torch.onnx.export(dynamo=True) with dynamic batch and sequence axes -> onnx.ModelProto."""
+    batch = torch.export.Dim("batch_size")
+    seq = torch.export.Dim("sequence_length", max=config.max_position_embeddings)
+    shape = (EXAMPLE_SHAPE[0], min(EXAMPLE_SHAPE[1], config.max_position_embeddings))
+    example = _random_inputs(config, [shape])[0]
+    with warnings.catch_warnings():
+        # The exporter keeps one name per dynamic dimension and warns about the others: ours are the ones kept.
+        warnings.filterwarnings("ignore", message=".*axis name.*will not be used")
+        program = torch.onnx.export(traced, (), kwargs=example, dynamo=True, opset_version=opset,
+                                    input_names=list(INPUT_NAMES), output_names=list(traced.names),
+                                    dynamic_shapes={name: {0: batch, 1: seq} for name in INPUT_NAMES}, verbose=False)
+    proto = program.model_proto
+    if opset is not None and _opset_of(proto) != opset:
+        raise ValueError(f"the exporter could not produce opset {opset} (it produced {_opset_of(proto)}); "
+                         f"use opset >= {_opset_of(proto)} or None")
+    return proto
+
+
+def _opset_of(proto: Any) -> int:
+    return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def _run(proto: Any, stage: str, names: tuple[str, ...], inputs: list[dict[str, torch.Tensor]]) -> list[list[Any]]:
+    import onnxruntime
+
+    try:
+        session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        return [session.run(list(names), {k: v.numpy() for k, v in x.items()}) for x in inputs]
+    except Exception as e:  # onnxruntime raises its own exception classes (Fail, InvalidGraph, NotImplemented)
+        raise ExportValidationError(f"onnxruntime cannot run the {stage} export: {e}") from e
+
+
+def _compare(stage: str, names: tuple[str, ...], inputs: list[dict[str, torch.Tensor]],
+             references: list[tuple[torch.Tensor, ...]], results: list[list[Any]]) -> dict[str, float]:
+    """Max abs diff per output over all shapes; raises ExportValidationError (listing every diff) if one is
+    over its tolerance or not finite."""
+    worst = dict.fromkeys(names, 0.0)
+    lines, failed = [], False
+    for x, reference, result in zip(inputs, references, results):
+        for name, expected, got in zip(names, reference, result):
+            diff = (torch.from_numpy(got) - expected).abs().max().item()
+            ok = diff <= tolerance(stage, name)  # False for NaN
+            failed |= not ok
+            worst[name] = max(worst[name], diff)
+            lines.append(f"  {str(tuple(x['input_ids'].shape)):<10} {name:<24} max|diff| {diff:.2e} "
+                         f"(tolerance {tolerance(stage, name):.0e}){'' if ok else '  <-- FAIL'}")
+    if failed:
+        raise ExportValidationError(f"the {stage} ONNX export does not match PyTorch:\n" + "\n".join(lines))
+    return worst
+
+
+def _check_top_k(checked: list[int], inputs: list[dict[str, torch.Tensor]], references: list[tuple[torch.Tensor, ...]],
+                 results: list[list[Any]]) -> dict[str, float] | None:
+    """fp16 MLM logits (the outputs at indices ``checked``, each (B, S, vocab)): at every real token, the top-5
+    tokens must be PyTorch's, in order, up to swaps of near-ties: the token float16 puts at rank i must have
+    an fp32 logit within the fp16 logits tolerance of the fp32 rank-i logit. None without MLM logits."""
+    if not checked:
+        return None
+    allowed = TOLERANCES["fp16"][1]
+    positions = identical = 0
+    max_gap = 0.0
+    for x, reference, result in zip(inputs, references, results):
+        real = x["attention_mask"].bool()
+        for i in checked:
+            expected = reference[i][real].topk(TOP_K)  # values and indices (positions, k)
+            got = torch.from_numpy(result[i])[real].topk(TOP_K).indices
+            gaps = (reference[i][real].gather(1, got) - expected.values).abs().amax(dim=1)  # (positions,)
+            positions += len(gaps)
+            identical += int((got == expected.indices).all(dim=1).sum())
+            max_gap = max(max_gap, gaps.max().item())
+            bad = (gaps > allowed).nonzero().flatten().tolist()
+            if bad:
+                raise ExportValidationError(
+                    f"the fp16 export changes the top-{TOP_K} tokens beyond near-ties at {len(bad)} positions of shape "
+                    f"{tuple(x['input_ids'].shape)}, e.g. PyTorch {expected.indices[bad[0]].tolist()} vs fp16 "
+                    f"{got[bad[0]].tolist()} (fp32 logit gap {gaps[bad[0]].item():.2e} > {allowed:.0e})")
+    return {"positions": positions, "identical": identical, "max_swap_gap": max_gap}
+
+
+def _optimize(proto: Any, config: Any) -> tuple[Any, dict[str, int]]:
+    """onnxscript's ORT fusions, then onnxruntime's transformers optimizer; returns the fused op counts."""
+    from onnxruntime.transformers.optimizer import optimize_model
+    from onnxscript import ir
+    from onnxscript.rewriter.ort_fusions import optimize_for_ort
+
+    fused, _ = optimize_for_ort(ir.from_proto(proto))
+    with tempfile.TemporaryDirectory() as tmp:  # from a ModelProto, optimize_model moves out the initializers
+        path = os.path.join(tmp, ONNX_FILE)  # that its own shape inference then needs: give it a file
+        ir.save(fused, path)
+        optimized = optimize_model(path, model_type="bert", num_heads=config.num_attention_heads,
+                                   hidden_size=config.hidden_size)
+    counts = Counter(n.op_type for n in optimized.model.graph.node if n.domain == "com.microsoft")
+    return optimized.model, {**dict.fromkeys(REPORTED_FUSIONS, 0), **counts}
+
+
+def _to_fp16(proto: Any) -> Any:
+    """float16 weights and activations; int64 inputs and float32 outputs stay as they are (keep_io_types)."""
+    from onnxruntime.transformers.onnx_model import OnnxModel as OrtGraph
+
+    graph = OrtGraph(proto)
+    # Not onnxruntime's symbolic shape inference: it cannot type the FusedMatMul of the tied MLM decoder and
+    # then dumps sym_shape_infer_temp.onnx + weights into the working directory. ONNX's own inference suffices.
+    graph.convert_float_to_float16(use_symbolic_shape_infer=False, keep_io_types=True)
+    return graph.model
+
+
+def _write(proto: Any, report: ExportReport, model: BertPreTrainedModel, source: Any, out_dir: str) -> None:
+    """model.onnx with its metadata, config.json and the source checkpoint's tokenizer files."""
+    import onnx
+
+    import bertfast
+
+    onnx.helper.set_model_props(proto, {
+        "task": report.task, "bertfast_version": bertfast.__version__, "opset": str(report.opset),
+        "config": json.dumps(model.config.to_dict(), sort_keys=True), "optimized": str(bool(report.fused_operators)),
+        "fp16": str("fp16" in report.max_abs_diff), "validation_max_abs_diff": json.dumps(report.max_abs_diff),
+        "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}"})
+    os.makedirs(out_dir, exist_ok=True)
+    for name in WRITTEN_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(out_dir, name))
+    onnx.save_model(proto, report.path)
+    model.config.save(out_dir)
+    if isinstance(source, (str, os.PathLike)):
+        for name in TOKENIZER_FILES:
+            path = resolve_file(source, name, required=False)
+            if path is not None:
+                shutil.copy(path, os.path.join(out_dir, name))

@@ -1,0 +1,188 @@
+"""ONNX export: graph contract, validation on unseen shapes, optimize/fp16, Triton repository, bad input."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+import bertfast
+from bertfast import ops
+from bertfast.cli import main
+from bertfast.export import TOLERANCES, ExportValidationError, _check_top_k, _compare, export_onnx
+from bertfast.onnx_model import INPUT_NAMES
+from conftest import TINY, padded_batch
+from onnx_exports import exported
+
+ELEM_TYPES = {onnx.TensorProto.INT64: "int64", onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
+
+
+def signature(values) -> list[tuple[str, str, list]]:
+    """(name, dtype, dims) of graph inputs/outputs, a symbolic dim as its name."""
+    return [(v.name, ELEM_TYPES[v.type.tensor_type.elem_type],
+             [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]) for v in values]
+
+
+def test_base_checkpoint_export_matches_pytorch_on_unseen_padded_shapes(tmp_path_factory, base_checkpoint):
+    out, report = exported(tmp_path_factory, base_checkpoint, "feature-extraction")
+    assert report.path == os.path.join(out, "model.onnx") and report.opset == 20
+    assert report.shapes == [(1, 1), (3, 7), (5, 33), (1, 512)]
+    assert max(report.max_abs_diff["fp32"].values()) <= 1e-5
+    model = onnx.load(report.path)
+    assert signature(model.graph.input) == [(n, "int64", ["batch_size", "sequence_length"]) for n in INPUT_NAMES]
+    assert signature(model.graph.output) == [("last_hidden_state", "float32", ["batch_size", "sequence_length", 768]),
+                                             ("pooler_output", "float32", ["batch_size", 768])]
+    assert {n.domain for n in model.graph.node} == {""}  # standard operators only: no Triton or custom op
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert (meta["task"], meta["opset"], meta["bertfast_version"]) == ("feature-extraction", "20", bertfast.__version__)
+    torch_model = bertfast.BertModel.from_pretrained(base_checkpoint)
+    assert json.loads(meta["config"]) == torch_model.config.to_dict()
+    assert sorted(os.listdir(out)) == ["config.json", "model.onnx"]  # the checkpoint has no tokenizer files
+    session = onnxruntime.InferenceSession(report.path, providers=["CPUExecutionProvider"])
+    for lengths in ([3], [17, 5, 1, 11], [40, 33, 2]):
+        batch = padded_batch(torch_model.config.vocab_size, lengths)
+        hidden, pooled = session.run(None, {k: v.numpy() for k, v in batch.items()})
+        with torch.inference_mode():
+            expected = torch_model(**batch)
+        torch.testing.assert_close(torch.from_numpy(hidden), expected.last_hidden_state, atol=1e-5, rtol=0)
+        torch.testing.assert_close(torch.from_numpy(pooled), expected.pooler_output, atol=1e-5, rtol=0)
+
+
+def test_minilm_optimized_fp16_export_fuses_and_stays_close(tmp_path_factory, minilm_dir):
+    out, report = exported(tmp_path_factory, minilm_dir, "feature-extraction", optimize=True, fp16=True)
+    assert report.fused_operators == {"Attention": 0, "MultiHeadAttention": 6, "SkipLayerNormalization": 13,
+                                      "BiasGelu": 6, "EmbedLayerNormalization": 0}
+    assert set(report.max_abs_diff) == {"fp32", "optimized", "fp16"}
+    for stage, (hidden_tolerance, _) in TOLERANCES.items():
+        assert max(report.max_abs_diff[stage].values()) <= hidden_tolerance
+    assert report.max_abs_diff["fp16"]["last_hidden_state"] > 1e-4  # it did run in float16
+    model = onnx.load(report.path)
+    assert [t for _, t, _ in signature(model.graph.input)] == ["int64"] * 3
+    assert [t for _, t, _ in signature(model.graph.output)] == ["float32"] * 2
+    weights = [i for i in model.graph.initializer if len(i.dims) == 2 and i.dims[0] > 100]
+    assert weights and all(i.data_type == onnx.TensorProto.FLOAT16 for i in weights)
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert (meta["optimized"], meta["fp16"]) == ("True", "True")
+    assert {"vocab.txt", "tokenizer.json", "tokenizer_config.json"} <= set(os.listdir(out))
+    texts = ["A man is playing a guitar.", "Stocks fell sharply on Tuesday.", "Café naïve — 東京"]
+    ours = bertfast.pipeline("feature-extraction", model=out, backend="onnxruntime")(texts, normalize=True)
+    reference = bertfast.pipeline("feature-extraction", model=minilm_dir)(texts, normalize=True)
+    torch.testing.assert_close(ours, reference, atol=5e-3, rtol=0)
+
+
+def test_export_traces_the_torch_reference_never_a_triton_kernel_and_overwrites(tmp_path, tiny_checkpoint, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setenv("BERTFAST_BACKEND", "triton")  # outside an export this would pick Triton for every op
+    seen = []
+    backend_for = ops.backend_for
+
+    def spy(t: torch.Tensor) -> str:
+        seen.append((os.environ["BERTFAST_BACKEND"], backend_for(t)))
+        return seen[-1][1]
+
+    monkeypatch.setattr(ops, "backend_for", spy)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "vocab.txt").write_text("stale\n")  # an earlier export's file: overwrite=True replaces it
+    (out / "notes.txt").write_text("mine\n")  # not an export file: kept
+    report = export_onnx(tiny_checkpoint, out, task="next-sentence", overwrite=True)
+    traced = [choice for env, choice in seen if env == "triton"]
+    assert len(traced) >= 4 * TINY["num_hidden_layers"] and set(traced) == {"torch"}
+    assert {n.domain for n in onnx.load(report.path).graph.node} == {""}
+    assert os.environ["BERTFAST_BACKEND"] == "triton"  # the eager reference's override was undone
+    assert sorted(os.listdir(out)) == ["config.json", "model.onnx", "notes.txt"]
+
+
+def test_validation_catches_a_dimension_frozen_to_the_example(tmp_path, tiny_checkpoint, monkeypatch):
+    export = torch.onnx.export
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, dynamic_shapes=None, **k: export(*a, **k))
+    with pytest.raises(ExportValidationError, match="onnxruntime cannot run the fp32 export"):
+        export_onnx(tiny_checkpoint, tmp_path / "out", task="next-sentence")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_diff_over_tolerance_fails_listing_every_measured_diff():
+    inputs = [{"input_ids": torch.zeros(2, 3, dtype=torch.long)}, {"input_ids": torch.zeros(1, 4, dtype=torch.long)}]
+    references = [(torch.zeros(2, 3, 8),), (torch.zeros(1, 4, 8),)]
+    results = [[np.full((2, 3, 8), 2e-6, np.float32)], [np.full((1, 4, 8), 3e-5, np.float32)]]
+    with pytest.raises(ExportValidationError, match=r"(?s)\(2, 3\).*2\.00e-06.*\(1, 4\).*3\.00e-05.*FAIL"):
+        _compare("fp32", ("last_hidden_state",), inputs, references, results)
+    assert _compare("fp32", ("logits",), inputs, references, results) == {"logits": pytest.approx(3e-5)}
+    results[0][0][0, 0, 0] = np.nan
+    with pytest.raises(ExportValidationError, match="nan"):
+        _compare("fp32", ("logits",), inputs, references, results)
+
+
+def test_fp16_top_k_check_allows_near_ties_only():
+    inputs = [{"input_ids": torch.tensor([[5, 6, 0]]), "attention_mask": torch.tensor([[1, 1, 0]])}]
+    reference = torch.zeros(1, 3, 10)
+    reference[0, :, :6] = torch.tensor([6.0, 5.0, 4.0, 3.0, 2.0, 1.99])  # ranks 5 and 6 are a near-tie
+    swapped = reference.clone()
+    swapped[0, 0, 4], swapped[0, 0, 5] = 1.99, 2.0
+    check = _check_top_k([0], inputs, [(reference,)], [[swapped.numpy()]])
+    assert check == {"positions": 2, "identical": 1, "max_swap_gap": pytest.approx(0.01)}
+    swapped[0, 1, 0], swapped[0, 1, 1] = 5.0, 6.0  # ranks 1 and 2 are a full logit apart
+    with pytest.raises(ExportValidationError, match=r"beyond near-ties at 1 positions of shape \(1, 3\), e\.g\. "
+                                                    r"PyTorch \[0, 1, 2, 3, 4\] vs fp16 \[1, 0, 2, 3, 4\]"):
+        _check_top_k([0], inputs, [(reference,)], [[swapped.numpy()]])
+    assert _check_top_k([], inputs, [(reference,)], [[swapped.numpy()]]) is None
+
+
+def test_cli_writes_a_triton_repository_and_refuses_occupied_directories(tmp_path, tiny_checkpoint, capsys):
+    out, repo = tmp_path / "bert-nsp", tmp_path / "repo"
+    argv = ["export-onnx", tiny_checkpoint, str(out), "--task", "next-sentence", "--triton-repo", str(repo),
+            "--triton-kind", "cpu", "--triton-max-batch-size", "8"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "logits" in printed and "max|diff|" in printed and f"Triton model: {repo / 'bert-nsp'}" in printed
+    text = (repo / "bert-nsp" / "config.pbtxt").read_text()
+    config = text_format.Parse(text, model_config_pb2.ModelConfig())  # Triton's own schema: unknown fields fail
+    assert (config.name, config.platform, config.max_batch_size) == ("bert-nsp", "onnxruntime_onnx", 8)
+    assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [
+        (n, model_config_pb2.TYPE_INT64, [-1]) for n in INPUT_NAMES]
+    assert [(o.name, o.data_type, list(o.dims)) for o in config.output] == [("logits", model_config_pb2.TYPE_FP32, [2])]
+    assert config.dynamic_batching.max_queue_delay_microseconds == 100
+    assert [(g.kind, g.count) for g in config.instance_group] == [(model_config_pb2.ModelInstanceGroup.KIND_CPU, 1)]
+    served = str(repo / "bert-nsp" / "1" / "model.onnx")
+    session = onnxruntime.InferenceSession(served, providers=["CPUExecutionProvider"])
+    batch = padded_batch(TINY["vocab_size"], [9, 4, 6])
+    (logits,) = session.run(None, {k: v.numpy() for k, v in batch.items()})
+    with torch.inference_mode():
+        expected = bertfast.BertForNextSentencePrediction.from_pretrained(tiny_checkpoint)(**batch).logits
+    torch.testing.assert_close(torch.from_numpy(logits), expected, atol=1e-4, rtol=0)
+    assert bertfast.OnnxModel(served).task == "next-sentence"  # the metadata travels with the file
+    assert main([*argv, "--triton-name", "other"]) == 1  # the export directory is refused before any work
+    assert "bert-nsp exists and is not empty" in capsys.readouterr().err
+    assert main([*argv[:2], str(tmp_path / "new"), *argv[3:], "--triton-name", "bert-nsp"]) == 1  # and a Triton one
+    assert "bert-nsp exists and is not empty" in capsys.readouterr().err and not (tmp_path / "new").exists()
+
+
+def test_bad_export_requests_are_clear_errors(tmp_path, tiny_checkpoint):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"unknown task 'question-answering'; available: \['feature-extraction'"):
+        export_onnx(tiny_checkpoint, out, task="question-answering")
+    with pytest.raises(ValueError, match="opset 14 is too low: .*LayerNormalization.* >= 17"):
+        export_onnx(tiny_checkpoint, out, opset=14)
+    with pytest.raises(ValueError, match="opset 99 is newer than the installed onnx knows"):
+        export_onnx(tiny_checkpoint, out, opset=99)
+    with pytest.raises(TypeError, match="opset must be an int or None"):
+        export_onnx(tiny_checkpoint, out, opset="20")
+    with pytest.raises(ValueError, match="output_attentions=True cannot be exported"):
+        export_onnx(tiny_checkpoint, out, output_attentions=True)
+    with pytest.raises(TypeError, match="task 'fill-mask' exports a BertForMaskedLM, got a BertModel"):
+        export_onnx(bertfast.BertModel.from_pretrained(tiny_checkpoint), out, task="fill-mask")
+    with pytest.raises(TypeError, match="must be a checkpoint directory, a hub id or a bertfast model"):
+        export_onnx(42, out)
+    (out / "sub").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="exists and is not empty; .*overwrite=True"):
+        export_onnx(tiny_checkpoint, out)
+    (tmp_path / "file.onnx").write_text("")
+    with pytest.raises(FileExistsError, match="is a file; the output path is a directory"):
+        export_onnx(tiny_checkpoint, tmp_path / "file.onnx")
+    assert os.listdir(out) == ["sub"]
