@@ -4,8 +4,7 @@ A call's batch size and sequence length round up to the nearest bucket; each buc
 lazily, on first use, and replayed afterwards: no recompilation and no re-capture for a new shape
 inside a bucket. Inputs are copied into the bucket's static buffers (extra rows and columns are
 padding, masked out), every graph allocates from one shared memory pool, and outputs are sliced back
-to the call's shape and cloned (a later replay would overwrite the static ones). Positions where
-``attention_mask`` is 0 come back as zeros, as on the padding-free path.
+to the call's shape and cloned (a later replay would overwrite the static ones).
 
 Inference only: training mode, ``output_hidden_states``/``output_attentions``, explicit ``position_ids``,
 labels, or a shape beyond the largest bucket run the plain model (counted in ``stats()["eager_calls"]``).
@@ -146,7 +145,7 @@ class GraphedModel:
         static["token_type_ids"][:batch, :seq_len] = 0 if token_type_ids is None else token_type_ids
         bucket.graph.replay()
         self._stats.replays += 1
-        return _slice_outputs(bucket.outputs, batch, seq_len, mask)
+        return _slice_outputs(bucket.outputs, batch, seq_len)
 
     def _new_bucket(self, batch: int, seq_len: int, device: torch.device) -> _Bucket:
         inputs = {"input_ids": torch.zeros(batch, seq_len, dtype=torch.long, device=device),
@@ -171,16 +170,13 @@ class GraphedModel:
         return bucket
 
 
-def _slice_outputs(outputs: Any, batch: int, seq_len: int, mask: torch.Tensor | None) -> Any:
-    """Cut each static output back to the call's (batch[, seq_len]) and clone it; zeros at padding."""
+def _slice_outputs(outputs: Any, batch: int, seq_len: int) -> Any:
+    """Cut each static output back to the call's (batch[, seq_len]) and clone it."""
     sliced = {}
     for f in dataclasses.fields(outputs):
         value = getattr(outputs, f.name)
         if isinstance(value, torch.Tensor):
-            value = value[:batch, :seq_len] if value.dim() >= 3 else value[:batch]
-            value = value.clone()
-            if mask is not None and value.dim() >= 3:
-                value.masked_fill_(~mask[..., None], 0)
+            value = (value[:batch, :seq_len] if value.dim() >= 3 else value[:batch]).clone()
         sliced[f.name] = value
     return type(outputs)(**sliced)
 

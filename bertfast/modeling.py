@@ -258,11 +258,18 @@ class BertPreTrainedModel(nn.Module):
         return sum(p.numel() for p in params.values())
 
 
+def _padded(hidden: torch.Tensor, key_padding_mask: torch.Tensor | None, packing: Packing | None) -> torch.Tensor:
+    """Hidden states (B, S, H), or packed (T, H) with their packing, -> (B, S, H) with zeros at padding."""
+    if packing is not None:
+        return pad(hidden, packing)
+    return hidden if key_padding_mask is None else hidden.masked_fill(~key_padding_mask[..., None], 0)
+
+
 class BertModel(BertPreTrainedModel):
-    """The encoder. ``padding_free`` (default True): a batch with padding runs every layer on its real tokens
-    only (packed, with varlen attention) and is padded back at the end; the hidden states at padding
-    positions are then zeros (transformers leaves unused values there; real positions are the same).
-    Set it to False for the padded computation everywhere."""
+    """The encoder. Hidden states at padding positions (attention_mask 0) are returned as zeros, on every
+    path (transformers leaves unused values there; real positions are the same). ``padding_free``
+    (default True): a batch with padding runs every layer on its real tokens only (packed, with varlen
+    attention) and is padded back at the end; False computes the padded batch everywhere."""
 
     padding_free: bool = True
 
@@ -305,7 +312,9 @@ class BertModel(BertPreTrainedModel):
                                                        output_attentions)
         else:
             last, all_hidden, all_probs = self.encoder(unpad(hidden, packing), packing, output_hidden_states)
-            last = pad(last, packing)  # (B, S, H)
-            all_hidden = None if all_hidden is None else tuple(pad(h, packing) for h in all_hidden)
-        pooled = self.pooler(last) if self.pooler is not None else None
+        padded = _padded(last, key_padding_mask, packing)
+        # the pooler reads position 0 before padding is zeroed: a left-padded row pools it, as in transformers
+        pooled = None if self.pooler is None else self.pooler(padded if packing is not None else last)
+        last = padded
+        all_hidden = None if all_hidden is None else tuple(_padded(h, key_padding_mask, packing) for h in all_hidden)
         return BaseModelOutputWithPooling(last, pooled, all_hidden, all_probs)
