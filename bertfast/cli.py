@@ -74,6 +74,12 @@ def cmd_info(args: argparse.Namespace) -> None:
           + [f"  parameters, {k:<18} {v:,}" for k, v in r["parameters"].items()])
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from benchmarks.runner import run_from_args  # imported only when benchmarking: it loads transformers & co.
+
+    run_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bertfast", description="Fast BERT inference with transformers' numbers.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true", help="look only at local files and the HF cache")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
+
+    from benchmarks.options import add_arguments as add_bench_arguments  # argparse only
+
+    p = sub.add_parser("bench", help="benchmark bertfast against transformers, torch.compile and onnxruntime")
+    add_bench_arguments(p)
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -1,0 +1,202 @@
+"""Presenting a benchmark report: machine description, terminal table, markdown, JSON and a PNG plot."""
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import time
+from typing import Any
+
+import torch
+
+import bertfast
+
+COLUMNS = ["provider", "median ms [q20, q80]", "p90 ms", "p99 ms", "seq/s", "tokens/s", "vs eager", "peak MB",
+           "TFLOP/s", "max err"]
+LEGEND = [
+    "median ms [q20, q80]: latency of one call (median and its 0.2 / 0.8 quantiles); p90, p99 likewise",
+    "tokens/s counts real tokens only (not padding); seq/s = batch / median",
+    "vs eager: transformers-eager median / this median, same inputs, same dtype (>1 = faster)",
+    "TFLOP/s: model FLOPs on real tokens / median; floor: model FLOPs / the matmul peak measured in this run",
+    "max err: max |output - transformers fp32| over real tokens of last_hidden_state (checked before timing)",
+]
+
+
+def slugify(name: str) -> str:
+    """'Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz' -> 'intel-xeon-gold-6248'."""
+    name = re.sub(r"\((r|tm)\)|@.*$|\bcpu\b", " ", name.lower())
+    return re.sub(r"[^a-z0-9]+", "-", name).strip("-") or "unknown"
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            match = re.search(r"^model name\s*:\s*(.+)$", f.read(), re.MULTILINE)
+        if match:
+            return match.group(1).strip()
+    except OSError:  # not Linux
+        pass
+    return platform.processor() or platform.machine() or "unknown cpu"
+
+
+def machine_slug(device: torch.device) -> str:
+    if device.type == "cuda":
+        return slugify(torch.cuda.get_device_name(device))
+    return f"{slugify(cpu_name())}-{os.cpu_count()}cpu"
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info(device: torch.device, load_start: tuple[float, float, float]) -> dict[str, Any]:
+    return {
+        "slug": machine_slug(device),
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "load_average_start": list(load_start),
+        "load_average_end": list(os.getloadavg()),
+        "versions": {"python": platform.python_version(), "bertfast": bertfast.__version__, "torch": torch.__version__,
+                     **{p: _version(p) for p in ("transformers", "onnxruntime", "onnxruntime-gpu", "triton")}},
+    }
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "-"
+    size = abs(x)
+    return f"{x:,.0f}" if size >= 100 else f"{x:.1f}" if size >= 10 else f"{x:.2f}" if size >= 1 else f"{x:.3g}"
+
+
+def _cells(r: dict[str, Any]) -> list[str]:
+    """The COLUMNS of one result; a result that was not timed gets its status and reason instead."""
+    if r["status"] != "ok":
+        return [r["provider"], f"{r['status'].upper()}: {r['reason']} (not timed)"]
+    t = r["latency_ms"]
+    speedup = "-" if r["speedup_vs_eager"] is None else f"{r['speedup_vs_eager']:.2f}x"
+    return [r["provider"], f"{_fmt(t['median'])} [{_fmt(t['q20'])}, {_fmt(t['q80'])}]", _fmt(t["p90"]),
+            _fmt(t["p99"]), _fmt(r["sequences_per_s"]), _fmt(r["tokens_per_s"]), speedup, _fmt(r["peak_memory_mb"]),
+            _fmt(r["tflops"]), f"{r['max_abs_error']:.2g}"]
+
+
+def _groups(report: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(title, results) for every dtype x workload that has results, in run order."""
+    workloads = {w["name"]: w for w in report["workloads"]}
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in report["results"]:
+        groups.setdefault((r["dtype"], r["workload"]), []).append(r)
+    titled = []
+    for (dtype, name), results in groups.items():
+        w = workloads[name]
+        shape = (f"{w['batch']} sequences of {min(w['lengths'])}-{w['seq_len']} tokens, padded to {w['seq_len']}"
+                 if w["mixed"] else f"{w['batch']} x {w['seq_len']} tokens")
+        floor = next((r["floor_ms"] for r in results if r["floor_ms"] is not None), None)
+        titled.append((f"{dtype}, {name}: {shape} ({w['real_tokens']:,} real tokens), floor {_fmt(floor)} ms",
+                       results))
+    return titled
+
+
+def _header(report: dict[str, Any]) -> list[str]:
+    m, model, s = report["machine"], report["model"], report["settings"]
+    hardware = m["gpu"] or f"{m['cpu']} ({m['cpu_count']} logical cores, {m['torch_threads']} torch threads)"
+    peaks = ", ".join(f"{d} {v:.3g}" for d, v in report["matmul_peak_tflops"].items())
+    load = m["load_average_start"][0]
+    return [
+        f"bertfast bench: {model['name']} on {hardware} [{s['device']}], {report['started']}",
+        f"model: {model['weights']}",
+        f"load average (1 min) at start {load:.2f} on {m['cpu_count']} cores"
+        + (" -- other processes were using the machine, timings are noisy" if load > 0.5 else ""),
+        f"matmul peak measured in this run (TFLOP/s): {peaks}",
+        f"timing: {s['warmup']} warm-up calls after the parity check, then up to {s['repeats']} timed calls or "
+        f"{s['max_time_s']:g} s per case; peak memory: {report['peak_memory']}",
+    ]
+
+
+def _footer(report: dict[str, Any]) -> list[str]:
+    lines = [f"  {s['provider']}" + (f" ({s['dtype']})" if s["dtype"] else "") + f": {s['reason']}"
+             for s in report["skipped"]]
+    return (["skipped:"] + lines if lines else []) + [f"FLOPs: {report['flops_formula']}"]
+
+
+def terminal(report: dict[str, Any]) -> str:
+    """The report as aligned text tables, one per dtype x workload."""
+    lines = _header(report)
+    for title, results in _groups(report):
+        rows = [COLUMNS] + [_cells(r) for r in results]
+        widths = [max(len(row[i]) for row in rows if len(row) == len(COLUMNS)) for i in range(len(COLUMNS))]
+        lines += ["", title]
+        for row in rows:
+            if len(row) == len(COLUMNS):
+                lines.append("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                                              for i, (c, w) in enumerate(zip(row, widths))))
+            else:
+                lines.append("  " + row[0].ljust(widths[0]) + "  " + row[1])
+    return "\n".join(lines + [""] + _footer(report) + LEGEND)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = ["# bertfast bench", ""] + [f"- {line}" for line in _header(report)]
+    for title, results in _groups(report):
+        lines += ["", f"## {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        for r in results:
+            cells = _cells(r)
+            lines.append("| " + " | ".join(cells + [""] * (len(COLUMNS) - len(cells))) + " |")
+    return "\n".join(lines + [""] + [f"- {line}" for line in _footer(report) + LEGEND]) + "\n"
+
+
+def plot(report: dict[str, Any], path: str) -> None:
+    """Throughput (real tokens/s) vs sequence length, one line per provider, one panel per dtype x batch size
+    (fixed-length workloads; the mixed-length ones are in the tables)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dtypes, batches, seqs = (report["settings"][k] for k in ("dtypes", "batches", "seqs"))
+    colors = {p["name"]: f"C{i % 10}" for i, p in enumerate(report["providers"])}  # one colour per provider
+    fig, axes = plt.subplots(len(dtypes), len(batches), figsize=(4.5 * len(batches), 3.6 * len(dtypes)),
+                             squeeze=False)
+    for row, dtype in enumerate(dtypes):
+        for col, batch in enumerate(batches):
+            ax = axes[row][col]
+            timed = [r for r in report["results"] if r["dtype"] == dtype and r["batch"] == batch
+                     and not r["mixed"] and r["tokens_per_s"] is not None]
+            for provider in dict.fromkeys(r["provider"] for r in timed):
+                points = sorted((r["seq_len"], r["tokens_per_s"]) for r in timed if r["provider"] == provider)
+                ax.plot(*zip(*points), marker="o", label=provider, color=colors[provider])
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(seqs, [str(s) for s in seqs])
+            ax.set_ylim(bottom=0)
+            ax.set_title(f"{dtype}, batch {batch}")
+            ax.set_xlabel("sequence length (tokens)")
+            ax.set_ylabel("real tokens / s")
+            ax.grid(True, alpha=0.3)
+            if timed:
+                ax.legend(fontsize=7)
+    fig.suptitle(f"{report['model']['name']} on {report['machine']['gpu'] or report['machine']['cpu']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write(report: dict[str, Any], out_dir: str) -> list[str]:
+    """Write <out_dir>/<machine>-<date>.json, .md and .png (a time suffix when that name is taken)."""
+    os.makedirs(out_dir, exist_ok=True)
+    stem = os.path.join(out_dir, f"{report['machine']['slug']}-{time.strftime('%Y-%m-%d')}")
+    if os.path.exists(stem + ".json"):
+        stem += time.strftime("-%H%M%S")
+    paths = [stem + ".json", stem + ".md", stem + ".png"]
+    with open(paths[0], "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+    with open(paths[1], "w", encoding="utf-8") as f:
+        f.write(markdown(report))
+    plot(report, paths[2])
+    return paths
