@@ -16,8 +16,9 @@ Writes a table to the terminal and <out>/<machine>-<date>.{json,md,png}."""
 
 EPILOG = """\
 defaults: --batch 1 8 32 --seq 32 128 512, mixed lengths at every batch size > 1; float32 on CPU,
-float16 and bfloat16 on CUDA. --quick: --batch 1 8 --seq 128, 1 warm-up call, at most 5 timed calls or
-2 s per case, and no torch.compile (it takes minutes); explicit options still win.
+float16 and bfloat16 on CUDA. Every case starts with one untimed call (the parity check), then --warmup
+more. --quick: --batch 1 8 --seq 128, --warmup 0, at most 5 timed calls or 2 s per case (at least 3 calls),
+and no torch.compile (it takes minutes); explicit options still win.
 examples:
   bertfast bench --quick
   bertfast bench --batch 8 --seq 128 --providers bertfast-torch,transformers-eager
@@ -76,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--providers", type=name_list, action="extend", metavar="NAME[,NAME]",
                         help="providers to run (default: all; see --list-providers)")
     parser.add_argument("--list-providers", action="store_true", help="list providers and why any would be skipped")
-    parser.add_argument("--warmup", type=non_negative_int, metavar="N", help="untimed calls per case (default 3)")
+    parser.add_argument("--warmup", type=non_negative_int, metavar="N",
+                        help="untimed calls per case after the parity check (default 3)")
     parser.add_argument("--repeats", type=positive_int, metavar="N", help="most timed calls per case (default 30)")
     parser.add_argument("--max-time", type=positive_float, metavar="S",
                         help="stop timing a case after S seconds once 3 calls are timed (default 10)")

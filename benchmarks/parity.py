@@ -71,9 +71,8 @@ def load_transformers(model_dir: str, dtype: torch.dtype, device: torch.device, 
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    model = transformers.BertModel.from_pretrained(model_dir, attn_implementation=attention, dtype=dtype,
-                                                   local_files_only=True)
-    return model.to(device).eval()
+    model = transformers.BertModel.from_pretrained(model_dir, attn_implementation=attention, local_files_only=True)
+    return model.to(device=device, dtype=dtype).eval()  # (the dtype argument of from_pretrained varies by version)
 
 
 @torch.inference_mode()

@@ -163,6 +163,10 @@ class TransformersCompile(_Transformers):
         super().prepare(model_dir, dtype, device)
         self.model = torch.compile(self.model)
 
+    def close(self) -> None:
+        super().close()
+        torch._dynamo.reset()  # drop the compiled graphs and their caches
+
 
 class _OnnxRuntime(Provider):
     optimize: ClassVar[bool]

@@ -107,12 +107,13 @@ def _header(report: dict[str, Any]) -> list[str]:
     m, model, s = report["machine"], report["model"], report["settings"]
     hardware = m["gpu"] or f"{m['cpu']} ({m['cpu_count']} logical cores, {m['torch_threads']} torch threads)"
     peaks = ", ".join(f"{d} {v:.3g}" for d, v in report["matmul_peak_tflops"].items())
-    load = m["load_average_start"][0]
+    load, load_end = m["load_average_start"][0], m["load_average_end"][0]
     return [
         f"bertfast bench: {model['name']} on {hardware} [{s['device']}], {report['started']}",
         f"model: {model['weights']}",
-        f"load average (1 min) at start {load:.2f} on {m['cpu_count']} cores"
-        + (" -- other processes were using the machine, timings are noisy" if load > 0.5 else ""),
+        f"load average (1 min): {load:.2f} at start, {load_end:.2f} at end, on {m['cpu_count']} cores (the benchmark "
+        f"itself adds up to its {m['torch_threads']} threads)"
+        + (": other processes were using the machine, timings are noisy" if load > 0.5 else ""),
         f"matmul peak measured in this run (TFLOP/s): {peaks}",
         f"timing: {s['warmup']} warm-up calls after the parity check, then up to {s['repeats']} timed calls or "
         f"{s['max_time_s']:g} s per case; peak memory: {report['peak_memory']}",

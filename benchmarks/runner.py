@@ -65,7 +65,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     else:
         names = [n for n, cls in REGISTRY.items() if not (args.quick and cls.slow_to_prepare)]
     quick = args.quick
-    timing = Timing(device, warmup=args.warmup if args.warmup is not None else (1 if quick else 3),
+    timing = Timing(device, warmup=args.warmup if args.warmup is not None else (0 if quick else 3),
                     repeats=args.repeats or (5 if quick else 30), max_time_s=args.max_time or (2.0 if quick else 10.0))
     return Settings(model=args.model, dtypes=dtypes, batches=args.batch or ([1, 8] if quick else [1, 8, 32]),
                     seqs=args.seq or ([128] if quick else [32, 128, 512]), mixed=args.mixed, providers=names,
@@ -141,6 +141,7 @@ def run(settings: Settings) -> dict[str, Any]:
             for dtype in settings.dtypes:
                 bar.set_postfix_str(f"transformers reference outputs, {dtype_name(dtype)}")
                 refs = parity.references(model_dir, batches, dtype, settings.device)
+                release_memory(settings.device)  # the reference models
                 for provider in runs[dtype]:
                     results += _run_provider(provider, model_dir, workloads, batches, refs, flops, dtype,
                                              settings.timing, peaks[dtype], bar)

@@ -1,8 +1,9 @@
 """Timing, statistics, peak memory and the matmul peak.
 
-GPU: each timed call is bracketed by CUDA events after a ``torch.cuda.synchronize()`` and waited for,
-so a time is one call's latency with the queue empty, host launch overhead included. CPU: wall clock
-(``time.perf_counter``) around each call.
+GPU: each timed call starts with the device idle (``torch.cuda.synchronize()``) and is bracketed by CUDA
+events, the end event recorded after another device-wide synchronisation, so a time is one call's latency
+until all its GPU work is done -- host launch overhead included, and work on streams other than torch's
+(onnxruntime's) too. CPU: wall clock (``time.perf_counter``) around each call.
 """
 from __future__ import annotations
 
@@ -69,6 +70,7 @@ def _time_one(fn: Callable[[], object], device: torch.device) -> float:
         torch.cuda.synchronize(device)
         start.record()
         fn()
+        torch.cuda.synchronize(device)  # every stream, not only the one the events are recorded on
         end.record()
         end.synchronize()
         return start.elapsed_time(end)

@@ -102,16 +102,16 @@ def test_time_calls_warms_up_then_times_at_least_min_repeats():
 
 def test_flops_formula_matches_a_hand_count_for_bert_base():
     config = BertConfig.from_preset("bert-base-uncased")
-    L, H, I, heads, D = 128, 768, 3072, 12, 64
+    tokens, width, ffn, heads, head_dim = 128, 768, 3072, 12, 64
     per_layer = [
-        3 * 2 * L * H * H,  # query, key, value projections
-        2 * heads * L * L * D,  # scores Q K^T, per head
-        2 * heads * L * L * D,  # context P V, per head
-        2 * L * H * H,  # attention output projection
-        2 * L * H * I,  # feed-forward up
-        2 * L * I * H,  # feed-forward down
+        3 * 2 * tokens * width * width,  # query, key, value projections
+        2 * heads * tokens * tokens * head_dim,  # scores Q K^T, per head
+        2 * heads * tokens * tokens * head_dim,  # context P V, per head
+        2 * tokens * width * width,  # attention output projection
+        2 * tokens * width * ffn,  # feed-forward up
+        2 * tokens * ffn * width,  # feed-forward down
     ]
-    hand_count = 12 * sum(per_layer) + 2 * H * H  # + pooler on [CLS]
+    hand_count = 12 * sum(per_layer) + 2 * width * width  # + pooler on [CLS]
     assert hand_count == 22_348_431_360
     assert model_flops(config, [128]) == hand_count
     assert model_flops(config, [128, 128]) == 2 * hand_count
