@@ -1,6 +1,7 @@
 """One measurement: a provider on one workload in one dtype — parity check first, then timing."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -65,7 +66,8 @@ def measure(provider: Provider, workload: Workload, batch: dict[str, torch.Tenso
     try:
         with torch.inference_mode():
             verdict = parity.check(provider.run(batch), batch["attention_mask"], reference, dtype)
-            result.max_abs_error, result.allowed_error = verdict.max_abs_error, verdict.allowed
+            finite = math.isfinite(verdict.max_abs_error)  # JSON has no inf: None, and the reason says why
+            result.max_abs_error, result.allowed_error = verdict.max_abs_error if finite else None, verdict.allowed
             if not verdict.ok:
                 result.status, result.reason = "wrong", f"output differs from transformers fp32: {verdict}"
                 return result

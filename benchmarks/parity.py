@@ -30,6 +30,8 @@ class Verdict:
     allowed: float
 
     def __str__(self) -> str:
+        if self.max_abs_error == float("inf"):
+            return f"non-finite values (NaN or inf) at real positions; allowed error {self.allowed:.3g}"
         relation = "<=" if self.ok else ">"
         return f"max abs error {self.max_abs_error:.3g} {relation} allowed {self.allowed:.3g}"
 

@@ -195,7 +195,7 @@ def write(report: dict[str, Any], out_dir: str) -> list[str]:
         stem += time.strftime("-%H%M%S")
     paths = [stem + ".json", stem + ".md", stem + ".png"]
     with open(paths[0], "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
+        json.dump(report, f, indent=2, allow_nan=False)
         f.write("\n")
     with open(paths[1], "w", encoding="utf-8") as f:
         f.write(markdown(report))

@@ -158,7 +158,8 @@ def test_parity_rule():
     verdict = parity.check(out, mask, ref, torch.float32)
     assert not verdict.ok and verdict.allowed == pytest.approx(8e-4) and "> allowed" in str(verdict)
     out[0, 2, 1] = float("nan")
-    assert parity.check(out, mask, ref, torch.float32).max_abs_error == float("inf")
+    verdict = parity.check(out, mask, ref, torch.float32)
+    assert not verdict.ok and verdict.max_abs_error == float("inf") and "non-finite" in str(verdict)
 
     half_ref = parity.Reference(ref.real, half_error=0.02)
     assert parity.allowed_error(half_ref, torch.float16) == pytest.approx(2 * 0.02 + 1e-3)
@@ -230,6 +231,14 @@ class WrongProvider(BertfastTorch):
         return super().run(batch) + 1e-2
 
 
+class NanProvider(BertfastTorch):
+    name = "nan"
+    description = "NaN at real positions"
+
+    def run(self, batch):
+        return super().run(batch) * float("nan")
+
+
 class BrokenProvider(BertfastTorch):
     name = "broken"
     description = "raises"
@@ -272,14 +281,17 @@ def test_bench_end_to_end(tmp_path, tiny_checkpoint, capsys):
 def test_a_wrong_provider_is_reported_and_not_timed(tmp_path, tiny_checkpoint, monkeypatch, capsys):
     monkeypatch.setitem(REGISTRY, "wrong", WrongProvider)
     monkeypatch.setitem(REGISTRY, "broken", BrokenProvider)
+    monkeypatch.setitem(REGISTRY, "nan", NanProvider)
     WrongProvider.calls = 0
-    report = bench(tmp_path, tiny_checkpoint, "--providers", "wrong,broken,bertfast-torch")
+    report = bench(tmp_path, tiny_checkpoint, "--providers", "wrong,broken,nan,bertfast-torch")
     wrong = by_provider(report, "wrong")
     assert len(wrong) == 2 and WrongProvider.calls == 2  # one parity-check call per workload, nothing timed
     for r in wrong:
         assert r["status"] == "wrong" and r["latency_ms"] is None and r["tokens_per_s"] is None
         assert r["max_abs_error"] > r["allowed_error"] and "differs from transformers fp32" in r["reason"]
     assert all(r["status"] == "failed" and "RuntimeError: kaboom" in r["reason"] for r in by_provider(report, "broken"))
+    assert all(r["status"] == "wrong" and r["max_abs_error"] is None and "non-finite" in r["reason"]
+               for r in by_provider(report, "nan"))  # and the JSON stayed standard (no NaN / Infinity)
     assert all(r["status"] == "ok" and r["speedup_vs_eager"] is None for r in by_provider(report, "bertfast-torch"))
     out = capsys.readouterr().out
     assert "WRONG: output differs from transformers fp32" in out and "FAILED: RuntimeError: kaboom" in out
