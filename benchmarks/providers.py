@@ -169,6 +169,9 @@ class TransformersCompile(_Transformers):
 
 
 class _OnnxRuntime(Provider):
+    """bertfast.export_onnx's model (exported once, in ``prepare``) run by bertfast.OnnxModel, which binds the
+    torch tensors in place (IO binding), so a call times the onnxruntime session."""
+
     optimize: ClassVar[bool]
     torch_memory = False  # onnxruntime allocates from its own arena
 
@@ -182,20 +185,16 @@ class _OnnxRuntime(Provider):
             return "bertfast.export_onnx writes float32 or float16 models, not bfloat16"
         if dtype == torch.float16 and device.type != "cuda":
             return "float16 ONNX models are for the GPU; onnxruntime on CPU runs them in float32 kernels"
-        if device.type == "cuda" and self._execution_provider(device) not in _ort_providers():
+        if device.type == "cuda" and "CUDAExecutionProvider" not in _ort_providers():
             return "onnxruntime has no CUDAExecutionProvider here (pip install onnxruntime-gpu)"
         return None
 
-    @staticmethod
-    def _execution_provider(device: torch.device) -> str:
-        return "CUDAExecutionProvider" if device.type == "cuda" else "CPUExecutionProvider"
-
     def prepare(self, model_dir: str, dtype: torch.dtype, device: torch.device) -> None:
         self.workdir = tempfile.TemporaryDirectory(prefix="bertfast-bench-onnx-")
-        path = os.path.join(self.workdir.name, "model.onnx")
-        bertfast.export_onnx(model_dir, path, task="feature-extraction", optimize=self.optimize,
+        export_dir = os.path.join(self.workdir.name, "export")
+        bertfast.export_onnx(model_dir, export_dir, task="feature-extraction", optimize=self.optimize,
                              fp16=dtype == torch.float16)
-        self.session = bertfast.OnnxModel(path, providers=[self._execution_provider(device)])
+        self.session = bertfast.OnnxModel(export_dir, provider=device.type, device_id=device.index or 0)
 
     def run(self, batch: Batch) -> torch.Tensor:
         return torch.as_tensor(self.session(**batch).last_hidden_state)

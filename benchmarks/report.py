@@ -75,10 +75,16 @@ def _fmt(x: float | None) -> str:
     return f"{x:,.0f}" if size >= 100 else f"{x:.1f}" if size >= 10 else f"{x:.2f}" if size >= 1 else f"{x:.3g}"
 
 
+def _short(reason: str, limit: int = 160) -> str:
+    """A reason on one line for the tables (the JSON keeps it whole)."""
+    first = reason.strip().splitlines()[0]
+    return first if len(first) <= limit and first == reason.strip() else first[:limit] + " ... (whole text in the JSON)"
+
+
 def _cells(r: dict[str, Any]) -> list[str]:
     """The COLUMNS of one result; a result that was not timed gets its status and reason instead."""
     if r["status"] != "ok":
-        return [r["provider"], f"{r['status'].upper()}: {r['reason']} (not timed)"]
+        return [r["provider"], f"{r['status'].upper()} (not timed): {_short(r['reason'])}"]
     t = r["latency_ms"]
     speedup = "-" if r["speedup_vs_eager"] is None else f"{r['speedup_vs_eager']:.2f}x"
     return [r["provider"], f"{_fmt(t['median'])} [{_fmt(t['q20'])}, {_fmt(t['q80'])}]", _fmt(t["p90"]),

@@ -190,8 +190,8 @@ def test_providers_say_why_they_cannot_run(monkeypatch):
 
 
 def test_onnx_and_cudagraph_providers_call_the_announced_apis(monkeypatch, tiny_checkpoint):
-    """Until bertfast.export_onnx / OnnxModel / optimize are merged, fakes stand in for them: this checks the
-    providers' side of the contract (arguments, output conversion)."""
+    """Fakes stand in for bertfast.export_onnx / OnnxModel (branch onnx) and bertfast.optimize (graphs), not merged
+    yet and slow: this checks the providers' side of the contract (arguments, output conversion)."""
     model = bertfast.BertModel.from_pretrained(tiny_checkpoint)
     calls = {}
 
@@ -199,10 +199,10 @@ def test_onnx_and_cudagraph_providers_call_the_announced_apis(monkeypatch, tiny_
         calls["export"] = (model_or_path, os.path.basename(out_path), task, optimize, fp16)
 
     class OnnxModel:
-        def __init__(self, path, providers=None):
-            calls["session"] = (os.path.basename(path), providers)
+        def __init__(self, path, provider=None, device_id=0):
+            calls["session"] = (os.path.basename(path), provider, device_id)
 
-        def __call__(self, **batch):  # onnxruntime hands back numpy arrays
+        def __call__(self, **batch):  # a numpy output is converted too
             return argparse.Namespace(last_hidden_state=model(**batch).last_hidden_state.detach().numpy())
 
     monkeypatch.setattr(bertfast, "export_onnx", export_onnx, raising=False)
@@ -215,8 +215,8 @@ def test_onnx_and_cudagraph_providers_call_the_announced_apis(monkeypatch, tiny_
         out = provider.run(batch)
         assert isinstance(out, torch.Tensor) and torch.equal(out, expected)
         provider.close()
-    assert calls == {"export": (tiny_checkpoint, "model.onnx", "feature-extraction", True, False),
-                     "session": ("model.onnx", ["CPUExecutionProvider"])}
+    assert calls == {"export": (tiny_checkpoint, "export", "feature-extraction", True, False),
+                     "session": ("export", "cpu", 0)}
 
 
 class WrongProvider(BertfastTorch):
@@ -244,7 +244,7 @@ class BrokenProvider(BertfastTorch):
     description = "raises"
 
     def run(self, batch):
-        raise RuntimeError("kaboom")
+        raise RuntimeError("kaboom\n" + "a long traceback-like explanation " * 20)
 
 
 # --- runner and CLI ----------------------------------------------------------------------------------------------
@@ -294,7 +294,9 @@ def test_a_wrong_provider_is_reported_and_not_timed(tmp_path, tiny_checkpoint, m
                for r in by_provider(report, "nan"))  # and the JSON stayed standard (no NaN / Infinity)
     assert all(r["status"] == "ok" and r["speedup_vs_eager"] is None for r in by_provider(report, "bertfast-torch"))
     out = capsys.readouterr().out
-    assert "WRONG: output differs from transformers fp32" in out and "FAILED: RuntimeError: kaboom" in out
+    assert "WRONG (not timed): output differs from transformers fp32" in out
+    assert "FAILED (not timed): RuntimeError: kaboom ... (whole text in the JSON)" in out
+    assert "explanation" not in out and "explanation" in by_provider(report, "broken")[0]["reason"]
 
 
 def parse(*argv: str) -> argparse.Namespace:
