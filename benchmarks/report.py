@@ -121,8 +121,9 @@ def _header(report: dict[str, Any]) -> list[str]:
         f"itself adds up to its {m['torch_threads']} threads)"
         + (": other processes were using the machine, timings are noisy" if load > 0.5 else ""),
         f"matmul peak measured in this run (TFLOP/s): {peaks}",
-        f"timing: {s['warmup']} warm-up calls after the parity check, then up to {s['repeats']} timed calls or "
-        f"{s['max_time_s']:g} s per case; peak memory: {report['peak_memory']}",
+        f"timing, per case: 1 untimed parity-check call, {s['warmup']} more warm-up calls, then up to {s['repeats']} "
+        f"timed calls or {s['max_time_s']:g} s (at least 3 calls)",
+        f"peak memory: {report['peak_memory']}",
     ]
 
 
@@ -132,29 +133,50 @@ def _footer(report: dict[str, Any]) -> list[str]:
     return (["skipped:"] + lines if lines else []) + [f"FLOPs: {report['flops_formula']}"]
 
 
+def _speedups(report: dict[str, Any]) -> list[list[str]]:
+    """The summary grid: one row per dtype x workload, one column per provider, its speedup vs eager."""
+    providers = list(dict.fromkeys(r["provider"] for r in report["results"]))
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for r in report["results"]:
+        value = r["status"] if r["status"] != "ok" else "-" if r["speedup_vs_eager"] is None else \
+            f"{r['speedup_vs_eager']:.2f}x"
+        cells.setdefault((r["dtype"], r["workload"]), {})[r["provider"]] = value
+    return [["speedup vs transformers-eager", *providers]] + [
+        [f"{dtype}, {workload}", *(row.get(p, "") for p in providers)] for (dtype, workload), row in cells.items()]
+
+
+def _align(rows: list[list[str]]) -> list[str]:
+    """Text table: first column left-aligned, the others right-aligned; a short row (a result that was not
+    timed: provider, status) runs on after its first cell."""
+    full = [row for row in rows if len(row) == len(rows[0])]
+    widths = [max(len(row[i]) for row in full) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+            if len(row) == len(rows[0]) else "  " + row[0].ljust(widths[0]) + "  " + "  ".join(row[1:])
+            for row in rows]
+
+
+def _markdown_table(rows: list[list[str]]) -> list[str]:
+    width = len(rows[0])
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * width]
+    return lines + ["| " + " | ".join(row + [""] * (width - len(row))) + " |" for row in rows[1:]]
+
+
 def terminal(report: dict[str, Any]) -> str:
-    """The report as aligned text tables, one per dtype x workload."""
+    """The report as aligned text: one table per dtype x workload, then the speedup summary."""
     lines = _header(report)
     for title, results in _groups(report):
-        rows = [COLUMNS] + [_cells(r) for r in results]
-        widths = [max(len(row[i]) for row in rows if len(row) == len(COLUMNS)) for i in range(len(COLUMNS))]
-        lines += ["", title]
-        for row in rows:
-            if len(row) == len(COLUMNS):
-                lines.append("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                                              for i, (c, w) in enumerate(zip(row, widths))))
-            else:
-                lines.append("  " + row[0].ljust(widths[0]) + "  " + row[1])
+        lines += ["", title] + _align([COLUMNS] + [_cells(r) for r in results])
+    if report["results"]:
+        lines += [""] + _align(_speedups(report))
     return "\n".join(lines + [""] + _footer(report) + LEGEND)
 
 
 def markdown(report: dict[str, Any]) -> str:
     lines = ["# bertfast bench", ""] + [f"- {line}" for line in _header(report)]
     for title, results in _groups(report):
-        lines += ["", f"## {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-        for r in results:
-            cells = _cells(r)
-            lines.append("| " + " | ".join(cells + [""] * (len(COLUMNS) - len(cells))) + " |")
+        lines += ["", f"## {title}", ""] + _markdown_table([COLUMNS] + [_cells(r) for r in results])
+    if report["results"]:
+        lines += ["", "## Summary", ""] + _markdown_table(_speedups(report))
     return "\n".join(lines + [""] + [f"- {line}" for line in _footer(report) + LEGEND]) + "\n"
 
 
