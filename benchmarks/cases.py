@@ -1,14 +1,17 @@
-"""One measurement: a provider on one workload in one dtype — parity check first, then timing."""
+"""Measuring a case (one workload in one dtype): parity check first, then timing -- one provider at a time, or
+several in turns (``--interleave``)."""
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
 from benchmarks import parity
 from benchmarks.providers import Provider
-from benchmarks.timing import PeakMemory, Summary, time_calls
+from benchmarks.timing import MIN_REPEATS, PeakMemory, Summary, time_calls, time_one
 from benchmarks.workloads import Workload
 
 BASELINE = "transformers-eager"  # speedups are relative to it
@@ -58,35 +61,88 @@ class CaseResult:
                    workload.real_tokens, workload.mixed, status, reason)
 
 
-def measure(provider: Provider, workload: Workload, batch: dict[str, torch.Tensor], reference: parity.Reference,
-            dtype: torch.dtype, timing: Timing, flops: int, peak_tflops: float) -> CaseResult:
-    """Check ``provider`` on one workload against the reference; time it only when it is within tolerance.
-    A provider that raises is reported as failed (the run goes on with the next case)."""
-    result = CaseResult.start(provider.name, dtype, workload)
+@dataclass
+class Case:
+    """What every provider is measured on: one workload's batch in one dtype, and what to compare it with."""
+
+    workload: Workload
+    batch: dict[str, torch.Tensor]  # (B, S) inputs on the device
+    reference: parity.Reference
+    dtype: torch.dtype
+    flops: int  # model FLOPs of the workload
+    peak_tflops: float  # matmul peak of this dtype, measured in this run
+
+    def result(self, provider: str, status: str = "ok", reason: str | None = None) -> CaseResult:
+        return CaseResult.start(provider, self.dtype, self.workload, status, reason)
+
+
+def _passes_check(provider: Provider, case: Case, result: CaseResult) -> bool:
+    """Run ``provider`` once and compare with the reference; a wrong or raising provider is marked in ``result``."""
     try:
         with torch.inference_mode():
-            verdict = parity.check(provider.run(batch), batch["attention_mask"], reference, dtype)
-            finite = math.isfinite(verdict.max_abs_error)  # JSON has no inf: None, and the reason says why
-            result.max_abs_error, result.allowed_error = verdict.max_abs_error if finite else None, verdict.allowed
-            if not verdict.ok:
-                result.status, result.reason = "wrong", f"output differs from transformers fp32: {verdict}"
-                return result
-            with PeakMemory(timing.device) as memory:
-                times = time_calls(lambda: provider.run(batch), timing.device, timing.warmup, timing.repeats,
-                                   timing.max_time_s)
-    except Exception as e:  # e.g. out of memory on the largest shape
+            verdict = parity.check(provider.run(case.batch), case.batch["attention_mask"], case.reference, case.dtype)
+    except Exception as e:  # e.g. out of memory on the largest shape: reported, the run goes on
         result.status, result.reason = "failed", f"{type(e).__name__}: {e}"
-        return result
-    stats = Summary.of(times)
+        return False
+    finite = math.isfinite(verdict.max_abs_error)  # JSON has no inf: None, and the reason says why
+    result.max_abs_error, result.allowed_error = verdict.max_abs_error if finite else None, verdict.allowed
+    if not verdict.ok:
+        result.status, result.reason = "wrong", f"output differs from transformers fp32: {verdict}"
+    return verdict.ok
+
+
+def _record(result: CaseResult, case: Case, times_ms: list[float], memory_mb: float | None) -> CaseResult:
+    stats = Summary.of(times_ms)
     seconds = stats.median / 1e3
     result.latency_ms = stats
-    result.sequences_per_s = workload.batch / seconds
-    result.tokens_per_s = workload.real_tokens / seconds
-    if provider.torch_memory or timing.device.type == "cpu":
-        result.peak_memory_mb = memory.mb
-    result.tflops = flops / seconds / 1e12
-    result.floor_ms = flops / (peak_tflops * 1e12) * 1e3
+    result.sequences_per_s = case.workload.batch / seconds
+    result.tokens_per_s = case.workload.real_tokens / seconds
+    result.peak_memory_mb = memory_mb
+    result.tflops = case.flops / seconds / 1e12
+    result.floor_ms = case.flops / (case.peak_tflops * 1e12) * 1e3
     return result
+
+
+def measure(provider: Provider, case: Case, timing: Timing) -> CaseResult:
+    """Check ``provider`` on one case; time it (and its peak memory) only when it is within tolerance."""
+    result = case.result(provider.name)
+    if not _passes_check(provider, case, result):
+        return result
+    try:
+        with torch.inference_mode(), PeakMemory(timing.device) as memory:
+            times = time_calls(lambda: provider.run(case.batch), timing.device, timing.warmup, timing.repeats,
+                               timing.max_time_s)
+    except Exception as e:
+        result.status, result.reason = "failed", f"{type(e).__name__}: {e}"
+        return result
+    tracked = provider.torch_memory or timing.device.type == "cpu"
+    return _record(result, case, times, memory.mb if tracked else None)
+
+
+def measure_interleaved(providers: list[Provider], case: Case, timing: Timing) -> list[CaseResult]:
+    """Check every provider on one case, then time those within tolerance in turns (one call each per round,
+    the order rotating), so that a machine whose load changes slows them all alike. Peak memory is not
+    measured: every provider is resident at once. Stops after ``timing.repeats`` rounds, or once
+    ``timing.max_time_s`` per provider has passed and MIN_REPEATS rounds are done."""
+    results = [case.result(p.name) for p in providers]
+    live = [(p, r) for p, r in zip(providers, results) if _passes_check(p, case, r)]
+    times: dict[str, list[float]] = {p.name: [] for p, _ in live}
+    rounds = -timing.warmup  # negative rounds are warm-up: untimed
+    deadline = time.perf_counter() + timing.max_time_s * (len(live) + timing.warmup)
+    while live and rounds < timing.repeats and (rounds < MIN_REPEATS or time.perf_counter() < deadline):
+        shift = rounds % len(live)
+        for provider, result in live[shift:] + live[:shift]:
+            try:
+                with torch.inference_mode():
+                    elapsed = time_one(partial(provider.run, case.batch), timing.device)
+            except Exception as e:
+                result.status, result.reason = "failed", f"{type(e).__name__}: {e}"
+                live.remove((provider, result))
+                continue
+            if rounds >= 0:
+                times[provider.name].append(elapsed)
+        rounds += 1
+    return [_record(r, case, times[p.name], None) if r.status == "ok" else r for p, r in zip(providers, results)]
 
 
 def add_speedups(results: list[CaseResult]) -> None:

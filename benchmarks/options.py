@@ -82,6 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=positive_int, metavar="N", help="most timed calls per case (default 30)")
     parser.add_argument("--max-time", type=positive_float, metavar="S",
                         help="stop timing a case after S seconds once 3 calls are timed (default 10)")
+    parser.add_argument("--interleave", action="store_true",
+                        help="keep every provider loaded and time them in turns, one call each per round: fair "
+                             "ratios on a machine shared with other work (peak memory is then not measured)")
     parser.add_argument("--seed", type=int, default=0, help="seed of inputs and random weights (default: 0)")
     parser.add_argument("--out", default="benchmarks/results", metavar="DIR",
                         help="directory for the JSON, markdown and PNG results (default: %(default)s)")

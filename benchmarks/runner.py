@@ -19,16 +19,17 @@ import torch
 from tqdm import tqdm
 
 from benchmarks import options, parity, report
-from benchmarks.cases import CaseResult, Timing, add_speedups, dtype_name, measure
+from benchmarks.cases import Case, CaseResult, Timing, add_speedups, dtype_name, measure, measure_interleaved
 from benchmarks.providers import REGISTRY, Provider
 from benchmarks.timing import PeakMemory, matmul_peak_tflops, release_memory
-from benchmarks.workloads import FLOPS_FORMULA, Workload, build_workloads, model_flops
+from benchmarks.workloads import FLOPS_FORMULA, build_workloads, model_flops
 from bertfast.config import PRESETS, BertConfig
 from bertfast.modeling import BertModel
 from bertfast.weights import WEIGHT_FILES, resolve_dtype, resolve_file
 
 SCHEMA = "bertfast-bench/1"
 QUICK_LEFT_OUT = "left out of --quick (compiling takes minutes); ask for it with --providers"
+INTERLEAVED_MEMORY = "not measured with --interleave (every provider is resident at once)"
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Settings:
     mixed: bool
     providers: list[str]
     timing: Timing
+    interleave: bool  # time the providers in turns on each workload (fair on a machine whose load varies)
     seed: int
     out_dir: str
     quick: bool
@@ -69,7 +71,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                     repeats=args.repeats or (5 if quick else 30), max_time_s=args.max_time or (2.0 if quick else 10.0))
     return Settings(model=args.model, dtypes=dtypes, batches=args.batch or ([1, 8] if quick else [1, 8, 32]),
                     seqs=args.seq or ([128] if quick else [32, 128, 512]), mixed=args.mixed, providers=names,
-                    timing=timing, seed=args.seed, out_dir=args.out, quick=quick,
+                    timing=timing, interleave=args.interleave, seed=args.seed, out_dir=args.out, quick=quick,
                     left_out={n: QUICK_LEFT_OUT for n in REGISTRY if n not in names and not args.providers})
 
 
@@ -142,9 +144,13 @@ def run(settings: Settings) -> dict[str, Any]:
                 bar.set_postfix_str(f"transformers reference outputs, {dtype_name(dtype)}")
                 refs = parity.references(model_dir, batches, dtype, settings.device)
                 release_memory(settings.device)  # the reference models
-                for provider in runs[dtype]:
-                    results += _run_provider(provider, model_dir, workloads, batches, refs, flops, dtype,
-                                             settings.timing, peaks[dtype], bar)
+                cases = [Case(w, b, ref, dtype, f, peaks[dtype])
+                         for w, b, ref, f in zip(workloads, batches, refs, flops)]
+                if settings.interleave:
+                    results += _run_interleaved(runs[dtype], model_dir, cases, settings.timing, bar)
+                else:
+                    for provider in runs[dtype]:
+                        results += _run_provider(provider, model_dir, cases, settings.timing, bar)
     add_speedups(results)
     return {
         "schema": SCHEMA,
@@ -155,9 +161,10 @@ def run(settings: Settings) -> dict[str, Any]:
         "settings": {"device": str(settings.device), "dtypes": [dtype_name(d) for d in settings.dtypes],
                      "batches": settings.batches, "seqs": settings.seqs, "mixed": settings.mixed,
                      "warmup": settings.timing.warmup, "repeats": settings.timing.repeats,
-                     "max_time_s": settings.timing.max_time_s, "seed": settings.seed, "quick": settings.quick},
+                     "max_time_s": settings.timing.max_time_s, "interleave": settings.interleave,
+                     "seed": settings.seed, "quick": settings.quick},
         "flops_formula": FLOPS_FORMULA,
-        "peak_memory": PeakMemory.describe(settings.device),
+        "peak_memory": (INTERLEAVED_MEMORY if settings.interleave else PeakMemory.describe(settings.device)),
         "matmul_peak_tflops": {dtype_name(d): v for d, v in peaks.items()},
         "workloads": [{"name": w.name, "batch": w.batch, "seq_len": w.seq_len, "lengths": list(w.lengths),
                        "real_tokens": w.real_tokens, "mixed": w.mixed, "flops": f} for w, f in zip(workloads, flops)],
@@ -167,26 +174,45 @@ def run(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _run_provider(provider: Provider, model_dir: str, workloads: list[Workload],
-                  batches: list[dict[str, torch.Tensor]], refs: list[parity.Reference], flops: list[int],
-                  dtype: torch.dtype, timing: Timing, peak_tflops: float, bar: tqdm) -> list[CaseResult]:
-    """Prepare one provider, check and time it on every workload, release it. A provider that fails to
-    prepare is reported as failed on every workload."""
-    bar.set_postfix_str(f"{provider.name} {dtype_name(dtype)}: preparing")
+def _prepare(provider: Provider, model_dir: str, dtype: torch.dtype, device: torch.device) -> str | None:
+    """Prepare ``provider``; None, or why it failed (e.g. torch.compile without a working toolchain)."""
     try:
-        provider.prepare(model_dir, dtype, timing.device)
-        prepare_error = None
-    except Exception as e:  # e.g. torch.compile without a working toolchain: reported, the run goes on
-        prepare_error = f"prepare failed: {type(e).__name__}: {e}"
+        provider.prepare(model_dir, dtype, device)
+    except Exception as e:  # reported on every workload, the run goes on
+        return f"prepare failed: {type(e).__name__}: {e}"
+    return None
+
+
+def _run_provider(provider: Provider, model_dir: str, cases: list[Case], timing: Timing,
+                  bar: tqdm) -> list[CaseResult]:
+    """Prepare one provider, check and time it on every case, release it."""
+    dtype = dtype_name(cases[0].dtype)
+    bar.set_postfix_str(f"{provider.name} {dtype}: preparing")
+    error = _prepare(provider, model_dir, cases[0].dtype, timing.device)
     results = []
-    for workload, batch, ref, f in zip(workloads, batches, refs, flops):
-        bar.set_postfix_str(f"{provider.name} {dtype_name(dtype)} {workload.name}")
-        if prepare_error is None:
-            results.append(measure(provider, workload, batch, ref, dtype, timing, f, peak_tflops))
-        else:
-            results.append(CaseResult.start(provider.name, dtype, workload, "failed", prepare_error))
+    for case in cases:
+        bar.set_postfix_str(f"{provider.name} {dtype} {case.workload.name}")
+        results.append(case.result(provider.name, "failed", error) if error else measure(provider, case, timing))
         bar.update()
     provider.close()
+    release_memory(timing.device)
+    return results
+
+
+def _run_interleaved(providers: list[Provider], model_dir: str, cases: list[Case], timing: Timing,
+                     bar: tqdm) -> list[CaseResult]:
+    """--interleave: prepare every provider, then time them in turns on each case; release them all."""
+    bar.set_postfix_str(f"preparing {len(providers)} providers")
+    errors = {p.name: _prepare(p, model_dir, cases[0].dtype, timing.device) for p in providers}
+    ready = [p for p in providers if errors[p.name] is None]
+    results = []
+    for case in cases:
+        bar.set_postfix_str(f"{dtype_name(case.dtype)} {case.workload.name}: {len(ready)} providers in turns")
+        results += measure_interleaved(ready, case, timing)
+        results += [case.result(name, "failed", error) for name, error in errors.items() if error is not None]
+        bar.update(len(providers))
+    for provider in providers:
+        provider.close()
     release_memory(timing.device)
     return results
 

@@ -60,11 +60,12 @@ def time_calls(fn: Callable[[], object], device: torch.device, warmup: int, repe
     times: list[float] = []
     deadline = time.perf_counter() + max_time_s
     while len(times) < repeats and (len(times) < MIN_REPEATS or time.perf_counter() < deadline):
-        times.append(_time_one(fn, device))
+        times.append(time_one(fn, device))
     return times
 
 
-def _time_one(fn: Callable[[], object], device: torch.device) -> float:
+def time_one(fn: Callable[[], object], device: torch.device) -> float:
+    """Latency of one call of ``fn`` in ms (see the module docstring)."""
     if device.type == "cuda":
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         torch.cuda.synchronize(device)

@@ -16,6 +16,7 @@ import bertfast
 from benchmarks import options, parity
 from benchmarks.providers import REGISTRY, BertfastCudaGraphs, BertfastTorch, BertfastTriton, OnnxRuntimeOptimized
 from benchmarks.report import slugify
+from benchmarks.cases import Case, Timing, measure_interleaved
 from benchmarks.runner import settings_from_args
 from benchmarks.timing import MIN_REPEATS, PeakMemory, Summary, time_calls
 from benchmarks.workloads import MIXED_RANGE, build_workloads, mixed_lengths, model_flops
@@ -278,12 +279,14 @@ def test_bench_end_to_end(tmp_path, tiny_checkpoint, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_wrong_provider_is_reported_and_not_timed(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+@pytest.mark.parametrize("interleave", [False, True], ids=["one-by-one", "interleaved"])
+def test_a_wrong_provider_is_reported_and_not_timed(tmp_path, tiny_checkpoint, monkeypatch, capsys, interleave):
     monkeypatch.setitem(REGISTRY, "wrong", WrongProvider)
     monkeypatch.setitem(REGISTRY, "broken", BrokenProvider)
     monkeypatch.setitem(REGISTRY, "nan", NanProvider)
     WrongProvider.calls = 0
-    report = bench(tmp_path, tiny_checkpoint, "--providers", "wrong,broken,nan,bertfast-torch")
+    report = bench(tmp_path, tiny_checkpoint, "--providers", "wrong,broken,nan,bertfast-torch,transformers-eager",
+                   *(["--interleave"] if interleave else []))
     wrong = by_provider(report, "wrong")
     assert len(wrong) == 2 and WrongProvider.calls == 2  # one parity-check call per workload, nothing timed
     for r in wrong:
@@ -292,11 +295,38 @@ def test_a_wrong_provider_is_reported_and_not_timed(tmp_path, tiny_checkpoint, m
     assert all(r["status"] == "failed" and "RuntimeError: kaboom" in r["reason"] for r in by_provider(report, "broken"))
     assert all(r["status"] == "wrong" and r["max_abs_error"] is None and "non-finite" in r["reason"]
                for r in by_provider(report, "nan"))  # and the JSON stayed standard (no NaN / Infinity)
-    assert all(r["status"] == "ok" and r["speedup_vs_eager"] is None for r in by_provider(report, "bertfast-torch"))
+    for r in by_provider(report, "bertfast-torch"):
+        assert r["status"] == "ok" and r["latency_ms"]["n"] == 3 and r["speedup_vs_eager"] > 0
+        assert (r["peak_memory_mb"] is None) == interleave
+    assert report["settings"]["interleave"] == interleave and ("--interleave" in report["peak_memory"]) == interleave
     out = capsys.readouterr().out
     assert "WRONG (not timed): output differs from transformers fp32" in out
     assert "FAILED (not timed): RuntimeError: kaboom ... (whole text in the JSON)" in out
     assert "explanation" not in out and "explanation" in by_provider(report, "broken")[0]["reason"]
+
+
+def test_interleaved_timing_takes_turns_and_rotates():
+    order = []
+
+    class Recorder(BertfastTorch):
+        def __init__(self, name):
+            self.name = name
+
+        def run(self, batch):
+            order.append(self.name)
+            return self.output
+
+    workload = build_workloads([1], [4], mixed=False, max_len=8)[0]
+    batch = workload.inputs(BertConfig(vocab_size=10))
+    out = torch.ones(1, 4, 2)
+    case = Case(workload, batch, parity.Reference(out[0], None), torch.float32, flops=100, peak_tflops=1.0)
+    providers = [Recorder("a"), Recorder("b")]
+    for p in providers:
+        p.output = out
+    results = measure_interleaved(providers, case, Timing(CPU, warmup=1, repeats=3, max_time_s=60))
+    # parity checks, then one warm-up round and 3 timed rounds, the order rotating every round
+    assert order == ["a", "b"] + ["b", "a"] + ["a", "b"] + ["b", "a"] + ["a", "b"]
+    assert [r.latency_ms.n for r in results] == [3, 3] and all(r.status == "ok" for r in results)
 
 
 def parse(*argv: str) -> argparse.Namespace:
