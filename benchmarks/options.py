@@ -18,7 +18,7 @@ EPILOG = """\
 defaults: --batch 1 8 32 --seq 32 128 512, mixed lengths at every batch size > 1; float32 on CPU,
 float16 and bfloat16 on CUDA. Every case starts with one untimed call (the parity check), then --warmup
 more. --quick: --batch 1 8 --seq 128, --warmup 0, at most 5 timed calls or 2 s per case (at least 3 calls),
-and no torch.compile (it takes minutes); explicit options still win.
+--interleave, and no torch.compile (it takes minutes); explicit options still win.
 examples:
   bertfast bench --quick
   bertfast bench --batch 8 --seq 128 --providers bertfast-torch,transformers-eager
@@ -82,9 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=positive_int, metavar="N", help="most timed calls per case (default 30)")
     parser.add_argument("--max-time", type=positive_float, metavar="S",
                         help="stop timing a case after S seconds once 3 calls are timed (default 10)")
-    parser.add_argument("--interleave", action="store_true",
+    parser.add_argument("--interleave", action=argparse.BooleanOptionalAction,
                         help="keep every provider loaded and time them in turns, one call each per round: fair "
-                             "ratios on a machine shared with other work (peak memory is then not measured)")
+                             "ratios on a machine shared with other work, but no peak memory (default: on with "
+                             "--quick, off otherwise)")
     parser.add_argument("--seed", type=int, default=0, help="seed of inputs and random weights (default: 0)")
     parser.add_argument("--out", default="benchmarks/results", metavar="DIR",
                         help="directory for the JSON, markdown and PNG results (default: %(default)s)")

@@ -71,7 +71,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                     repeats=args.repeats or (5 if quick else 30), max_time_s=args.max_time or (2.0 if quick else 10.0))
     return Settings(model=args.model, dtypes=dtypes, batches=args.batch or ([1, 8] if quick else [1, 8, 32]),
                     seqs=args.seq or ([128] if quick else [32, 128, 512]), mixed=args.mixed, providers=names,
-                    timing=timing, interleave=args.interleave, seed=args.seed, out_dir=args.out, quick=quick,
+                    timing=timing, interleave=quick if args.interleave is None else args.interleave,
+                    seed=args.seed, out_dir=args.out, quick=quick,
                     left_out={n: QUICK_LEFT_OUT for n in REGISTRY if n not in names and not args.providers})
 
 

@@ -337,14 +337,16 @@ def parse(*argv: str) -> argparse.Namespace:
 
 def test_quick_defaults_and_explicit_options():
     quick = settings_from_args(parse("--quick", "--device", "cpu"))
-    assert (quick.batches, quick.seqs, quick.dtypes) == ([1, 8], [128], [torch.float32])
+    assert (quick.batches, quick.seqs, quick.dtypes, quick.interleave) == ([1, 8], [128], [torch.float32], True)
     assert "transformers-compile" not in quick.providers and "transformers-compile" in quick.left_out
     chosen = settings_from_args(parse("--quick", "--device", "cpu", "--batch", "4", "--providers",
                                       "transformers-compile", "--dtype", "bf16", "fp32"))
     assert chosen.batches == [4] and chosen.providers == ["transformers-compile"] and not chosen.left_out
     assert chosen.dtypes == [torch.bfloat16, torch.float32]
     full = settings_from_args(parse("--device", "cpu"))
-    assert (full.batches, full.seqs, full.providers) == ([1, 8, 32], [32, 128, 512], list(REGISTRY))
+    assert (full.batches, full.seqs, full.providers, full.interleave) == ([1, 8, 32], [32, 128, 512], list(REGISTRY),
+                                                                          False)
+    assert not settings_from_args(parse("--quick", "--no-interleave")).interleave
 
 
 def test_bench_help_and_bad_arguments(capsys):
