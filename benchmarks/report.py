@@ -181,8 +181,8 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def plot(report: dict[str, Any], path: str) -> None:
-    """Throughput (real tokens/s) vs sequence length, one line per provider, one panel per dtype x batch size
-    (fixed-length workloads; the mixed-length ones are in the tables)."""
+    """Throughput (real tokens/s) vs sequence length, one colour per provider, one panel per dtype x batch size:
+    lines join the fixed-length workloads; a cross marks the mixed-length workload at its mean length."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -196,15 +196,20 @@ def plot(report: dict[str, Any], path: str) -> None:
         for col, batch in enumerate(batches):
             ax = axes[row][col]
             timed = [r for r in report["results"] if r["dtype"] == dtype and r["batch"] == batch
-                     and not r["mixed"] and r["tokens_per_s"] is not None]
+                     and r["tokens_per_s"] is not None]
             for provider in dict.fromkeys(r["provider"] for r in timed):
-                points = sorted((r["seq_len"], r["tokens_per_s"]) for r in timed if r["provider"] == provider)
-                ax.plot(*zip(*points), marker="o", label=provider, color=colors[provider])
+                mine = [r for r in timed if r["provider"] == provider]
+                points = sorted((r["seq_len"], r["tokens_per_s"]) for r in mine if not r["mixed"])
+                if points:
+                    ax.plot(*zip(*points), marker="o", label=provider, color=colors[provider])
+                for r in (r for r in mine if r["mixed"]):
+                    ax.plot(r["real_tokens"] / r["batch"], r["tokens_per_s"], marker="x", markersize=9,
+                            color=colors[provider], label=None if points else provider)
             ax.set_xscale("log", base=2)
             ax.set_xticks(seqs, [str(s) for s in seqs])
-            ax.set_ylim(bottom=0)
+            ax.set_ylim(0, 1.15 * max((r["tokens_per_s"] for r in timed), default=1.0))
             ax.set_title(f"{dtype}, batch {batch}")
-            ax.set_xlabel("sequence length (tokens)")
+            ax.set_xlabel("sequence length (tokens); x: mixed lengths, at their mean", fontsize=8)
             ax.set_ylabel("real tokens / s")
             ax.grid(True, alpha=0.3)
             if timed:
