@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import torch
 
+from benchmarks.options import add_arguments as add_bench_arguments  # argparse only
 from bertfast.config import PRESETS, BertConfig
 from bertfast.onnx_model import TASKS as EXPORT_TASKS
 from bertfast.pipelines import DEFAULT_MODEL, pipeline
@@ -134,6 +135,12 @@ def cmd_export_onnx(args: argparse.Namespace) -> None:
     _emit(args, result, lambda r: [report.summary()] + ([f"Triton model: {triton_dir}"] if triton_dir else []))
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from benchmarks.runner import run_from_args  # imported only when benchmarking: it loads transformers & co.
+
+    run_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bertfast", description="Fast BERT inference with transformers' numbers.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -179,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--triton-kind", choices=("gpu", "cpu"), default="gpu", help="instance group kind")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_export_onnx)
+
+    p = sub.add_parser("bench", help="benchmark bertfast against transformers, torch.compile and onnxruntime")
+    add_bench_arguments(p)
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -1,0 +1,154 @@
+"""Measuring a case (one workload in one dtype): parity check first, then timing -- one provider at a time, or
+several in turns (``--interleave``)."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+
+from benchmarks import parity
+from benchmarks.providers import Provider
+from benchmarks.timing import MIN_REPEATS, PeakMemory, Summary, time_calls, time_one
+from benchmarks.workloads import Workload
+
+BASELINE = "transformers-eager"  # speedups are relative to it
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+@dataclass
+class Timing:
+    """How a case is timed (see ``benchmarks.timing.time_calls``)."""
+
+    device: torch.device
+    warmup: int  # untimed calls after the parity-check call
+    repeats: int  # most timed calls
+    max_time_s: float  # stop timing after this once MIN_REPEATS calls are timed
+
+
+@dataclass
+class CaseResult:
+    """One provider on one workload in one dtype. Timing fields are None unless status is "ok"."""
+
+    provider: str
+    dtype: str
+    workload: str
+    batch: int
+    seq_len: int  # padded length (the longest sequence)
+    real_tokens: int
+    mixed: bool
+    status: str  # "ok", "wrong" (outside tolerance, not timed) or "failed" (raised; reason says what)
+    reason: str | None = None
+    max_abs_error: float | None = None  # vs transformers fp32 at real positions
+    allowed_error: float | None = None
+    latency_ms: Summary | None = None
+    sequences_per_s: float | None = None
+    tokens_per_s: float | None = None  # real tokens
+    speedup_vs_eager: float | None = None  # transformers-eager median / this median, same inputs and dtype
+    peak_memory_mb: float | None = None
+    tflops: float | None = None  # model FLOPs on real tokens / median
+    floor_ms: float | None = None  # model FLOPs / matmul peak of this dtype
+
+    @classmethod
+    def start(cls, provider: str, dtype: torch.dtype, workload: Workload, status: str = "ok",
+              reason: str | None = None) -> "CaseResult":
+        return cls(provider, dtype_name(dtype), workload.name, workload.batch, workload.seq_len,
+                   workload.real_tokens, workload.mixed, status, reason)
+
+
+@dataclass
+class Case:
+    """What every provider is measured on: one workload's batch in one dtype, and what to compare it with."""
+
+    workload: Workload
+    batch: dict[str, torch.Tensor]  # (B, S) inputs on the device
+    reference: parity.Reference
+    dtype: torch.dtype
+    flops: int  # model FLOPs of the workload
+    peak_tflops: float  # matmul peak of this dtype, measured in this run
+
+    def result(self, provider: str, status: str = "ok", reason: str | None = None) -> CaseResult:
+        return CaseResult.start(provider, self.dtype, self.workload, status, reason)
+
+
+def _passes_check(provider: Provider, case: Case, result: CaseResult) -> bool:
+    """Run ``provider`` once and compare with the reference; a wrong or raising provider is marked in ``result``."""
+    try:
+        with torch.inference_mode():
+            verdict = parity.check(provider.run(case.batch), case.batch["attention_mask"], case.reference, case.dtype)
+    except Exception as e:  # e.g. out of memory on the largest shape: reported, the run goes on
+        result.status, result.reason = "failed", f"{type(e).__name__}: {e}"
+        return False
+    finite = math.isfinite(verdict.max_abs_error)  # JSON has no inf: None, and the reason says why
+    result.max_abs_error, result.allowed_error = verdict.max_abs_error if finite else None, verdict.allowed
+    if not verdict.ok:
+        result.status, result.reason = "wrong", f"output differs from transformers fp32: {verdict}"
+    return verdict.ok
+
+
+def _record(result: CaseResult, case: Case, times_ms: list[float], memory_mb: float | None) -> CaseResult:
+    stats = Summary.of(times_ms)
+    seconds = stats.median / 1e3
+    result.latency_ms = stats
+    result.sequences_per_s = case.workload.batch / seconds
+    result.tokens_per_s = case.workload.real_tokens / seconds
+    result.peak_memory_mb = memory_mb
+    result.tflops = case.flops / seconds / 1e12
+    result.floor_ms = case.flops / (case.peak_tflops * 1e12) * 1e3
+    return result
+
+
+def measure(provider: Provider, case: Case, timing: Timing) -> CaseResult:
+    """Check ``provider`` on one case; time it (and its peak memory) only when it is within tolerance."""
+    result = case.result(provider.name)
+    if not _passes_check(provider, case, result):
+        return result
+    try:
+        with torch.inference_mode(), PeakMemory(timing.device) as memory:
+            times = time_calls(lambda: provider.run(case.batch), timing.device, timing.warmup, timing.repeats,
+                               timing.max_time_s)
+    except Exception as e:
+        result.status, result.reason = "failed", f"{type(e).__name__}: {e}"
+        return result
+    tracked = provider.torch_memory or timing.device.type == "cpu"
+    return _record(result, case, times, memory.mb if tracked else None)
+
+
+def measure_interleaved(providers: list[Provider], case: Case, timing: Timing) -> list[CaseResult]:
+    """Check every provider on one case, then time those within tolerance in turns (one call each per round,
+    the order rotating), so that a machine whose load changes slows them all alike. Peak memory is not
+    measured: every provider is resident at once. Stops after ``timing.repeats`` rounds, or once
+    ``timing.max_time_s`` per provider has passed and MIN_REPEATS rounds are done."""
+    results = [case.result(p.name) for p in providers]
+    live = [(p, r) for p, r in zip(providers, results) if _passes_check(p, case, r)]
+    times: dict[str, list[float]] = {p.name: [] for p, _ in live}
+    rounds = -timing.warmup  # negative rounds are warm-up: untimed
+    deadline = time.perf_counter() + timing.max_time_s * (len(live) + timing.warmup)
+    while live and rounds < timing.repeats and (rounds < MIN_REPEATS or time.perf_counter() < deadline):
+        shift = rounds % len(live)
+        for provider, result in live[shift:] + live[:shift]:
+            try:
+                with torch.inference_mode():
+                    elapsed = time_one(partial(provider.run, case.batch), timing.device)
+            except Exception as e:
+                result.status, result.reason = "failed", f"{type(e).__name__}: {e}"
+                live.remove((provider, result))
+                continue
+            if rounds >= 0:
+                times[provider.name].append(elapsed)
+        rounds += 1
+    return [_record(r, case, times[p.name], None) if r.status == "ok" else r for p, r in zip(providers, results)]
+
+
+def add_speedups(results: list[CaseResult]) -> None:
+    """Fill ``speedup_vs_eager`` where transformers-eager was timed on the same workload and dtype."""
+    baseline = {(r.dtype, r.workload): r.latency_ms.median for r in results
+                if r.provider == BASELINE and r.latency_ms is not None}
+    for r in results:
+        if r.latency_ms is not None and (r.dtype, r.workload) in baseline:
+            r.speedup_vs_eager = baseline[r.dtype, r.workload] / r.latency_ms.median

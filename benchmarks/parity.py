@@ -1,0 +1,91 @@
+"""The parity check run before any provider is timed: its output against transformers fp32.
+
+Compared: ``last_hidden_state`` at real-token positions only (bertfast's padding-free path leaves zeros
+at padding positions by design; padded providers leave unused values there). Rule (DESIGN.md):
+- float32: max |out - ref| <= 1e-4 * max(1, max |ref|);
+- float16 / bfloat16: max |out - ref| <= 2 x (transformers' own error in that dtype vs its fp32) + atol.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+FP32_RTOL = 1e-4
+HALF_ATOL = {torch.float16: 1e-3, torch.bfloat16: 1e-2}
+
+
+@dataclass
+class Reference:
+    """transformers' fp32 output of a workload at real positions, and its own error in the benchmark dtype."""
+
+    real: torch.Tensor  # (T, H) float32 on CPU: last_hidden_state[attention_mask == 1]
+    half_error: float | None  # max |transformers in dtype - transformers fp32| at real positions; None for fp32
+
+
+@dataclass
+class Verdict:
+    ok: bool
+    max_abs_error: float
+    allowed: float
+
+    def __str__(self) -> str:
+        if self.max_abs_error == float("inf"):
+            return f"non-finite values (NaN or inf) at real positions; allowed error {self.allowed:.3g}"
+        relation = "<=" if self.ok else ">"
+        return f"max abs error {self.max_abs_error:.3g} {relation} allowed {self.allowed:.3g}"
+
+
+def real_positions(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, S, H) -> (T, H) float32 on CPU, the rows of real tokens."""
+    hidden = torch.as_tensor(last_hidden_state)
+    return hidden[attention_mask.to(hidden.device) == 1].float().cpu()
+
+
+def max_abs_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """Max |out - ref|; NaN or inf anywhere gives inf, which no tolerance admits."""
+    if out.shape != ref.shape:
+        raise ValueError(f"output has {tuple(out.shape)} real-token rows, the reference {tuple(ref.shape)}")
+    diff = (out.double() - ref.double()).abs()
+    return float("inf") if not torch.isfinite(diff).all() else diff.max().item()
+
+
+def allowed_error(reference: Reference, dtype: torch.dtype) -> float:
+    if dtype == torch.float32:
+        return FP32_RTOL * max(1.0, reference.real.abs().max().item())
+    if dtype not in HALF_ATOL or reference.half_error is None:
+        raise ValueError(f"no tolerance for {dtype} without transformers' own error in that dtype")
+    return 2 * reference.half_error + HALF_ATOL[dtype]
+
+
+def check(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor, reference: Reference,
+          dtype: torch.dtype) -> Verdict:
+    """Is a provider's (B, S, H) output within tolerance of the reference at real positions?"""
+    error = max_abs_error(real_positions(last_hidden_state, attention_mask), reference.real)
+    allowed = allowed_error(reference, dtype)
+    return Verdict(error <= allowed, error, allowed)
+
+
+def load_transformers(model_dir: str, dtype: torch.dtype, device: torch.device, attention: str = "eager"):
+    """transformers.BertModel from a local checkpoint directory, quietly (no progress bar, no warnings about
+    the checkpoint's head weights, which BertModel does not use)."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    model = transformers.BertModel.from_pretrained(model_dir, attn_implementation=attention, local_files_only=True)
+    return model.to(device=device, dtype=dtype).eval()  # (the dtype argument of from_pretrained varies by version)
+
+
+@torch.inference_mode()
+def references(model_dir: str, batches: list[dict[str, torch.Tensor]], dtype: torch.dtype,
+               device: torch.device) -> list[Reference]:
+    """One Reference per batch: transformers eager fp32 on ``device`` and, for half dtypes, eager in ``dtype``."""
+    fp32 = load_transformers(model_dir, torch.float32, device)
+    refs = [Reference(real_positions(fp32(**b).last_hidden_state, b["attention_mask"]), None) for b in batches]
+    del fp32
+    if dtype != torch.float32:
+        half = load_transformers(model_dir, dtype, device)
+        for ref, b in zip(refs, batches):
+            ref.half_error = max_abs_error(real_positions(half(**b).last_hidden_state, b["attention_mask"]), ref.real)
+    return refs

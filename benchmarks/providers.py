@@ -1,0 +1,226 @@
+"""The providers the benchmark compares: one small class each, registered by name.
+
+A provider says whether it can run here (``available`` -> None, or the reason it is skipped), loads a
+checkpoint directory (``prepare``), and maps a padded batch to ``last_hidden_state`` (``run``, the timed
+call). Adding one: subclass ``Provider``, set ``name`` and ``description``, decorate with ``@register``.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from typing import Any, Callable, ClassVar, Iterator
+
+import torch
+
+import bertfast
+from benchmarks.parity import load_transformers
+from kernels._utils import triton_installed
+
+Batch = dict[str, torch.Tensor]
+REGISTRY: dict[str, type["Provider"]] = {}
+
+
+class Provider:
+    name: ClassVar[str]
+    description: ClassVar[str]
+    slow_to_prepare: ClassVar[bool] = False  # compiles for minutes: left out of --quick unless asked for
+    torch_memory: ClassVar[bool] = True  # its GPU memory goes through torch's allocator (measurable)
+
+    def available(self, device: torch.device, dtype: torch.dtype) -> str | None:
+        """None when this provider can run with ``dtype`` on ``device`` here, else the reason it cannot."""
+        return None
+
+    def prepare(self, model_dir: str, dtype: torch.dtype, device: torch.device) -> None:
+        raise NotImplementedError
+
+    def run(self, batch: Batch) -> torch.Tensor:
+        """(B, S) input_ids / attention_mask / token_type_ids on the device -> last_hidden_state (B, S, H)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Drop the model so its memory can be reused by the next provider."""
+        self.__dict__.clear()
+
+
+def register(cls: type[Provider]) -> type[Provider]:
+    if cls.name in REGISTRY:
+        raise ValueError(f"provider {cls.name!r} is registered twice")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def _missing(module: str, install: str) -> str | None:
+    return None if importlib.util.find_spec(module) else f"{module} is not installed (pip install {install})"
+
+
+@contextlib.contextmanager
+def _backend(name: str) -> Iterator[None]:
+    """Force bertfast's dispatch (ops.py reads BERTFAST_BACKEND at every call) for the duration of a call."""
+    previous = os.environ.get("BERTFAST_BACKEND")
+    os.environ["BERTFAST_BACKEND"] = name
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["BERTFAST_BACKEND"]
+        else:
+            os.environ["BERTFAST_BACKEND"] = previous
+
+
+class _Bertfast(Provider):
+    backend: ClassVar[str]
+
+    def prepare(self, model_dir: str, dtype: torch.dtype, device: torch.device) -> None:
+        self.model = bertfast.BertModel.from_pretrained(model_dir, dtype=dtype, device=device, local_files_only=True)
+
+    def run(self, batch: Batch) -> torch.Tensor:
+        with _backend(self.backend):
+            return self.model(**batch).last_hidden_state
+
+
+@register
+class BertfastTorch(_Bertfast):
+    name = "bertfast-torch"
+    description = "bertfast, torch reference ops (BERTFAST_BACKEND=torch), padding-free"
+    backend = "torch"
+
+
+@register
+class BertfastTriton(_Bertfast):
+    name = "bertfast-triton"
+    description = "bertfast, Triton kernels (BERTFAST_BACKEND=triton), padding-free"
+    backend = "triton"
+
+    def available(self, device: torch.device, dtype: torch.dtype) -> str | None:
+        if device.type != "cuda":
+            return "Triton kernels need a GPU (the interpreter is for tests)"
+        return None if triton_installed() else "Triton is not installed (pip install triton)"
+
+
+@register
+class BertfastCudaGraphs(Provider):
+    name = "bertfast-cudagraphs"
+    description = "bertfast.optimize(model, cuda_graphs=True): Triton kernels replayed from CUDA graphs"
+
+    def available(self, device: torch.device, dtype: torch.dtype) -> str | None:
+        if not hasattr(bertfast, "optimize"):
+            return "bertfast.optimize (CUDA graphs) is not in this version of bertfast"
+        return None if device.type == "cuda" else "CUDA graphs need a GPU"
+
+    def prepare(self, model_dir: str, dtype: torch.dtype, device: torch.device) -> None:
+        model = bertfast.BertModel.from_pretrained(model_dir, dtype=dtype, device=device, local_files_only=True)
+        self.forward: Callable[..., Any] = bertfast.optimize(model, cuda_graphs=True)
+
+    def run(self, batch: Batch) -> torch.Tensor:
+        return self.forward(**batch).last_hidden_state
+
+
+class _Transformers(Provider):
+    attention: ClassVar[str]
+
+    def available(self, device: torch.device, dtype: torch.dtype) -> str | None:
+        return _missing("transformers", "transformers")
+
+    def prepare(self, model_dir: str, dtype: torch.dtype, device: torch.device) -> None:
+        self.model = load_transformers(model_dir, dtype, device, self.attention)
+
+    def run(self, batch: Batch) -> torch.Tensor:
+        return self.model(**batch).last_hidden_state
+
+
+@register
+class TransformersEager(_Transformers):
+    name = "transformers-eager"
+    description = "transformers BertModel, eager attention (the baseline of every speedup)"
+    attention = "eager"
+
+
+@register
+class TransformersSdpa(_Transformers):
+    name = "transformers-sdpa"
+    description = "transformers BertModel, torch scaled_dot_product_attention"
+    attention = "sdpa"
+
+
+@register
+class TransformersCompile(_Transformers):
+    name = "transformers-compile"
+    description = "torch.compile of transformers BertModel (SDPA attention, inductor)"
+    attention = "sdpa"
+    slow_to_prepare = True
+
+    def available(self, device: torch.device, dtype: torch.dtype) -> str | None:
+        if device.type == "cpu" and not (shutil.which("g++") or shutil.which("c++")):
+            return "torch.compile (inductor) on CPU needs a C++ compiler (g++)"
+        if device.type == "cuda" and not triton_installed():
+            return "torch.compile (inductor) on GPU needs Triton (pip install triton)"
+        return super().available(device, dtype)
+
+    def prepare(self, model_dir: str, dtype: torch.dtype, device: torch.device) -> None:
+        super().prepare(model_dir, dtype, device)
+        self.model = torch.compile(self.model)
+
+    def close(self) -> None:
+        super().close()
+        torch._dynamo.reset()  # drop the compiled graphs and their caches
+
+
+class _OnnxRuntime(Provider):
+    """bertfast.export_onnx's model (exported once, in ``prepare``) run by bertfast.OnnxModel, which binds the
+    torch tensors in place (IO binding), so a call times the onnxruntime session."""
+
+    optimize: ClassVar[bool]
+    torch_memory = False  # onnxruntime allocates from its own arena
+
+    def available(self, device: torch.device, dtype: torch.dtype) -> str | None:
+        if not hasattr(bertfast, "export_onnx"):
+            return "ONNX export (bertfast.export_onnx) is not in this version of bertfast"
+        missing = _missing("onnxruntime", "onnxruntime-gpu" if device.type == "cuda" else "onnxruntime")
+        if missing:
+            return missing
+        if dtype == torch.bfloat16:
+            return "bertfast.export_onnx writes float32 or float16 models, not bfloat16"
+        if dtype == torch.float16 and device.type != "cuda":
+            return "float16 ONNX models are for the GPU; onnxruntime on CPU runs them in float32 kernels"
+        if device.type == "cuda" and "CUDAExecutionProvider" not in _ort_providers():
+            return "onnxruntime has no CUDAExecutionProvider here (pip install onnxruntime-gpu)"
+        return None
+
+    def prepare(self, model_dir: str, dtype: torch.dtype, device: torch.device) -> None:
+        self.workdir = tempfile.TemporaryDirectory(prefix="bertfast-bench-onnx-")
+        export_dir = os.path.join(self.workdir.name, "export")
+        bertfast.export_onnx(model_dir, export_dir, task="feature-extraction", optimize=self.optimize,
+                             fp16=dtype == torch.float16)
+        self.session = bertfast.OnnxModel(export_dir, provider=device.type, device_id=device.index or 0)
+
+    def run(self, batch: Batch) -> torch.Tensor:
+        return torch.as_tensor(self.session(**batch).last_hidden_state)
+
+    def close(self) -> None:
+        workdir = self.__dict__.get("workdir")
+        super().close()
+        if workdir is not None:
+            workdir.cleanup()
+
+
+def _ort_providers() -> list[str]:
+    import onnxruntime
+
+    return onnxruntime.get_available_providers()
+
+
+@register
+class OnnxRuntimePlain(_OnnxRuntime):
+    name = "onnxruntime"
+    description = "onnxruntime on bertfast.export_onnx's model"
+    optimize = False
+
+
+@register
+class OnnxRuntimeOptimized(_OnnxRuntime):
+    name = "onnxruntime-optimized"
+    description = "onnxruntime on the export passed through onnxruntime's transformers optimizer"
+    optimize = True

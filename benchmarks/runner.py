@@ -1,0 +1,255 @@
+"""The comparative benchmark behind ``bertfast bench`` and ``python -m benchmarks``.
+
+In one process and on the same inputs: for each dtype, transformers eager in fp32 (and, for half dtypes,
+in that dtype) gives the reference outputs; then each provider in turn is prepared, checked against the
+reference on every workload (outside tolerance: reported as wrong, not timed), timed, and released.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from benchmarks import options, parity, report
+from benchmarks.cases import Case, CaseResult, Timing, add_speedups, dtype_name, measure, measure_interleaved
+from benchmarks.providers import REGISTRY, Provider
+from benchmarks.timing import PeakMemory, matmul_peak_tflops, release_memory
+from benchmarks.workloads import FLOPS_FORMULA, build_workloads, model_flops
+from bertfast.config import PRESETS, BertConfig
+from bertfast.modeling import BertModel
+from bertfast.weights import WEIGHT_FILES, resolve_dtype, resolve_file
+
+SCHEMA = "bertfast-bench/1"
+QUICK_LEFT_OUT = "left out of --quick (compiling takes minutes); ask for it with --providers"
+INTERLEAVED_MEMORY = "not measured with --interleave (every provider is resident at once)"
+
+
+@dataclass
+class Settings:
+    model: str
+    dtypes: list[torch.dtype]
+    batches: list[int]
+    seqs: list[int]
+    mixed: bool
+    providers: list[str]
+    timing: Timing
+    interleave: bool  # time the providers in turns on each workload (fair on a machine whose load varies)
+    seed: int
+    out_dir: str
+    quick: bool
+    left_out: dict[str, str]  # provider -> why it was not selected
+
+    @property
+    def device(self) -> torch.device:
+        return self.timing.device
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Validate the parsed options and fill in the defaults (they depend on --quick and the device)."""
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda, but CUDA is not available here (use --device cpu)")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    default_dtypes = ["float16", "bfloat16"] if device.type == "cuda" else ["float32"]
+    dtypes = list(dict.fromkeys(resolve_dtype(d) for d in args.dtype or default_dtypes))
+    unknown = [p for p in args.providers or [] if p not in REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown provider(s) {unknown}; known providers: {', '.join(REGISTRY)}")
+    if args.providers:
+        names = list(dict.fromkeys(args.providers))
+    else:
+        names = [n for n, cls in REGISTRY.items() if not (args.quick and cls.slow_to_prepare)]
+    quick = args.quick
+    timing = Timing(device, warmup=args.warmup if args.warmup is not None else (0 if quick else 3),
+                    repeats=args.repeats or (5 if quick else 30), max_time_s=args.max_time or (2.0 if quick else 10.0))
+    return Settings(model=args.model, dtypes=dtypes, batches=args.batch or ([1, 8] if quick else [1, 8, 32]),
+                    seqs=args.seq or ([128] if quick else [32, 128, 512]), mixed=args.mixed, providers=names,
+                    timing=timing, interleave=quick if args.interleave is None else args.interleave,
+                    seed=args.seed, out_dir=args.out, quick=quick,
+                    left_out={n: QUICK_LEFT_OUT for n in REGISTRY if n not in names and not args.providers})
+
+
+@dataclass
+class ModelSource:
+    config: BertConfig
+    directory: str | None  # local checkpoint directory with weights; None: random weights are to be written
+    weights: str  # where the weights come from, in words
+
+
+def resolve_model(name: str) -> ModelSource:
+    """Find ``name`` without touching the network: a local directory or the HF cache (real weights), or else
+    a config (a preset's, or a directory's without weights) that ``checkpoint_dir`` gives random weights."""
+    config_path = resolve_file(name, "config.json", required=False, local_files_only=True)
+    if config_path is not None:
+        directory = os.path.dirname(config_path)
+        config = BertConfig.from_json_file(config_path)
+        if any(resolve_file(name, f, required=False, local_files_only=True) for f in WEIGHT_FILES):
+            return ModelSource(config, directory, f"real weights from {directory}")
+        origin = f"the config of {directory} (it has no weights)"
+    elif name in PRESETS:
+        config, origin = BertConfig.from_preset(name), f"the {name} config (no checkpoint found locally)"
+    else:
+        raise FileNotFoundError(f"{name!r} is not a local checkpoint directory, not in the HuggingFace cache, and "
+                                f"not a preset ({', '.join(PRESETS)}); bench never downloads")
+    return ModelSource(config, None, f"random weights with {origin}; speed does not depend on the values")
+
+
+def checkpoint_dir(source: ModelSource, scratch: str, seed: int) -> str:
+    """The directory every provider loads: the real checkpoint, or a random BertModel saved to ``scratch``."""
+    if source.directory is not None:
+        return source.directory
+    torch.manual_seed(seed)
+    BertModel(source.config).save_pretrained(scratch)
+    return scratch
+
+
+def plan(providers: dict[str, Provider],
+         settings: Settings) -> tuple[dict[torch.dtype, list[Provider]], list[dict[str, str | None]]]:
+    """Which providers run in each dtype, and which are skipped with their reasons (dtype None: not selected)."""
+    runs: dict[torch.dtype, list[Provider]] = {dtype: [] for dtype in settings.dtypes}
+    skipped = [{"provider": name, "dtype": None, "reason": reason} for name, reason in settings.left_out.items()]
+    for dtype in settings.dtypes:
+        for name, provider in providers.items():
+            reason = provider.available(settings.device, dtype)
+            if reason is None:
+                runs[dtype].append(provider)
+            else:
+                skipped.append({"provider": name, "dtype": dtype_name(dtype), "reason": reason})
+    return runs, skipped
+
+
+def run(settings: Settings) -> dict[str, Any]:
+    """Run every selected provider on every workload and dtype; return the report (the JSON's content)."""
+    started, load_start = time.strftime("%Y-%m-%dT%H:%M:%S"), os.getloadavg()
+    providers = {name: REGISTRY[name]() for name in settings.providers}
+    runs, skipped = plan(providers, settings)
+    source = resolve_model(settings.model)
+    workloads = build_workloads(settings.batches, settings.seqs, settings.mixed,
+                                source.config.max_position_embeddings, settings.seed)
+    batches = [w.inputs(source.config, settings.device) for w in workloads]
+    flops = [model_flops(source.config, w.lengths) for w in workloads]
+    results: list[CaseResult] = []
+    with tempfile.TemporaryDirectory(prefix="bertfast-bench-") as scratch:
+        model_dir = checkpoint_dir(source, scratch, settings.seed)
+        peaks = {dtype: matmul_peak_tflops(settings.device, dtype) for dtype in settings.dtypes}
+        total = sum(map(len, runs.values())) * len(workloads)
+        with tqdm(total=total, desc="bench", unit="case", file=sys.stderr, disable=None) as bar:
+            for dtype in settings.dtypes:
+                bar.set_postfix_str(f"transformers reference outputs, {dtype_name(dtype)}")
+                refs = parity.references(model_dir, batches, dtype, settings.device)
+                release_memory(settings.device)  # the reference models
+                cases = [Case(w, b, ref, dtype, f, peaks[dtype])
+                         for w, b, ref, f in zip(workloads, batches, refs, flops)]
+                if settings.interleave:
+                    results += _run_interleaved(runs[dtype], model_dir, cases, settings.timing, bar)
+                else:
+                    for provider in runs[dtype]:
+                        results += _run_provider(provider, model_dir, cases, settings.timing, bar)
+    add_speedups(results)
+    return {
+        "schema": SCHEMA,
+        "started": started,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "machine": report.machine_info(settings.device, load_start),
+        "model": {"name": settings.model, "weights": source.weights, "config": source.config.to_dict()},
+        "settings": {"device": str(settings.device), "dtypes": [dtype_name(d) for d in settings.dtypes],
+                     "batches": settings.batches, "seqs": settings.seqs, "mixed": settings.mixed,
+                     "warmup": settings.timing.warmup, "repeats": settings.timing.repeats,
+                     "max_time_s": settings.timing.max_time_s, "interleave": settings.interleave,
+                     "seed": settings.seed, "quick": settings.quick},
+        "flops_formula": FLOPS_FORMULA,
+        "peak_memory": (INTERLEAVED_MEMORY if settings.interleave else PeakMemory.describe(settings.device)),
+        "matmul_peak_tflops": {dtype_name(d): v for d, v in peaks.items()},
+        "workloads": [{"name": w.name, "batch": w.batch, "seq_len": w.seq_len, "lengths": list(w.lengths),
+                       "real_tokens": w.real_tokens, "mixed": w.mixed, "flops": f} for w, f in zip(workloads, flops)],
+        "providers": [{"name": n, "description": p.description} for n, p in providers.items()],
+        "skipped": skipped,
+        "results": [dataclasses.asdict(r) for r in results],
+    }
+
+
+def _prepare(provider: Provider, model_dir: str, dtype: torch.dtype, device: torch.device) -> str | None:
+    """Prepare ``provider``; None, or why it failed (e.g. torch.compile without a working toolchain)."""
+    try:
+        provider.prepare(model_dir, dtype, device)
+    except Exception as e:  # reported on every workload, the run goes on
+        return f"prepare failed: {type(e).__name__}: {e}"
+    return None
+
+
+def _run_provider(provider: Provider, model_dir: str, cases: list[Case], timing: Timing,
+                  bar: tqdm) -> list[CaseResult]:
+    """Prepare one provider, check and time it on every case, release it."""
+    dtype = dtype_name(cases[0].dtype)
+    bar.set_postfix_str(f"{provider.name} {dtype}: preparing")
+    error = _prepare(provider, model_dir, cases[0].dtype, timing.device)
+    results = []
+    for case in cases:
+        bar.set_postfix_str(f"{provider.name} {dtype} {case.workload.name}")
+        results.append(case.result(provider.name, "failed", error) if error else measure(provider, case, timing))
+        bar.update()
+    provider.close()
+    release_memory(timing.device)
+    return results
+
+
+def _run_interleaved(providers: list[Provider], model_dir: str, cases: list[Case], timing: Timing,
+                     bar: tqdm) -> list[CaseResult]:
+    """--interleave: prepare every provider, then time them in turns on each case; release them all."""
+    bar.set_postfix_str(f"preparing {len(providers)} providers")
+    errors = {p.name: _prepare(p, model_dir, cases[0].dtype, timing.device) for p in providers}
+    ready = [p for p in providers if errors[p.name] is None]
+    results = []
+    for case in cases:
+        bar.set_postfix_str(f"{dtype_name(case.dtype)} {case.workload.name}: {len(ready)} providers in turns")
+        results += measure_interleaved(ready, case, timing)
+        results += [case.result(name, "failed", error) for name, error in errors.items() if error is not None]
+        bar.update(len(providers))
+    for provider in providers:
+        provider.close()
+    release_memory(timing.device)
+    return results
+
+
+def provider_list(settings: Settings) -> str:
+    """``--list-providers``: every provider, what it is, and whether it would run here."""
+    providers = {name: cls() for name, cls in REGISTRY.items()}
+    lines = [f"providers on {settings.device} ({', '.join(map(dtype_name, settings.dtypes))}):"]
+    for name, provider in providers.items():
+        reasons = {provider.available(settings.device, d) for d in settings.dtypes} - {None}
+        state = "runs" if not reasons else "skipped: " + "; ".join(sorted(reasons))
+        lines.append(f"  {name:<22} {provider.description}\n  {'':<22} -> {state}")
+    return "\n".join(lines)
+
+
+def run_from_args(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Run the benchmark for parsed options: print the table, write JSON / markdown / PNG; return the report
+    (None for --list-providers, which only prints)."""
+    settings = settings_from_args(args)
+    if args.list_providers:
+        print(provider_list(settings))
+        return None
+    result = run(settings)
+    paths = report.write(result, settings.out_dir)
+    print(report.terminal(result))
+    print("\nwrote " + ", ".join(paths))
+    return result
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m benchmarks") -> int:
+    parser = argparse.ArgumentParser(prog=prog)
+    options.add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        run_from_args(args)
+    except (ValueError, OSError) as e:  # bad options or missing files: a message, not a traceback
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+    return 0
