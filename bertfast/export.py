@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -234,12 +235,20 @@ def _trace(traced: _Traced, config: Any, opset: int | None) -> Any:
     seq = torch.export.Dim("sequence_length", max=config.max_position_embeddings)
     shape = (EXAMPLE_SHAPE[0], min(EXAMPLE_SHAPE[1], config.max_position_embeddings))
     example = _random_inputs(config, [shape])[0]
-    with warnings.catch_warnings():
-        # The exporter keeps one name per dynamic dimension and warns about the others: ours are the ones kept.
-        warnings.filterwarnings("ignore", message=".*axis name.*will not be used")
-        program = torch.onnx.export(traced, (), kwargs=example, dynamo=True, opset_version=opset,
-                                    input_names=list(INPUT_NAMES), output_names=list(traced.names),
-                                    dynamic_shapes={name: {0: batch, 1: seq} for name in INPUT_NAMES}, verbose=False)
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)  # else: "torchvision is not installed. Skipping torchvision::nms", x4
+    try:
+        with warnings.catch_warnings():
+            # The exporter keeps one name per dynamic dimension and warns about the others: ours are the ones kept.
+            warnings.filterwarnings("ignore", message=".*axis name.*will not be used")
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated", category=FutureWarning)
+            program = torch.onnx.export(traced, (), kwargs=example, dynamo=True, opset_version=opset,
+                                        input_names=list(INPUT_NAMES), output_names=list(traced.names),
+                                        dynamic_shapes={name: {0: batch, 1: seq} for name in INPUT_NAMES},
+                                        verbose=False)
+    finally:
+        registration.setLevel(level)
     proto = program.model_proto
     if opset is not None and _opset_of(proto) != opset:
         raise ValueError(f"the exporter could not produce opset {opset} (it produced {_opset_of(proto)}); "

@@ -14,7 +14,8 @@ import torch
 
 import bertfast
 from benchmarks import options, parity
-from benchmarks.providers import REGISTRY, BertfastCudaGraphs, BertfastTorch, BertfastTriton, OnnxRuntimeOptimized
+from benchmarks.providers import (REGISTRY, BertfastCudaGraphs, BertfastTorch, BertfastTriton, OnnxRuntimeOptimized,
+                                  OnnxRuntimePlain)
 from benchmarks.report import slugify
 from benchmarks.cases import Case, Timing, measure_interleaved
 from benchmarks.runner import settings_from_args
@@ -190,34 +191,41 @@ def test_providers_say_why_they_cannot_run(monkeypatch):
         assert "CUDA" in ort.available(torch.device("cuda"), torch.float16)
 
 
-def test_onnx_and_cudagraph_providers_call_the_announced_apis(monkeypatch, tiny_checkpoint):
-    """Fakes stand in for bertfast.export_onnx / OnnxModel (branch onnx) and bertfast.optimize (graphs), not merged
-    yet and slow: this checks the providers' side of the contract (arguments, output conversion)."""
+def test_onnxruntime_provider_runs_the_export_without_spinning_threads(tiny_checkpoint):
+    """The real export and session: the output matches bertfast's, and on CPU the session uses torch's thread
+    count and does not spin after a call (spinning threads slowed the next provider of an interleaved round)."""
     model = bertfast.BertModel.from_pretrained(tiny_checkpoint)
-    calls = {}
-
-    def export_onnx(model_or_path, out_path, task="feature-extraction", optimize=False, fp16=False):
-        calls["export"] = (model_or_path, os.path.basename(out_path), task, optimize, fp16)
-
-    class OnnxModel:
-        def __init__(self, path, provider=None, device_id=0):
-            calls["session"] = (os.path.basename(path), provider, device_id)
-
-        def __call__(self, **batch):  # a numpy output is converted too
-            return argparse.Namespace(last_hidden_state=model(**batch).last_hidden_state.detach().numpy())
-
-    monkeypatch.setattr(bertfast, "export_onnx", export_onnx, raising=False)
-    monkeypatch.setattr(bertfast, "OnnxModel", OnnxModel, raising=False)
-    monkeypatch.setattr(bertfast, "optimize", lambda m, cuda_graphs: m if cuda_graphs else None, raising=False)
     batch = build_workloads([2], [5], mixed=False, max_len=64)[0].inputs(model.config)
     expected = model(**batch).last_hidden_state
-    for provider in (OnnxRuntimeOptimized(), BertfastCudaGraphs()):
-        provider.prepare(tiny_checkpoint, torch.float32, CPU)
+    provider = OnnxRuntimePlain()
+    provider.prepare(tiny_checkpoint, torch.float32, CPU)
+    try:
         out = provider.run(batch)
-        assert isinstance(out, torch.Tensor) and torch.equal(out, expected)
+        options = provider.session.session.get_session_options()
+    finally:
         provider.close()
-    assert calls == {"export": (tiny_checkpoint, "export", "feature-extraction", True, False),
-                     "session": ("export", "cpu", 0)}
+    assert isinstance(out, torch.Tensor)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == torch.get_num_threads()
+
+
+def test_cudagraph_provider_calls_optimize(monkeypatch, tiny_checkpoint):
+    """bertfast.optimize needs CUDA: a stand-in checks the provider's side (cuda_graphs=True, output as is)."""
+    model = bertfast.BertModel.from_pretrained(tiny_checkpoint)
+    calls = []
+
+    def optimize(m, cuda_graphs):
+        calls.append(cuda_graphs)
+        return m
+
+    monkeypatch.setattr(bertfast, "optimize", optimize)
+    batch = build_workloads([2], [5], mixed=False, max_len=64)[0].inputs(model.config)
+    provider = BertfastCudaGraphs()
+    provider.prepare(tiny_checkpoint, torch.float32, CPU)
+    out = provider.run(batch)
+    provider.close()
+    assert calls == [True] and torch.equal(out, model(**batch).last_hidden_state)
 
 
 class WrongProvider(BertfastTorch):
