@@ -14,7 +14,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import pytest
@@ -103,13 +103,23 @@ def leaf() -> Callable[[torch.Tensor | None], torch.Tensor | None]:
 
 
 @pytest.fixture
-def run_without_triton() -> Callable[[str], subprocess.CompletedProcess]:
-    """Run a Python snippet in a subprocess where ``import triton`` fails; returns the finished process."""
+def check_without_triton() -> Callable[[str, Sequence[str], Sequence[str]], None]:
+    """``check(setup, reference_checks, kernel_calls)`` in a subprocess where ``import triton`` fails: after
+    ``import torch, kernels`` and ``setup``, every statement of ``reference_checks`` must run (the torch
+    references need no Triton) and every expression of ``kernel_calls`` must raise a RuntimeError that says
+    ``pip install triton``."""
 
-    def run(code: str) -> subprocess.CompletedProcess:
-        return _run_python("import sys\nsys.modules['triton'] = None\n" + code)
+    def check(setup: str, reference_checks: Sequence[str], kernel_calls: Sequence[str]) -> None:
+        calls = ", ".join(f"lambda: {call}" for call in kernel_calls)
+        code = "\n".join(["import sys", "sys.modules['triton'] = None", "import torch, kernels", setup,
+                          *reference_checks, f"for call in ({calls},):", "    try:", "        call()",
+                          "    except RuntimeError as e:", "        assert 'pip install triton' in str(e), e",
+                          "        print('raised')"])
+        result = _run_python(code)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split() == ["raised"] * len(kernel_calls), result.stdout
 
-    return run
+    return check
 
 
 @pytest.fixture

@@ -136,21 +136,14 @@ def test_autotuning_only_on_cuda(monkeypatch):
     assert row_tiles == {16: {32}, 64: {32, 64, 128}, 4096: {32, 64, 128, 256}}
 
 
-def test_without_triton(run_without_triton):
+def test_without_triton(check_without_triton):
     """The reference imports and runs without Triton; the kernel raises a RuntimeError naming the fix."""
-    result = run_without_triton(
-        "import torch, kernels\n"
+    check_without_triton(
         "x, w, b = torch.randn(2, 8), torch.randn(4, 8), torch.randn(4)\n"
-        "expected = torch.nn.functional.gelu(x @ w.T + b)\n"
-        "torch.testing.assert_close(kernels.linear_ref(x, w, b, 'gelu'), expected)\n"
-        "try:\n"
-        "    kernels.linear(x, w, b, 'gelu')\n"
-        "except RuntimeError as e:\n"
-        "    assert 'pip install triton' in str(e), e\n"
-        "    print('raised')\n"
+        "expected = torch.nn.functional.gelu(x @ w.T + b)",
+        ["torch.testing.assert_close(kernels.linear_ref(x, w, b, 'gelu'), expected)"],
+        ["kernels.linear(x, w, b, 'gelu')"],
     )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "raised"
 
 
 def test_compiles_for_gpu(compile_for_gpu):
