@@ -34,8 +34,8 @@ setup(
             "tritonclient[grpc]",
             "triton",
         ],
-        # Triton comes with CUDA builds of torch; onnxruntime-gpu replaces onnxruntime (see the README)
-        "gpu": ["triton"],
+        # GPU machines: not together with onnxruntime (both install the `onnxruntime` module; see the README)
+        "gpu": ["triton", "onnxruntime-gpu"],
     },
     entry_points={"console_scripts": ["bertfast=bertfast.cli:main"]},
 )
