@@ -44,7 +44,8 @@ class BertConfig:
 
     def validate(self) -> None:
         if self.model_type != "bert":
-            raise ValueError(f"model_type is {self.model_type!r}; bertfast runs BERT checkpoints (model_type 'bert') only")
+            raise ValueError(f"model_type is {self.model_type!r}; bertfast runs BERT checkpoints "
+                             f"(model_type 'bert') only")
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                      "max_position_embeddings", "type_vocab_size"):
             value = getattr(self, name)
@@ -52,7 +53,8 @@ class BertConfig:
                 raise ValueError(f"config.{name} must be a positive integer, got {value!r}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
-                f"hidden_size ({self.hidden_size}) is not a multiple of num_attention_heads ({self.num_attention_heads})"
+                f"hidden_size ({self.hidden_size}) is not a multiple of num_attention_heads "
+                f"({self.num_attention_heads})"
             )
         if self.hidden_act not in GELU_APPROXIMATE:
             raise ValueError(f"hidden_act {self.hidden_act!r} is not supported; use one of {sorted(GELU_APPROXIMATE)}")

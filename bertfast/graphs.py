@@ -120,8 +120,9 @@ class GraphedModel:
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                  output_hidden_states: bool = False, output_attentions: bool = False, **labels: Any) -> Any:
+        """``labels`` (and BertModel's ``return_packed``) are passed on; anything but defaults runs the plain model."""
         eager = (self.model.training or output_hidden_states or output_attentions or position_ids is not None
-                 or any(v is not None for v in labels.values()))
+                 or any(v is not None and v is not False for v in labels.values()))
         key = None
         if not eager:
             with contextlib.nullcontext() if self.validate else trusted_inputs():

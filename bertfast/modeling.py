@@ -154,7 +154,8 @@ class BertEncoder(nn.Module):
                 all_hidden.append(hidden)
             if all_probs is not None:
                 all_probs.append(probs)
-        return hidden, None if all_hidden is None else tuple(all_hidden), None if all_probs is None else tuple(all_probs)
+        return (hidden, None if all_hidden is None else tuple(all_hidden),
+                None if all_probs is None else tuple(all_probs))
 
 
 class BertPooler(nn.Module):
@@ -297,11 +298,15 @@ class BertModel(BertPreTrainedModel):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                output_hidden_states: bool = False, output_attentions: bool = False) -> BaseModelOutputWithPooling:
+                output_hidden_states: bool = False, output_attentions: bool = False,
+                return_packed: bool = False) -> BaseModelOutputWithPooling:
         """input_ids (B, S) -> last_hidden_state (B, S, H), pooler_output (B, H).
 
         ``output_attentions=True`` runs the reference (eager) attention, which materialises the
-        probabilities; the fused kernels never do.
+        probabilities; the fused kernels never do. ``return_packed=True`` hands back the real tokens only,
+        without padding them back: last_hidden_state and each of hidden_states (T, H), the T real tokens in
+        row-major order of the batch, with ``cu_seqlens`` (B + 1,) int32 and ``max_seqlen`` (the varlen layout
+        of flash-attention kernels); the pooler output and attention maps are as without it.
         """
         key_padding_mask = check_inputs(self.config, self.device, input_ids, attention_mask, token_type_ids,
                                         position_ids)
@@ -312,9 +317,25 @@ class BertModel(BertPreTrainedModel):
                                                        output_attentions)
         else:
             last, all_hidden, all_probs = self.encoder(unpad(hidden, packing), packing, output_hidden_states)
+        if return_packed:
+            return self._packed_output(key_padding_mask, packing, last, all_hidden, all_probs)
         padded = _padded(last, key_padding_mask, packing)
         # the pooler reads position 0 before padding is zeroed: a left-padded row pools it, as in transformers
         pooled = None if self.pooler is None else self.pooler(padded if packing is not None else last)
         last = padded
         all_hidden = None if all_hidden is None else tuple(_padded(h, key_padding_mask, packing) for h in all_hidden)
         return BaseModelOutputWithPooling(last, pooled, all_hidden, all_probs)
+
+    def _packed_output(self, key_padding_mask: torch.Tensor | None, packing: Packing | None, last: torch.Tensor,
+                       all_hidden: tuple[torch.Tensor, ...] | None,
+                       all_probs: tuple[torch.Tensor, ...] | None) -> BaseModelOutputWithPooling:
+        """``return_packed=True``: the encoder's result as (T, H) real tokens plus where each sequence starts."""
+        if packing is None:  # the padded path ran on (B, S, H): pack its result; the pooler reads position 0 as usual
+            mask = key_padding_mask if key_padding_mask is not None else last.new_ones(last.shape[:2], dtype=torch.bool)
+            packing = packing_of(mask)
+            pooled = None if self.pooler is None else self.pooler(last)
+            last = unpad(last, packing)  # (T, H)
+            all_hidden = None if all_hidden is None else tuple(unpad(h, packing) for h in all_hidden)
+        else:  # every row starts with a real token here, so position 0 is each sequence's first packed token
+            pooled = None if self.pooler is None else self.pooler(last[packing.cu_seqlens[:-1].long()][:, None])
+        return BaseModelOutputWithPooling(last, pooled, all_hidden, all_probs, packing.cu_seqlens, packing.max_seqlen)

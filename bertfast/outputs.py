@@ -40,6 +40,9 @@ class BaseModelOutputWithPooling(ModelOutput):
     pooler_output: torch.Tensor | None = None  # (B, H), None without a pooler
     hidden_states: tuple[torch.Tensor, ...] | None = None  # embeddings + every layer, each (B, S, H)
     attentions: tuple[torch.Tensor, ...] | None = None  # one (B, heads, S, S) per layer
+    # only with return_packed=True, where the hidden states are (T, H) real tokens:
+    cu_seqlens: torch.Tensor | None = None  # (B + 1,) int32 cumulative real-token counts, starting at 0
+    max_seqlen: int | None = None  # the longest sequence's real-token count
 
 
 @dataclass

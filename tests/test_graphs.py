@@ -85,6 +85,20 @@ def test_what_graphs_cannot_serve_runs_the_plain_model(graphed):
     assert capture.count == 0 and runner.stats()["eager_calls"] == 3
 
 
+def test_return_packed_runs_the_plain_model(tiny_checkpoint):
+    """Packed outputs have a data-dependent shape, which a graph cannot replay."""
+    model = bertfast.BertModel.from_pretrained(tiny_checkpoint)
+    capture = EmulatedCapture()
+    runner = bertfast.optimize(model, batch_buckets=(2,), seq_buckets=(8,), capture=capture)
+    batch = padded_batch(TINY["vocab_size"], [6, 4])
+    out = runner(**batch, return_packed=True)
+    torch.testing.assert_close(out.last_hidden_state, model(**batch, return_packed=True).last_hidden_state)
+    assert out.last_hidden_state.shape == (10, TINY["hidden_size"])
+    assert capture.count == 0 and runner.stats()["eager_calls"] == 1
+    runner(**batch, return_packed=False)
+    assert capture.count == 1 and runner.stats()["eager_calls"] == 1
+
+
 def test_bad_input_is_still_validated(graphed):
     _, runner, _ = graphed
     with pytest.raises(ValueError, match="input_ids has values"):

@@ -159,7 +159,8 @@ def test_compiles_for_gpu(compile_for_gpu):
             "HAS_BIAS": bias, "GELU": gelu, "TANH": tanh, "DOT_PRECISION": "ieee" if dtype == "fp32" else "tf32",
             "BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8,
         }
-        variants.append({"dtype": dtype, "types": {}, "constexprs": constexprs, "num_warps": warps, "num_stages": stages})
+        variants.append({"dtype": dtype, "types": {}, "constexprs": constexprs, "num_warps": warps,
+                         "num_stages": stages})
     result = compile_for_gpu("kernels.linear", "_linear_fwd_kernel", variants)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "compiled 4"

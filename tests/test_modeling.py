@@ -91,6 +91,33 @@ def test_padding_anywhere_in_the_mask_matches_transformers(tiny_checkpoint):
         assert_close(actual.pooler_output, expected.pooler_output, HIDDEN_ATOL)
 
 
+@pytest.mark.parametrize("case", ["right_padding", "left_padding", "no_padding", "padding_free_off"])
+def test_return_packed_hands_back_the_real_tokens(tiny_checkpoint, case):
+    """return_packed=True: (T, H) real tokens in row-major order with cu_seqlens and max_seqlen, equal to
+    transformers at those tokens; the pooler as without it. Left padding and padding_free=False pack the
+    padded path's result; a batch without padding packs every token."""
+    hf = hf_load(transformers.BertModel, tiny_checkpoint)
+    ours = bertfast.BertModel.from_pretrained(tiny_checkpoint)
+    ours.padding_free = case != "padding_free_off"
+    batch = padded_batch(TINY["vocab_size"], [9, 9, 9] if case == "no_padding" else [9, 4, 1])
+    if case == "left_padding":
+        batch = {name: value.flip(1) for name, value in batch.items()}
+    with torch.no_grad():
+        expected = hf(**batch, output_hidden_states=True)
+        actual = ours(**batch, output_hidden_states=True, return_packed=True)
+    real = batch["attention_mask"].bool()
+    lengths = real.sum(dim=1)
+    assert actual.cu_seqlens.dtype == torch.int32 and actual.max_seqlen == max(lengths.tolist())
+    assert actual.cu_seqlens.tolist() == [0, *torch.cumsum(lengths, dim=0).tolist()]
+    assert actual.last_hidden_state.shape == (sum(lengths.tolist()), TINY["hidden_size"])
+    assert_close(actual.last_hidden_state, expected.last_hidden_state[real], HIDDEN_ATOL)
+    for a, e in zip(actual.hidden_states, expected.hidden_states, strict=True):
+        assert_close(a, e[real], HIDDEN_ATOL)
+    assert_close(actual.pooler_output, expected.pooler_output, HIDDEN_ATOL)
+    plain = ours(**batch)
+    assert plain.cu_seqlens is None and plain.max_seqlen is None and "cu_seqlens" not in plain.keys()
+
+
 def test_pretraining_loss_only_with_both_labels_as_transformers(tiny_checkpoint):
     model = bertfast.BertForPreTraining.from_pretrained(tiny_checkpoint)
     batch = padded_batch(TINY["vocab_size"], [6, 6])
