@@ -36,11 +36,17 @@ def test_nsp_and_embed_commands(capsys, tiny_vocab_checkpoint, minilm_dir):
     assert "dim=384" in out and "cosine similarity:" in out
 
 
-def test_info_reads_a_checkpoint_and_falls_back_to_presets(capsys, minilm_dir):
+def test_info_reads_a_checkpoint_and_falls_back_to_presets(capsys, minilm_dir, monkeypatch):
     info = run_json(capsys, "info", minilm_dir)
     assert info["config"]["hidden_size"] == 384 and info["config_source"] == "checkpoint"
     assert info["parameters"]["BertModel"] == bertfast.BertModel.from_pretrained(minilm_dir).num_parameters()
+
+    def not_found(name, filename, **kwargs):
+        raise FileNotFoundError(f"no {filename} for {name}")
+
+    monkeypatch.setattr(bertfast.cli, "resolve_file", not_found)  # as if nothing were cached
     info = run_json(capsys, "info", "bert-base-uncased", "--offline")
+    assert info["config_source"].startswith("preset") and info["config"]["hidden_size"] == 768
     assert info["parameters"]["BertModel"] == 109_482_240
 
 

@@ -75,7 +75,8 @@ def _ops_embeddings(module: BertEmbeddings, input_ids, token_type_ids, position_
 
 @pytest.mark.parametrize("given", ["neither", "token_types", "both"])
 def test_embeddings_both_paths(given, triton_path, monkeypatch):
-    """The torch path is bit-identical to BertEmbeddings.forward; the Triton path matches it (fp32)."""
+    """The torch path (what BertEmbeddings.forward runs) is bit-identical to BERT's embeddings written with
+    the module's own nn.Embedding / nn.LayerNorm, as transformers computes them; the Triton path matches (fp32)."""
     module = _embeddings_module(triton_path)
     ids = torch.randint(0, TINY["vocab_size"], (3, 11), device=triton_path)
     ids[:, 8:] = 0  # padding
@@ -85,8 +86,12 @@ def test_embeddings_both_paths(given, triton_path, monkeypatch):
     fused = _ops_embeddings(module, ids, token_types, positions)
     monkeypatch.setenv("BERTFAST_BACKEND", "torch")
     with torch.no_grad():
-        expected = module(ids, token_types, positions)
-    reference = _ops_embeddings(module, ids, token_types, positions)
+        reference = module(ids, token_types, positions)
+        token_types = torch.zeros_like(ids) if token_types is None else token_types
+        positions = torch.arange(ids.shape[1], device=ids.device).expand_as(ids) if positions is None else positions
+        summed = (module.word_embeddings(ids) + module.token_type_embeddings(token_types)
+                  + module.position_embeddings(positions))  # (B, S, H)
+        expected = module.LayerNorm(summed)
     assert torch.equal(reference, expected)
     torch.testing.assert_close(fused, expected, atol=1e-5, rtol=1e-5)
 
