@@ -14,6 +14,7 @@ from benchmarks.options import add_arguments as add_bench_arguments  # argparse 
 from bertfast.config import PRESETS, BertConfig
 from bertfast.onnx_model import TASKS as EXPORT_TASKS
 from bertfast.pipelines import DEFAULT_MODEL, pipeline
+from bertfast.triton_repo import INSTANCE_KINDS
 from bertfast.weights import resolve_file
 
 
@@ -183,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write a Triton model repository: DIR/<name>/config.pbtxt and DIR/<name>/1/model.onnx")
     p.add_argument("--triton-name", help="model name in the Triton repository (default: OUT_DIR's name)")
     p.add_argument("--triton-max-batch-size", type=int, default=32)
-    p.add_argument("--triton-kind", choices=("gpu", "cpu"), default="gpu", help="instance group kind")
+    p.add_argument("--triton-kind", choices=sorted(INSTANCE_KINDS), default="gpu", help="instance group kind")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_export_onnx)
 

@@ -46,7 +46,7 @@ import torch
 from bertfast.modeling import BertModel, BertPreTrainedModel
 from bertfast import ops
 from bertfast.onnx_model import INPUT_NAMES, ONNX_FILE, ExportTask, check_task
-from bertfast.tokenizer import CONFIG_FILE, SPECIAL_TOKENS_FILE, TOKENIZER_FILE, VOCAB_FILE
+from bertfast.tokenizer import TOKENIZER_FILES
 from bertfast.weights import resolve_file
 
 MIN_OPSET = 17  # F.layer_norm becomes LayerNormalization, an opset-17 operator
@@ -55,7 +55,6 @@ VALIDATION_SHAPES = ((1, 1), (3, 7), (5, 33), (1, None))  # None = max_position_
 HIDDEN_OUTPUTS = ("last_hidden_state", "pooler_output")
 TOLERANCES = {"fp32": (1e-5, 1e-4), "optimized": (1e-5, 1e-4), "fp16": (5e-2, 1e-1)}  # (hidden, logits)
 TOP_K = 5
-TOKENIZER_FILES = (TOKENIZER_FILE, VOCAB_FILE, CONFIG_FILE, SPECIAL_TOKENS_FILE)
 WRITTEN_FILES = (ONNX_FILE, "config.json", *TOKENIZER_FILES)
 REPORTED_FUSIONS = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "BiasGelu", "EmbedLayerNormalization")
 

@@ -12,9 +12,9 @@ import torch
 
 from bertfast.config import BertConfig
 from bertfast.ops import exporting
+from kernels._utils import ID_DTYPES
 
 INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
-ID_DTYPES = (torch.int64, torch.int32)  # what embedding lookups take
 _TRUSTED = contextvars.ContextVar("bertfast_inputs_trusted", default=False)
 
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 import kernels
 from kernels._utils import interpreting, triton_installed
+from kernels.linear import GELU_ACTIVATIONS
 
 BACKENDS = ("auto", "torch", "triton")
 _FORCED: contextvars.ContextVar[str | None] = contextvars.ContextVar("bertfast_backend", default=None)
@@ -92,7 +93,9 @@ def dense_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, approx
     """gelu(x @ weight.T + bias): the intermediate (feed-forward up) projection; approximate "none" | "tanh"."""
     if backend_for(x) == "triton":
         if gemm_choice() == "triton":
-            return kernels.linear(x, weight, bias, activation="gelu" if approximate == "none" else "gelu_tanh")
+            if approximate not in GELU_ACTIVATIONS:
+                raise ValueError(f"approximate must be one of {sorted(GELU_ACTIVATIONS)}, got {approximate!r}")
+            return kernels.linear(x, weight, bias, activation=GELU_ACTIVATIONS[approximate])
         return kernels.bias_gelu(F.linear(x, weight), bias, approximate)
     return F.gelu(F.linear(x, weight, bias), approximate=approximate)
 

@@ -220,11 +220,13 @@ def pipeline(task: str, model: str | os.PathLike | BertPreTrainedModel | OnnxMod
     else:
         loaded = cls.model_class.from_pretrained(model, dtype=resolve_dtype(dtype), device=device, **load_kwargs)
         tokenizer = model if tokenizer is None else tokenizer
-    if not isinstance(tokenizer, BertTokenizer):
-        tokenizer = BertTokenizer.from_pretrained(tokenizer)
     if not isinstance(loaded, cls.model_class):
         raise TypeError(f"task {task!r} needs a {cls.model_class.__name__}, got {type(loaded).__name__}")
-    return cls(loaded, tokenizer, batch_size=batch_size)
+    return cls(loaded, _as_tokenizer(tokenizer), batch_size=batch_size)
+
+
+def _as_tokenizer(tokenizer: str | os.PathLike | BertTokenizer) -> BertTokenizer:
+    return tokenizer if isinstance(tokenizer, BertTokenizer) else BertTokenizer.from_pretrained(tokenizer)
 
 
 def _onnx_pipeline(task: str, model: str | os.PathLike | OnnxModel,
@@ -241,6 +243,4 @@ def _onnx_pipeline(task: str, model: str | os.PathLike | OnnxModel,
                          f"with --task {task}")
     if tokenizer is None:
         tokenizer = os.path.dirname(model.path)  # export_onnx saves the tokenizer files beside model.onnx
-    if not isinstance(tokenizer, BertTokenizer):
-        tokenizer = BertTokenizer.from_pretrained(tokenizer)
-    return TASKS[task](model, tokenizer, batch_size=batch_size)
+    return TASKS[task](model, _as_tokenizer(tokenizer), batch_size=batch_size)

@@ -30,6 +30,7 @@ TOKENIZER_FILE = "tokenizer.json"
 VOCAB_FILE = "vocab.txt"
 CONFIG_FILE = "tokenizer_config.json"
 SPECIAL_TOKENS_FILE = "special_tokens_map.json"
+TOKENIZER_FILES = (TOKENIZER_FILE, VOCAB_FILE, CONFIG_FILE, SPECIAL_TOKENS_FILE)  # what from_pretrained reads
 # transformers' order of the special-token attributes (it decides all_special_tokens / all_special_ids).
 SPECIAL_TOKENS = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 OPTION_KEYS = ("do_lower_case", "strip_accents", "tokenize_chinese_chars", "model_max_length",
@@ -216,7 +217,7 @@ class BertTokenizer:
         when the config has ``added_tokens_decoder``, as in transformers) and overridden by ``kwargs``.
         """
         found: dict[str, str | None] = {}
-        for filename in (TOKENIZER_FILE, VOCAB_FILE, CONFIG_FILE, SPECIAL_TOKENS_FILE):
+        for filename in TOKENIZER_FILES:
             if filename == VOCAB_FILE and found[TOKENIZER_FILE] is not None:
                 continue
             found[filename] = resolve_file(name_or_path, filename, required=False)

@@ -26,11 +26,13 @@ else:  # Triton is optional: the torch references import and run without it
 MAX_ROW_COLS = 16384  # widest row a row-fused kernel (layer_norm) keeps in registers
 _ROW_TILE_ELEMENTS = 1024  # elements per program for row kernels: narrow rows get several rows per program
 _ELEMENTWISE_MAX_COLS = 1024  # column tile of elementwise kernels (their rows may be split across programs)
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # the floating dtypes every kernel takes
+ID_DTYPES = (torch.int64, torch.int32)  # the index dtypes of embedding lookups (F.embedding accepts these)
 
 
 def triton_installed() -> bool:
-    """True when the `triton` package can be imported (it is optional)."""
-    return importlib.util.find_spec("triton") is not None
+    """True when the `triton` package was importable when kernels loaded (it is optional)."""
+    return triton is not None
 
 
 def interpreting() -> bool:

@@ -21,9 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels._utils import attention_launch_settings, cdiv, check_launchable, jit, next_power_of_2, tl
+from kernels._utils import DTYPES, attention_launch_settings, cdiv, check_launchable, jit, next_power_of_2, tl
 
-DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_HEAD_DIM = 128
 
 

@@ -16,11 +16,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels._utils import cdiv, check_launchable, check_vector, jit, row_launch_settings, tl
+from kernels._utils import DTYPES, ID_DTYPES, cdiv, check_launchable, check_vector, jit, row_launch_settings, tl
 from kernels.layer_norm import normalize_rows
 
-DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-ID_DTYPES = (torch.int64, torch.int32)  # what F.embedding (the reference) accepts
 
 
 @jit

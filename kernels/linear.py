@@ -18,12 +18,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels._utils import as_rows, cdiv, check_launchable, check_vector, gemm_autotune, gemm_m_bucket, jit, tl
+from kernels._utils import (DTYPES, as_rows, cdiv, check_launchable, check_vector, gemm_autotune, gemm_m_bucket, jit,
+                            tl)
 from kernels.gelu import bias_gelu_bwd, gelu_f32
 
-DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # activation -> the ``approximate`` argument of F.gelu / kernels.bias_gelu (None: no activation)
 ACTIVATIONS = {None: None, "gelu": "none", "gelu_tanh": "tanh"}
+GELU_ACTIVATIONS = {approximate: name for name, approximate in ACTIVATIONS.items() if name is not None}
 
 
 @jit

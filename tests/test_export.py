@@ -15,7 +15,7 @@ from tritonclient.grpc import model_config_pb2
 import bertfast
 from bertfast import ops
 from bertfast.cli import main
-from bertfast.export import TOLERANCES, ExportValidationError, _check_top_k, _compare, export_onnx
+from bertfast.export import ExportValidationError, _check_top_k, _compare, export_onnx
 from bertfast.onnx_model import INPUT_NAMES
 from conftest import TINY, padded_batch
 from onnx_exports import exported

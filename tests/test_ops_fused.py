@@ -53,7 +53,10 @@ def test_dense_gelu_takes_the_chosen_gemm(triton_path, monkeypatch):
     ops.dense_gelu(x, weight, bias, "tanh")
     monkeypatch.setenv("BERTFAST_GEMM", "triton")
     ops.dense_gelu(x, weight, bias, "tanh")
-    assert calls == ["gelu_tanh"]
+    ops.dense_gelu(x, weight, bias, "none")
+    assert calls == ["gelu_tanh", "gelu"]
+    with pytest.raises(ValueError, match="approximate must be one of"):
+        ops.dense_gelu(x, weight, bias, "sigmoid")
 
 
 def _embeddings_module(device: torch.device) -> BertEmbeddings:
