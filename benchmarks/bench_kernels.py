@@ -24,6 +24,7 @@ import torch
 
 import torch.nn.functional as F
 
+from benchmarks.timing import pedantic_summary, throughput_info
 from kernels import (
     attention,
     attention_ref,
@@ -51,27 +52,12 @@ EMBEDDING_SHAPE = (32, 128, 768, 30522, 512) if CUDA else (2, 16, 96, 50, 32)  #
 
 
 def _measure(benchmark, fn: Callable[[], torch.Tensor], amount: float, unit: str) -> None:
-    """Time ``fn`` (synchronising CUDA inside the timed target) and record ms and ``unit`` throughput."""
-
-    def target() -> None:
-        fn()
-        if CUDA:
-            torch.cuda.synchronize()
-
-    benchmark.pedantic(target, rounds=ROUNDS, iterations=1, warmup_rounds=WARMUP)
-    if benchmark.stats is None:  # --benchmark-disable: ran once, nothing timed
-        return
-    times = torch.tensor(benchmark.stats.stats.sorted_data, dtype=torch.float64)  # seconds
-    q20, median, q80 = torch.quantile(times, torch.tensor([0.2, 0.5, 0.8], dtype=torch.float64)).tolist()
-    per_unit = {"GB/s": 1e9, "TFLOP/s": 1e12}[unit]
-    benchmark.extra_info.update({
-        "device": torch.cuda.get_device_name() if CUDA else "cpu",
-        "ms_median": median * 1e3, "ms_q20": q20 * 1e3, "ms_q80": q80 * 1e3,
-        "unit": unit,
-        "throughput_median": amount / median / per_unit,
-        "throughput_q20": amount / q80 / per_unit,  # the 0.2 quantile of throughput is the 0.8 one of time
-        "throughput_q80": amount / q20 / per_unit,
-    })
+    """Time ``fn`` and record ms and ``unit`` throughput (``amount`` bytes or FLOPs per call)."""
+    stats = pedantic_summary(benchmark, fn, DEVICE, ROUNDS, WARMUP)
+    if stats is not None:
+        per_unit = {"GB/s": 1e9, "TFLOP/s": 1e12}[unit]
+        benchmark.extra_info.update({"device": torch.cuda.get_device_name() if CUDA else "cpu",
+                                     **throughput_info(stats, amount / per_unit, unit)})
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

@@ -21,7 +21,7 @@ import torch
 from benchmarks import parity
 from benchmarks.providers import REGISTRY, Provider
 from benchmarks.runner import checkpoint_dir, resolve_model
-from benchmarks.timing import Summary, synchronize
+from benchmarks.timing import pedantic_summary, throughput_info
 from benchmarks.workloads import Workload, build_workloads
 from bertfast.config import BertConfig
 
@@ -40,13 +40,15 @@ def model_dir(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def config(model_dir) -> BertConfig:
-    return BertConfig.from_json_file(os.path.join(model_dir, "config.json"))
+def batches(model_dir) -> dict[str, dict[str, torch.Tensor]]:
+    config = BertConfig.from_json_file(os.path.join(model_dir, "config.json"))
+    return {w.name: w.inputs(config, DEVICE) for w in WORKLOADS}
 
 
 @pytest.fixture(scope="module")
-def references(model_dir, config) -> dict[str, parity.Reference]:
-    refs = parity.references(model_dir, [w.inputs(config, DEVICE) for w in WORKLOADS], DTYPE, DEVICE)
+def references(model_dir, batches) -> dict[str, parity.Reference]:
+    inputs = [batches[w.name] for w in WORKLOADS]
+    refs = parity.references(model_dir, inputs, parity.fp32_outputs(model_dir, inputs, DEVICE), DTYPE, DEVICE)
     return {w.name: ref for w, ref in zip(WORKLOADS, refs)}
 
 
@@ -74,9 +76,9 @@ def prepared(model_dir) -> Iterator[Callable[[str], Provider]]:
 
 @pytest.mark.parametrize("workload", WORKLOADS, ids=lambda w: w.name)
 @pytest.mark.parametrize("provider", list(REGISTRY))
-def test_model(benchmark, provider: str, workload: Workload, prepared, references, config):
+def test_model(benchmark, provider: str, workload: Workload, prepared, references, batches):
     runner = prepared(provider)
-    batch = workload.inputs(config, DEVICE)
+    batch = batches[workload.name]
     with torch.inference_mode():
         verdict = parity.check(runner.run(batch), batch["attention_mask"], references[workload.name], DTYPE)
     assert verdict.ok, f"{provider} on {workload.name}: {verdict}"
@@ -84,17 +86,8 @@ def test_model(benchmark, provider: str, workload: Workload, prepared, reference
     def target() -> None:
         with torch.inference_mode():
             runner.run(batch)
-        synchronize(DEVICE)
 
-    benchmark.pedantic(target, rounds=ROUNDS, iterations=1, warmup_rounds=WARMUP)
-    if benchmark.stats is None:  # --benchmark-disable: ran once, nothing timed
-        return
-    stats = Summary.of([t * 1e3 for t in benchmark.stats.stats.data])
-    benchmark.extra_info.update({
-        "device": torch.cuda.get_device_name() if CUDA else "cpu", "dtype": str(DTYPE), "model": PRESET,
-        "ms_median": stats.median, "ms_q20": stats.q20, "ms_q80": stats.q80,
-        "unit": "tokens/s",  # real tokens; the 0.2 quantile of throughput is the 0.8 one of time
-        "throughput_median": workload.real_tokens / stats.median * 1e3,
-        "throughput_q20": workload.real_tokens / stats.q80 * 1e3,
-        "throughput_q80": workload.real_tokens / stats.q20 * 1e3,
-    })
+    stats = pedantic_summary(benchmark, target, DEVICE, ROUNDS, WARMUP)
+    if stats is not None:  # real tokens per second
+        benchmark.extra_info.update({"device": torch.cuda.get_device_name() if CUDA else "cpu", "dtype": str(DTYPE),
+                                     "model": PRESET, **throughput_info(stats, workload.real_tokens, "tokens/s")})

@@ -78,14 +78,18 @@ def load_transformers(model_dir: str, dtype: torch.dtype, device: torch.device, 
 
 
 @torch.inference_mode()
-def references(model_dir: str, batches: list[dict[str, torch.Tensor]], dtype: torch.dtype,
-               device: torch.device) -> list[Reference]:
-    """One Reference per batch: transformers eager fp32 on ``device`` and, for half dtypes, eager in ``dtype``."""
+def fp32_outputs(model_dir: str, batches: list[dict[str, torch.Tensor]], device: torch.device) -> list[torch.Tensor]:
+    """transformers eager fp32 on ``device``, one (T, H) real-position output per batch: every dtype's reference."""
     fp32 = load_transformers(model_dir, torch.float32, device)
-    refs = [Reference(real_positions(fp32(**b).last_hidden_state, b["attention_mask"]), None) for b in batches]
-    del fp32
-    if dtype != torch.float32:
-        half = load_transformers(model_dir, dtype, device)
-        for ref, b in zip(refs, batches):
-            ref.half_error = max_abs_error(real_positions(half(**b).last_hidden_state, b["attention_mask"]), ref.real)
-    return refs
+    return [real_positions(fp32(**b).last_hidden_state, b["attention_mask"]) for b in batches]
+
+
+@torch.inference_mode()
+def references(model_dir: str, batches: list[dict[str, torch.Tensor]], fp32: list[torch.Tensor], dtype: torch.dtype,
+               device: torch.device) -> list[Reference]:
+    """One Reference per batch from its ``fp32_outputs``; for half dtypes, transformers is run in ``dtype`` too."""
+    if dtype == torch.float32:
+        return [Reference(real, None) for real in fp32]
+    half = load_transformers(model_dir, dtype, device)
+    return [Reference(real, max_abs_error(real_positions(half(**b).last_hidden_state, b["attention_mask"]), real))
+            for real, b in zip(fp32, batches)]

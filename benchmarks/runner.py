@@ -141,9 +141,12 @@ def run(settings: Settings) -> dict[str, Any]:
         peaks = {dtype: matmul_peak_tflops(settings.device, dtype) for dtype in settings.dtypes}
         total = sum(map(len, runs.values())) * len(workloads)
         with tqdm(total=total, desc="bench", unit="case", file=sys.stderr, disable=None) as bar:
+            bar.set_postfix_str("transformers reference outputs, float32")
+            fp32 = parity.fp32_outputs(model_dir, batches, settings.device)
+            release_memory(settings.device)
             for dtype in settings.dtypes:
                 bar.set_postfix_str(f"transformers reference outputs, {dtype_name(dtype)}")
-                refs = parity.references(model_dir, batches, dtype, settings.device)
+                refs = parity.references(model_dir, batches, fp32, dtype, settings.device)
                 release_memory(settings.device)  # the reference models
                 cases = [Case(w, b, ref, dtype, f, peaks[dtype])
                          for w, b, ref, f in zip(workloads, batches, refs, flops)]

@@ -13,7 +13,7 @@ import re
 import resource
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -56,12 +56,35 @@ def time_calls(fn: Callable[[], object], device: torch.device, warmup: int, repe
     ``max_time_s`` seconds of timing have passed and at least ``MIN_REPEATS`` calls were timed."""
     for _ in range(warmup):
         fn()
-    synchronize(device)
-    times: list[float] = []
+    times: list[float] = []  # (time_one waits for the device before each timed call)
     deadline = time.perf_counter() + max_time_s
     while len(times) < repeats and (len(times) < MIN_REPEATS or time.perf_counter() < deadline):
         times.append(time_one(fn, device))
     return times
+
+
+def pedantic_summary(benchmark: Any, fn: Callable[[], object], device: torch.device, rounds: int,
+                     warmup: int) -> Summary | None:
+    """pytest-benchmark timing of ``fn``, the device synchronised inside the timed target; None under
+    ``--benchmark-disable`` (``fn`` then ran once, untimed)."""
+
+    def target() -> None:
+        fn()
+        synchronize(device)
+
+    benchmark.pedantic(target, rounds=rounds, iterations=1, warmup_rounds=warmup)
+    if benchmark.stats is None:
+        return None
+    return Summary.of([t * 1e3 for t in benchmark.stats.stats.data])
+
+
+def throughput_info(stats: Summary, amount: float, unit: str) -> dict[str, Any]:
+    """Latency quantiles (ms) and throughput (``amount`` per second, in ``unit``) for pytest-benchmark's
+    extra_info; the 0.2 quantile of throughput is the 0.8 one of time."""
+    return {"ms_median": stats.median, "ms_q20": stats.q20, "ms_q80": stats.q80, "unit": unit,
+            "throughput_median": amount / stats.median * 1e3,
+            "throughput_q20": amount / stats.q80 * 1e3,
+            "throughput_q80": amount / stats.q20 * 1e3}
 
 
 def time_one(fn: Callable[[], object], device: torch.device) -> float:
