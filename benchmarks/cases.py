@@ -54,11 +54,13 @@ class CaseResult:
     tflops: float | None = None  # model FLOPs on real tokens / median
     floor_ms: float | None = None  # model FLOPs / matmul peak of this dtype
 
-    @classmethod
-    def start(cls, provider: str, dtype: torch.dtype, workload: Workload, status: str = "ok",
-              reason: str | None = None) -> "CaseResult":
-        return cls(provider, dtype_name(dtype), workload.name, workload.batch, workload.seq_len,
-                   workload.real_tokens, workload.mixed, status, reason)
+    def fail(self, error: Exception) -> None:
+        """The provider raised: reported as failed with the error, the run goes on."""
+        self.status, self.reason = "failed", describe(error)
+
+
+def describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 @dataclass
@@ -73,7 +75,9 @@ class Case:
     peak_tflops: float  # matmul peak of this dtype, measured in this run
 
     def result(self, provider: str, status: str = "ok", reason: str | None = None) -> CaseResult:
-        return CaseResult.start(provider, self.dtype, self.workload, status, reason)
+        w = self.workload
+        return CaseResult(provider, dtype_name(self.dtype), w.name, w.batch, w.seq_len, w.real_tokens, w.mixed,
+                          status, reason)
 
 
 def _passes_check(provider: Provider, case: Case, result: CaseResult) -> bool:
@@ -81,8 +85,8 @@ def _passes_check(provider: Provider, case: Case, result: CaseResult) -> bool:
     try:
         with torch.inference_mode():
             verdict = parity.check(provider.run(case.batch), case.batch["attention_mask"], case.reference, case.dtype)
-    except Exception as e:  # e.g. out of memory on the largest shape: reported, the run goes on
-        result.status, result.reason = "failed", f"{type(e).__name__}: {e}"
+    except Exception as e:  # e.g. out of memory on the largest shape
+        result.fail(e)
         return False
     finite = math.isfinite(verdict.max_abs_error)  # JSON has no inf: None, and the reason says why
     result.max_abs_error, result.allowed_error = verdict.max_abs_error if finite else None, verdict.allowed
@@ -113,7 +117,7 @@ def measure(provider: Provider, case: Case, timing: Timing) -> CaseResult:
             times = time_calls(lambda: provider.run(case.batch), timing.device, timing.warmup, timing.repeats,
                                timing.max_time_s)
     except Exception as e:
-        result.status, result.reason = "failed", f"{type(e).__name__}: {e}"
+        result.fail(e)
         return result
     tracked = provider.torch_memory or timing.device.type == "cpu"
     return _record(result, case, times, memory.mb if tracked else None)
@@ -136,7 +140,7 @@ def measure_interleaved(providers: list[Provider], case: Case, timing: Timing) -
                 with torch.inference_mode():
                     elapsed = time_one(partial(provider.run, case.batch), timing.device)
             except Exception as e:
-                result.status, result.reason = "failed", f"{type(e).__name__}: {e}"
+                result.fail(e)
                 live.remove((provider, result))
                 continue
             if rounds >= 0:

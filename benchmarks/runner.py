@@ -19,7 +19,8 @@ import torch
 from tqdm import tqdm
 
 from benchmarks import options, parity, report
-from benchmarks.cases import Case, CaseResult, Timing, add_speedups, dtype_name, measure, measure_interleaved
+from benchmarks.cases import (Case, CaseResult, Timing, add_speedups, describe, dtype_name, measure,
+                              measure_interleaved)
 from benchmarks.providers import REGISTRY, Provider
 from benchmarks.timing import PeakMemory, matmul_peak_tflops, release_memory
 from benchmarks.workloads import FLOPS_FORMULA, build_workloads, model_flops
@@ -183,7 +184,7 @@ def _prepare(provider: Provider, model_dir: str, dtype: torch.dtype, device: tor
     try:
         provider.prepare(model_dir, dtype, device)
     except Exception as e:  # reported on every workload, the run goes on
-        return f"prepare failed: {type(e).__name__}: {e}"
+        return f"prepare failed: {describe(e)}"
     return None
 
 
