@@ -100,6 +100,16 @@ def check_pair_options(max_seq_length: int, short_seq_prob: float) -> None:
         raise ValueError(f"short_seq_prob must be in [0, 1], got {short_seq_prob!r}")
 
 
+def check_masking_options(mlm_probability: float, max_predictions_per_seq: int | None) -> None:
+    if not 0.0 < mlm_probability < 1.0:
+        raise ValueError(f"mlm_probability must be in (0, 1), got {mlm_probability!r}: it is the fraction of "
+                         "tokens selected for prediction (BERT uses 0.15)")
+    if max_predictions_per_seq is not None and (not isinstance(max_predictions_per_seq, int)
+                                                or max_predictions_per_seq < 1):
+        raise ValueError(f"max_predictions_per_seq must be None (no cap) or a positive int, "
+                         f"got {max_predictions_per_seq!r}")
+
+
 def create_nsp_pairs(documents: Sequence[Document], max_seq_length: int, short_seq_prob: float = 0.1,
                      rng: random.Random | None = None) -> list[SentencePair]:
     """Sentence pairs for next-sentence prediction, document by document, in document order.
@@ -184,13 +194,7 @@ class TokenMasker:
     def __init__(self, vocab_size: int, mask_token_id: int, special_ids: Sequence[int],
                  mlm_probability: float = 0.15, max_predictions_per_seq: int | None = None,
                  whole_word_mask: bool = False, continuation_ids: Sequence[int] | None = None) -> None:
-        if not 0.0 < mlm_probability < 1.0:
-            raise ValueError(f"mlm_probability must be in (0, 1), got {mlm_probability!r}: it is the fraction of "
-                             "tokens selected for prediction (BERT uses 0.15)")
-        if max_predictions_per_seq is not None and (not isinstance(max_predictions_per_seq, int)
-                                                    or max_predictions_per_seq < 1):
-            raise ValueError(f"max_predictions_per_seq must be None (no cap) or a positive int, "
-                             f"got {max_predictions_per_seq!r}")
+        check_masking_options(mlm_probability, max_predictions_per_seq)
         if whole_word_mask and continuation_ids is None:
             raise ValueError("whole_word_mask needs continuation_ids (the ids of the '##' word pieces); "
                              "build the masker with TokenMasker.from_tokenizer")

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 from bertfast.config import PRESETS, BertConfig
 from bertfast.heads import BertForPreTraining
 from bertfast.pretraining import (IGNORE_INDEX, Document, PretrainingCollator, SentencePair, check_documents,
-                                  check_pair_options, create_nsp_pairs, read_documents, tokenize_documents)
+                                  check_masking_options, check_pair_options, create_nsp_pairs, read_documents,
+                                  tokenize_documents)
 from bertfast.tokenizer import BertTokenizer
 from bertfast.weights import resolve_dtype
 
@@ -54,11 +55,12 @@ class PretrainingArguments:
         for name in ("steps", "batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
-        for name in ("warmup_steps", "save_every", "max_predictions_per_seq"):
+        for name in ("warmup_steps", "save_every"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < (0 if name == "warmup_steps" else 1)):
                 raise ValueError(f"{name} must be None or a {'non-negative' if name == 'warmup_steps' else 'positive'} "
                                  f"int, got {value!r}")
+        check_masking_options(self.mlm_probability, self.max_predictions_per_seq)  # before the corpus is read
         if self.learning_rate <= 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
             raise ValueError("learning_rate must be > 0, weight_decay and max_grad_norm >= 0; got "
                              f"{self.learning_rate}, {self.weight_decay}, {self.max_grad_norm}")

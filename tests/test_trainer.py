@@ -14,7 +14,7 @@ import transformers
 
 import bertfast
 from bertfast.cli import main
-from bertfast.pretraining import DEMO_CORPUS, PretrainingCollator, create_nsp_pairs, read_documents, tokenize_documents
+from bertfast.pretraining import DEMO_CORPUS, PretrainingCollator, create_nsp_pairs
 from bertfast.trainer import (TRAINER_STATE, PretrainingArguments, Trainer, build_model, evaluate, linear_schedule,
                               pretraining_loss, run_pretraining)
 from conftest import TINY
@@ -37,16 +37,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(minilm_dir) -> bertfast.BertTokenizer:
-    return bertfast.BertTokenizer.from_pretrained(minilm_dir)
-
-
-@pytest.fixture(scope="module")
-def demo_documents(tokenizer):
-    return tokenize_documents(read_documents(DEMO_CORPUS), tokenizer)
 
 
 def demo_batches(tokenizer, documents, batch_size: int, max_seq_length: int, count: int = 1, seed: int = 123):
