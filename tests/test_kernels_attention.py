@@ -9,9 +9,9 @@ import torch
 
 from kernels import attention, attention_ref, varlen_attention, varlen_attention_ref
 from kernels._utils import attention_launch_settings
+from conftest import needs_cuda
 
 DTYPES = [torch.float32, torch.float16]
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 and bert-base shapes need a CUDA GPU")
 
 
 def _qkv(

@@ -6,10 +6,10 @@ import torch
 
 from kernels import embedding_layer_norm, embedding_layer_norm_ref
 from kernels._utils import row_launch_settings
+from conftest import needs_cuda
 
 DTYPES = [torch.float32, torch.float16]
 VOCAB, POSITIONS, TYPES = 50, 40, 2
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 and bert-base shapes need a CUDA GPU")
 
 
 def _params(width: int, dtype: torch.dtype, device: torch.device, vocab: int = VOCAB, positions: int = POSITIONS

@@ -8,13 +8,13 @@ import torch
 
 from kernels import bias_gelu, bias_gelu_ref
 from kernels._utils import row_launch_settings
+from conftest import needs_cuda
 
 WIDTHS = [32, 96, 384, 781]
 DTYPES = [torch.float32, torch.float16]
 APPROXIMATIONS = ["none", "tanh"]
 # The interpreter evaluates exp with numpy, which warns where sigmoid's exp(-v) overflows to inf (as intended)
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 and bert-base shapes need a CUDA GPU")
 
 
 def _inputs(

@@ -8,11 +8,11 @@ import torch
 
 from kernels import layer_norm, layer_norm_ref
 from kernels._utils import MAX_ROW_COLS, row_launch_settings
+from conftest import needs_cuda
 
 WIDTHS = [32, 96, 384, 781]
 DTYPES = [torch.float32, torch.float16]
 EPS = 1e-5
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 and bert-base shapes need a CUDA GPU")
 
 
 def _inputs(

@@ -9,12 +9,12 @@ import torch
 from kernels import _utils, linear, linear_ref
 from kernels._utils import gemm_m_bucket, interpreting
 from kernels.linear import _linear_fwd_tuned
+from conftest import needs_cuda
 
 DTYPES = [torch.float32, torch.float16]
 ACTIVATIONS = [None, "gelu", "gelu_tanh"]
 # The interpreter evaluates exp with numpy, which warns where sigmoid's exp(-v) overflows to inf (as intended)
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 and bert-base shapes need a CUDA GPU")
 
 
 def _inputs(
