@@ -196,13 +196,18 @@ def _materialize_meta(model: torch.nn.Module, init: Callable[[torch.nn.Module], 
     """Give real storage to parameters still on the meta device and initialise their modules."""
     device = next((p.device for p in model.parameters() if not p.is_meta), torch.device("cpu"))
     for module in model.modules():
-        own = list(module.parameters(recurse=False))
-        if any(p.is_meta for p in own):
-            for name, p in module.named_parameters(recurse=False):
-                if p.is_meta:
-                    setattr(module, name, torch.nn.Parameter(torch.empty_like(p, device=device)))
-            if init is not None:
-                init(module)
+        own = dict(module.named_parameters(recurse=False))
+        if not any(p.is_meta for p in own.values()):
+            continue
+        loaded = {name: p.detach().clone() for name, p in own.items() if not p.is_meta}
+        for name, p in module.named_parameters(recurse=False):
+            if p.is_meta:
+                setattr(module, name, torch.nn.Parameter(torch.empty_like(p, device=device)))
+        if init is not None:
+            init(module)
+            with torch.no_grad():  # init covers the whole module: put back what the checkpoint gave
+                for name, value in loaded.items():
+                    getattr(module, name).copy_(value)
 
 
 def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:

@@ -76,6 +76,20 @@ def test_bare_encoder_checkpoint_loads_as_bert_model_but_heads_are_an_error(tiny
     assert torch.isfinite(model(**padded_batch(TINY["vocab_size"], [5])).prediction_logits).all()
 
 
+def test_a_weight_missing_beside_loaded_ones_keeps_the_loaded_ones(tiny_checkpoint, tmp_path):
+    """allow_missing_weights initialises a module whose weight is missing; its other, loaded weights stay."""
+    copy_config(tiny_checkpoint, tmp_path)
+    state = load_file(os.path.join(tiny_checkpoint, "model.safetensors"))
+    name = "bert.encoder.layer.0.output.LayerNorm"
+    state[f"{name}.weight"] = torch.full_like(state[f"{name}.weight"], 0.5)
+    del state[f"{name}.bias"]
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.warns(UserWarning, match=r"initialised 1 weights .*LayerNorm\.bias"):
+        model = bertfast.BertForPreTraining.from_pretrained(tmp_path, allow_missing_weights=True)
+    layer_norm = model.bert.encoder.layer[0].output.LayerNorm
+    assert torch.all(layer_norm.weight == 0.5) and torch.all(layer_norm.bias == 0)
+
+
 def test_unexpected_keys_are_reported(tiny_checkpoint, tmp_path):
     copy_config(tiny_checkpoint, tmp_path)
     state = load_file(os.path.join(tiny_checkpoint, "model.safetensors"))
