@@ -200,7 +200,7 @@ def _materialize_meta(model: torch.nn.Module, init: Callable[[torch.nn.Module], 
         if not any(p.is_meta for p in own.values()):
             continue
         loaded = {name: p.detach().clone() for name, p in own.items() if not p.is_meta}
-        for name, p in module.named_parameters(recurse=False):
+        for name, p in own.items():
             if p.is_meta:
                 setattr(module, name, torch.nn.Parameter(torch.empty_like(p, device=device)))
         if init is not None:

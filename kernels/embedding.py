@@ -20,7 +20,6 @@ from kernels._utils import DTYPES, ID_DTYPES, cdiv, check_launchable, check_vect
 from kernels.layer_norm import normalize_rows
 
 
-
 @jit
 def _embedding_layer_norm_fwd_kernel(
     ids_ptr,  # (B, S) token ids, strides (stride_ib, stride_is)
