@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from bertfast.config import BertConfig
+from bertfast.inputs import random_batch
 
 # Mixed-length traffic: log-normal lengths with median 64 tokens and sigma 0.8 (p90 ~ 180, p99 ~ 410),
 # clipped to [16, 512]: short queries and sentences, a tail of passages, as in retrieval and embedding traffic.
@@ -50,14 +51,7 @@ class Workload:
         Real tokens are random ids other than the pad id; the second half of each sequence is segment 1.
         """
         generator = torch.Generator().manual_seed(self.seed)
-        ids = torch.randint(0, config.vocab_size - 1, (self.batch, self.seq_len), generator=generator)
-        ids += (ids >= config.pad_token_id).long()  # skip the pad id
-        positions = torch.arange(self.seq_len)[None, :]  # (1, S)
-        lengths = torch.tensor(self.lengths)[:, None]  # (B, 1)
-        mask = (positions < lengths).long()  # (B, S)
-        token_type = ((positions >= lengths // 2) & (mask == 1)).long()  # (B, S)
-        ids = torch.where(mask == 1, ids, torch.full_like(ids, config.pad_token_id))
-        batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": token_type}
+        batch = random_batch(config, self.lengths, generator=generator)
         return {k: v.to(device) for k, v in batch.items()}
 
 

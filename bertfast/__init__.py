@@ -1,16 +1,14 @@
 """bertfast: a BERT inference runtime in PyTorch + Triton with transformers' numbers."""
 from bertfast.config import BertConfig
-from bertfast.export import ExportReport, ExportValidationError, export_onnx
+from bertfast.export import ExportReport, ExportValidationError, OnnxModel, export_onnx, write_triton_repository
 from bertfast.graphs import GraphedModel, optimize
 from bertfast.heads import BertForMaskedLM, BertForNextSentencePrediction, BertForPreTraining
 from bertfast.modeling import BertModel, BertPreTrainedModel
-from bertfast.onnx_model import OnnxModel
 from bertfast.pipelines import pipeline
-from bertfast.pretraining import (PretrainingCollator, SentencePair, TokenMasker, create_nsp_pairs, read_documents,
-                                  tokenize_documents)
+from bertfast.training.pretraining import (PretrainingCollator, SentencePair, TokenMasker, create_nsp_pairs, read_documents,
+                                           tokenize_documents)
 from bertfast.tokenizer import BatchEncoding, BertTokenizer
-from bertfast.trainer import PretrainingArguments, Trainer, run_pretraining
-from bertfast.triton_repo import write_triton_repository
+from bertfast.training.trainer import PretrainingArguments, Trainer, run_pretraining
 from bertfast.weights import CheckpointError
 
 __version__ = "0.1.0"

@@ -12,9 +12,9 @@ import torch
 
 from benchmarks.options import add_arguments as add_bench_arguments  # argparse only
 from bertfast.config import PRESETS, BertConfig
-from bertfast.onnx_model import TASKS as EXPORT_TASKS
+from bertfast.export.onnx_model import EXPORT_TASKS
 from bertfast.pipelines import DEFAULT_MODEL, pipeline
-from bertfast.triton_repo import INSTANCE_KINDS
+from bertfast.export.triton_repo import INSTANCE_KINDS
 from bertfast.weights import resolve_file
 
 
@@ -58,7 +58,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from bertfast.heads import BertForPreTraining
+    from bertfast.heads.pretraining import BertForPreTraining
     from bertfast.modeling import BertModel
 
     try:
@@ -80,7 +80,7 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from bertfast.trainer import PretrainingArguments, run_pretraining
+    from bertfast.training.trainer import PretrainingArguments, run_pretraining
 
     options = PretrainingArguments(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PretrainingArguments)})
     history = run_pretraining(args.corpus, args.out, options, model=args.model, config=args.config,
@@ -119,8 +119,8 @@ def _pretrain_parser(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> None:
-    from bertfast.export import check_out_dir, export_onnx
-    from bertfast.triton_repo import write_triton_repository
+    from bertfast.export.onnx import check_out_dir, export_onnx
+    from bertfast.export.triton_repo import write_triton_repository
 
     name = args.triton_name or os.path.basename(os.path.abspath(args.out_dir))
     if args.triton_repo:  # refuse an occupied Triton model directory before the (slow) export

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 
@@ -15,6 +15,7 @@ from bertfast.ops import exporting
 from kernels._utils import ID_DTYPES
 
 INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+IGNORE_INDEX = -100  # label of positions that carry no loss (transformers' ignore_index)
 _TRUSTED = contextvars.ContextVar("bertfast_inputs_trusted", default=False)
 
 
@@ -91,11 +92,34 @@ def _as_bool(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def check_labels(labels: torch.Tensor, shape: torch.Size, num_classes: int, name: str) -> None:
-    """Labels must be integer class ids in [0, num_classes) (or -100 = ignored) of the given shape."""
+    """Labels must be integer class ids in [0, num_classes) (or IGNORE_INDEX = ignored) of the given shape."""
     if not isinstance(labels, torch.Tensor) or labels.dtype not in INTEGER_DTYPES:
         raise TypeError(f"{name} must be an integer tensor")
     if labels.shape != shape:
         raise ValueError(f"{name} has shape {tuple(labels.shape)}, expected {tuple(shape)}")
-    valid = (labels == -100) | ((labels >= 0) & (labels < num_classes))
+    valid = (labels == IGNORE_INDEX) | ((labels >= 0) & (labels < num_classes))
     if not bool(valid.all()):
-        raise ValueError(f"{name} must hold class ids in [0, {num_classes}) or -100 (ignored)")
+        raise ValueError(f"{name} must hold class ids in [0, {num_classes}) or {IGNORE_INDEX} (ignored)")
+
+
+def random_batch(config: BertConfig, lengths: Sequence[int], seq_len: int | None = None,
+                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Random model inputs for tests, validation and benchmarks: each (B, S) int64, right padding.
+
+    Row b has ``lengths[b]`` real tokens (random ids other than ``pad_token_id``), padded with
+    ``pad_token_id`` to ``seq_len`` (default: the longest); the second half of each sequence is segment 1
+    when the config has two token types. ``generator`` None draws from torch's global generator.
+    """
+    if not lengths or min(lengths) < 1:
+        raise ValueError(f"lengths must be a non-empty list of positive token counts, got {list(lengths)}")
+    seq_len = max(lengths) if seq_len is None else seq_len
+    if seq_len < max(lengths):
+        raise ValueError(f"seq_len {seq_len} is shorter than the longest sequence ({max(lengths)})")
+    ids = torch.randint(0, config.vocab_size - 1, (len(lengths), seq_len), generator=generator)  # (B, S)
+    ids += (ids >= config.pad_token_id).long()  # skip the pad id
+    positions = torch.arange(seq_len)[None, :]  # (1, S)
+    real = torch.tensor(list(lengths))[:, None]  # (B, 1)
+    mask = positions < real  # (B, S)
+    second = (positions >= real // 2) & mask if config.type_vocab_size > 1 else torch.zeros_like(mask)
+    return {"input_ids": ids.masked_fill(~mask, config.pad_token_id), "attention_mask": mask.long(),
+            "token_type_ids": second.long()}

@@ -1,6 +1,6 @@
-"""Shared fixtures: autouse seeding; checkpoints written by transformers itself; for the kernels, the device
-they run on, the error-ratio check, and subprocesses that import kernels without Triton or compile them for
-GPU targets (no GPU needed).
+"""Shared fixtures (builders live in tests/helpers.py): autouse seeding; checkpoints written by transformers
+itself; for the kernels, the device they run on, the error-ratio check, and subprocesses that import kernels
+without Triton or compile them for GPU targets (no GPU needed).
 
 Without CUDA the Triton kernels run through the interpreter on CPU tensors. Triton decides at
 ``@triton.jit`` time whether to interpret, so ``TRITON_INTERPRET=1`` is set here, before any test
@@ -13,7 +13,6 @@ import os
 import random
 import subprocess
 import sys
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -23,11 +22,8 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 and bert-base shapes need a CUDA GPU")
+from tests.helpers import REPO_ROOT, TINY, hf_pretraining_model  # noqa: E402  (imports kernels: after the line above)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-            max_position_embeddings=64)
 
 # atol of the error-ratio check, per dtype: the slack for errors far below one output ulp
 ATOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}
@@ -147,16 +143,6 @@ def _run_python(code: str, *args: str, **env: str) -> subprocess.CompletedProces
     return subprocess.run(command, capture_output=True, text=True, env=full_env, timeout=300)
 
 
-def hf_pretraining_model(**config_kwargs):
-    """A random-init transformers BertForPreTraining with eager attention (so it can return attentions)."""
-    import transformers
-
-    config = transformers.BertConfig(**config_kwargs)
-    config._attn_implementation = "eager"
-    torch.manual_seed(1234)
-    return transformers.BertForPreTraining(config).eval()
-
-
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> str:
     """A small BertForPreTraining saved by transformers' save_pretrained (safetensors)."""
@@ -192,22 +178,9 @@ def tokenizer(minilm_dir):
 @pytest.fixture(scope="session")
 def demo_documents(tokenizer):
     """The demo corpus shipped in bertfast/data, tokenized."""
-    from bertfast.pretraining import DEMO_CORPUS, read_documents, tokenize_documents
+    from bertfast.training.pretraining import DEMO_CORPUS, read_documents, tokenize_documents
 
     return tokenize_documents(read_documents(DEMO_CORPUS), tokenizer)
-
-
-def padded_batch(vocab_size: int, lengths: list[int], seq_len: int | None = None):
-    """Random ids with right padding to the longest (or seq_len), a segment B in the second half."""
-    seq_len = seq_len or max(lengths)
-    ids = torch.randint(1, vocab_size, (len(lengths), seq_len))
-    mask = torch.zeros_like(ids)
-    token_type = torch.zeros_like(ids)
-    for row, length in enumerate(lengths):
-        mask[row, :length] = 1
-        token_type[row, length // 2:length] = 1
-    ids = ids * mask
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": token_type}
 
 
 @pytest.fixture(scope="session")

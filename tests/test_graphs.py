@@ -8,7 +8,7 @@ import torch
 
 import bertfast
 from bertfast.graphs import bucket_for
-from conftest import TINY, padded_batch
+from tests.helpers import TINY, needs_cuda, padded_batch
 
 
 class EmulatedGraph:
@@ -118,7 +118,7 @@ def test_configuration_errors(tiny_checkpoint):
         bertfast.optimize(torch.nn.Linear(2, 2))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 def test_real_cuda_graphs_match_the_plain_model(base_checkpoint, dtype):
     model = bertfast.BertModel.from_pretrained(base_checkpoint, dtype=dtype, device="cuda")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import bertfast
-from conftest import TINY, padded_batch
+from tests.helpers import TINY, padded_batch
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import torch
 import transformers
 
 import bertfast
-from conftest import TINY, hf_pretraining_model, padded_batch
+from tests.helpers import SENTENCES, TINY, hf_pretraining_model, needs_cuda, padded_batch
 
 HIDDEN_ATOL = 1e-5
 LOGITS_ATOL = 1e-4
@@ -210,7 +210,7 @@ def test_random_init_is_deterministic_and_scaled():
     assert torch.equal(first.bert.embeddings.word_embeddings.weight[config.pad_token_id], torch.zeros(128))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 def test_half_precision_on_gpu_within_twice_transformers_error(base_checkpoint, dtype):
     batch = {k: v.cuda() for k, v in padded_batch(30522, [128, 77, 31, 128]).items()}
@@ -222,3 +222,21 @@ def test_half_precision_on_gpu_within_twice_transformers_error(base_checkpoint, 
     hf_error = (hf_half.last_hidden_state.float() - reference)[real].abs().max().item()
     our_error = (ours.last_hidden_state.float() - reference)[real].abs().max().item()
     assert our_error <= 2 * hf_error + 1e-3, (our_error, hf_error)
+
+
+def test_minilm_real_checkpoint_matches_transformers(minilm_dir):
+    """all-MiniLM-L6-v2: real weights, real sentences, and transformers' own tokenizer output as input."""
+    tokenizer = transformers.BertTokenizerFast.from_pretrained(minilm_dir)
+    hf = transformers.BertModel.from_pretrained(minilm_dir, attn_implementation="eager").eval()
+    ours = bertfast.BertModel.from_pretrained(minilm_dir)
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    assert batch["attention_mask"].min() == 0, "the batch must contain padding"
+    with torch.no_grad():
+        expected = hf(**batch, output_hidden_states=True, output_attentions=True)
+        actual = ours(**batch, output_hidden_states=True, output_attentions=True)
+    real = batch["attention_mask"].bool()
+    for a, e in zip(actual.hidden_states, expected.hidden_states, strict=True):
+        torch.testing.assert_close(a[real], e[real], atol=1e-5, rtol=0)
+    for a, e in zip(actual.attentions, expected.attentions, strict=True):
+        torch.testing.assert_close(a, e, atol=1e-5, rtol=0)
+    torch.testing.assert_close(actual.pooler_output, expected.pooler_output, atol=1e-5, rtol=0)

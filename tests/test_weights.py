@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 import bertfast
 from bertfast.weights import resolve_dtype
-from conftest import TINY, hf_pretraining_model, padded_batch
+from tests.helpers import TINY, hf_pretraining_model, padded_batch
 
 MODEL_CLASSES = [bertfast.BertModel, bertfast.BertForMaskedLM, bertfast.BertForNextSentencePrediction,
                  bertfast.BertForPreTraining]

@@ -2,7 +2,7 @@
 
 ``run_pretraining`` implements ``bertfast pretrain``. A run tokenizes the corpus once (tokenization is the
 costly, epoch-independent part), draws fresh NSP pairs every epoch and masks every batch anew (see
-``bertfast.pretraining``). A checkpoint directory holds what ``from_pretrained`` of bertfast and of
+``bertfast.training.pretraining``). A checkpoint directory holds what ``from_pretrained`` of bertfast and of
 transformers load (config.json, model.safetensors, tokenizer files) and, beside it, ``trainer_state.pt``:
 optimizer, loss scaler, step (the learning rate schedule is a function of it), data position and RNG
 states, so that a resumed run continues exactly as an uninterrupted one would (same data arguments).
@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from bertfast.config import PRESETS, BertConfig
-from bertfast.heads import BertForPreTraining
-from bertfast.pretraining import (IGNORE_INDEX, Document, PretrainingCollator, SentencePair, check_documents,
+from bertfast.heads.pretraining import BertForPreTraining
+from bertfast.training.pretraining import (IGNORE_INDEX, Document, PretrainingCollator, SentencePair, check_documents,
                                   check_masking_options, check_pair_options, create_nsp_pairs, read_documents,
                                   tokenize_documents)
 from bertfast.tokenizer import BertTokenizer

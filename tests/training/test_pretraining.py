@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bertfast import BertTokenizer
-from bertfast.pretraining import (DEMO_CORPUS, IGNORE_INDEX, IS_NEXT, NOT_NEXT, PretrainingCollator, SentencePair,
+from bertfast.training.pretraining import (DEMO_CORPUS, IGNORE_INDEX, IS_NEXT, NOT_NEXT, PretrainingCollator, SentencePair,
                                   TokenMasker, create_nsp_pairs, read_documents, tokenize_documents)
 
 RARE_WORDS = ("the unaffable quokkas hyperparameterize zymurgy near antidisestablishmentarian lighthouses",

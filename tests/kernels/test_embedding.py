@@ -6,7 +6,7 @@ import torch
 
 from kernels import embedding_layer_norm, embedding_layer_norm_ref
 from kernels._utils import row_launch_settings
-from conftest import needs_cuda
+from tests.helpers import needs_cuda
 
 DTYPES = [torch.float32, torch.float16]
 VOCAB, POSITIONS, TYPES = 50, 40, 2

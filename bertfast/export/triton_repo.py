@@ -13,8 +13,8 @@ import re
 import shutil
 from typing import Any
 
-from bertfast.export import check_out_dir
-from bertfast.onnx_model import ONNX_FILE, resolve_onnx_path
+from bertfast.export.onnx import check_out_dir
+from bertfast.export.onnx_model import ONNX_FILE, resolve_onnx_path
 
 INSTANCE_KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 # ONNX TensorProto element types -> Triton data types (the types an export can have at its boundary)

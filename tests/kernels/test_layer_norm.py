@@ -8,7 +8,7 @@ import torch
 
 from kernels import layer_norm, layer_norm_ref
 from kernels._utils import MAX_ROW_COLS, row_launch_settings
-from conftest import needs_cuda
+from tests.helpers import needs_cuda
 
 WIDTHS = [32, 96, 384, 781]
 DTYPES = [torch.float32, torch.float16]

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import bertfast
-from bertfast.onnx_model import TASKS
-from conftest import padded_batch
-from onnx_exports import exported
+from bertfast.export.onnx_model import EXPORT_TASKS
+from tests.helpers import needs_cuda, padded_batch
+from tests.helpers import exported
 
 CUDA_EP = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
 VOCAB = 30522  # tiny_vocab_checkpoint: the bert-base-uncased vocabulary
@@ -37,11 +37,11 @@ def split_scores(result) -> tuple[list, torch.Tensor]:
     return [p for rest, _ in parts for p in rest], torch.cat([scores for _, scores in parts])
 
 
-@pytest.mark.parametrize("task", sorted(TASKS))
+@pytest.mark.parametrize("task", sorted(EXPORT_TASKS))
 def test_onnx_model_returns_what_the_torch_model_returns(tmp_path_factory, tiny_vocab_checkpoint, task):
     out, report = exported(tmp_path_factory, tiny_vocab_checkpoint, task)
     model = bertfast.OnnxModel(out, provider="cpu")
-    torch_model = TASKS[task].model_class.from_pretrained(tiny_vocab_checkpoint)
+    torch_model = EXPORT_TASKS[task].model_class.from_pretrained(tiny_vocab_checkpoint)
     assert (model.task, model.config, model.device, model.providers) == (
         task, torch_model.config, torch.device("cpu"), ["CPUExecutionProvider"])
     assert model.output_names == report.outputs
@@ -124,7 +124,8 @@ def test_onnxruntime_pipeline_errors(tmp_path_factory, tiny_vocab_checkpoint):
         bertfast.pipeline("fill-mask", model=out, backend="tensorrt")
 
 
-@pytest.mark.skipif(not (torch.cuda.is_available() and CUDA_EP), reason="needs CUDA and onnxruntime-gpu")
+@needs_cuda
+@pytest.mark.skipif(not CUDA_EP, reason="needs onnxruntime-gpu (the CUDA execution provider)")
 def test_cuda_execution_provider_with_io_binding(tmp_path_factory, tiny_vocab_checkpoint):
     for options, atol in (({}, 1e-4), ({"optimize": True, "fp16": True}, 1e-1)):
         out, _ = exported(tmp_path_factory, tiny_vocab_checkpoint, "pretraining", **options)

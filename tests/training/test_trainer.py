@@ -14,10 +14,10 @@ import transformers
 
 import bertfast
 from bertfast.cli import main
-from bertfast.pretraining import DEMO_CORPUS, PretrainingCollator, create_nsp_pairs
-from bertfast.trainer import (TRAINER_STATE, PretrainingArguments, Trainer, build_model, evaluate, linear_schedule,
+from bertfast.training.pretraining import DEMO_CORPUS, PretrainingCollator, create_nsp_pairs
+from bertfast.training.trainer import (TRAINER_STATE, PretrainingArguments, Trainer, build_model, evaluate, linear_schedule,
                               pretraining_loss, run_pretraining)
-from conftest import TINY
+from tests.helpers import TINY, needs_cuda
 from kernels._utils import triton_installed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,7 +27,7 @@ LOGITS_ATOL = 1e-4  # as in test_modeling
 QUICK = dict(batch_size=4, max_seq_length=32, learning_rate=1e-3, warmup_steps=1, progress=False)
 
 requires_triton = pytest.mark.skipif(not triton_installed(), reason="Triton is not installed")
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
 
 
 @pytest.fixture(autouse=True)
@@ -102,7 +102,7 @@ GRADIENT_SCRIPT = """
 import json, sys
 import torch
 import bertfast
-from bertfast.trainer import pretraining_loss
+from bertfast.training.trainer import pretraining_loss
 
 batch_path, out_path, device, config, backend = sys.argv[1:]
 assert bertfast.ops.backend_for(torch.zeros(1, device=device)) == backend
@@ -116,7 +116,7 @@ torch.save({"loss": loss.detach().cpu(), **{n: p.grad.cpu() for n, p in model.na
 
 
 @requires_triton
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=requires_cuda)])
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
 def test_gradients_through_the_triton_kernels_match_the_torch_path(device, tmp_path):
     """One training step's gradients with BERTFAST_BACKEND=triton (the Triton interpreter on the CPU, which
     must be switched on before the kernels are defined: hence a fresh process) vs the torch reference."""
@@ -159,7 +159,7 @@ def step_ms(model: torch.nn.Module, batch: dict, dtype: torch.dtype, ours: bool,
     return (time.perf_counter() - start) / repeats * 1e3
 
 
-@requires_cuda
+@needs_cuda
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 def test_bert_base_autocast_step_on_the_triton_path_matches_transformers(dtype, base_checkpoint, tokenizer,
                                                                          demo_documents):

@@ -9,7 +9,7 @@ import torch
 
 from kernels import attention, attention_ref, varlen_attention, varlen_attention_ref
 from kernels._utils import attention_launch_settings
-from conftest import needs_cuda
+from tests.helpers import needs_cuda
 
 DTYPES = [torch.float32, torch.float16]
 

@@ -9,7 +9,7 @@ import torch
 from kernels import _utils, linear, linear_ref
 from kernels._utils import gemm_m_bucket, interpreting
 from kernels.linear import _linear_fwd_tuned
-from conftest import needs_cuda
+from tests.helpers import needs_cuda
 
 DTYPES = [torch.float32, torch.float16]
 ACTIVATIONS = [None, "gelu", "gelu_tanh"]

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from bertfast.config import BertConfig
-from bertfast.heads import BertForMaskedLM, BertForNextSentencePrediction, BertForPreTraining
+from bertfast.heads.pretraining import BertForMaskedLM, BertForNextSentencePrediction, BertForPreTraining
 from bertfast.inputs import check_inputs
 from bertfast.modeling import BertModel, BertPreTrainedModel
 from bertfast.outputs import BaseModelOutputWithPooling, BertForPreTrainingOutput, MaskedLMOutput, ModelOutput
@@ -36,7 +36,7 @@ class ExportTask:
     outputs: dict[str, tuple[str | int, ...]]
 
 
-TASKS: dict[str, ExportTask] = {
+EXPORT_TASKS: dict[str, ExportTask] = {
     "feature-extraction": ExportTask(BertModel, BaseModelOutputWithPooling,
                                      {"last_hidden_state": ("sequence_length", "hidden_size"),
                                       "pooler_output": ("hidden_size",)}),
@@ -50,15 +50,15 @@ TASKS: dict[str, ExportTask] = {
 
 def output_shape(task: str, name: str, config: BertConfig, batch: int, seq_len: int) -> tuple[int, ...]:
     """Concrete shape of output ``name`` for a (batch, seq_len) input, e.g. logits (B, S, vocab)."""
-    dims = TASKS[task].outputs[name]
+    dims = EXPORT_TASKS[task].outputs[name]
     return (batch, *(seq_len if d == "sequence_length" else getattr(config, d) if isinstance(d, str) else d
                      for d in dims))
 
 
 def check_task(task: str) -> ExportTask:
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; available: {sorted(TASKS)}")
-    return TASKS[task]
+    if task not in EXPORT_TASKS:
+        raise ValueError(f"unknown task {task!r}; available: {sorted(EXPORT_TASKS)}")
+    return EXPORT_TASKS[task]
 
 
 def resolve_onnx_path(path: str | os.PathLike) -> str:

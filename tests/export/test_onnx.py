@@ -15,10 +15,10 @@ from tritonclient.grpc import model_config_pb2
 import bertfast
 from bertfast import ops
 from bertfast.cli import main
-from bertfast.export import ExportValidationError, _check_top_k, _compare, export_onnx
-from bertfast.onnx_model import INPUT_NAMES
-from conftest import TINY, padded_batch
-from onnx_exports import exported
+from bertfast.export.onnx import ExportValidationError, _check_top_k, _compare, export_onnx
+from bertfast.export.onnx_model import INPUT_NAMES
+from tests.helpers import TINY, padded_batch
+from tests.helpers import exported
 
 ELEM_TYPES = {onnx.TensorProto.INT64: "int64", onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
 

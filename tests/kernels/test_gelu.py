@@ -8,7 +8,7 @@ import torch
 
 from kernels import bias_gelu, bias_gelu_ref
 from kernels._utils import row_launch_settings
-from conftest import needs_cuda
+from tests.helpers import needs_cuda
 
 WIDTHS = [32, 96, 384, 781]
 DTYPES = [torch.float32, torch.float16]

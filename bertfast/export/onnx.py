@@ -45,7 +45,8 @@ import torch
 
 from bertfast.modeling import BertModel, BertPreTrainedModel
 from bertfast import ops
-from bertfast.onnx_model import INPUT_NAMES, ONNX_FILE, ExportTask, check_task
+from bertfast.export.onnx_model import INPUT_NAMES, ONNX_FILE, ExportTask, check_task
+from bertfast.inputs import random_batch
 from bertfast.tokenizer import TOKENIZER_FILES
 from bertfast.weights import resolve_file
 
@@ -211,20 +212,14 @@ class _Traced(torch.nn.Module):
 
 
 def _random_inputs(config: Any, shapes: list[tuple[int, int]], seed: int = 0) -> list[dict[str, torch.Tensor]]:
-    """Token ids with right padding (row 0 full length, the others random lengths) and a segment B in the
-    second half of each sequence, one dict per (batch, sequence) shape."""
+    """``random_batch`` inputs, one dict per (batch, sequence) shape: row 0 full length, the others random
+    lengths."""
     generator = torch.Generator().manual_seed(seed)
     batches = []
     for batch, seq_len in shapes:
-        ids = torch.randint(1, config.vocab_size, (batch, seq_len), generator=generator)
         lengths = torch.randint(1, seq_len + 1, (batch,), generator=generator)
         lengths[0] = seq_len
-        positions = torch.arange(seq_len)
-        mask = positions < lengths[:, None]  # (B, S)
-        second = (positions >= lengths[:, None] // 2) & mask
-        token_type = second if config.type_vocab_size > 1 else torch.zeros_like(mask)
-        batches.append({"input_ids": ids.masked_fill(~mask, config.pad_token_id),
-                        "attention_mask": mask.long(), "token_type_ids": token_type.long()})
+        batches.append(random_batch(config, lengths.tolist(), seq_len, generator=generator))
     return batches
 
 

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 
 import torch
 
+from bertfast.inputs import IGNORE_INDEX
 from bertfast.tokenizer import BertTokenizer
 
-IGNORE_INDEX = -100  # label of the positions that are not predicted (transformers' ignore_index)
+
 IS_NEXT, NOT_NEXT = 0, 1  # NSP labels, as in transformers: 0 = B follows A, 1 = B is from another document
 MIN_SEQ_LENGTH = 5  # [CLS] A [SEP] B [SEP] with one token in each segment
 MASK_FRACTION, RANDOM_FRACTION = 0.8, 0.1  # of the selected positions; the remaining 10% keep their token

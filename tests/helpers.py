@@ -1,0 +1,53 @@
+"""Builders shared by the test files (imported as ``tests.helpers``; fixtures live in conftest.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from bertfast.config import BertConfig
+from bertfast.export.onnx import ExportReport, export_onnx
+from bertfast.inputs import random_batch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The one mark of the tests that need a CUDA GPU (they all have a CPU counterpart that always runs).
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bf16, bert-base shapes)")
+TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+            max_position_embeddings=64)
+
+
+def hf_pretraining_model(**config_kwargs: Any):
+    """A random-init transformers BertForPreTraining with eager attention (so it can return attentions)."""
+    import transformers
+
+    config = transformers.BertConfig(**config_kwargs)
+    config._attn_implementation = "eager"
+    torch.manual_seed(1234)
+    return transformers.BertForPreTraining(config).eval()
+
+
+def padded_batch(vocab_size: int, lengths: list[int], seq_len: int | None = None) -> dict[str, torch.Tensor]:
+    """``bertfast.inputs.random_batch`` over a vocabulary of ``vocab_size`` (pad id 0, two token types)."""
+    return random_batch(BertConfig(vocab_size=vocab_size), lengths, seq_len)
+
+
+_EXPORTS: dict[tuple, tuple[str, ExportReport]] = {}
+
+
+def exported(tmp_path_factory: Any, source: str, task: str, **options: Any) -> tuple[str, ExportReport]:
+    """(export directory, report) of ``export_onnx(source, ..., task=task, **options)``, cached per session."""
+    key = (source, task, tuple(sorted(options.items())))
+    if key not in _EXPORTS:
+        out = tmp_path_factory.mktemp("export") / task
+        _EXPORTS[key] = (str(out), export_onnx(source, out, task=task, **options))
+    return _EXPORTS[key]
+
+# Sentences of varied kinds (paraphrases, an unrelated one, unicode) for the pipeline and model tests.
+SENTENCES = [
+    "A man is playing a guitar on the stage.",
+    "Someone performs music with a guitar in front of an audience.",
+    "The stock market fell sharply on Tuesday after the announcement.",
+    "Café naïve résumé — 東京 is lovely in spring!",
+]

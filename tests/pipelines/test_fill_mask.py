@@ -1,0 +1,57 @@
+"""fill-mask against transformers' FillMaskPipeline on the same checkpoint."""
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+
+import bertfast
+
+FILL = ["The capital of France is [MASK].", "I [MASK] to the store and bought some [MASK].",
+        "[MASK]", "Short [MASK] here with a much longer tail of words that follows the mask token."]
+
+
+@pytest.fixture(scope="module")
+def fill_mask(tiny_vocab_checkpoint):
+    return bertfast.pipeline("fill-mask", model=tiny_vocab_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def hf_fill_mask(tiny_vocab_checkpoint):
+    return transformers.pipeline("fill-mask", model=tiny_vocab_checkpoint, device="cpu")
+
+
+def assert_same_predictions(ours, theirs) -> None:
+    if isinstance(theirs, list) and theirs and isinstance(theirs[0], list):
+        assert len(ours) == len(theirs)
+        for o, t in zip(ours, theirs):
+            assert_same_predictions(o, t)
+        return
+    assert [p["token"] for p in ours] == [p["token"] for p in theirs]
+    assert [p["token_str"] for p in ours] == [p["token_str"] for p in theirs]
+    assert [p["sequence"] for p in ours] == [p["sequence"] for p in theirs]
+    torch.testing.assert_close(torch.tensor([p["score"] for p in ours]), torch.tensor([p["score"] for p in theirs]),
+                               atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("text", FILL, ids=["one_mask", "two_masks", "only_mask", "long"])
+def test_fill_mask_matches_transformers(fill_mask, hf_fill_mask, text):
+    assert_same_predictions(fill_mask(text, top_k=7), hf_fill_mask(text, top_k=7))
+
+
+def test_fill_mask_batch_and_targets_match_transformers(fill_mask, hf_fill_mask):
+    ours = fill_mask(FILL, top_k=3)
+    assert len(ours) == len(FILL)
+    for text, result in zip(FILL, ours):
+        assert_same_predictions(result, hf_fill_mask(text, top_k=3))
+    targets = ["paris", "london", "berlin"]
+    assert_same_predictions(fill_mask(FILL[0], targets=targets), hf_fill_mask(FILL[0], targets=targets))
+
+
+def test_fill_mask_without_mask_token_is_an_error(fill_mask):
+    with pytest.raises(ValueError, match=r"no \[MASK\] token"):
+        fill_mask("There is nothing to fill here.")
+    with pytest.raises(ValueError, match=r"no \[MASK\] token"):
+        fill_mask(["A [MASK] here.", "None here."])
+    with pytest.raises(ValueError, match="top_k must be >= 1"):
+        fill_mask(FILL[0], top_k=0)
