@@ -9,9 +9,9 @@ from bertfast.training.pretraining import (PretrainingCollator, SentencePair, To
                                            tokenize_documents)
 from bertfast.tokenizer import BatchEncoding, BertTokenizer
 from bertfast.training.trainer import PretrainingArguments, Trainer, run_pretraining
+from bertfast.version import __version__  # noqa: F401  (bertfast.__version__)
 from bertfast.weights import CheckpointError
 
-__version__ = "0.1.0"
 
 __all__ = [
     "BatchEncoding",

@@ -12,15 +12,20 @@ import torch
 
 from benchmarks.options import add_arguments as add_bench_arguments  # argparse only
 from bertfast.config import PRESETS, BertConfig
+from bertfast.export.onnx import check_out_dir, export_onnx
 from bertfast.export.onnx_model import EXPORT_TASKS
+from bertfast.export.triton_repo import INSTANCE_KINDS, write_triton_repository
+from bertfast.heads.pretraining import BertForPreTraining
+from bertfast.modeling import BertModel
+from bertfast.ops import default_device
 from bertfast.pipelines import DEFAULT_MODEL, pipeline
-from bertfast.export.triton_repo import INSTANCE_KINDS
+from bertfast.training.trainer import WARMUP_FRACTION, PretrainingArguments, run_pretraining
 from bertfast.weights import resolve_file
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint directory or hub id (default: %(default)s)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=default_device(), help="cpu or cuda (default: %(default)s)")
     parser.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
@@ -58,9 +63,6 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from bertfast.heads.pretraining import BertForPreTraining
-    from bertfast.modeling import BertModel
-
     try:
         config = BertConfig.from_json_file(resolve_file(args.model, "config.json", local_files_only=args.offline))
         source = "checkpoint"
@@ -80,8 +82,6 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from bertfast.training.trainer import PretrainingArguments, run_pretraining
-
     options = PretrainingArguments(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PretrainingArguments)})
     history = run_pretraining(args.corpus, args.out, options, model=args.model, config=args.config,
                               vocab=args.vocab, resume=args.resume)
@@ -99,19 +99,21 @@ def _pretrain_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vocab", help="vocab.txt or tokenizer directory (needed with --config)")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--steps", type=int, required=True, help="total optimizer steps")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-seq-length", type=int, default=128)
-    p.add_argument("--learning-rate", "--lr", type=float, default=1e-4)
-    p.add_argument("--warmup-steps", type=int, help="linear warm-up steps (default: 10%% of --steps)")
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--max-grad-norm", type=float, default=1.0)
-    p.add_argument("--mlm-probability", type=float, default=0.15)
-    p.add_argument("--max-predictions-per-seq", type=int)
-    p.add_argument("--whole-word-mask", action="store_true")
-    p.add_argument("--short-seq-prob", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", default="float32", help="float32, or bfloat16 / float16 autocast on CUDA")
+    d = PretrainingArguments()  # the defaults, written once there
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--max-seq-length", type=int, default=d.max_seq_length)
+    p.add_argument("--learning-rate", "--lr", type=float, default=d.learning_rate)
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
+                   help=f"linear warm-up steps (default: {WARMUP_FRACTION * 100:g}%% of --steps)")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm)
+    p.add_argument("--mlm-probability", type=float, default=d.mlm_probability)
+    p.add_argument("--max-predictions-per-seq", type=int, default=d.max_predictions_per_seq)
+    p.add_argument("--whole-word-mask", action="store_true", default=d.whole_word_mask)
+    p.add_argument("--short-seq-prob", type=float, default=d.short_seq_prob)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device, help="cpu or cuda (default: %(default)s)")
+    p.add_argument("--dtype", default=d.dtype, help="float32, or bfloat16 / float16 autocast on CUDA")
     p.add_argument("--save-every", type=int, help="also checkpoint every N steps")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("--json", action="store_true")
@@ -119,9 +121,6 @@ def _pretrain_parser(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> None:
-    from bertfast.export.onnx import check_out_dir, export_onnx
-    from bertfast.export.triton_repo import write_triton_repository
-
     name = args.triton_name or os.path.basename(os.path.abspath(args.out_dir))
     if args.triton_repo:  # refuse an occupied Triton model directory before the (slow) export
         check_out_dir(os.path.join(args.triton_repo, name), args.overwrite)

@@ -22,8 +22,6 @@ from bertfast.padding import Packing, pad, packing_of, unpad
 from bertfast.weights import load_into, read_state_dict, resolve_dtype, resolve_file
 
 QKV = ("query", "key", "value")
-# What a layer is told about padding: a (B, S) key padding mask, None (no padding), or a Packing (packed input).
-Mask = torch.Tensor | Packing | None
 
 
 class BertEmbeddings(nn.Module):
@@ -71,21 +69,25 @@ class BertSelfAttention(nn.Module):
         self.register_state_dict_post_hook(_split_qkv)
         self.register_load_state_dict_pre_hook(_fuse_qkv)
 
-    def forward(self, hidden: torch.Tensor, mask: Mask,
+    def forward(self, hidden: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
+                cu_seqlens: torch.Tensor | None = None, max_seqlen: int | None = None,
                 output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """hidden (B, S, H) with a (B, S) key padding mask (or None), or packed hidden (T, H) with its
-        Packing -> context of the same shape and, with output_attentions, probabilities (B, heads, S, S)."""
+        """Padded: hidden (B, S, H) with key_padding_mask (B, S) bool (True = real; None = no padding).
+        Packed: hidden (T, H), the real tokens of B sequences, with cu_seqlens (B + 1,) int32 and max_seqlen.
+        -> context of hidden's shape and, with output_attentions (padded only), probabilities (B, heads, S, S)."""
         width = hidden.shape[-1]
         qkv = F.linear(hidden, self.qkv.weight, self.qkv.bias)  # (..., 3H)
-        if isinstance(mask, Packing):
+        if cu_seqlens is not None:
+            if output_attentions or max_seqlen is None:
+                raise ValueError("packed attention takes max_seqlen with cu_seqlens and returns no probabilities")
             qkv = qkv.view(-1, 3, self.num_attention_heads, self.attention_head_size)  # (T, 3, h, D)
-            context = ops.varlen_attention(qkv, mask.cu_seqlens, mask.max_seqlen)  # (T, h, D)
+            context = ops.varlen_attention(qkv, cu_seqlens, max_seqlen)  # (T, h, D)
             return context.reshape(-1, width), None  # (T, H)
         batch, seq_len = hidden.shape[:2]
         qkv = qkv.view(batch, seq_len, 3, self.num_attention_heads, self.attention_head_size)  # (B, S, 3, h, D)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, h, S, D), views without copies
         dropout_p = self.dropout_p if self.training else 0.0
-        context, probs = ops.attention(q, k, v, mask, dropout_p=dropout_p, need_weights=output_attentions)
+        context, probs = ops.attention(q, k, v, key_padding_mask, dropout_p=dropout_p, need_weights=output_attentions)
         return context.transpose(1, 2).reshape(batch, seq_len, width), probs  # (B, S, H)
 
 
@@ -110,9 +112,11 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(config)
         self.output = BertResidualOutput(config, config.hidden_size)
 
-    def forward(self, hidden: torch.Tensor, mask: Mask,
+    def forward(self, hidden: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
+                cu_seqlens: torch.Tensor | None = None, max_seqlen: int | None = None,
                 output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        context, probs = self.self(hidden, mask, output_attentions)
+        """Layouts as BertSelfAttention: padded (B, S, H) + key_padding_mask, or packed (T, H) + cu_seqlens."""
+        context, probs = self.self(hidden, key_padding_mask, cu_seqlens, max_seqlen, output_attentions)
         return self.output(context, hidden), probs
 
 
@@ -133,9 +137,11 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertResidualOutput(config, config.intermediate_size)
 
-    def forward(self, hidden: torch.Tensor, mask: Mask,
+    def forward(self, hidden: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
+                cu_seqlens: torch.Tensor | None = None, max_seqlen: int | None = None,
                 output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attended, probs = self.attention(hidden, mask, output_attentions)
+        """Layouts as BertSelfAttention: padded (B, S, H) + key_padding_mask, or packed (T, H) + cu_seqlens."""
+        attended, probs = self.attention(hidden, key_padding_mask, cu_seqlens, max_seqlen, output_attentions)
         return self.output(self.intermediate(attended), attended), probs
 
 
@@ -144,12 +150,15 @@ class BertEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
 
-    def forward(self, hidden: torch.Tensor, mask: Mask, output_hidden_states: bool = False,
+    def forward(self, hidden: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
+                cu_seqlens: torch.Tensor | None = None, max_seqlen: int | None = None,
+                output_hidden_states: bool = False,
                 output_attentions: bool = False) -> tuple[torch.Tensor, tuple | None, tuple | None]:
+        """Layouts as BertSelfAttention: padded (B, S, H) + key_padding_mask, or packed (T, H) + cu_seqlens."""
         all_hidden = [hidden] if output_hidden_states else None
         all_probs = [] if output_attentions else None
         for layer in self.layer:
-            hidden, probs = layer(hidden, mask, output_attentions)
+            hidden, probs = layer(hidden, key_padding_mask, cu_seqlens, max_seqlen, output_attentions)
             if all_hidden is not None:
                 all_hidden.append(hidden)
             if all_probs is not None:
@@ -313,10 +322,13 @@ class BertModel(BertPreTrainedModel):
         hidden = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, S, H)
         packing = self._packing(key_padding_mask, output_attentions)
         if packing is None:
-            last, all_hidden, all_probs = self.encoder(hidden, key_padding_mask, output_hidden_states,
-                                                       output_attentions)
-        else:
-            last, all_hidden, all_probs = self.encoder(unpad(hidden, packing), packing, output_hidden_states)
+            last, all_hidden, all_probs = self.encoder(hidden, key_padding_mask,
+                                                       output_hidden_states=output_hidden_states,
+                                                       output_attentions=output_attentions)
+        else:  # (T, H) real tokens only
+            last, all_hidden, all_probs = self.encoder(unpad(hidden, packing), cu_seqlens=packing.cu_seqlens,
+                                                       max_seqlen=packing.max_seqlen,
+                                                       output_hidden_states=output_hidden_states)
         if return_packed:
             return self._packed_output(key_padding_mask, packing, last, all_hidden, all_probs)
         padded = _padded(last, key_padding_mask, packing)

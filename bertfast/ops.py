@@ -50,6 +50,11 @@ GEMMS = ("auto", "cublas", "triton")
 AUTO_GEMM = "cublas"
 
 
+def default_device() -> str:
+    """The device a command runs on when none is named: "cuda" when a GPU is present, else "cpu"."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def exporting() -> bool:
     """True while tracing for ONNX / torch.export / TorchScript: always the torch reference then."""
     return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_exporting()

@@ -24,10 +24,6 @@ class Packing:
     seq_len: int  # S
     starts_real: bool  # every row's first position is a real token (no left padding)
 
-    @property
-    def total(self) -> int:
-        return self.indices.numel()
-
 
 def packing_of(key_padding_mask: torch.Tensor) -> Packing:
     """Packing for a (B, S) bool mask, True = real token."""

@@ -48,6 +48,7 @@ from bertfast import ops
 from bertfast.export.onnx_model import INPUT_NAMES, ONNX_FILE, ExportTask, check_task
 from bertfast.inputs import random_batch
 from bertfast.tokenizer import TOKENIZER_FILES
+from bertfast.version import __version__
 from bertfast.weights import resolve_file
 
 MIN_OPSET = 17  # F.layer_norm becomes LayerNormalization, an opset-17 operator
@@ -355,10 +356,8 @@ def _write(proto: Any, report: ExportReport, model: BertPreTrainedModel, source:
     """model.onnx with its metadata, config.json and the source checkpoint's tokenizer files."""
     import onnx
 
-    import bertfast
-
     onnx.helper.set_model_props(proto, {
-        "task": report.task, "bertfast_version": bertfast.__version__, "opset": str(report.opset),
+        "task": report.task, "bertfast_version": __version__, "opset": str(report.opset),
         "config": json.dumps(model.config.to_dict(), sort_keys=True), "optimized": str(bool(report.fused_operators)),
         "fp16": str("fp16" in report.max_abs_diff), "validation_max_abs_diff": json.dumps(report.max_abs_diff),
         "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}"})

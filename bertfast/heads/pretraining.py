@@ -7,9 +7,22 @@ import torch.nn.functional as F
 
 from bertfast import ops
 from bertfast.config import BertConfig
-from bertfast.inputs import check_labels
+from bertfast.inputs import IGNORE_INDEX, check_labels
 from bertfast.modeling import BertModel, BertPreTrainedModel
 from bertfast.outputs import BertForPreTrainingOutput, MaskedLMOutput, NextSentencePredictorOutput
+
+
+def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of MLM logits (..., vocab) over the labels (...) that are not IGNORE_INDEX."""
+    vocab_size = logits.shape[-1]
+    check_labels(labels, logits.shape[:-1], vocab_size, "labels")
+    return F.cross_entropy(logits.reshape(-1, vocab_size).float(), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+def next_sentence_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of NSP logits (B, 2) against next_sentence_label (B,): 0 = IsNext, 1 = NotNext."""
+    check_labels(labels, logits.shape[:1], 2, "next_sentence_label")
+    return F.cross_entropy(logits.view(-1, 2).float(), labels.view(-1))
 
 
 class BertPredictionHeadTransform(nn.Module):
@@ -83,15 +96,6 @@ class _BertWithHeads(BertPreTrainedModel):
         positions only."""
         return self.cls.predictions(sequence_output, self.bert.embeddings.word_embeddings.weight)
 
-    def _mlm_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        check_labels(labels, logits.shape[:-1], self.config.vocab_size, "labels")
-        return F.cross_entropy(logits.view(-1, self.config.vocab_size).float(), labels.view(-1), ignore_index=-100)
-
-    @staticmethod
-    def _nsp_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        check_labels(labels, logits.shape[:1], 2, "next_sentence_label")
-        return F.cross_entropy(logits.view(-1, 2).float(), labels.view(-1))
-
 
 class BertForMaskedLM(_BertWithHeads):
     head_class = BertOnlyMLMHead
@@ -101,11 +105,11 @@ class BertForMaskedLM(_BertWithHeads):
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False,
                 labels: torch.Tensor | None = None) -> MaskedLMOutput:
-        """logits (B, S, vocab); loss = cross-entropy over positions whose label is not -100."""
+        """logits (B, S, vocab); loss = cross-entropy over positions whose label is not IGNORE_INDEX."""
         out = self._encode(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
                            output_attentions)
         logits = self.mlm_logits(out.last_hidden_state)
-        loss = None if labels is None else self._mlm_loss(logits, labels)
+        loss = None if labels is None else masked_lm_loss(logits, labels)
         return MaskedLMOutput(loss, logits, out.hidden_states, out.attentions)
 
 
@@ -121,7 +125,7 @@ class BertForNextSentencePrediction(_BertWithHeads):
         out = self._encode(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
                            output_attentions)
         logits = self.cls.seq_relationship(out.pooler_output)
-        loss = None if labels is None else self._nsp_loss(logits, labels)
+        loss = None if labels is None else next_sentence_loss(logits, labels)
         return NextSentencePredictorOutput(loss, logits, out.hidden_states, out.attentions)
 
 
@@ -145,5 +149,5 @@ class BertForPreTraining(_BertWithHeads):
         nsp_logits = self.cls.seq_relationship(out.pooler_output)
         loss = None
         if labels is not None and next_sentence_label is not None:
-            loss = self._mlm_loss(prediction_logits, labels) + self._nsp_loss(nsp_logits, next_sentence_label)
+            loss = masked_lm_loss(prediction_logits, labels) + next_sentence_loss(nsp_logits, next_sentence_label)
         return BertForPreTrainingOutput(loss, prediction_logits, nsp_logits, out.hidden_states, out.attentions)

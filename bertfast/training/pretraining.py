@@ -30,7 +30,7 @@ from bertfast.tokenizer import BertTokenizer
 IS_NEXT, NOT_NEXT = 0, 1  # NSP labels, as in transformers: 0 = B follows A, 1 = B is from another document
 MIN_SEQ_LENGTH = 5  # [CLS] A [SEP] B [SEP] with one token in each segment
 MASK_FRACTION, RANDOM_FRACTION = 0.8, 0.1  # of the selected positions; the remaining 10% keep their token
-DEMO_CORPUS = os.path.join(os.path.dirname(__file__), "data", "corpus.txt")  # the bundled demo corpus
+DEMO_CORPUS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "corpus.txt")  # the bundled demo corpus
 
 Document = list[list[int]]  # a document: its sentences, each a list of token ids
 

@@ -18,18 +18,20 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from bertfast.config import PRESETS, BertConfig
-from bertfast.heads.pretraining import BertForPreTraining
-from bertfast.training.pretraining import (IGNORE_INDEX, Document, PretrainingCollator, SentencePair, check_documents,
-                                  check_masking_options, check_pair_options, create_nsp_pairs, read_documents,
-                                  tokenize_documents)
+from bertfast.heads.pretraining import BertForPreTraining, masked_lm_loss, next_sentence_loss
+from bertfast.inputs import IGNORE_INDEX
+from bertfast.ops import default_device
+from bertfast.training.pretraining import (Document, PretrainingCollator, SentencePair, check_documents,
+                                           check_masking_options, check_pair_options, create_nsp_pairs,
+                                           read_documents, tokenize_documents)
 from bertfast.tokenizer import BertTokenizer
 from bertfast.weights import resolve_dtype
 
 TRAINER_STATE = "trainer_state.pt"
+WARMUP_FRACTION = 0.1  # of the steps, when warmup_steps is not given
 
 
 @dataclass
@@ -38,7 +40,7 @@ class PretrainingArguments:
     batch_size: int = 32  # sentence pairs per step
     max_seq_length: int = 128  # tokens per pair, the 3 special tokens included
     learning_rate: float = 1e-4  # peak learning rate, reached at the end of the warm-up
-    warmup_steps: int | None = None  # linear warm-up from 0 (None: 10% of steps), then linear decay to 0
+    warmup_steps: int | None = None  # linear warm-up from 0 (None: WARMUP_FRACTION of steps), then decay to 0
     weight_decay: float = 0.01  # AdamW's decoupled weight decay; never on biases and LayerNorm weights
     max_grad_norm: float = 1.0  # clip the global gradient L2 norm to this; 0 turns clipping off
     mlm_probability: float = 0.15  # fraction of the tokens that are predicted
@@ -46,7 +48,7 @@ class PretrainingArguments:
     whole_word_mask: bool = False  # mask a word's ## pieces together
     short_seq_prob: float = 0.1  # probability of a shorter target length for a document's pairs
     seed: int = 0  # seeds initialisation, pair sampling, masking and dropout
-    device: str = "cpu"  # "cpu" or "cuda"
+    device: str = dataclasses.field(default_factory=default_device)  # "cpu" or "cuda" (default: cuda if present)
     dtype: str = "float32"  # "bfloat16" / "float16": autocast on CUDA (master weights stay float32)
     save_every: int | None = None  # also checkpoint every N steps (always at the end)
     progress: bool = True  # show a tqdm progress bar
@@ -82,8 +84,8 @@ class PretrainingLoss:
 
 
 def pretraining_loss(model: BertForPreTraining, batch: dict[str, torch.Tensor]) -> PretrainingLoss:
-    """The loss of ``model(**batch).loss`` (MLM + NSP, as transformers), from vocabulary logits at the labelled
-    positions only (about 15% of the tokens): the full (B, S, vocab) logits would dominate a small model's step.
+    """The loss of ``model(**batch).loss`` (MLM + NSP, the same loss functions), from vocabulary logits at the
+    labelled positions only (about 15% of the tokens): the full (B, S, vocab) logits would dominate a small model's step.
 
     batch: input_ids, token_type_ids, attention_mask, labels (B, S) and next_sentence_label (B,).
     """
@@ -93,7 +95,7 @@ def pretraining_loss(model: BertForPreTraining, batch: dict[str, torch.Tensor]) 
     mlm_logits = model.mlm_logits(out.last_hidden_state[selected]).float()  # (N, vocab)
     nsp_logits = model.cls.seq_relationship(out.pooler_output).float()  # (B, 2)
     targets, nsp_labels = labels[selected], batch["next_sentence_label"]
-    mlm_loss, nsp_loss = F.cross_entropy(mlm_logits, targets), F.cross_entropy(nsp_logits, nsp_labels)
+    mlm_loss, nsp_loss = masked_lm_loss(mlm_logits, targets), next_sentence_loss(nsp_logits, nsp_labels)
     return PretrainingLoss(mlm_loss + nsp_loss, mlm_loss, nsp_loss, (mlm_logits.argmax(-1) == targets).sum(),
                            (nsp_logits.argmax(-1) == nsp_labels).sum())
 
@@ -192,7 +194,7 @@ class Trainer:
         self.collator = PretrainingCollator(tokenizer, args.mlm_probability, args.max_predictions_per_seq,
                                             args.whole_word_mask, self.generator)
         self.optimizer = build_optimizer(self.model, args.learning_rate, args.weight_decay)
-        self.warmup_steps = args.steps // 10 if args.warmup_steps is None else args.warmup_steps
+        self.warmup_steps = int(args.steps * WARMUP_FRACTION) if args.warmup_steps is None else args.warmup_steps
         self.scheduler = linear_schedule(self.optimizer, self.warmup_steps, args.steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.step = self.epoch = self.batch_index = 0  # steps done; position of the next batch

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from bertfast import BertTokenizer
-from bertfast.training.pretraining import (DEMO_CORPUS, IGNORE_INDEX, IS_NEXT, NOT_NEXT, PretrainingCollator, SentencePair,
-                                  TokenMasker, create_nsp_pairs, read_documents, tokenize_documents)
+from bertfast.inputs import IGNORE_INDEX
+from bertfast.training.pretraining import (DEMO_CORPUS, IS_NEXT, NOT_NEXT, PretrainingCollator, SentencePair,
+                                           TokenMasker, create_nsp_pairs, read_documents, tokenize_documents)
 
 RARE_WORDS = ("the unaffable quokkas hyperparameterize zymurgy near antidisestablishmentarian lighthouses",
               "photosynthesizing cyanobacteria outcompete unglamorous phytoplankton in brackish estuaries",

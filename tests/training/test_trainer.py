@@ -17,10 +17,10 @@ from bertfast.cli import main
 from bertfast.training.pretraining import DEMO_CORPUS, PretrainingCollator, create_nsp_pairs
 from bertfast.training.trainer import (TRAINER_STATE, PretrainingArguments, Trainer, build_model, evaluate, linear_schedule,
                               pretraining_loss, run_pretraining)
-from tests.helpers import TINY, needs_cuda
+from tests.helpers import REPO_ROOT, TINY, needs_cuda
 from kernels._utils import triton_installed
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(REPO_ROOT)
 LOSS_RTOL = 1e-5  # loss vs transformers, relative
 GRAD_RTOL = 1e-4  # every parameter's gradient, max |difference| / max |reference|
 LOGITS_ATOL = 1e-4  # as in test_modeling
