@@ -111,9 +111,9 @@ def test_dense_gelu(benchmark, shape, dtype, provider):
     """gelu(x @ W^T + b): one fused Triton GEMM, cuBLAS + the bias_gelu kernel, or cuBLAS (with bias) + F.gelu."""
     x, weight, bias = _gemm_inputs(shape, dtype)
     fns = {
-        "triton": lambda: linear(x, weight, bias, "gelu"),
+        "triton": lambda: linear(x, weight, bias, gelu="none"),
         "cublas+bias_gelu": lambda: bias_gelu(F.linear(x, weight), bias),
-        "cublas+gelu": lambda: linear_ref(x, weight, bias, "gelu"),
+        "cublas+gelu": lambda: linear_ref(x, weight, bias, gelu="none"),
     }
     m, k, n = shape
     _measure(benchmark, fns[provider], 2 * m * n * k, "TFLOP/s")
@@ -134,10 +134,12 @@ def test_linear(benchmark, shape, dtype, provider):
 def test_embedding_layer_norm(benchmark, provider):
     """LayerNorm(word[ids] + token_type[tt] + position): one Triton pass against torch's gathers, adds and LN."""
     batch, seq_len, width, vocab, positions = EMBEDDING_SHAPE
-    tables = [torch.randn(rows, width, device=DEVICE, dtype=DTYPE) for rows in (vocab, positions, 2)]
-    ln = [torch.ones(width, device=DEVICE, dtype=DTYPE), torch.zeros(width, device=DEVICE, dtype=DTYPE)]
+    tables = {name: torch.randn(rows, width, device=DEVICE, dtype=DTYPE)
+              for name, rows in (("word_weight", vocab), ("position_weight", positions), ("token_type_weight", 2))}
+    ln = {"ln_weight": torch.ones(width, device=DEVICE, dtype=DTYPE),
+          "ln_bias": torch.zeros(width, device=DEVICE, dtype=DTYPE)}
     ids = torch.randint(0, vocab, (batch, seq_len), device=DEVICE)
     token_types = torch.randint(0, 2, (batch, seq_len), device=DEVICE)
     fn = {"triton": embedding_layer_norm, "torch": embedding_layer_norm_ref}[provider]
-    moved = 4 * batch * seq_len * width * tables[0].element_size()  # read three rows, write one per token
-    _measure(benchmark, lambda: fn(ids, *tables, *ln, 1e-12, token_types), moved, "GB/s")
+    moved = 4 * batch * seq_len * width * DTYPE.itemsize  # read three rows, write one per token
+    _measure(benchmark, lambda: fn(ids, **tables, **ln, eps=1e-12, token_type_ids=token_types), moved, "GB/s")

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-# Activations the encoder implements, mapped to torch's `approximate` argument of GELU.
+# hidden_act (checkpoint vocabulary) -> GELU's `approximate`, the one vocabulary of ops.py and kernels/ ("none" | "tanh")
 GELU_APPROXIMATE = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
 
 

@@ -36,9 +36,11 @@ class BertEmbeddings(nn.Module):
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids (B, S) -> (B, S, H): the three lookups, their sum and the LayerNorm in one fused op."""
-        embeddings = ops.embeddings(input_ids, self.word_embeddings.weight, self.position_embeddings.weight,
-                                    self.token_type_embeddings.weight, self.LayerNorm.weight, self.LayerNorm.bias,
-                                    self.LayerNorm.eps, token_type_ids, position_ids,
+        embeddings = ops.embeddings(input_ids, word_weight=self.word_embeddings.weight,
+                                    position_weight=self.position_embeddings.weight,
+                                    token_type_weight=self.token_type_embeddings.weight,
+                                    ln_weight=self.LayerNorm.weight, ln_bias=self.LayerNorm.bias,
+                                    eps=self.LayerNorm.eps, token_type_ids=token_type_ids, position_ids=position_ids,
                                     padding_idx=self.word_embeddings.padding_idx)
         return self.dropout(embeddings)
 

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 import kernels
+from kernels.gelu import APPROXIMATIONS
 from kernels._utils import interpreting, triton_installed
-from kernels.linear import GELU_ACTIVATIONS
 
 BACKENDS = ("auto", "torch", "triton")
 _FORCED: contextvars.ContextVar[str | None] = contextvars.ContextVar("bertfast_backend", default=None)
@@ -96,31 +96,33 @@ def gemm_choice() -> str:
 
 def dense_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, approximate: str = "none") -> torch.Tensor:
     """gelu(x @ weight.T + bias): the intermediate (feed-forward up) projection; approximate "none" | "tanh"."""
+    if approximate not in APPROXIMATIONS:
+        raise ValueError(f"approximate must be one of {APPROXIMATIONS}, got {approximate!r}")
     if backend_for(x) == "triton":
         if gemm_choice() == "triton":
-            if approximate not in GELU_ACTIVATIONS:
-                raise ValueError(f"approximate must be one of {sorted(GELU_ACTIVATIONS)}, got {approximate!r}")
-            return kernels.linear(x, weight, bias, activation=GELU_ACTIVATIONS[approximate])
+            return kernels.linear(x, weight, bias, gelu=approximate)
         return kernels.bias_gelu(F.linear(x, weight), bias, approximate)
     return F.gelu(F.linear(x, weight, bias), approximate=approximate)
 
 
-def embeddings(input_ids: torch.Tensor, word_weight: torch.Tensor, position_weight: torch.Tensor,
+def embeddings(input_ids: torch.Tensor, *, word_weight: torch.Tensor, position_weight: torch.Tensor,
                token_type_weight: torch.Tensor, ln_weight: torch.Tensor, ln_bias: torch.Tensor, eps: float,
                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                padding_idx: int | None = None) -> torch.Tensor:
     """LayerNorm(word[input_ids] + token_type[token_type_ids] + position[position_ids]): input_ids (B, S) -> (B, S, H).
 
+    Everything after input_ids is keyword-only (the tables share a shape: a positional swap would pass).
     Absent token types / positions mean type 0 and positions 0..S-1 (the reference broadcasts those
     rows). Ids must already be validated (the Triton kernel does not range-check them). Dropout is the
     caller's. The reference is exactly BertEmbeddings' torch computation; padding_idx (the word
     table's) only affects gradients.
     """
-    args = (input_ids, word_weight, position_weight, token_type_weight, ln_weight, ln_bias, eps,
-            token_type_ids, position_ids, padding_idx)
+    kwargs = dict(word_weight=word_weight, position_weight=position_weight, token_type_weight=token_type_weight,
+                  ln_weight=ln_weight, ln_bias=ln_bias, eps=eps, token_type_ids=token_type_ids,
+                  position_ids=position_ids, padding_idx=padding_idx)
     if backend_for(word_weight) == "triton":
-        return kernels.embedding_layer_norm(*args)
-    return kernels.embedding_layer_norm_ref(*args)
+        return kernels.embedding_layer_norm(input_ids, **kwargs)
+    return kernels.embedding_layer_norm_ref(input_ids, **kwargs)
 
 
 def dense_residual_layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor,

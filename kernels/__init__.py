@@ -6,11 +6,14 @@ raises a RuntimeError saying to install triton. The Triton ops need CUDA tensors
 
     layer_norm(x, weight, bias, eps=1e-12, residual=None)          LayerNorm(x + residual), fp32 stats
     bias_gelu(x, bias, approximate="none")                         gelu(x + bias), erf or tanh
-    linear(x, weight, bias=None, activation=None)                  act(x @ weight.T + bias), one GEMM with
-                                                                   the bias + "gelu" / "gelu_tanh" epilogue
-    embedding_layer_norm(input_ids, word_weight, position_weight,  LayerNorm(word[ids] + token_type[tt]
-        token_type_weight, ln_weight, ln_bias, eps=1e-12,              + position[pos]) in one pass
-        token_type_ids=None, position_ids=None, padding_idx=None)
+    linear(x, weight, bias=None, gelu=None)                        x @ weight.T + bias, one GEMM with the bias
+                                                                   and GELU ("none" = erf / "tanh") epilogue
+    embedding_layer_norm(input_ids, *, word_weight,                LayerNorm(word[ids] + token_type[tt]
+        position_weight, token_type_weight, ln_weight, ln_bias,        + position[pos]) in one pass
+        eps=1e-12, token_type_ids=None, position_ids=None,
+        padding_idx=None)
+
+GELU everywhere is named by F.gelu's ``approximate``: "none" (exact erf) or "tanh".
     attention(q, k, v, key_padding_mask=None, scale=None)          flash attention, (B, H, S, D)
     varlen_attention(q, k, v, cu_seqlens, max_seqlen, scale=None)  flash attention, packed (T, H, D)
 """

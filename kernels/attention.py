@@ -18,11 +18,14 @@ with torch autograd, so gradients are the reference's (for all-padding rows in f
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from kernels._utils import DTYPES, attention_launch_settings, cdiv, check_launchable, jit, next_power_of_2, tl
 
+LOG2E = math.log2(math.e)  # the kernel computes exp(x) as exp2(x * log2(e))
 MAX_HEAD_DIM = 128
 
 
@@ -135,7 +138,7 @@ def _attention_fwd(
     _attention_fwd_kernel[(cdiv(seqlen_q, cfg.block_rows), heads, batch)](
         q, k, v, o, mask, cu_seqlens if cu_seqlens is not None else q,
         *_bhsd_strides(q), *_bhsd_strides(k), *_bhsd_strides(v), *_bhsd_strides(o), *mask_strides,
-        seqlen_q, seqlen_k, scale * 1.4426950408889634,
+        seqlen_q, seqlen_k, scale * LOG2E,
         HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=cfg.block_rows, BLOCK_N=cfg.block_cols,
         HAS_MASK=key_padding_mask is not None, VARLEN=cu_seqlens is not None,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",

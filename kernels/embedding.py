@@ -128,8 +128,11 @@ class _EmbeddingLayerNormFn(torch.autograd.Function):
         input_ids, *params, token_type_ids, position_ids = ctx.saved_tensors
         with torch.enable_grad():
             leaves = [p.detach().requires_grad_() for p in params]  # word, position, token type, ln weight, ln bias
+            word, position, token_type, ln_weight, ln_bias = leaves
             out = embedding_layer_norm_ref(
-                input_ids, *leaves, ctx.eps, token_type_ids, position_ids, padding_idx=ctx.padding_idx
+                input_ids, word_weight=word, position_weight=position, token_type_weight=token_type,
+                ln_weight=ln_weight, ln_bias=ln_bias, eps=ctx.eps, token_type_ids=token_type_ids,
+                position_ids=position_ids, padding_idx=ctx.padding_idx,
             )
             grads = torch.autograd.grad(out, leaves, dy)
         return (None, *grads, None, None, None, None)
@@ -174,6 +177,7 @@ def _check_embedding_inputs(
 
 def embedding_layer_norm(
     input_ids: torch.Tensor,
+    *,
     word_weight: torch.Tensor,
     position_weight: torch.Tensor,
     token_type_weight: torch.Tensor,
@@ -184,7 +188,8 @@ def embedding_layer_norm(
     position_ids: torch.Tensor | None = None,
     padding_idx: int | None = None,
 ) -> torch.Tensor:
-    """Triton ``LayerNorm(word[input_ids] + token_type[token_type_ids] + position[position_ids])``.
+    """Triton ``LayerNorm(word[input_ids] + token_type[token_type_ids] + position[position_ids])``; every
+    argument after input_ids is keyword-only (the three tables share a shape, so a swap would go unnoticed).
 
     input_ids: (B, S) int64/int32; token_type_ids / position_ids: int64/int32, broadcastable to (B, S), or None
     for token type 0 and positions 0..S-1 in every row. Tables: word (V, N), position (P, N), token type
@@ -202,6 +207,7 @@ def embedding_layer_norm(
 
 def embedding_layer_norm_ref(
     input_ids: torch.Tensor,
+    *,
     word_weight: torch.Tensor,
     position_weight: torch.Tensor,
     token_type_weight: torch.Tensor,

@@ -8,6 +8,9 @@ Shared with kernels/linear.py: ``gelu_f32`` (the jit GELU of its GEMM epilogue) 
 """
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -16,13 +19,27 @@ from kernels._utils import (
     cdiv,
     check_launchable,
     check_vector,
+    interpreting,
     jit,
     reduction_programs,
     row_launch_settings,
     tl,
 )
 
-APPROXIMATIONS = ("none", "tanh")
+APPROXIMATIONS = ("none", "tanh")  # GELU's ``approximate`` as F.gelu names it: exact erf, or the tanh form
+
+
+def _constant(value: float) -> Any:
+    """A module constant the jit functions can read: compiled kernels take only ``tl.constexpr`` globals; the
+    interpreter (and a machine without Triton) takes the plain float."""
+    return value if tl is None or interpreting() else tl.constexpr(value)
+
+
+SQRT1_2 = _constant(1 / math.sqrt(2))  # erf GELU: 0.5 z (1 + erf(z / sqrt 2))
+INV_SQRT_2PI = _constant(1 / math.sqrt(2 * math.pi))  # the standard normal pdf's factor
+TANH_SCALE = _constant(2 * math.sqrt(2 / math.pi))  # 2 sqrt(2/pi): 1 + tanh(u) = 2 sigmoid(2u)
+TANH_CUBIC = _constant(0.044715)  # u = sqrt(2/pi) (z + 0.044715 z^3)
+TANH_CUBIC_SLOPE = _constant(3 * 0.044715)  # d/dz of (z + 0.044715 z^3) is 1 + 3 * 0.044715 z^2
 
 
 @jit
@@ -30,9 +47,9 @@ def gelu_f32(z, TANH: tl.constexpr):
     """gelu(z) for fp32 z: 0.5 z (1 + erf(z / sqrt 2)), or with TANH 0.5 z (1 + tanh(u)) = z sigmoid(2u),
     u = sqrt(2/pi) (z + 0.044715 z^3) (the sigmoid form: tl.math has no tanh)."""
     if TANH:
-        cdf = tl.sigmoid(1.5957691216057308 * (z + 0.044715 * z * z * z))
+        cdf = tl.sigmoid(TANH_SCALE * (z + TANH_CUBIC * z * z * z))
     else:
-        cdf = 0.5 * (1.0 + tl.math.erf(z * 0.7071067811865476))
+        cdf = 0.5 * (1.0 + tl.math.erf(z * SQRT1_2))
     return z * cdf
 
 
@@ -44,12 +61,12 @@ def _gelu_grad(z, TANH: tl.constexpr):
     so that it keeps full precision where s rounds to 1.
     """
     if TANH:
-        v = 1.5957691216057308 * (z + 0.044715 * z * z * z)
+        v = TANH_SCALE * (z + TANH_CUBIC * z * z * z)
         s = tl.sigmoid(v)
-        grad = s + z * s * tl.sigmoid(-v) * 1.5957691216057308 * (1.0 + 0.134145 * z * z)
+        grad = s + z * s * tl.sigmoid(-v) * TANH_SCALE * (1.0 + TANH_CUBIC_SLOPE * z * z)
     else:
-        pdf = 0.3989422804014327 * tl.exp(-0.5 * z * z)
-        grad = 0.5 * (1.0 + tl.math.erf(z * 0.7071067811865476)) + z * pdf
+        pdf = INV_SQRT_2PI * tl.exp(-0.5 * z * z)
+        grad = 0.5 * (1.0 + tl.math.erf(z * SQRT1_2)) + z * pdf
     return grad
 
 

@@ -20,11 +20,10 @@ import torch.nn.functional as F
 
 from kernels._utils import (DTYPES, as_rows, cdiv, check_launchable, check_vector, gemm_autotune, gemm_m_bucket, jit,
                             tl)
-from kernels.gelu import bias_gelu_bwd, gelu_f32
+from kernels.gelu import APPROXIMATIONS, bias_gelu_bwd, gelu_f32
 
-# activation -> the ``approximate`` argument of F.gelu / kernels.bias_gelu (None: no activation)
-ACTIVATIONS = {None: None, "gelu": "none", "gelu_tanh": "tanh"}
-GELU_ACTIVATIONS = {approximate: name for name, approximate in ACTIVATIONS.items() if name is not None}
+# The epilogues: None (no activation) or GELU named by its ``approximate`` (F.gelu's and kernels.bias_gelu's words)
+EPILOGUES = (None, *APPROXIMATIONS)
 
 
 @jit
@@ -118,12 +117,12 @@ class _LinearFn(torch.autograd.Function):
         x: torch.Tensor,
         weight: torch.Tensor,
         bias: torch.Tensor | None,
-        activation: str | None,
+        gelu: str | None,
     ) -> torch.Tensor:
         x_rows = as_rows(x)  # (M, K)
         w_rows = as_rows(weight)  # (N, K)
         ctx.save_for_backward(x_rows, w_rows, bias)
-        ctx.approximate = ACTIVATIONS[activation]
+        ctx.approximate = gelu
         ctx.x_shape = x.shape
         y = _linear_fwd(x_rows, w_rows, bias, ctx.approximate)  # (M, N)
         return y.view(*x.shape[:-1], weight.shape[0])  # (..., N)
@@ -145,10 +144,10 @@ class _LinearFn(torch.autograd.Function):
         return dx, dw, dbias, None
 
 
-def _check_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None) -> None:
-    """Raise on an unknown activation, mismatched shapes, or a dtype mix / unsupported dtype."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"kernels.linear: activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
+def _check_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None) -> None:
+    """Raise on an unknown epilogue, mismatched shapes, or a dtype mix / unsupported dtype."""
+    if gelu not in EPILOGUES:
+        raise ValueError(f"kernels.linear: gelu must be one of {list(EPILOGUES)}, got {gelu!r}")
     if weight.dim() != 2 or x.dim() < 1 or x.shape[-1] != weight.shape[1]:
         raise ValueError(
             f"kernels.linear: x (..., K) and weight (N, K) do not fit: x {tuple(x.shape)}, weight {tuple(weight.shape)}"
@@ -162,22 +161,23 @@ def _check_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 
 
 def linear(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, activation: str | None = None
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, gelu: str | None = None
 ) -> torch.Tensor:
-    """Triton ``act(x @ weight.T + bias)``, differentiable in x, weight and bias.
+    """Triton ``x @ weight.T + bias``, then GELU if asked, differentiable in x, weight and bias.
 
     x: (..., K), any strides; weight: (N, K) (nn.Linear layout); bias: (N,) or None; one dtype of fp32 /
-    fp16 / bf16 for all three. activation: None, "gelu" (exact erf, BERT's "gelu") or "gelu_tanh"
-    ("gelu_new" checkpoints), applied in fp32 to the fp32 accumulator. Returns (..., N) in x's dtype.
+    fp16 / bf16 for all three. gelu: None (no activation) or GELU's ``approximate`` as in F.gelu, "none"
+    (exact erf, BERT's "gelu") or "tanh" ("gelu_new" checkpoints), applied in fp32 to the fp32 accumulator.
+    Returns (..., N) in x's dtype.
     """
     check_launchable("linear", x, weight, bias)
-    _check_linear(x, weight, bias, activation)
-    return _LinearFn.apply(x, weight, bias, activation)
+    _check_linear(x, weight, bias, gelu)
+    return _LinearFn.apply(x, weight, bias, gelu)
 
 
 def linear_ref(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, activation: str | None = None
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, gelu: str | None = None
 ) -> torch.Tensor:
-    """Torch reference: ``F.linear``, then ``F.gelu`` for activation "gelu" / "gelu_tanh"; x (..., K), weight (N, K)."""
+    """Torch reference: ``F.linear``, then ``F.gelu(approximate=gelu)`` unless gelu is None; x (..., K), weight (N, K)."""
     y = F.linear(x, weight, bias)  # (..., N)
-    return y if ACTIVATIONS[activation] is None else F.gelu(y, approximate=ACTIVATIONS[activation])
+    return y if gelu is None else F.gelu(y, approximate=gelu)

@@ -101,14 +101,14 @@ def test_dense_gelu_triton_path_matches_torch_path(gemm, approximate, triton_pat
 def test_dense_gelu_takes_the_chosen_gemm(triton_path, monkeypatch):
     """BERTFAST_GEMM=triton calls kernels.linear with the GELU epilogue; cublas never does."""
     calls = []
-    monkeypatch.setattr(ops.kernels, "linear", lambda *args, **kwargs: calls.append(kwargs["activation"]))
+    monkeypatch.setattr(ops.kernels, "linear", lambda *args, **kwargs: calls.append(kwargs["gelu"]))
     x, weight, bias = torch.randn(3, 8, device=triton_path), torch.randn(16, 8, device=triton_path), None
     monkeypatch.setenv("BERTFAST_GEMM", "cublas")
     ops.dense_gelu(x, weight, bias, "tanh")
     monkeypatch.setenv("BERTFAST_GEMM", "triton")
     ops.dense_gelu(x, weight, bias, "tanh")
     ops.dense_gelu(x, weight, bias, "none")
-    assert calls == ["gelu_tanh", "gelu"]
+    assert calls == ["tanh", "none"]
     with pytest.raises(ValueError, match="approximate must be one of"):
         ops.dense_gelu(x, weight, bias, "sigmoid")
 
@@ -124,10 +124,11 @@ def _embeddings_module(device: torch.device) -> BertEmbeddings:
 
 def _ops_embeddings(module: BertEmbeddings, input_ids, token_type_ids, position_ids) -> torch.Tensor:
     """ops.embeddings with the module's parameters, as BertEmbeddings will call it."""
-    return ops.embeddings(input_ids, module.word_embeddings.weight, module.position_embeddings.weight,
-                          module.token_type_embeddings.weight, module.LayerNorm.weight, module.LayerNorm.bias,
-                          module.LayerNorm.eps, token_type_ids, position_ids,
-                          padding_idx=module.word_embeddings.padding_idx)
+    return ops.embeddings(input_ids, word_weight=module.word_embeddings.weight,
+                          position_weight=module.position_embeddings.weight,
+                          token_type_weight=module.token_type_embeddings.weight, ln_weight=module.LayerNorm.weight,
+                          ln_bias=module.LayerNorm.bias, eps=module.LayerNorm.eps, token_type_ids=token_type_ids,
+                          position_ids=position_ids, padding_idx=module.word_embeddings.padding_idx)
 
 
 @pytest.mark.parametrize("given", ["neither", "token_types", "both"])
@@ -157,15 +158,16 @@ def test_embeddings_triton_path_fp16_and_gradients(triton_path, monkeypatch, lea
     """fp16 tables within the dtype's rounding of the torch path; gradients equal the torch path's."""
     module = _embeddings_module(triton_path).half()
     ids = torch.randint(0, TINY["vocab_size"], (2, 9), device=triton_path)
-    params = [leaf(p.detach()) for p in (module.word_embeddings.weight, module.position_embeddings.weight,
-                                         module.token_type_embeddings.weight, module.LayerNorm.weight,
-                                         module.LayerNorm.bias)]
+    params = {name: leaf(p.detach()) for name, p in (
+        ("word_weight", module.word_embeddings.weight), ("position_weight", module.position_embeddings.weight),
+        ("token_type_weight", module.token_type_embeddings.weight), ("ln_weight", module.LayerNorm.weight),
+        ("ln_bias", module.LayerNorm.bias))}
     dy = torch.randn(2, 9, TINY["hidden_size"], device=triton_path).half()
     results = []
     for backend in ("triton", "torch"):
         monkeypatch.setenv("BERTFAST_BACKEND", backend)
-        out = ops.embeddings(ids, *params, module.LayerNorm.eps, padding_idx=0)
-        results.append((out, torch.autograd.grad(out, params, dy)))
+        out = ops.embeddings(ids, **params, eps=module.LayerNorm.eps, padding_idx=0)
+        results.append((out, torch.autograd.grad(out, list(params.values()), dy)))
     (fused, fused_grads), (reference, reference_grads) = results
     torch.testing.assert_close(fused, reference, atol=2e-3, rtol=0)
     for g, g_ref in zip(fused_grads, reference_grads):

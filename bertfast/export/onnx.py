@@ -104,14 +104,15 @@ def tolerance(stage: str, output: str) -> float:
 
 def export_onnx(model_or_path: str | os.PathLike | BertPreTrainedModel, out_path: str | os.PathLike,
                 task: str = "feature-extraction", opset: int | None = None, optimize: bool = False,
-                fp16: bool = False, overwrite: bool = False, output_attentions: bool = False) -> ExportReport:
+                fp16: bool = False, overwrite: bool = False) -> ExportReport:
     """Export a checkpoint (directory or hub id) or a loaded model to ``out_path/model.onnx``, validated.
 
     Inputs ``input_ids``, ``attention_mask``, ``token_type_ids``: int64 (batch_size, sequence_length).
     Outputs by task: feature-extraction ``last_hidden_state`` (B, S, H) and ``pooler_output`` (B, H) when the
     model has a pooler; fill-mask ``logits`` (B, S, vocab); next-sentence ``logits`` (B, 2); pretraining
     ``prediction_logits`` (B, S, vocab) and ``seq_relationship_logits`` (B, 2). All float32, also with
-    ``fp16=True`` (the weights and activations are float16 inside).
+    ``fp16=True`` (the weights and activations are float16 inside). Attention probabilities are never an
+    output (run the torch model with ``output_attentions=True`` for them).
 
     ``optimize``: onnxscript's onnxruntime fusions (they fuse our packed-QKV attention into
     MultiHeadAttention, which onnxruntime's BERT fuser cannot match), then onnxruntime's transformers
@@ -122,10 +123,6 @@ def export_onnx(model_or_path: str | os.PathLike | BertPreTrainedModel, out_path
     ``out_path`` must be new or empty unless ``overwrite=True`` (which replaces only the files listed above).
     """
     spec = check_task(task)
-    if output_attentions:
-        raise ValueError(f"output_attentions=True cannot be exported: the served graph returns only "
-                         f"{list(spec.outputs)} (the fused attention never materialises probabilities); run the "
-                         f"torch model with output_attentions=True to inspect attentions")
     _check_opset(opset)
     out_dir = check_out_dir(out_path, overwrite)
     model = _load(model_or_path, task, spec)

@@ -170,8 +170,6 @@ def test_bad_export_requests_are_clear_errors(tmp_path, tiny_checkpoint):
         export_onnx(tiny_checkpoint, out, opset=99)
     with pytest.raises(TypeError, match="opset must be an int or None"):
         export_onnx(tiny_checkpoint, out, opset="20")
-    with pytest.raises(ValueError, match="output_attentions=True cannot be exported"):
-        export_onnx(tiny_checkpoint, out, output_attentions=True)
     with pytest.raises(TypeError, match="task 'fill-mask' exports a BertForMaskedLM, got a BertModel"):
         export_onnx(bertfast.BertModel.from_pretrained(tiny_checkpoint), out, task="fill-mask")
     with pytest.raises(TypeError, match="must be a checkpoint directory, a hub id or a bertfast model"):

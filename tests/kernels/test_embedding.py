@@ -10,16 +10,17 @@ from tests.helpers import needs_cuda
 
 DTYPES = [torch.float32, torch.float16]
 VOCAB, POSITIONS, TYPES = 50, 40, 2
+PARAMS = ("word_weight", "position_weight", "token_type_weight", "ln_weight", "ln_bias")
 
 
 def _params(width: int, dtype: torch.dtype, device: torch.device, vocab: int = VOCAB, positions: int = POSITIONS
-            ) -> list[torch.Tensor]:
-    """[word (V, N), position (P, N), token type (T, N), ln_weight (N,), ln_bias (N,)] in ``dtype``; word row 0
-    is zero, like a padding_idx row."""
+            ) -> dict[str, torch.Tensor]:
+    """The keyword arguments word_weight (V, N), position_weight (P, N), token_type_weight (T, N), ln_weight (N,),
+    ln_bias (N,) in ``dtype``; word row 0 is zero, like a padding_idx row."""
     word, position, token_type = (torch.randn(rows, width, device=device) for rows in (vocab, positions, TYPES))
     word[0] = 0
     ln_weight, ln_bias = 1 + 0.5 * torch.randn(width, device=device), 0.5 * torch.randn(width, device=device)
-    return [t.to(dtype) for t in (word, position, token_type, ln_weight, ln_bias)]
+    return {name: t.to(dtype) for name, t in zip(PARAMS, (word, position, token_type, ln_weight, ln_bias))}
 
 
 def _ids(batch: int, seq_len: int, device: torch.device, high: int = VOCAB) -> torch.Tensor:
@@ -31,10 +32,10 @@ def _ids(batch: int, seq_len: int, device: torch.device, high: int = VOCAB) -> t
 
 def _check(check_error, params, ids, token_type_ids=None, position_ids=None, what: str = "", eps: float = 1e-12):
     """Kernel vs torch same dtype vs fp64 reference; returns the kernel output."""
-    extra = (eps, token_type_ids, position_ids)
-    out = embedding_layer_norm(ids, *params, *extra)
-    out_torch = embedding_layer_norm_ref(ids, *params, *extra)
-    out_ref = embedding_layer_norm_ref(ids, *(p.double() for p in params), *extra)
+    extra = dict(eps=eps, token_type_ids=token_type_ids, position_ids=position_ids)
+    out = embedding_layer_norm(ids, **params, **extra)
+    out_torch = embedding_layer_norm_ref(ids, **params, **extra)
+    out_ref = embedding_layer_norm_ref(ids, **{k: p.double() for k, p in params.items()}, **extra)
     check_error(out, out_torch, out_ref, what)
     return out
 
@@ -61,7 +62,8 @@ def test_default_token_types_and_positions(given, dtype, device, check_error):
     out = _check(check_error, params, ids, token_types, positions, given)
     explicit_types = torch.zeros_like(ids) if token_types is None else token_types
     explicit_positions = torch.arange(33, device=device).expand(2, 33) if positions is None else positions
-    torch.testing.assert_close(out, embedding_layer_norm(ids, *params, 1e-12, explicit_types, explicit_positions),
+    torch.testing.assert_close(out, embedding_layer_norm(ids, **params, token_type_ids=explicit_types,
+                                                                position_ids=explicit_positions),
                                rtol=0, atol=0)
 
 
@@ -77,10 +79,11 @@ def test_broadcast_strided_and_narrow_ids(device, check_error):
 
 def test_padding_row_gives_layer_norm_of_the_other_two(device):
     """A padding id reads the zero row: the output is LayerNorm(token_type + position)."""
-    word, position, token_type, ln_weight, ln_bias = _params(32, torch.float32, device)
+    params = _params(32, torch.float32, device)
     ids = torch.zeros(1, 5, dtype=torch.long, device=device)
-    out = embedding_layer_norm(ids, word, position, token_type, ln_weight, ln_bias, 1e-5)
-    expected = torch.nn.functional.layer_norm(token_type[0] + position[:5], (32,), ln_weight, ln_bias, 1e-5)
+    out = embedding_layer_norm(ids, **params, eps=1e-5)
+    expected = torch.nn.functional.layer_norm(params["token_type_weight"][0] + params["position_weight"][:5], (32,),
+                                              params["ln_weight"], params["ln_bias"], 1e-5)
     torch.testing.assert_close(out[0], expected)
 
 
@@ -92,9 +95,9 @@ def test_backward_is_the_reference(device, leaf):
     dy = torch.randn(2, 7, 32, device=device)
     grads = []
     for fn in (embedding_layer_norm, embedding_layer_norm_ref):
-        leaves = [leaf(p) for p in params]
-        out = fn(ids, *leaves, 1e-12, None, positions, padding_idx=0)
-        grads.append(torch.autograd.grad(out, leaves, dy))
+        leaves = {k: leaf(p) for k, p in params.items()}
+        out = fn(ids, **leaves, position_ids=positions, padding_idx=0)
+        grads.append(torch.autograd.grad(out, list(leaves.values()), dy))
     for g, g_ref in zip(*grads):
         torch.testing.assert_close(g, g_ref)
     assert grads[0][0][0].abs().max() == 0, "the padding row gets no gradient"
@@ -103,36 +106,37 @@ def test_backward_is_the_reference(device, leaf):
 
 def test_empty_batch(device):
     params = _params(32, torch.float32, device)
-    assert embedding_layer_norm(torch.zeros(0, 5, dtype=torch.long, device=device), *params).shape == (0, 5, 32)
+    assert embedding_layer_norm(torch.zeros(0, 5, dtype=torch.long, device=device), **params).shape == (0, 5, 32)
 
 
 def test_bad_input(device):
     params = _params(32, torch.float32, device)
     ids = _ids(2, 7, device)
     with pytest.raises(TypeError, match="input_ids must be an int64 or int32 tensor"):
-        embedding_layer_norm(ids.float(), *params)
+        embedding_layer_norm(ids.float(), **params)
     with pytest.raises(ValueError, match=r"input_ids must be \(B, S\)"):
-        embedding_layer_norm(ids[0], *params)
+        embedding_layer_norm(ids[0], **params)
     with pytest.raises(ValueError, match="position_ids .* does not broadcast"):
-        embedding_layer_norm(ids, *params, position_ids=ids[:, :3])
+        embedding_layer_norm(ids, **params, position_ids=ids[:, :3])
     with pytest.raises(TypeError, match="token_type_ids must be an int64 or int32 tensor"):
-        embedding_layer_norm(ids, *params, token_type_ids=ids.to(torch.uint8))
+        embedding_layer_norm(ids, **params, token_type_ids=ids.to(torch.uint8))
     with pytest.raises(ValueError, match="position_weight must be"):
-        embedding_layer_norm(ids, params[0], params[1][:, :16], *params[2:])
+        embedding_layer_norm(ids, **{**params, "position_weight": params["position_weight"][:, :16]})
     with pytest.raises(TypeError, match="share one dtype"):
-        embedding_layer_norm(ids, params[0], params[1].half(), *params[2:])
+        embedding_layer_norm(ids, **{**params, "position_weight": params["position_weight"].half()})
     with pytest.raises(ValueError, match="ln_bias"):
-        embedding_layer_norm(ids, *params[:4], params[4][:16])
+        embedding_layer_norm(ids, **{**params, "ln_bias": params["ln_bias"][:16]})
 
 
 def test_without_triton(check_without_triton):
     """The reference imports and runs without Triton; the kernel raises a RuntimeError naming the fix."""
     check_without_triton(
         "ids, w, p, t = torch.tensor([[3, 1]]), torch.randn(5, 4), torch.randn(8, 4), torch.randn(2, 4)\n"
-        "ln_w, ln_b = torch.ones(4), torch.zeros(4)\n"
-        "expected = torch.nn.functional.layer_norm(w[ids] + t[0] + p[:2], (4,), ln_w, ln_b, 1e-12)",
-        ["torch.testing.assert_close(kernels.embedding_layer_norm_ref(ids, w, p, t, ln_w, ln_b), expected)"],
-        ["kernels.embedding_layer_norm(ids, w, p, t, ln_w, ln_b)"],
+        "kw = dict(word_weight=w, position_weight=p, token_type_weight=t, ln_weight=torch.ones(4), "
+        "ln_bias=torch.zeros(4))\n"
+        "expected = torch.nn.functional.layer_norm(w[ids] + t[0] + p[:2], (4,), kw['ln_weight'], kw['ln_bias'], 1e-12)",
+        ["torch.testing.assert_close(kernels.embedding_layer_norm_ref(ids, **kw), expected)"],
+        ["kernels.embedding_layer_norm(ids, **kw)"],
     )
 
 
@@ -162,3 +166,12 @@ def test_gpu_bert_base(dtype, token_types, check_error):
     ids = _ids(32, 128, device, high=30522)
     types = torch.randint(0, TYPES, ids.shape, device=device) if token_types else None
     _check(check_error, params, ids, types, None, f"bert-base {dtype}")
+
+
+def test_tables_are_keyword_only(device):
+    """The three tables share (rows, N) shapes: a positional call that could swap them is refused."""
+    params = _params(32, torch.float32, device, vocab=TYPES, positions=TYPES)
+    with pytest.raises(TypeError, match="positional"):
+        embedding_layer_norm(_ids(1, 2, device, high=TYPES), *params.values())
+    with pytest.raises(TypeError, match="positional"):
+        embedding_layer_norm_ref(_ids(1, 2, device, high=TYPES), *params.values())
