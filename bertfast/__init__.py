@@ -1,4 +1,5 @@
 """bertfast: a BERT inference runtime in PyTorch + Triton with transformers' numbers."""
+from bertfast.checkpoint import CheckpointError
 from bertfast.config import BertConfig
 from bertfast.export import ExportReport, ExportValidationError, OnnxModel, export_onnx, write_triton_repository
 from bertfast.graphs import GraphedModel, optimize
@@ -9,7 +10,6 @@ from bertfast.training.pretraining import (PretrainingCollator, SentencePair, To
                                            tokenize_documents)
 from bertfast.tokenizer import BatchEncoding, BertTokenizer
 from bertfast.training.trainer import PretrainingArguments, Trainer, run_pretraining
-from bertfast.weights import CheckpointError
 
 __version__ = "0.1.0"
 

@@ -13,9 +13,9 @@ import torch
 from benchmarks.options import add_arguments as add_bench_arguments  # argparse only
 from bertfast.config import PRESETS, BertConfig
 from bertfast.export.onnx_model import EXPORT_TASKS
+from bertfast.hub import resolve_file
 from bertfast.pipelines import DEFAULT_MODEL, pipeline
 from bertfast.export.triton_repo import INSTANCE_KINDS
-from bertfast.weights import resolve_file
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:

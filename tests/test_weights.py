@@ -14,7 +14,7 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 import bertfast
-from bertfast.weights import resolve_dtype
+from bertfast.config import resolve_dtype
 from tests.helpers import TINY, hf_pretraining_model, padded_batch
 
 MODEL_CLASSES = [bertfast.BertModel, bertfast.BertForMaskedLM, bertfast.BertForNextSentencePrediction,

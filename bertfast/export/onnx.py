@@ -46,9 +46,9 @@ import torch
 from bertfast.modeling import BertModel, BertPreTrainedModel
 from bertfast import ops
 from bertfast.export.onnx_model import INPUT_NAMES, ONNX_FILE, ExportTask, check_task
+from bertfast.hub import resolve_file
 from bertfast.inputs import random_batch
 from bertfast.tokenizer import TOKENIZER_FILES
-from bertfast.weights import resolve_file
 
 MIN_OPSET = 17  # F.layer_norm becomes LayerNormalization, an opset-17 operator
 EXAMPLE_SHAPE = (2, 16)  # (batch, sequence) of the traced example

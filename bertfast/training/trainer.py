@@ -21,13 +21,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from bertfast.config import PRESETS, BertConfig
+from bertfast.config import PRESETS, BertConfig, resolve_dtype
 from bertfast.heads.pretraining import BertForPreTraining
 from bertfast.training.pretraining import (IGNORE_INDEX, Document, PretrainingCollator, SentencePair, check_documents,
                                   check_masking_options, check_pair_options, create_nsp_pairs, read_documents,
                                   tokenize_documents)
 from bertfast.tokenizer import BertTokenizer
-from bertfast.weights import resolve_dtype
 
 TRAINER_STATE = "trainer_state.pt"
 
