@@ -24,9 +24,10 @@ from benchmarks.cases import (Case, CaseResult, Timing, add_speedups, describe, 
 from benchmarks.providers import REGISTRY, Provider
 from benchmarks.timing import PeakMemory, matmul_peak_tflops, release_memory
 from benchmarks.workloads import FLOPS_FORMULA, build_workloads, model_flops
-from bertfast.config import PRESETS, BertConfig
+from bertfast.checkpoint import WEIGHT_FILES
+from bertfast.config import PRESETS, BertConfig, resolve_dtype
+from bertfast.hub import resolve_file
 from bertfast.modeling import BertModel
-from bertfast.weights import WEIGHT_FILES, resolve_dtype, resolve_file
 
 SCHEMA = "bertfast-bench/1"
 QUICK_LEFT_OUT = "left out of --quick (compiling takes minutes); ask for it with --providers"

@@ -1,4 +1,5 @@
 """bertfast: a BERT inference runtime in PyTorch + Triton with transformers' numbers."""
+from bertfast.checkpoint import CheckpointError
 from bertfast.config import BertConfig
 from bertfast.export import ExportReport, ExportValidationError, OnnxModel, export_onnx, write_triton_repository
 from bertfast.graphs import GraphedModel, optimize
@@ -10,7 +11,6 @@ from bertfast.training.pretraining import (PretrainingCollator, SentencePair, To
 from bertfast.tokenizer import BatchEncoding, BertTokenizer
 from bertfast.training.trainer import PretrainingArguments, Trainer, run_pretraining
 from bertfast.version import __version__  # noqa: F401  (bertfast.__version__)
-from bertfast.weights import CheckpointError
 
 
 __all__ = [

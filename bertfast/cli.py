@@ -16,11 +16,11 @@ from bertfast.export.onnx import check_out_dir, export_onnx
 from bertfast.export.onnx_model import EXPORT_TASKS
 from bertfast.export.triton_repo import INSTANCE_KINDS, write_triton_repository
 from bertfast.heads.pretraining import BertForPreTraining
+from bertfast.hub import resolve_file
 from bertfast.modeling import BertModel
 from bertfast.ops import default_device
 from bertfast.pipelines import DEFAULT_MODEL, pipeline
 from bertfast.training.trainer import WARMUP_FRACTION, PretrainingArguments, run_pretraining
-from bertfast.weights import resolve_file
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,5 @@
-"""BertConfig: the fields of a HuggingFace BERT ``config.json`` as a plain dataclass, plus named presets."""
+"""BertConfig: the fields of a HuggingFace BERT ``config.json`` as a plain dataclass, plus named presets;
+and ``resolve_dtype``, the dtype a model is loaded or run in from its name."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,6 +7,8 @@ import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
+
+import torch
 
 # hidden_act (checkpoint vocabulary) -> GELU's `approximate`, the one vocabulary of ops.py and kernels/ ("none" | "tanh")
 GELU_APPROXIMATE = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
@@ -105,3 +108,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     "all-MiniLM-L6-v2": {"hidden_size": 384, "num_hidden_layers": 6, "intermediate_size": 1536},
     "tiny": {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 512},
 }
+
+
+DTYPE_NAMES: dict[str, torch.dtype] = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+                                       "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+                                       "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
+    """torch dtype from a dtype or a name such as "float16", "fp16", "bf16"; None is float32."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPE_NAMES:
+        raise ValueError(f"unsupported dtype {dtype!r}; use one of {sorted(DTYPE_NAMES)}")
+    return DTYPE_NAMES[dtype]

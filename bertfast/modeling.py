@@ -7,7 +7,9 @@ The one structural difference: each layer's query/key/value projections are stor
 """
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -15,11 +17,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bertfast import ops
-from bertfast.config import BertConfig
+from bertfast.checkpoint import CheckpointError, read_state_dict, remap_state_dict
+from bertfast.config import BertConfig, resolve_dtype
+from bertfast.hub import resolve_file
 from bertfast.inputs import check_inputs, inputs_trusted
 from bertfast.outputs import BaseModelOutputWithPooling
 from bertfast.padding import Packing, pad, packing_of, unpad
-from bertfast.weights import load_into, read_state_dict, resolve_dtype, resolve_file
 
 QKV = ("query", "key", "value")
 
@@ -181,6 +184,12 @@ class BertPooler(nn.Module):
 class BertPreTrainedModel(nn.Module):
     """Loading, saving, conversion and initialisation shared by every bertfast model class."""
 
+    # The attribute holding the encoder ("bert" in models with heads, as in transformers), or "" for the
+    # encoder itself: whether this model's state-dict keys nest the encoder under "bert.".
+    base_model_prefix: str
+    # Checkpoint parts (after the prefix) an architecture may simply not have: ignored with an info message.
+    other_part_prefixes = ("pooler.", "cls.predictions.", "cls.seq_relationship.")
+
     def __init__(self, config: BertConfig):
         super().__init__()
         self.config = config
@@ -239,8 +248,62 @@ class BertPreTrainedModel(nn.Module):
                     device: torch.device | str, allow_missing_weights: bool) -> "BertPreTrainedModel":
         with torch.device("meta"):
             model = cls._build(config, state)
-        load_into(model, state, allow_missing=allow_missing_weights, init_missing=model._init_module)
+        model._load_state(state, allow_missing=allow_missing_weights)
         return model.to(device=device, dtype=resolve_dtype(dtype)).eval()
+
+    def _load_state(self, state: dict[str, torch.Tensor], allow_missing: bool = False) -> None:
+        """Check a checkpoint's tensors (with its own key names) against this model's key set and every shape,
+        then assign them (no copies).
+
+        The model may live on the meta device. Weights of parts this architecture lacks (``other_part_prefixes``)
+        are ignored with an info message, other unused ones with a warning. Weights the checkpoint lacks are an
+        error; with ``allow_missing`` they are materialised and initialised randomly, with a warning.
+        """
+        name = type(self).__name__
+        state, origin = remap_state_dict(state, bert_prefix=bool(self.base_model_prefix),
+                                         tie_word_embeddings=self.config.tie_word_embeddings)
+        expected = {k: v.shape for k, v in self.state_dict().items()}
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        mismatched = [f"{origin[k]}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k])}"
+                      for k in sorted(set(state) & set(expected)) if state[k].shape != expected[k]]
+        if mismatched:
+            raise CheckpointError("checkpoint and config disagree on weight shapes (is config.json from the same "
+                                  "model?):\n  " + "\n  ".join(mismatched))
+        prefix = f"{self.base_model_prefix}." if self.base_model_prefix else ""
+        other = [k for k in unexpected if k.removeprefix(prefix).startswith(self.other_part_prefixes)]
+        unknown = [origin[k] for k in unexpected if k not in other]
+        if other:
+            logging.getLogger(__name__).info("%s: ignoring checkpoint weights of parts it does not have: %s",
+                                             name, other)
+        if unknown:
+            warnings.warn(f"{name}: {len(unknown)} checkpoint weights were not used: {unknown}")
+        if missing and not allow_missing:
+            raise CheckpointError(
+                f"{name}: the checkpoint lacks {len(missing)} weights: {missing}. It was probably saved from another "
+                f"architecture (e.g. a bare BertModel). Pass allow_missing_weights=True to initialise them randomly "
+                f"(the outputs that use them are then meaningless until trained)."
+            )
+        self.load_state_dict({k: state[k] for k in expected if k in state}, strict=False, assign=True)
+        if missing:
+            warnings.warn(f"{name}: initialised {len(missing)} weights missing from the checkpoint randomly: {missing}")
+            self._materialize_meta()
+
+    def _materialize_meta(self) -> None:
+        """Real storage and a random init for parameters still on the meta device; loaded ones are kept."""
+        device = next((p.device for p in self.parameters() if not p.is_meta), torch.device("cpu"))
+        for module in self.modules():
+            own = dict(module.named_parameters(recurse=False))
+            if not any(p.is_meta for p in own.values()):
+                continue
+            loaded = {name: p.detach().clone() for name, p in own.items() if not p.is_meta}
+            for name, p in own.items():
+                if p.is_meta:
+                    setattr(module, name, nn.Parameter(torch.empty_like(p, device=device)))
+            self._init_module(module)
+            with torch.no_grad():  # the init covers the whole module: put back what the checkpoint gave
+                for name, value in loaded.items():
+                    getattr(module, name).copy_(value)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write config.json + model.safetensors that both bertfast and transformers load."""
@@ -251,6 +314,11 @@ class BertPreTrainedModel(nn.Module):
         self.config.save(directory)
         state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
         save_file(state, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+
+    @property
+    def base_model(self) -> "BertPreTrainedModel":
+        """The encoder: the model itself for a BertModel, its ``bert`` for the models with heads (transformers' name)."""
+        return getattr(self, self.base_model_prefix) if self.base_model_prefix else self
 
     @property
     def device(self) -> torch.device:
@@ -284,6 +352,7 @@ class BertModel(BertPreTrainedModel):
     attention) and is padded back at the end; False computes the padded batch everywhere."""
 
     padding_free: bool = True
+    base_model_prefix = ""
 
     def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
         super().__init__(config)

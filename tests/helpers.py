@@ -1,6 +1,8 @@
 """Builders shared by the test files (imported as ``tests.helpers``; fixtures live in conftest.py)."""
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,12 @@ def hf_pretraining_model(**config_kwargs: Any):
     config._attn_implementation = "eager"
     torch.manual_seed(1234)
     return transformers.BertForPreTraining(config).eval()
+
+
+def copy_config(source: str, target: str | os.PathLike) -> None:
+    """A checkpoint directory ``target`` holding ``source``'s config.json only (the weights are the test's)."""
+    os.makedirs(target, exist_ok=True)
+    shutil.copy(os.path.join(source, "config.json"), target)
 
 
 def padded_batch(vocab_size: int, lengths: list[int], seq_len: int | None = None) -> dict[str, torch.Tensor]:

@@ -46,10 +46,10 @@ import torch
 from bertfast.modeling import BertModel, BertPreTrainedModel
 from bertfast import ops
 from bertfast.export.onnx_model import INPUT_NAMES, ONNX_FILE, ExportTask, check_task
+from bertfast.hub import resolve_file
 from bertfast.inputs import random_batch
 from bertfast.tokenizer import TOKENIZER_FILES
 from bertfast.version import __version__
-from bertfast.weights import resolve_file
 
 MIN_OPSET = 17  # F.layer_norm becomes LayerNormalization, an opset-17 operator
 EXAMPLE_SHAPE = (2, 16)  # (batch, sequence) of the traced example
@@ -185,8 +185,8 @@ def _load(model_or_path: Any, task: str, spec: ExportTask) -> BertPreTrainedMode
         raise TypeError(f"model_or_path must be a checkpoint directory, a hub id or a bertfast model, got "
                         f"{type(model_or_path).__name__}")
     model = model_or_path
-    if task == "feature-extraction" and not isinstance(model, BertModel) and hasattr(model, "bert"):
-        model = model.bert
+    if task == "feature-extraction":
+        model = model.base_model
     if not isinstance(model, spec.model_class):
         raise TypeError(f"task {task!r} exports a {spec.model_class.__name__}, got a {type(model).__name__}: pass "
                         f"the task that matches the model, or the checkpoint path so the right class is loaded")

@@ -76,6 +76,7 @@ class BertPreTrainingHeads(nn.Module):
 class _BertWithHeads(BertPreTrainedModel):
     """A BertModel under ``bert.`` plus heads under ``cls.``."""
 
+    base_model_prefix = "bert"
     head_class: type[nn.Module]
     add_pooling_layer: bool
 

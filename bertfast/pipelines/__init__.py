@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from bertfast.config import resolve_dtype
 from bertfast.export.onnx_model import OnnxModel
 from bertfast.modeling import BertPreTrainedModel
 from bertfast.pipelines.base import Pipeline
@@ -13,7 +14,6 @@ from bertfast.pipelines.feature_extraction import FeatureExtractionPipeline
 from bertfast.pipelines.fill_mask import FillMaskPipeline
 from bertfast.pipelines.next_sentence import NextSentencePipeline
 from bertfast.tokenizer import BertTokenizer
-from bertfast.weights import resolve_dtype
 
 DEFAULT_MODEL = "bert-base-uncased"
 PIPELINE_BACKENDS = ("torch", "onnxruntime")  # what runs a pipeline's model (not ops.BACKENDS)

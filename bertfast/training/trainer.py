@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from bertfast.config import PRESETS, BertConfig
+from bertfast.config import PRESETS, BertConfig, resolve_dtype
 from bertfast.heads.pretraining import BertForPreTraining, masked_lm_loss, next_sentence_loss
 from bertfast.inputs import IGNORE_INDEX
 from bertfast.ops import default_device
@@ -28,7 +28,6 @@ from bertfast.training.pretraining import (Document, PretrainingCollator, Senten
                                            check_masking_options, check_pair_options, create_nsp_pairs,
                                            read_documents, tokenize_documents)
 from bertfast.tokenizer import BertTokenizer
-from bertfast.weights import resolve_dtype
 
 TRAINER_STATE = "trainer_state.pt"
 WARMUP_FRACTION = 0.1  # of the steps, when warmup_steps is not given

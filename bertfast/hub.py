@@ -1,0 +1,61 @@
+"""Name resolution: a local checkpoint directory, or a hub id through ``huggingface_hub``.
+
+Hub ids are looked up in the HF cache first, then downloaded unless ``local_files_only`` or
+``HF_HUB_OFFLINE=1``. A name that looks like a path but is not a directory is never sent to the hub.
+Every failure is a ``FileNotFoundError`` that says what was looked for and where.
+"""
+from __future__ import annotations
+
+import os
+
+import huggingface_hub
+from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError
+
+
+def _looks_like_path(name: str) -> bool:
+    """Hub ids are "name" or "org/name"; anything else that does not exist is a mistyped local path."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
+
+
+def resolve_file(name_or_path: str | os.PathLike, filename: str, required: bool = True,
+                 local_files_only: bool = False) -> str | None:
+    """Path of ``filename`` for a local directory or a hub id; None if absent and not ``required``.
+
+    Hub ids are looked up in the HF cache first, then (unless ``local_files_only`` or
+    ``HF_HUB_OFFLINE=1``) downloaded.
+    """
+    name = os.fspath(name_or_path)
+    if os.path.isdir(name):
+        path = os.path.join(name, filename)
+        if os.path.isfile(path):
+            return path
+        if required:
+            raise FileNotFoundError(f"{filename} not found in {name} (it holds: {sorted(os.listdir(name))})")
+        return None
+    if os.path.exists(name) or _looks_like_path(name):
+        raise FileNotFoundError(f"{name!r} is not a directory: pass an existing local checkpoint directory or a "
+                                f"hub id like 'bert-base-uncased'")
+    try:
+        try:
+            return huggingface_hub.hf_hub_download(name, filename, local_files_only=True)
+        except LocalEntryNotFoundError:
+            if local_files_only:
+                raise
+            return huggingface_hub.hf_hub_download(name, filename)
+    except LocalEntryNotFoundError as e:
+        if not required:
+            return None
+        raise FileNotFoundError(
+            f"Could not find {filename} for {name!r}: it is not a local directory, not in the HuggingFace cache, "
+            f"and the hub could not be reached (offline, HF_HUB_OFFLINE=1, or no network). Download it elsewhere "
+            f"(e.g. `huggingface-cli download {name}`) or pass a local directory holding config.json and "
+            f"model.safetensors: from_pretrained('/path/to/{name.split('/')[-1]}')"
+        ) from e
+    except EntryNotFoundError:
+        if required:
+            raise FileNotFoundError(f"the hub repository {name!r} has no file {filename}") from None
+        return None
+    except HFValidationError as e:
+        raise FileNotFoundError(f"{name!r} is neither a local directory nor a valid hub id ({e})") from None
+    except OSError as e:  # repository not found, gated, HTTP errors
+        raise FileNotFoundError(f"could not fetch {filename} for {name!r} from the hub: {e}") from e
