@@ -4,7 +4,8 @@ from bertfast.config import BertConfig
 from bertfast.export import ExportReport, ExportValidationError, OnnxModel, export_onnx, write_triton_repository
 from bertfast.graphs import GraphedModel, optimize
 from bertfast.heads import BertForMaskedLM, BertForNextSentencePrediction, BertForPreTraining
-from bertfast.modeling import BertModel, BertPreTrainedModel
+from bertfast.modeling import BertModel
+from bertfast.pretrained import BertPreTrainedModel
 from bertfast.pipelines import pipeline
 from bertfast.training.pretraining import (PretrainingCollator, SentencePair, TokenMasker, create_nsp_pairs, read_documents,
                                            tokenize_documents)

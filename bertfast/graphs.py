@@ -21,7 +21,7 @@ from typing import Any, Callable, Protocol, Sequence
 import torch
 
 from bertfast.inputs import check_inputs, trusted_inputs
-from bertfast.modeling import BertPreTrainedModel
+from bertfast.pretrained import BertPreTrainedModel
 
 DEFAULT_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 DEFAULT_SEQ_BUCKETS = (16, 32, 64, 128, 256, 384, 512)

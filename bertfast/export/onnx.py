@@ -43,7 +43,7 @@ from typing import Any, Iterator
 
 import torch
 
-from bertfast.modeling import BertModel, BertPreTrainedModel
+from bertfast.pretrained import BertPreTrainedModel
 from bertfast import ops
 from bertfast.export.onnx_model import INPUT_NAMES, ONNX_FILE, ExportTask, check_task
 from bertfast.hub import resolve_file

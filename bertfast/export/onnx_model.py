@@ -17,7 +17,8 @@ import torch
 from bertfast.config import BertConfig
 from bertfast.heads.pretraining import BertForMaskedLM, BertForNextSentencePrediction, BertForPreTraining
 from bertfast.inputs import check_inputs
-from bertfast.modeling import BertModel, BertPreTrainedModel
+from bertfast.modeling import BertModel
+from bertfast.pretrained import BertPreTrainedModel
 from bertfast.outputs import BaseModelOutputWithPooling, BertForPreTrainingOutput, MaskedLMOutput, ModelOutput
 from bertfast.outputs import NextSentencePredictorOutput
 

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from bertfast import ops
 from bertfast.config import BertConfig
 from bertfast.inputs import IGNORE_INDEX, check_labels
-from bertfast.modeling import BertModel, BertPreTrainedModel
+from bertfast.modeling import BertModel
+from bertfast.pretrained import BertPreTrainedModel
 from bertfast.outputs import BertForPreTrainingOutput, MaskedLMOutput, NextSentencePredictorOutput
 
 

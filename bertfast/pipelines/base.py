@@ -7,7 +7,8 @@ from typing import Any, Sequence
 import torch
 
 from bertfast.export.onnx_model import OnnxModel
-from bertfast.modeling import BertModel, BertPreTrainedModel
+from bertfast.modeling import BertModel
+from bertfast.pretrained import BertPreTrainedModel
 from bertfast.tokenizer import BertTokenizer
 
 class Pipeline:

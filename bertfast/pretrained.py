@@ -1,0 +1,173 @@
+"""BertPreTrainedModel: what every bertfast model class shares — initialisation as transformers does it,
+loading (checkpoint tensors checked against the model's keys and shapes, then assigned on the meta device),
+``from_hf``, ``save_pretrained``. Name resolution is bertfast.hub's, file reading and key renaming
+bertfast.checkpoint's; the assignment lives here, in the model."""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+import torch
+import torch.nn as nn
+
+from bertfast.checkpoint import CheckpointError, read_state_dict, remap_state_dict
+from bertfast.config import BertConfig, resolve_dtype
+from bertfast.hub import resolve_file
+
+
+class BertPreTrainedModel(nn.Module):
+    """Loading, saving, conversion and initialisation shared by every bertfast model class."""
+
+    # The attribute holding the encoder ("bert" in models with heads, as in transformers), or "" for the
+    # encoder itself: whether this model's state-dict keys nest the encoder under "bert.".
+    base_model_prefix: str
+    # Checkpoint parts (after the prefix) an architecture may simply not have: ignored with an info message.
+    other_part_prefixes = ("pooler.", "cls.predictions.", "cls.seq_relationship.")
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+
+    def init_weights(self) -> None:
+        """Random initialisation as transformers does it (normal(0, initializer_range), LayerNorm 1/0)."""
+        self.apply(self._init_module)
+
+    def _init_module(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        with torch.no_grad():
+            if isinstance(module, nn.Linear):
+                module.weight.normal_(0.0, std)
+                if module.bias is not None:
+                    module.bias.zero_()
+            elif isinstance(module, nn.Embedding):
+                module.weight.normal_(0.0, std)
+                if module.padding_idx is not None:
+                    module.weight[module.padding_idx].zero_()
+            elif isinstance(module, nn.LayerNorm):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+            elif isinstance(getattr(module, "bias", None), nn.Parameter):
+                module.bias.zero_()  # the MLM head's output bias
+
+    @classmethod
+    def _build(cls, config: BertConfig, state: dict[str, torch.Tensor]) -> "BertPreTrainedModel":
+        return cls(config)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, dtype: torch.dtype | str = torch.float32,
+                        device: torch.device | str = "cpu", allow_missing_weights: bool = False,
+                        local_files_only: bool = False) -> "BertPreTrainedModel":
+        """Load a HuggingFace BERT checkpoint (local directory or hub id) in eval mode.
+
+        The model is built on the meta device and the checkpoint tensors are assigned, so no random
+        weights are ever allocated. Weights the architecture needs but the checkpoint lacks are an
+        error unless ``allow_missing_weights=True`` (then they are initialised randomly, with a warning).
+        """
+        config = BertConfig.from_json_file(resolve_file(name_or_path, "config.json", local_files_only=local_files_only))
+        state = read_state_dict(name_or_path, device=device, local_files_only=local_files_only)
+        return cls._from_state(config, state, dtype, device, allow_missing_weights)
+
+    @classmethod
+    def from_hf(cls, hf_model: nn.Module, allow_missing_weights: bool = False) -> "BertPreTrainedModel":
+        """Convert an in-memory transformers BERT model (its weights are copied, on its device and dtype)."""
+        if getattr(hf_model.config, "model_type", None) != "bert":
+            raise ValueError(f"from_hf expects a transformers BERT model, got {type(hf_model).__name__}")
+        config = BertConfig.from_dict({k: v for k, v in hf_model.config.to_dict().items() if v is not None})
+        param = next(hf_model.parameters())
+        state = {k: v.detach().clone() for k, v in hf_model.state_dict().items()}
+        return cls._from_state(config, state, param.dtype, param.device, allow_missing_weights)
+
+    @classmethod
+    def _from_state(cls, config: BertConfig, state: dict[str, torch.Tensor], dtype: torch.dtype | str,
+                    device: torch.device | str, allow_missing_weights: bool) -> "BertPreTrainedModel":
+        with torch.device("meta"):
+            model = cls._build(config, state)
+        model._load_state(state, allow_missing=allow_missing_weights)
+        return model.to(device=device, dtype=resolve_dtype(dtype)).eval()
+
+    def _load_state(self, state: dict[str, torch.Tensor], allow_missing: bool = False) -> None:
+        """Check a checkpoint's tensors (with its own key names) against this model's key set and every shape,
+        then assign them (no copies).
+
+        The model may live on the meta device. Weights of parts this architecture lacks (``other_part_prefixes``)
+        are ignored with an info message, other unused ones with a warning. Weights the checkpoint lacks are an
+        error; with ``allow_missing`` they are materialised and initialised randomly, with a warning.
+        """
+        name = type(self).__name__
+        state, origin = remap_state_dict(state, bert_prefix=bool(self.base_model_prefix),
+                                         tie_word_embeddings=self.config.tie_word_embeddings)
+        expected = {k: v.shape for k, v in self.state_dict().items()}
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        mismatched = [f"{origin[k]}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k])}"
+                      for k in sorted(set(state) & set(expected)) if state[k].shape != expected[k]]
+        if mismatched:
+            raise CheckpointError("checkpoint and config disagree on weight shapes (is config.json from the same "
+                                  "model?):\n  " + "\n  ".join(mismatched))
+        prefix = f"{self.base_model_prefix}." if self.base_model_prefix else ""
+        other = [k for k in unexpected if k.removeprefix(prefix).startswith(self.other_part_prefixes)]
+        unknown = [origin[k] for k in unexpected if k not in other]
+        if other:
+            logging.getLogger(__name__).info("%s: ignoring checkpoint weights of parts it does not have: %s",
+                                             name, other)
+        if unknown:
+            warnings.warn(f"{name}: {len(unknown)} checkpoint weights were not used: {unknown}")
+        if missing and not allow_missing:
+            raise CheckpointError(
+                f"{name}: the checkpoint lacks {len(missing)} weights: {missing}. It was probably saved from another "
+                f"architecture (e.g. a bare BertModel). Pass allow_missing_weights=True to initialise them randomly "
+                f"(the outputs that use them are then meaningless until trained)."
+            )
+        self.load_state_dict({k: state[k] for k in expected if k in state}, strict=False, assign=True)
+        if missing:
+            warnings.warn(f"{name}: initialised {len(missing)} weights missing from the checkpoint randomly: {missing}")
+            self._materialize_meta()
+
+    def _materialize_meta(self) -> None:
+        """Real storage and a random init for parameters still on the meta device; loaded ones are kept."""
+        device = next((p.device for p in self.parameters() if not p.is_meta), torch.device("cpu"))
+        for module in self.modules():
+            own = dict(module.named_parameters(recurse=False))
+            if not any(p.is_meta for p in own.values()):
+                continue
+            loaded = {name: p.detach().clone() for name, p in own.items() if not p.is_meta}
+            for name, p in own.items():
+                if p.is_meta:
+                    setattr(module, name, nn.Parameter(torch.empty_like(p, device=device)))
+            self._init_module(module)
+            with torch.no_grad():  # the init covers the whole module: put back what the checkpoint gave
+                for name, value in loaded.items():
+                    getattr(module, name).copy_(value)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write config.json + model.safetensors that both bertfast and transformers load."""
+        from safetensors.torch import save_file
+
+        os.makedirs(directory, exist_ok=True)
+        self.config.architectures = [type(self).__name__]
+        self.config.save(directory)
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+
+    @property
+    def base_model(self) -> "BertPreTrainedModel":
+        """The encoder: the model itself for a BertModel, its ``bert`` for the models with heads (transformers' name)."""
+        return getattr(self, self.base_model_prefix) if self.base_model_prefix else self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """Number of (unique) parameters, as transformers counts them."""
+        params = {id(p): p for p in self.parameters() if p.requires_grad or not only_trainable}
+        if exclude_embeddings:
+            for module in self.modules():
+                if isinstance(module, nn.Embedding):
+                    params.pop(id(module.weight), None)
+        return sum(p.numel() for p in params.values())
