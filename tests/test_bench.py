@@ -13,14 +13,14 @@ import pytest
 import torch
 
 import bertfast
-from benchmarks import options, parity
-from benchmarks.providers import (REGISTRY, BertfastCudaGraphs, BertfastTorch, BertfastTriton, OnnxRuntimeOptimized,
+from bertfast.bench import options, parity
+from bertfast.bench.providers import (REGISTRY, BertfastCudaGraphs, BertfastTorch, BertfastTriton, OnnxRuntimeOptimized,
                                   OnnxRuntimePlain)
-from benchmarks.report import slugify
-from benchmarks.cases import Case, Timing, measure_interleaved
-from benchmarks.runner import settings_from_args
-from benchmarks.timing import MIN_REPEATS, PeakMemory, Summary, time_calls
-from benchmarks.workloads import MIXED_RANGE, build_workloads, mixed_lengths, model_flops
+from bertfast.bench.report import slugify
+from bertfast.bench.cases import Case, Timing, measure_interleaved
+from bertfast.bench.runner import settings_from_args
+from bertfast.bench.timing import MIN_REPEATS, PeakMemory, Summary, time_calls
+from bertfast.bench.workloads import MIXED_RANGE, build_workloads, mixed_lengths, model_flops
 from bertfast.cli import main as bertfast_main
 from bertfast.config import BertConfig
 
@@ -132,7 +132,7 @@ def test_peak_memory_on_cpu_sees_an_allocation_and_is_reset():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_timing_and_memory():
-    from benchmarks.timing import matmul_peak_tflops
+    from bertfast.bench.timing import matmul_peak_tflops
 
     device = torch.device("cuda")
     a = torch.randn(2048, 2048, device=device)

@@ -2,7 +2,7 @@
 
 Only argparse here (no torch, no providers), so ``bertfast``'s parser can add these options cheaply and
 import the runner only when the command actually runs. Options left at None get their defaults (which
-depend on ``--quick`` and the device) in ``benchmarks.runner.settings_from_args``.
+depend on ``--quick`` and the device) in ``bertfast.bench.runner.settings_from_args``.
 """
 from __future__ import annotations
 

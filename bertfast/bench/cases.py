@@ -9,10 +9,10 @@ from functools import partial
 
 import torch
 
-from benchmarks import parity
-from benchmarks.providers import Provider
-from benchmarks.timing import MIN_REPEATS, PeakMemory, Summary, time_calls, time_one
-from benchmarks.workloads import Workload
+from bertfast.bench import parity
+from bertfast.bench.providers import Provider
+from bertfast.bench.timing import MIN_REPEATS, PeakMemory, Summary, time_calls, time_one
+from bertfast.bench.workloads import Workload
 
 BASELINE = "transformers-eager"  # speedups are relative to it
 
@@ -23,7 +23,7 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 @dataclass
 class Timing:
-    """How a case is timed (see ``benchmarks.timing.time_calls``)."""
+    """How a case is timed (see ``bertfast.bench.timing.time_calls``)."""
 
     device: torch.device
     warmup: int  # untimed calls after the parity-check call

@@ -16,7 +16,7 @@ from typing import Any, Callable, ClassVar, Iterator
 import torch
 
 import bertfast
-from benchmarks.parity import load_transformers
+from bertfast.bench.parity import load_transformers
 from kernels._utils import triton_installed
 
 Batch = dict[str, torch.Tensor]

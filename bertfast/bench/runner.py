@@ -18,12 +18,12 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from benchmarks import options, parity, report
-from benchmarks.cases import (Case, CaseResult, Timing, add_speedups, describe, dtype_name, measure,
+from bertfast.bench import options, parity, report
+from bertfast.bench.cases import (Case, CaseResult, Timing, add_speedups, describe, dtype_name, measure,
                               measure_interleaved)
-from benchmarks.providers import REGISTRY, Provider
-from benchmarks.timing import PeakMemory, matmul_peak_tflops, release_memory
-from benchmarks.workloads import FLOPS_FORMULA, build_workloads, model_flops
+from bertfast.bench.providers import REGISTRY, Provider
+from bertfast.bench.timing import PeakMemory, matmul_peak_tflops, release_memory
+from bertfast.bench.workloads import FLOPS_FORMULA, build_workloads, model_flops
 from bertfast.config import PRESETS, BertConfig
 from bertfast.modeling import BertModel
 from bertfast.weights import WEIGHT_FILES, resolve_dtype, resolve_file
