@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 import kernels
-from kernels._utils import interpreting, triton_installed
+from kernels.launch import interpreting, triton_installed
 from kernels.linear import GELU_ACTIVATIONS
 
 BACKENDS = ("auto", "torch", "triton")

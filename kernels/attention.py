@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels._utils import DTYPES, attention_launch_settings, cdiv, check_launchable, jit, next_power_of_2, tl
+from kernels.launch import DTYPES, attention_launch_settings, cdiv, check_launchable, jit, next_power_of_2, tl
 
 MAX_HEAD_DIM = 128
 

@@ -14,7 +14,7 @@ REPO = os.path.dirname(os.path.dirname(bertfast.__file__))
 def test_transformers_imports_and_runs_with_our_kernels_package():
     code = textwrap.dedent("""
         import kernels, torch, transformers
-        from transformers.utils.import_utils import is_kernels_available
+        from transformers.utils import is_kernels_available
         assert kernels.__file__.startswith(%r), kernels.__file__
         assert not is_kernels_available(), "transformers mistook our kernels package for the hub-kernels one"
         config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,

@@ -17,7 +17,7 @@ import torch
 
 import bertfast
 from bertfast.bench.parity import load_transformers
-from kernels._utils import triton_installed
+from kernels.launch import triton_installed
 
 Batch = dict[str, torch.Tensor]
 REGISTRY: dict[str, type["Provider"]] = {}

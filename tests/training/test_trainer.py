@@ -18,7 +18,7 @@ from bertfast.training.pretraining import DEMO_CORPUS, PretrainingCollator, crea
 from bertfast.training.trainer import (TRAINER_STATE, PretrainingArguments, Trainer, build_model, evaluate, linear_schedule,
                               pretraining_loss, run_pretraining)
 from tests.helpers import TINY, needs_cuda
-from kernels._utils import triton_installed
+from kernels.launch import triton_installed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOSS_RTOL = 1e-5  # loss vs transformers, relative
