@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import torch
 
-from bertfast.bench.options import add_arguments as add_bench_arguments  # argparse only
+from bertfast.bench.options import add_arguments as add_bench_arguments  # no providers: cheap
 from bertfast.config import PRESETS, BertConfig
 from bertfast.export.onnx_model import EXPORT_TASKS
 from bertfast.pipelines import DEFAULT_MODEL, pipeline
