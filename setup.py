@@ -7,7 +7,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["bertfast", "bertfast.*", "kernels", "kernels.*", "benchmarks", "benchmarks.*"]),
+    packages=find_packages(include=["bertfast", "bertfast.*", "kernels", "kernels.*"]),
     package_data={"bertfast": ["data/*.txt"]},
     install_requires=[
         "torch>=2.4",

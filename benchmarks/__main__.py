@@ -1,6 +1,4 @@
-"""``python -m benchmarks``: the comparative benchmark (the same as ``bertfast bench``)."""
-import sys
+"""``python -m benchmarks``: the comparative benchmark of ``bertfast bench`` (bertfast/bench/runner.py)."""
+from bertfast.bench.runner import main
 
-from benchmarks.runner import main
-
-sys.exit(main())
+raise SystemExit(main())

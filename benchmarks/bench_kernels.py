@@ -24,7 +24,7 @@ import torch
 
 import torch.nn.functional as F
 
-from benchmarks.timing import pedantic_summary, throughput_info
+from bertfast.bench.timing import pedantic_summary, throughput_info
 from kernels import (
     attention,
     attention_ref,

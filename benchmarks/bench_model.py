@@ -1,4 +1,4 @@
-"""Model benchmarks: every provider of ``benchmarks.providers`` on the same batches (provider is the parametrize axis).
+"""Model benchmarks: every provider of ``bertfast.bench.providers`` on the same batches (the parametrize axis).
 
     python -m pytest benchmarks/bench_model.py --benchmark-enable     # measure
     python -m pytest benchmarks/bench_model.py                        # CI: each case runs once, untimed
@@ -18,11 +18,11 @@ from typing import Callable, Iterator
 import pytest
 import torch
 
-from benchmarks import parity
-from benchmarks.providers import REGISTRY, Provider
-from benchmarks.runner import checkpoint_dir, resolve_model
-from benchmarks.timing import pedantic_summary, throughput_info
-from benchmarks.workloads import Workload, build_workloads
+from bertfast.bench import parity
+from bertfast.bench.providers import REGISTRY, Provider
+from bertfast.bench.runner import checkpoint_dir, resolve_model
+from bertfast.bench.timing import pedantic_summary, throughput_info
+from bertfast.bench.workloads import Workload, build_workloads
 from bertfast.config import BertConfig
 
 CUDA = torch.cuda.is_available()

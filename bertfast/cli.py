@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import torch
 
-from benchmarks.options import add_arguments as add_bench_arguments  # argparse only
+from bertfast.bench.options import add_arguments as add_bench_arguments  # no providers: cheap
 from bertfast.config import PRESETS, BertConfig
 from bertfast.export.onnx import check_out_dir, export_onnx
 from bertfast.export.onnx_model import EXPORT_TASKS
@@ -136,7 +136,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from benchmarks.runner import run_from_args  # imported only when benchmarking: it loads transformers & co.
+    from bertfast.bench.runner import run_from_args  # imported only when benchmarking: it loads transformers & co.
 
     run_from_args(args)
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 import kernels
 from kernels.gelu import APPROXIMATIONS
-from kernels._utils import interpreting, triton_installed
+from kernels.launch import interpreting, triton_installed
 
 BACKENDS = ("auto", "torch", "triton")
 _FORCED: contextvars.ContextVar[str | None] = contextvars.ContextVar("bertfast_backend", default=None)

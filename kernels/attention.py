@@ -23,7 +23,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kernels._utils import DTYPES, attention_launch_settings, cdiv, check_launchable, jit, next_power_of_2, tl
+from kernels.launch import DTYPES, attention_launch_settings, cdiv, check_launchable, jit, next_power_of_2, tl
 
 LOG2E = math.log2(math.e)  # the kernel computes exp(x) as exp2(x * log2(e))
 MAX_HEAD_DIM = 128

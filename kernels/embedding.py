@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels._utils import DTYPES, ID_DTYPES, cdiv, check_launchable, check_vector, jit, row_launch_settings, tl
+from kernels.launch import DTYPES, ID_DTYPES, cdiv, check_launchable, check_vector, jit, row_launch_settings, tl
 from kernels.layer_norm import normalize_rows
 
 

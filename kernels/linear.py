@@ -7,7 +7,7 @@ memory of a separate bias_gelu pass, and without rounding the pre-activation to 
 
 Tiles: 2-D output tiles in grouped order (``GROUP_M`` row tiles sweep the column tiles together so that
 the weight columns they share stay in L2); the tile shape and software-pipeline depth (num_stages)
-are autotuned on CUDA per (row-count bucket, N, K), see ``gemm_autotune`` in kernels/_utils.py.
+are autotuned on CUDA per (row-count bucket, N, K), see ``gemm_autotune`` in kernels/launch.py.
 
 Backward: torch matmuls. The pre-activation is recomputed with this kernel (no bias, no activation),
 the GELU derivative and dbias come from kernels/gelu.py's ``bias_gelu_bwd``, then dx = dz @ W and
@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels._utils import (DTYPES, as_rows, cdiv, check_launchable, check_vector, gemm_autotune, gemm_m_bucket, jit,
+from kernels.launch import (DTYPES, as_rows, cdiv, check_launchable, check_vector, gemm_autotune, gemm_m_bucket, jit,
                             tl)
 from kernels.gelu import APPROXIMATIONS, bias_gelu_bwd, gelu_f32
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kernels import attention, attention_ref, varlen_attention, varlen_attention_ref
-from kernels._utils import attention_launch_settings
+from kernels.launch import attention_launch_settings
 from tests.helpers import needs_cuda
 
 DTYPES = [torch.float32, torch.float16]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from kernels import embedding_layer_norm, embedding_layer_norm_ref
-from kernels._utils import row_launch_settings
+from kernels.launch import row_launch_settings
 from tests.helpers import needs_cuda
 
 DTYPES = [torch.float32, torch.float16]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kernels import bias_gelu, bias_gelu_ref
-from kernels._utils import row_launch_settings
+from kernels.launch import row_launch_settings
 from tests.helpers import needs_cuda
 
 WIDTHS = [32, 96, 384, 781]

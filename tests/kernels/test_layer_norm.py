@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kernels import layer_norm, layer_norm_ref
-from kernels._utils import MAX_ROW_COLS, row_launch_settings
+from kernels.launch import MAX_ROW_COLS, row_launch_settings
 from tests.helpers import needs_cuda
 
 WIDTHS = [32, 96, 384, 781]

@@ -6,8 +6,8 @@ from typing import Callable
 import pytest
 import torch
 
-from kernels import _utils, linear, linear_ref
-from kernels._utils import gemm_m_bucket, interpreting
+from kernels import launch, linear, linear_ref
+from kernels.launch import gemm_m_bucket, interpreting
 from kernels.linear import _linear_fwd_tuned
 from tests.helpers import needs_cuda
 
@@ -128,10 +128,10 @@ def test_autotuning_only_on_cuda(monkeypatch):
     Row tiles far taller than the bucket's rows are not benchmarked."""
     assert (len(_linear_fwd_tuned.configs) == 1) == interpreting()
     assert [gemm_m_bucket(m) for m in (1, 16, 17, 4096, 4097, 10**6)] == [16, 16, 32, 4096, 8192, 8192]
-    monkeypatch.setattr(_utils, "interpreting", lambda: False)
-    gpu_configs = _utils._gemm_configs()
-    assert len(gpu_configs) == len(_utils._GEMM_TILES) > 1
-    row_tiles = {bucket: {c.kwargs["BLOCK_M"] for c in _utils._prune_gemm_configs(gpu_configs, {"M_BUCKET": bucket})}
+    monkeypatch.setattr(launch, "interpreting", lambda: False)
+    gpu_configs = launch._gemm_configs()
+    assert len(gpu_configs) == len(launch._GEMM_TILES) > 1
+    row_tiles = {bucket: {c.kwargs["BLOCK_M"] for c in launch._prune_gemm_configs(gpu_configs, {"M_BUCKET": bucket})}
                  for bucket in (16, 64, 4096)}
     assert row_tiles == {16: {32}, 64: {32, 64, 128}, 4096: {32, 64, 128, 256}}
 

@@ -17,8 +17,8 @@ from bertfast.cli import main
 from bertfast.training.pretraining import DEMO_CORPUS, PretrainingCollator, create_nsp_pairs
 from bertfast.training.trainer import (TRAINER_STATE, PretrainingArguments, Trainer, build_model, evaluate, linear_schedule,
                               pretraining_loss, run_pretraining)
+from kernels.launch import triton_installed
 from tests.helpers import REPO_ROOT, TINY, needs_cuda
-from kernels._utils import triton_installed
 
 ROOT = str(REPO_ROOT)
 LOSS_RTOL = 1e-5  # loss vs transformers, relative

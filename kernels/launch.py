@@ -1,4 +1,6 @@
-"""Shared helpers for the kernels: optional Triton import, launch settings, row views, input checks.
+"""The shared launch-settings helper and dtype lists of the kernels; public: bertfast/ and the tests use it too.
+Here: the optional Triton import, block sizes and warp counts, the floating (``DTYPES``) and index
+(``ID_DTYPES``) dtypes the kernels take, row views and input checks.
 
 Every kernel file takes its block sizes and warp counts from here (``row_launch_settings``,
 ``attention_launch_settings``, ``reduction_programs``, ``gemm_autotune``) so that there is one place to

@@ -18,12 +18,12 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from benchmarks import options, parity, report
-from benchmarks.cases import (Case, CaseResult, Timing, add_speedups, describe, dtype_name, measure,
+from bertfast.bench import options, parity, report
+from bertfast.bench.cases import (Case, CaseResult, Timing, add_speedups, describe, dtype_name, measure,
                               measure_interleaved)
-from benchmarks.providers import REGISTRY, Provider
-from benchmarks.timing import PeakMemory, matmul_peak_tflops, release_memory
-from benchmarks.workloads import FLOPS_FORMULA, build_workloads, model_flops
+from bertfast.bench.providers import REGISTRY, Provider
+from bertfast.bench.timing import PeakMemory, matmul_peak_tflops, release_memory
+from bertfast.bench.workloads import FLOPS_FORMULA, build_workloads, model_flops
 from bertfast.checkpoint import WEIGHT_FILES
 from bertfast.config import PRESETS, BertConfig, resolve_dtype
 from bertfast.hub import resolve_file
@@ -55,27 +55,32 @@ class Settings:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    """Validate the parsed options and fill in the defaults (they depend on --quick and the device)."""
+    """Validate the parsed options and fill in those left at None from ``options.FULL`` / ``options.QUICK``
+    and ``options.DTYPES`` (the defaults depend on --quick and the device)."""
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda, but CUDA is not available here (use --device cpu)")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    default_dtypes = ["float16", "bfloat16"] if device.type == "cuda" else ["float32"]
-    dtypes = list(dict.fromkeys(resolve_dtype(d) for d in args.dtype or default_dtypes))
+    defaults = options.QUICK if args.quick else options.FULL
+    dtypes = list(dict.fromkeys(resolve_dtype(d) for d in args.dtype or options.DTYPES[device.type]))
     unknown = [p for p in args.providers or [] if p not in REGISTRY]
     if unknown:
         raise ValueError(f"unknown provider(s) {unknown}; known providers: {', '.join(REGISTRY)}")
     if args.providers:
         names = list(dict.fromkeys(args.providers))
     else:
-        names = [n for n, cls in REGISTRY.items() if not (args.quick and cls.slow_to_prepare)]
-    quick = args.quick
-    timing = Timing(device, warmup=args.warmup if args.warmup is not None else (0 if quick else 3),
-                    repeats=args.repeats or (5 if quick else 30), max_time_s=args.max_time or (2.0 if quick else 10.0))
-    return Settings(model=args.model, dtypes=dtypes, batches=args.batch or ([1, 8] if quick else [1, 8, 32]),
-                    seqs=args.seq or ([128] if quick else [32, 128, 512]), mixed=args.mixed, providers=names,
-                    timing=timing, interleave=quick if args.interleave is None else args.interleave,
-                    seed=args.seed, out_dir=args.out, quick=quick,
+        names = [n for n, cls in REGISTRY.items() if defaults.slow_providers or not cls.slow_to_prepare]
+    timing = Timing(device, warmup=_given(args.warmup, defaults.warmup), repeats=_given(args.repeats, defaults.repeats),
+                    max_time_s=_given(args.max_time, defaults.max_time_s))
+    return Settings(model=args.model, dtypes=dtypes, batches=list(args.batch or defaults.batches),
+                    seqs=list(args.seq or defaults.seqs), mixed=args.mixed, providers=names, timing=timing,
+                    interleave=_given(args.interleave, defaults.interleave), seed=args.seed, out_dir=args.out,
+                    quick=args.quick,
                     left_out={n: QUICK_LEFT_OUT for n in REGISTRY if n not in names and not args.providers})
+
+
+def _given(value: Any, default: Any) -> Any:
+    """An option's value, or its default where it was left at None."""
+    return default if value is None else value
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The parity check run before any provider is timed: its output against transformers fp32.
 
 Compared: ``last_hidden_state`` at real-token positions only (bertfast's padding-free path leaves zeros
-at padding positions by design; padded providers leave unused values there). Rule (DESIGN.md):
+at padding positions by design; padded providers leave unused values there). A provider passes when:
 - float32: max |out - ref| <= 1e-4 * max(1, max |ref|);
 - float16 / bfloat16: max |out - ref| <= 2 x (transformers' own error in that dtype vs its fp32) + atol.
 """

@@ -12,13 +12,15 @@ from typing import Any
 import torch
 
 import bertfast
+from bertfast.bench.cases import BASELINE
+from bertfast.bench.timing import MIN_REPEATS
 
 COLUMNS = ["provider", "median ms [q20, q80]", "p90 ms", "p99 ms", "seq/s", "tokens/s", "vs eager", "peak MB",
            "TFLOP/s", "max err"]
 LEGEND = [
     "median ms [q20, q80]: latency of one call (median and its 0.2 / 0.8 quantiles); p90, p99 likewise",
     "tokens/s counts real tokens only (not padding); seq/s = batch / median",
-    "vs eager: transformers-eager median / this median, same inputs, same dtype (>1 = faster)",
+    f"vs eager: {BASELINE} median / this median, same inputs, same dtype (>1 = faster)",
     "TFLOP/s: model FLOPs on real tokens / median; floor: model FLOPs / the matmul peak measured in this run",
     "max err: max |output - transformers fp32| over real tokens of last_hidden_state (checked before timing)",
 ]
@@ -122,7 +124,7 @@ def _header(report: dict[str, Any]) -> list[str]:
         + (": other processes were using the machine, timings are noisy" if load > 0.5 else ""),
         f"matmul peak measured in this run (TFLOP/s): {peaks}",
         f"timing, per case: 1 untimed parity-check call, {s['warmup']} more warm-up calls, then up to {s['repeats']} "
-        f"timed calls or {s['max_time_s']:g} s (at least 3 calls)",
+        f"timed calls or {s['max_time_s']:g} s (at least {MIN_REPEATS} calls)",
         f"peak memory: {report['peak_memory']}",
     ]
 
@@ -141,7 +143,7 @@ def _speedups(report: dict[str, Any]) -> list[list[str]]:
         value = r["status"] if r["status"] != "ok" else "-" if r["speedup_vs_eager"] is None else \
             f"{r['speedup_vs_eager']:.2f}x"
         cells.setdefault((r["dtype"], r["workload"]), {})[r["provider"]] = value
-    return [["speedup vs transformers-eager", *providers]] + [
+    return [[f"speedup vs {BASELINE}", *providers]] + [
         [f"{dtype}, {workload}", *(row.get(p, "") for p in providers)] for (dtype, workload), row in cells.items()]
 
 

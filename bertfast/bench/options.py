@@ -1,12 +1,50 @@
 """Command-line options of ``bertfast bench`` / ``python -m benchmarks``.
 
-Only argparse here (no torch, no providers), so ``bertfast``'s parser can add these options cheaply and
-import the runner only when the command actually runs. Options left at None get their defaults (which
-depend on ``--quick`` and the device) in ``benchmarks.runner.settings_from_args``.
+No providers here (argparse, the defaults, and timing's MIN_REPEATS), so ``bertfast``'s parser can add these
+options cheaply and import the runner only when the command actually runs. The defaults are written once, in
+``FULL`` / ``QUICK`` / ``DTYPES``: the help quotes them and ``bertfast.bench.runner.settings_from_args``
+applies them to the options left at None (they depend on ``--quick`` and the device).
 """
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
+
+from bertfast.bench.timing import MIN_REPEATS
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What the options left unset become: one set for a full run (``FULL``), one for ``--quick``."""
+
+    batches: tuple[int, ...]  # --batch
+    seqs: tuple[int, ...]  # --seq
+    warmup: int  # --warmup: untimed calls per case after the parity check
+    repeats: int  # --repeats: most timed calls per case
+    max_time_s: float  # --max-time: stop timing a case after this once MIN_REPEATS calls are timed
+    interleave: bool  # --interleave
+    slow_providers: bool  # without --providers, also run the providers that compile for minutes (torch.compile)
+
+
+FULL = Defaults(batches=(1, 8, 32), seqs=(32, 128, 512), warmup=3, repeats=30, max_time_s=10.0, interleave=False,
+                slow_providers=True)
+QUICK = Defaults(batches=(1, 8), seqs=(128,), warmup=0, repeats=5, max_time_s=2.0, interleave=True,
+                 slow_providers=False)
+DTYPES = {"cpu": ("float32",), "cuda": ("float16", "bfloat16")}  # --dtype, by device
+
+
+def _on(flag: bool) -> str:
+    return "on" if flag else "off"
+
+
+def _grid(d: Defaults) -> str:
+    return f"--batch {' '.join(map(str, d.batches))} --seq {' '.join(map(str, d.seqs))}"
+
+
+def _both(field: str) -> str:
+    """A default in help text: the full run's, and --quick's where it differs."""
+    full, quick = getattr(FULL, field), getattr(QUICK, field)
+    return f"{full:g}" + ("" if quick == full else f"; {quick:g} with --quick")
 
 DESCRIPTION = """\
 Measure BERT inference of every provider (bertfast backends, transformers eager / SDPA / torch.compile,
@@ -14,11 +52,12 @@ onnxruntime plain and optimised) in one process, on the same inputs. Each provid
 compared with transformers fp32; a provider outside tolerance is reported as wrong and not timed.
 Writes a table to the terminal and <out>/<machine>-<date>.{json,md,png}."""
 
-EPILOG = """\
-defaults: --batch 1 8 32 --seq 32 128 512, mixed lengths at every batch size > 1; float32 on CPU,
-float16 and bfloat16 on CUDA. Every case starts with one untimed call (the parity check), then --warmup
-more. --quick: --batch 1 8 --seq 128, --warmup 0, at most 5 timed calls or 2 s per case (at least 3 calls),
---interleave, and no torch.compile (it takes minutes); explicit options still win.
+EPILOG = f"""\
+defaults: {_grid(FULL)}, mixed lengths at every batch size > 1; {' and '.join(DTYPES['cpu'])} on CPU,
+{' and '.join(DTYPES['cuda'])} on CUDA. Every case starts with one untimed call (the parity check), then
+--warmup more. --quick: {_grid(QUICK)}, --warmup {QUICK.warmup}, at most {QUICK.repeats} timed calls or
+{QUICK.max_time_s:g} s per case (at least {MIN_REPEATS} calls), --interleave, and no torch.compile (it takes
+minutes); explicit options still win.
 examples:
   bertfast bench --quick
   bertfast bench --batch 8 --seq 128 --providers bertfast-torch,transformers-eager
@@ -73,20 +112,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seq", nargs="+", type=positive_int, metavar="N",
                         help="sequence lengths (all tokens real), at most the model's max_position_embeddings")
     parser.add_argument("--mixed", action=argparse.BooleanOptionalAction, default=True,
-                        help="also a mixed-length workload at each batch size > 1 (default: on)")
+                        help="also a mixed-length workload at each batch size > 1 (default: %(default)s)")
     parser.add_argument("--providers", type=name_list, action="extend", metavar="NAME[,NAME]",
                         help="providers to run (default: all; see --list-providers)")
     parser.add_argument("--list-providers", action="store_true", help="list providers and why any would be skipped")
     parser.add_argument("--warmup", type=non_negative_int, metavar="N",
-                        help="untimed calls per case after the parity check (default 3)")
-    parser.add_argument("--repeats", type=positive_int, metavar="N", help="most timed calls per case (default 30)")
+                        help=f"untimed calls per case after the parity check (default {_both('warmup')})")
+    parser.add_argument("--repeats", type=positive_int, metavar="N",
+                        help=f"most timed calls per case (default {_both('repeats')})")
     parser.add_argument("--max-time", type=positive_float, metavar="S",
-                        help="stop timing a case after S seconds once 3 calls are timed (default 10)")
+                        help=f"stop timing a case after S seconds once {MIN_REPEATS} calls are timed "
+                             f"(default {_both('max_time_s')})")
     parser.add_argument("--interleave", action=argparse.BooleanOptionalAction,
                         help="keep every provider loaded and time them in turns, one call each per round: fair "
-                             "ratios on a machine shared with other work, but no peak memory (default: on with "
-                             "--quick, off otherwise)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of inputs and random weights (default: 0)")
+                             "ratios on a machine shared with other work, but no peak memory (default: "
+                             f"{_on(QUICK.interleave)} with --quick, {_on(FULL.interleave)} otherwise)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of inputs and random weights (default: %(default)s)")
     parser.add_argument("--out", default="benchmarks/results", metavar="DIR",
                         help="directory for the JSON, markdown and PNG results (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="a small grid that runs in minutes on a laptop CPU")

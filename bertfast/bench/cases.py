@@ -9,12 +9,12 @@ from functools import partial
 
 import torch
 
-from benchmarks import parity
-from benchmarks.providers import Provider
-from benchmarks.timing import MIN_REPEATS, PeakMemory, Summary, time_calls, time_one
-from benchmarks.workloads import Workload
+from bertfast.bench import parity
+from bertfast.bench.providers import Provider, TransformersEager
+from bertfast.bench.timing import MIN_REPEATS, PeakMemory, Summary, time_calls, time_one
+from bertfast.bench.workloads import Workload
 
-BASELINE = "transformers-eager"  # speedups are relative to it
+BASELINE = TransformersEager.name  # speedups are relative to it
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -23,7 +23,7 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 @dataclass
 class Timing:
-    """How a case is timed (see ``benchmarks.timing.time_calls``)."""
+    """How a case is timed (see ``bertfast.bench.timing.time_calls``)."""
 
     device: torch.device
     warmup: int  # untimed calls after the parity-check call
@@ -150,7 +150,7 @@ def measure_interleaved(providers: list[Provider], case: Case, timing: Timing) -
 
 
 def add_speedups(results: list[CaseResult]) -> None:
-    """Fill ``speedup_vs_eager`` where transformers-eager was timed on the same workload and dtype."""
+    """Fill ``speedup_vs_eager`` where the BASELINE was timed on the same workload and dtype."""
     baseline = {(r.dtype, r.workload): r.latency_ms.median for r in results
                 if r.provider == BASELINE and r.latency_ms is not None}
     for r in results:

@@ -6,18 +6,18 @@ call). Adding one: subclass ``Provider``, set ``name`` and ``description``, deco
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 import shutil
 import tempfile
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar
 
 import torch
 
 import bertfast
-from benchmarks.parity import load_transformers
-from kernels._utils import triton_installed
+from bertfast.bench.parity import load_transformers
+from bertfast.ops import force_backend
+from kernels.launch import triton_installed
 
 Batch = dict[str, torch.Tensor]
 REGISTRY: dict[str, type["Provider"]] = {}
@@ -56,42 +56,28 @@ def _missing(module: str, install: str) -> str | None:
     return None if importlib.util.find_spec(module) else f"{module} is not installed (pip install {install})"
 
 
-@contextlib.contextmanager
-def _backend(name: str) -> Iterator[None]:
-    """Force bertfast's dispatch (ops.py reads BERTFAST_BACKEND at every call) for the duration of a call."""
-    previous = os.environ.get("BERTFAST_BACKEND")
-    os.environ["BERTFAST_BACKEND"] = name
-    try:
-        yield
-    finally:
-        if previous is None:
-            del os.environ["BERTFAST_BACKEND"]
-        else:
-            os.environ["BERTFAST_BACKEND"] = previous
-
-
 class _Bertfast(Provider):
-    backend: ClassVar[str]
+    backend: ClassVar[str]  # forced for each call with bertfast.ops.force_backend (this thread only)
 
     def prepare(self, model_dir: str, dtype: torch.dtype, device: torch.device) -> None:
         self.model = bertfast.BertModel.from_pretrained(model_dir, dtype=dtype, device=device, local_files_only=True)
 
     def run(self, batch: Batch) -> torch.Tensor:
-        with _backend(self.backend):
+        with force_backend(self.backend):
             return self.model(**batch).last_hidden_state
 
 
 @register
 class BertfastTorch(_Bertfast):
     name = "bertfast-torch"
-    description = "bertfast, torch reference ops (BERTFAST_BACKEND=torch), padding-free"
+    description = "bertfast, torch reference ops (backend forced to torch), padding-free"
     backend = "torch"
 
 
 @register
 class BertfastTriton(_Bertfast):
     name = "bertfast-triton"
-    description = "bertfast, Triton kernels (BERTFAST_BACKEND=triton), padding-free"
+    description = "bertfast, Triton kernels (backend forced to triton), padding-free"
     backend = "triton"
 
     def available(self, device: torch.device, dtype: torch.dtype) -> str | None:
@@ -106,8 +92,6 @@ class BertfastCudaGraphs(Provider):
     description = "bertfast.optimize(model, cuda_graphs=True): Triton kernels replayed from CUDA graphs"
 
     def available(self, device: torch.device, dtype: torch.dtype) -> str | None:
-        if not hasattr(bertfast, "optimize"):
-            return "bertfast.optimize (CUDA graphs) is not in this version of bertfast"
         return None if device.type == "cuda" else "CUDA graphs need a GPU"
 
     def prepare(self, model_dir: str, dtype: torch.dtype, device: torch.device) -> None:
@@ -176,8 +160,6 @@ class _OnnxRuntime(Provider):
     torch_memory = False  # onnxruntime allocates from its own arena
 
     def available(self, device: torch.device, dtype: torch.dtype) -> str | None:
-        if not hasattr(bertfast, "export_onnx"):
-            return "ONNX export (bertfast.export_onnx) is not in this version of bertfast"
         missing = _missing("onnxruntime", "onnxruntime-gpu" if device.type == "cuda" else "onnxruntime")
         if missing:
             return missing

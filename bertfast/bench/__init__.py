@@ -1,0 +1,1 @@
+"""The comparative benchmark behind ``bertfast bench``: providers, workloads, parity rule, timing, report."""
