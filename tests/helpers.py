@@ -16,6 +16,8 @@ from bertfast.inputs import random_batch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The one mark of the tests that need a CUDA GPU (they all have a CPU counterpart that always runs).
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bf16, bert-base shapes)")
+HIDDEN_ATOL = 1e-5  # CPU fp32 parity with transformers: hidden states
+LOGITS_ATOL = 1e-4  # ... and logits
 TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
             max_position_embeddings=64)
 
@@ -59,3 +61,13 @@ SENTENCES = [
     "The stock market fell sharply on Tuesday after the announcement.",
     "Café naïve résumé — 東京 is lovely in spring!",
 ]
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float) -> None:
+    torch.testing.assert_close(actual, expected, atol=atol, rtol=0)
+
+
+def assert_close_real(actual: torch.Tensor, expected: torch.Tensor, batch: dict, atol: float) -> None:
+    """(B, S, ...) outputs compared at real tokens: the padding-free path leaves zeros at padding positions."""
+    real = batch["attention_mask"].bool()
+    assert_close(actual[real], expected[real], atol)

@@ -18,12 +18,11 @@ from bertfast.training.pretraining import DEMO_CORPUS, PretrainingCollator, crea
 from bertfast.training.trainer import (TRAINER_STATE, PretrainingArguments, Trainer, build_model, evaluate, linear_schedule,
                               pretraining_loss, run_pretraining)
 from kernels.launch import triton_installed
-from tests.helpers import REPO_ROOT, TINY, needs_cuda
+from tests.helpers import LOGITS_ATOL, REPO_ROOT, TINY, needs_cuda
 
 ROOT = str(REPO_ROOT)
 LOSS_RTOL = 1e-5  # loss vs transformers, relative
 GRAD_RTOL = 1e-4  # every parameter's gradient, max |difference| / max |reference|
-LOGITS_ATOL = 1e-4  # as in test_modeling
 QUICK = dict(batch_size=4, max_seq_length=32, learning_rate=1e-3, warmup_steps=1, progress=False)
 
 requires_triton = pytest.mark.skipif(not triton_installed(), reason="Triton is not installed")
