@@ -13,6 +13,7 @@ from bertfast.pipelines.base import Pipeline
 from bertfast.pipelines.feature_extraction import FeatureExtractionPipeline
 from bertfast.pipelines.fill_mask import FillMaskPipeline
 from bertfast.pipelines.next_sentence import NextSentencePipeline
+from bertfast.pipelines.sparse_embedding import SparseEmbeddingPipeline
 from bertfast.tokenizer import BertTokenizer
 
 DEFAULT_MODEL = "bert-base-uncased"
@@ -22,16 +23,26 @@ PIPELINES: dict[str, type[Pipeline]] = {
     "fill-mask": FillMaskPipeline,
     "next-sentence": NextSentencePipeline,
     "feature-extraction": FeatureExtractionPipeline,
+    "sentence-embedding": FeatureExtractionPipeline,
+    "sparse-embedding": SparseEmbeddingPipeline,
 }
+# The export task (``export_onnx(task=...)``) whose graph a task runs with backend="onnxruntime", where it differs.
+ONNX_TASKS = {"sentence-embedding": "feature-extraction", "sparse-embedding": "fill-mask"}
 
 
 def pipeline(task: str, model: str | os.PathLike | BertPreTrainedModel | OnnxModel = DEFAULT_MODEL,
              tokenizer: str | os.PathLike | BertTokenizer | None = None, device: torch.device | str = "cpu",
              dtype: torch.dtype | str = torch.float32, batch_size: int = 32, backend: str = "torch",
-             **load_kwargs: Any) -> Pipeline:
-    """Build a pipeline: ``pipeline("fill-mask", model="bert-base-uncased")`` (also "next-sentence",
-    "feature-extraction"). ``model`` is a checkpoint (directory or hub id) or a loaded bertfast model;
-    ``tokenizer`` defaults to the checkpoint's.
+             max_length: int | None = None, **load_kwargs: Any) -> Pipeline:
+    """Build a pipeline: ``pipeline("fill-mask", model="bert-base-uncased")`` (the tasks are ``PIPELINES``'
+    keys). ``model`` is a checkpoint (directory or hub id) or a loaded bertfast model; ``tokenizer`` defaults to
+    the checkpoint's. ``batch_size`` texts go through the model at a time, each truncated to ``max_length``
+    tokens (default: the tokenizer's ``model_max_length``, capped at the model's maximum; a sentence-transformers
+    folder's ``max_seq_length``). ``load_kwargs`` go to ``from_pretrained`` (e.g. ``adapter="peft-dir"``).
+
+    The model folder's task options are read too (for "feature-extraction" / "sentence-embedding" and
+    "sparse-embedding": its sentence-transformers configuration); with an already loaded model, from the
+    ``tokenizer`` folder when that is a path.
 
     ``backend="onnxruntime"`` runs an export of the same task instead (``bertfast export-onnx``): ``model`` is
     its directory, its .onnx file or an ``OnnxModel``; ``device`` "cuda" picks the CUDA execution provider;
@@ -43,17 +54,19 @@ def pipeline(task: str, model: str | os.PathLike | BertPreTrainedModel | OnnxMod
         raise ValueError(f"unknown backend {backend!r}; available: {PIPELINE_BACKENDS}")
     cls = PIPELINES[task]
     if backend == "onnxruntime" or isinstance(model, OnnxModel):
-        return _onnx_pipeline(task, model, tokenizer, device, dtype, batch_size, **load_kwargs)
+        return _onnx_pipeline(task, model, tokenizer, device, dtype, batch_size, max_length, **load_kwargs)
     if isinstance(model, BertPreTrainedModel):
         if tokenizer is None:
             raise ValueError("pass tokenizer= (a path or BertTokenizer) together with an already loaded model")
-        loaded = model
+        folder = None if isinstance(tokenizer, BertTokenizer) else tokenizer
     else:
-        loaded = cls.model_class.from_pretrained(model, dtype=resolve_dtype(dtype), device=device, **load_kwargs)
-        tokenizer = model if tokenizer is None else tokenizer
+        folder, tokenizer = model, model if tokenizer is None else tokenizer
+    options = {} if folder is None else cls.folder_options(folder, load_kwargs.get("local_files_only", False))
+    loaded = model if isinstance(model, BertPreTrainedModel) else cls.model_class.from_pretrained(
+        model, dtype=resolve_dtype(dtype), device=device, **load_kwargs)
     if not isinstance(loaded, cls.model_class):
         raise TypeError(f"task {task!r} needs a {cls.model_class.__name__}, got {type(loaded).__name__}")
-    return cls(loaded, _as_tokenizer(tokenizer), batch_size=batch_size)
+    return cls(loaded, _as_tokenizer(tokenizer), batch_size=batch_size, max_length=max_length, **options)
 
 
 def _as_tokenizer(tokenizer: str | os.PathLike | BertTokenizer) -> BertTokenizer:
@@ -62,16 +75,19 @@ def _as_tokenizer(tokenizer: str | os.PathLike | BertTokenizer) -> BertTokenizer
 
 def _onnx_pipeline(task: str, model: str | os.PathLike | OnnxModel,
                    tokenizer: str | os.PathLike | BertTokenizer | None, device: torch.device | str,
-                   dtype: torch.dtype | str, batch_size: int, **session_kwargs: Any) -> Pipeline:
+                   dtype: torch.dtype | str, batch_size: int, max_length: int | None,
+                   **session_kwargs: Any) -> Pipeline:
     if resolve_dtype(dtype) != torch.float32:
         raise ValueError("with backend='onnxruntime' the dtype was fixed at export time: export with --fp16 "
                          "(fp16=True) for a float16 graph and leave dtype at float32")
     if not isinstance(model, OnnxModel):
         provider = "cuda" if torch.device(device).type == "cuda" else "cpu"
         model = OnnxModel(model, provider=provider, **session_kwargs)
-    if model.task != task:
+    export_task = ONNX_TASKS.get(task, task)
+    if model.task != export_task:
         raise ValueError(f"{model.path} is a {model.task!r} export; the {task!r} pipeline needs an export made "
-                         f"with --task {task}")
-    if tokenizer is None:
-        tokenizer = os.path.dirname(model.path)  # export_onnx saves the tokenizer files beside model.onnx
-    return PIPELINES[task](model, _as_tokenizer(tokenizer), batch_size=batch_size)
+                         f"with --task {export_task}")
+    folder = os.path.dirname(model.path)  # export_onnx saves the config and tokenizer files beside model.onnx
+    cls = PIPELINES[task]
+    return cls(model, _as_tokenizer(folder if tokenizer is None else tokenizer), batch_size=batch_size,
+               max_length=max_length, **cls.folder_options(folder, local_files_only=True))

@@ -2,6 +2,7 @@
 each row; and the input normalisation of texts."""
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 import torch
@@ -18,12 +19,23 @@ class Pipeline:
 
     def __init__(self, model: BertPreTrainedModel | OnnxModel, tokenizer: BertTokenizer, batch_size: int = 32,
                  max_length: int | None = None):
+        """``max_length``: the truncation length in tokens (default: the tokenizer's ``model_max_length``, at most
+        the model's ``max_position_embeddings``); ``batch_size``: texts per model call."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        positions = model.config.max_position_embeddings
+        if max_length is not None and not 1 <= max_length <= positions:
+            raise ValueError(f"max_length must be between 1 and the model's max_position_embeddings ({positions}), "
+                             f"got {max_length}")
         self.model = model.eval() if isinstance(model, torch.nn.Module) else model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        self.max_length = max_length or min(tokenizer.model_max_length, model.config.max_position_embeddings)
+        self.max_length = max_length or min(tokenizer.model_max_length, positions)
+
+    @classmethod
+    def folder_options(cls, name_or_path: str | os.PathLike, local_files_only: bool = False) -> dict[str, Any]:
+        """Constructor options a task reads from the model folder besides the weights (none by default)."""
+        return {}
 
     def _encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[dict[str, torch.Tensor]]:
         """One encoding per batch of inputs, batches grouped by length so little padding is computed."""

@@ -1,44 +1,154 @@
-"""``feature-extraction``: sentence embeddings (mean / [CLS] pooling, optional L2 normalisation) or per-token
-hidden states."""
+"""``feature-extraction`` (alias ``sentence-embedding``): sentence embeddings as ``SentenceTransformer.encode``
+computes them, or per-token hidden states.
+
+By default the pipeline follows the model folder's sentence-transformers configuration (bertfast.st_config):
+its pooling, Dense layers, Normalize module, ``max_seq_length``, ``do_lower_case`` and default prompt. A plain
+checkpoint without ``modules.json`` gets mean pooling without normalisation. Explicit arguments win.
+"""
 from __future__ import annotations
 
-from typing import Sequence
+import os
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from bertfast.export.onnx_model import OnnxModel
 from bertfast.modeling import BertModel
 from bertfast.pipelines.base import Pipeline, as_list
+from bertfast.pretrained import BertPreTrainedModel
+from bertfast.st_config import POOLING_MODES, SentenceConfig, read_sentence_config
+from bertfast.tokenizer import BertTokenizer
 
-POOLINGS = ("mean", "cls", "none")
+POOLINGS = (*POOLING_MODES, "none")  # "none": each text's token vectors (tokens, H)
 
 
-class FeatureExtractionPipeline(Pipeline):
-    model_class = BertModel
+def pool(hidden: torch.Tensor, mask: torch.Tensor, modes: Sequence[str]) -> torch.Tensor:
+    """Right-padded token vectors hidden (B, S, H) and mask (B, S) (1 = a token to pool) -> (B, len(modes) * H):
+    each mode of ``POOLING_MODES`` as sentence-transformers' Pooling computes it, concatenated in order."""
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    weights = mask.to(hidden.dtype).unsqueeze(-1)  # (B, S, 1)
+    count = weights.sum(1).clamp(min=1e-9)  # (B, 1)
+    out = []
+    for mode in modes:
+        if mode == "cls":  # the first pooled token
+            out.append(hidden[rows, mask.int().argmax(1)])
+        elif mode == "max":
+            out.append(hidden.masked_fill(weights == 0, float("-inf")).amax(1))
+        elif mode == "mean":
+            out.append((hidden * weights).sum(1) / count)
+        elif mode == "mean_sqrt_len_tokens":
+            out.append((hidden * weights).sum(1) / count.sqrt())
+        elif mode == "weightedmean":  # position p (from 1) weighs p
+            positions = torch.arange(1, hidden.shape[1] + 1, device=hidden.device, dtype=hidden.dtype)
+            weighted = weights * positions[:, None]  # (B, S, 1)
+            out.append((hidden * weighted).sum(1) / weighted.sum(1).clamp(min=1e-9))
+        elif mode == "lasttoken":  # the last pooled token (zeros for a row with none)
+            last = hidden.shape[1] - 1 - mask.int().flip(1).argmax(1)  # (B,)
+            out.append(hidden[rows, last] * weights[rows, last])
+        else:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {mode!r}")
+    return torch.cat(out, dim=-1)
 
-    def __call__(self, text: str | Sequence[str], pooling: str = "mean", normalize: bool = False):
-        """Sentence embeddings: (H,) for a string, (N, H) for a list. ``pooling="mean"`` averages the real
-        tokens (padding excluded), ``"cls"`` takes the [CLS] hidden state, ``"none"`` returns each text's
-        (tokens, H) hidden states. ``normalize`` L2-normalises (cosine similarity = dot product)."""
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+
+class SentenceConfigPipeline(Pipeline):
+    """A pipeline that follows a sentence-transformers folder of its ``model_type`` (``pipeline()`` reads the
+    configuration): the folder's ``max_seq_length`` applies unless ``max_length`` is given."""
+
+    model_type: str  # the sentence-transformers model type this task runs
+    other_task: str  # the pipeline task for a folder of the other model type
+
+    def __init__(self, model: BertPreTrainedModel | OnnxModel, tokenizer: BertTokenizer, batch_size: int = 32,
+                 max_length: int | None = None, sentence_config: SentenceConfig | None = None):
+        """``sentence_config``: the folder's configuration; None = the defaults of a plain checkpoint."""
+        config = self._checked(sentence_config or SentenceConfig(self.model_type))
+        if max_length is None and config.max_seq_length is not None:
+            max_length = min(config.max_seq_length, model.config.max_position_embeddings)
+        super().__init__(model, tokenizer, batch_size=batch_size, max_length=max_length)
+        self.sentence_config = config
+
+    @classmethod
+    def folder_options(cls, name_or_path: str | os.PathLike, local_files_only: bool = False) -> dict[str, Any]:
+        config = read_sentence_config(name_or_path, local_files_only=local_files_only)
+        return {"sentence_config": None if config is None else cls._checked(config)}
+
+    @classmethod
+    def _checked(cls, config: SentenceConfig) -> SentenceConfig:
+        if config.model_type != cls.model_type:
+            raise ValueError(f"this model folder is a sentence-transformers {config.model_type}: use "
+                             f"pipeline({cls.other_task!r}, ...) for it")
+        return config
+
+    def _texts(self, text: str | Sequence[str], prefix: str | None = None) -> tuple[list[str], bool]:
+        """(the texts as the model reads them: prompt prepended, lowercased if the folder says so, single)."""
         texts, single = as_list(text, "text")
-        results = self._run(texts, pooling=pooling, normalize=normalize)
+        texts = [(prefix or "") + t for t in texts]
+        return [t.lower() for t in texts] if self.sentence_config.do_lower_case else texts, single
+
+
+class FeatureExtractionPipeline(SentenceConfigPipeline):
+    model_class = BertModel
+    model_type = "SentenceTransformer"
+    other_task = "sparse-embedding"
+
+    def __init__(self, model: BertPreTrainedModel | OnnxModel, tokenizer: BertTokenizer, batch_size: int = 32,
+                 max_length: int | None = None, sentence_config: SentenceConfig | None = None):
+        super().__init__(model, tokenizer, batch_size=batch_size, max_length=max_length,
+                         sentence_config=sentence_config)
+        width, hidden = self.sentence_config.embedding_dimension, model.config.hidden_size
+        if width not in (None, hidden):
+            raise ValueError(f"the folder's Pooling expects {width}-wide token vectors but the encoder's hidden "
+                             f"size is {hidden}: is 1_Pooling/config.json from this model?")
+
+    def __call__(self, text: str | Sequence[str], pooling: str | Sequence[str] | None = None,
+                 normalize: bool | None = None, prompt: str | None = None, prompt_name: str | None = None):
+        """Sentence embeddings: (D,) for a string, (N, D) for a list.
+
+        ``pooling``: one of ``POOLINGS`` or a sequence of them (concatenated); None = the folder's. "mean"
+        averages the real tokens (padding excluded), "cls" takes the first token, "max" the element-wise
+        maximum, "mean_sqrt_len_tokens" divides the sum by sqrt(length), "weightedmean" weighs position p by p,
+        "lasttoken" takes the last real token ([SEP]); "none" returns each text's (tokens, H) hidden states
+        (no Dense layers, not normalised unless ``normalize=True``). The folder's Dense layers follow any other
+        pooling. ``normalize``: L2-normalise (cosine similarity = dot product); None = the folder's Normalize.
+        ``prompt`` (a text) or ``prompt_name`` (one of the folder's prompts) is prepended to every text; by
+        default the folder's default prompt, if it has one.
+        """
+        config = self.sentence_config
+        modes = config.pooling if pooling is None else ((pooling,) if isinstance(pooling, str) else tuple(pooling))
+        unknown = [m for m in modes if m not in POOLINGS]
+        if unknown or not modes or ("none" in modes and len(modes) > 1):
+            raise ValueError(f"pooling must be one of {POOLINGS} (or a sequence of pooling modes), got {pooling!r}")
+        tokens = modes == ("none",)
+        width = len(modes) * self.model.config.hidden_size
+        if config.dense and not tokens and config.dense[0].weight.shape[1] != width:
+            raise ValueError(f"the folder's Dense layer takes {config.dense[0].weight.shape[1]}-wide vectors, pooling "
+                             f"{modes} gives {width}: choose a pooling of the folder's width")
+        normalize = (config.normalize and not tokens) if normalize is None else normalize
+        prefix = config.prompt_text(prompt, prompt_name)
+        texts, single = self._texts(text, prefix)
+        skip = self._prompt_length(prefix) if prefix and not config.include_prompt else 0
+        results = self._run(texts, modes=modes, normalize=normalize, skip=skip)
         if single:
             return results[0]
-        return results if pooling == "none" else torch.stack(results)
+        return results if tokens else torch.stack(results)
 
-    def _process(self, batch: dict[str, torch.Tensor], pooling: str = "mean",
-                 normalize: bool = False) -> list[torch.Tensor]:
+    def _prompt_length(self, prompt: str) -> int:
+        """Tokens of the prompt at the start of every input: [CLS] and its pieces (its trailing [SEP] is not)."""
+        prompt = prompt.lower() if self.sentence_config.do_lower_case else prompt
+        return len(self.tokenizer(prompt)["input_ids"]) - 1
+
+    def _process(self, batch: dict[str, torch.Tensor], modes: tuple[str, ...] = ("mean",), normalize: bool = False,
+                 skip: int = 0) -> list[torch.Tensor]:
         hidden = self.model(**batch).last_hidden_state.float()  # (B, S, H)
         mask = batch["attention_mask"]
-        if pooling == "none":
+        if modes == ("none",):
             rows = [h[m.bool()] for h, m in zip(hidden, mask)]
             return [F.normalize(r, dim=-1).cpu() if normalize else r.cpu() for r in rows]
-        if pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            weights = mask.to(hidden.dtype).unsqueeze(-1)  # (B, S, 1)
-            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        if skip:  # include_prompt false: the prompt's tokens are not pooled
+            mask = mask.clone()
+            mask[:, :skip] = 0
+        pooled = pool(hidden, mask, modes)  # (B, D)
+        for layer in self.sentence_config.dense:
+            pooled = layer(pooled)
         pooled = F.normalize(pooled, dim=-1) if normalize else pooled
         return list(pooled.cpu())
