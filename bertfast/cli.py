@@ -20,14 +20,26 @@ from bertfast.hub import resolve_file
 from bertfast.modeling import BertModel
 from bertfast.ops import default_device
 from bertfast.pipelines import DEFAULT_MODEL, pipeline
+from bertfast.pipelines.base import Pipeline
+from bertfast.st_config import POOLING_MODES
 from bertfast.training.trainer import WARMUP_FRACTION, PretrainingArguments, run_pretraining
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
+    """The options of every inference command; ``_pipeline`` builds the task's pipeline from them."""
     parser.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint directory or hub id (default: %(default)s)")
+    parser.add_argument("--adapter", metavar="DIR", help="a PEFT LoRA adapter (directory or hub id), merged at load")
     parser.add_argument("--device", default=default_device(), help="cpu or cuda (default: %(default)s)")
     parser.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16")
+    parser.add_argument("--batch-size", type=int, default=32, help="texts per model call (default: %(default)s)")
+    parser.add_argument("--max-length", type=int, help="truncation length in tokens (default: the model's)")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def _pipeline(task: str, args: argparse.Namespace) -> Pipeline:
+    """The ``task`` pipeline for the options of ``_model_options``."""
+    return pipeline(task, model=args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+                    max_length=args.max_length, adapter=args.adapter)
 
 
 def _emit(args: argparse.Namespace, result: Any, lines: Callable[[Any], list[str]]) -> None:
@@ -35,7 +47,7 @@ def _emit(args: argparse.Namespace, result: Any, lines: Callable[[Any], list[str
 
 
 def cmd_fill_mask(args: argparse.Namespace) -> None:
-    fill = pipeline("fill-mask", model=args.model, device=args.device, dtype=args.dtype)
+    fill = _pipeline("fill-mask", args)
     result = fill(args.text, top_k=args.top_k)
     groups = result if result and isinstance(result[0], list) else [result]
     _emit(args, result, lambda _: [f"{p['score']:.4f}  {p['token_str']:<15} {p['sequence']}"
@@ -43,20 +55,18 @@ def cmd_fill_mask(args: argparse.Namespace) -> None:
 
 
 def cmd_nsp(args: argparse.Namespace) -> None:
-    nsp = pipeline("next-sentence", model=args.model, device=args.device, dtype=args.dtype)
+    nsp = _pipeline("next-sentence", args)
     result = nsp(args.text_a, args.text_b)
     _emit(args, result, lambda r: [f"{r['label']}  P(B follows A) = {r['is_next_probability']:.4f}"])
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
-    embed = pipeline("feature-extraction", model=args.model, device=args.device, dtype=args.dtype)
-    vectors = embed(args.texts, pooling=args.pooling, normalize=not args.no_normalize)
+    vectors = _pipeline("feature-extraction", args)(args.texts, pooling=args.pooling, normalize=args.normalize)
     result = [{"text": t, "embedding": v.tolist()} for t, v in zip(args.texts, vectors)]
     _emit(args, result, lambda rows: [f"{r['text'][:40]:<40} dim={len(r['embedding'])} "
                                       f"[{', '.join(f'{x:.4f}' for x in r['embedding'][:4])}, ...]" for r in rows])
     if len(args.texts) > 1 and not args.json:
-        similarity = vectors @ vectors.T if not args.no_normalize else torch.nn.functional.cosine_similarity(
-            vectors[:, None], vectors[None], dim=-1)
+        similarity = torch.nn.functional.cosine_similarity(vectors[:, None], vectors[None], dim=-1)
         print("cosine similarity:")
         for text, row in zip(args.texts, similarity.tolist()):
             print(f"  {text[:30]:<30} " + " ".join(f"{x:6.3f}" for x in row))
@@ -157,10 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(p)
     p.set_defaults(func=cmd_nsp)
 
-    p = sub.add_parser("embed", help="sentence embeddings (mean pooling, L2-normalised)")
+    p = sub.add_parser("embed", help="sentence embeddings, as the Python feature-extraction pipeline gives them")
     p.add_argument("texts", nargs="+")
-    p.add_argument("--pooling", choices=("mean", "cls"), default="mean")
-    p.add_argument("--no-normalize", action="store_true")
+    p.add_argument("--pooling", choices=POOLING_MODES,
+                   help="default: the sentence-transformers folder's pooling, else mean")
+    p.add_argument("--normalize", action=argparse.BooleanOptionalAction,
+                   help="L2-normalise (default: as the folder's Normalize module says, else not)")
     _model_options(p)
     p.set_defaults(func=cmd_embed)
 

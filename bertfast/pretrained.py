@@ -11,6 +11,7 @@ import warnings
 import torch
 import torch.nn as nn
 
+from bertfast.adapters import merge_adapter
 from bertfast.checkpoint import CheckpointError, read_state_dict, remap_state_dict
 from bertfast.config import BertConfig, resolve_dtype
 from bertfast.hub import resolve_file
@@ -57,15 +58,20 @@ class BertPreTrainedModel(nn.Module):
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, dtype: torch.dtype | str = torch.float32,
                         device: torch.device | str = "cpu", allow_missing_weights: bool = False,
-                        local_files_only: bool = False) -> "BertPreTrainedModel":
+                        local_files_only: bool = False,
+                        adapter: str | os.PathLike | None = None) -> "BertPreTrainedModel":
         """Load a HuggingFace BERT checkpoint (local directory or hub id) in eval mode.
 
         The model is built on the meta device and the checkpoint tensors are assigned, so no random
         weights are ever allocated. Weights the architecture needs but the checkpoint lacks are an
         error unless ``allow_missing_weights=True`` (then they are initialised randomly, with a warning).
+        ``adapter``: a PEFT LoRA adapter folder or hub id, merged into the weights before they are assigned
+        (bertfast.adapters).
         """
         config = BertConfig.from_json_file(resolve_file(name_or_path, "config.json", local_files_only=local_files_only))
         state = read_state_dict(name_or_path, device=device, local_files_only=local_files_only)
+        if adapter is not None:
+            state = merge_adapter(state, adapter, local_files_only=local_files_only)
         return cls._from_state(config, state, dtype, device, allow_missing_weights)
 
     @classmethod

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import bertfast
 from bertfast.cli import main
@@ -62,3 +63,66 @@ def test_errors_are_messages_with_a_nonzero_exit(capsys, tiny_vocab_checkpoint, 
 def test_module_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "bertfast", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "fill-mask" in result.stdout and "info" in result.stdout
+
+
+def embeddings(rows: list[dict]):
+    return torch.tensor([r["embedding"] for r in rows])
+
+
+@pytest.mark.parametrize("options, call", [
+    ([], {}),
+    (["--pooling", "cls", "--no-normalize"], dict(pooling="cls", normalize=False)),
+    (["--pooling", "max", "--normalize"], dict(pooling="max", normalize=True)),
+])
+def test_embed_gives_the_python_pipelines_vectors(capsys, minilm_dir, tiny_vocab_checkpoint, options, call):
+    texts = ["a cat", "a kitten sat on the mat"]
+    for model in (minilm_dir, tiny_vocab_checkpoint):  # a sentence-transformers folder, a plain checkpoint
+        rows = run_json(capsys, "embed", *texts, "--model", model, *options)
+        expected = bertfast.pipeline("feature-extraction", model=model)(texts, **call)
+        torch.testing.assert_close(embeddings(rows), expected, atol=1e-6, rtol=0)
+    norms = embeddings(run_json(capsys, "embed", *texts, "--model", tiny_vocab_checkpoint)).norm(dim=-1)
+    assert (norms - 1).abs().min() > 0.01  # a plain checkpoint: mean pooling, not normalised, by default
+
+
+def test_max_length_and_batch_size_options_reach_the_pipeline(capsys, minilm_dir):
+    text = "one two three four five six seven eight nine ten"
+    rows = run_json(capsys, "embed", text, "x", "--model", minilm_dir, "--max-length", "4", "--batch-size", "1")
+    expected = bertfast.pipeline("feature-extraction", model=minilm_dir, max_length=4)([text, "x"])
+    torch.testing.assert_close(embeddings(rows), expected, atol=1e-6, rtol=0)
+    assert (embeddings(rows)[0] - bertfast.pipeline("feature-extraction", model=minilm_dir)(text)).abs().max() > 1e-3
+
+
+@pytest.fixture(scope="module")
+def encoder_adapter(tmp_path_factory, tiny_vocab_checkpoint) -> str:
+    """A peft LoRA adapter with random weights on the encoder of ``tiny_vocab_checkpoint``."""
+    import peft
+    import transformers
+
+    path = tmp_path_factory.mktemp("adapter")
+    encoder = transformers.BertModel.from_pretrained(tiny_vocab_checkpoint)
+    wrapped = peft.get_peft_model(encoder, peft.LoraConfig(r=2, target_modules=["query", "value"],
+                                                           init_lora_weights=False))
+    with torch.no_grad():
+        for param in wrapped.parameters():
+            if param.requires_grad:
+                param.normal_(0.0, 0.2)
+    wrapped.save_pretrained(path)
+    return str(path)
+
+
+def test_adapter_option_on_fill_mask_nsp_and_embed(capsys, tiny_vocab_checkpoint, encoder_adapter):
+    model, adapter = ["--model", tiny_vocab_checkpoint], ["--adapter", encoder_adapter]
+    text = "The capital of France is [MASK]."
+    for task, command, args, call in (("fill-mask", "fill-mask", [text], lambda p: p(text)),
+                                      ("next-sentence", "nsp", ["It rained.", "It was wet."],
+                                       lambda p: p("It rained.", "It was wet.")),
+                                      ("feature-extraction", "embed", ["a cat", "a dog"],
+                                       lambda p: [{"text": t, "embedding": v.tolist()}
+                                                  for t, v in zip(["a cat", "a dog"], p(["a cat", "a dog"]))])):
+        merged = run_json(capsys, command, *args, *model, *adapter)
+        plain = run_json(capsys, command, *args, *model)
+        assert merged == json.loads(json.dumps(call(bertfast.pipeline(task, model=tiny_vocab_checkpoint,
+                                                                      adapter=encoder_adapter))))
+        assert merged != plain
+    assert main(["embed", "a cat", *model, "--adapter", tiny_vocab_checkpoint]) == 1
+    assert "adapter_config.json not found" in capsys.readouterr().err

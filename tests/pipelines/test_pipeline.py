@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 import bertfast
+from bertfast.pipelines import PIPELINES
 
 
 def test_pipeline_construction_errors(minilm_dir, tiny_vocab_checkpoint):
@@ -16,3 +17,17 @@ def test_pipeline_construction_errors(minilm_dir, tiny_vocab_checkpoint):
         bertfast.pipeline("feature-extraction", model=model)
     with pytest.raises(TypeError, match="needs a BertForMaskedLM"):
         bertfast.pipeline("fill-mask", model=model, tokenizer=minilm_dir)
+
+
+@pytest.mark.parametrize("task", sorted(PIPELINES))
+def test_every_task_takes_max_length_and_batch_size(task, tiny_vocab_checkpoint):
+    pipe = bertfast.pipeline(task, model=tiny_vocab_checkpoint, max_length=8, batch_size=2,
+                             allow_missing_weights=True)  # a task head the pretraining checkpoint lacks is random
+    assert (pipe.max_length, pipe.batch_size) == (8, 2)
+    batches = pipe._encode(["a long text that goes on and on " * 4, "b", "c"])
+    assert [len(b["index"]) for b in batches] == [2, 1]
+    assert max(b["input_ids"].shape[1] for b in batches) == 8
+    with pytest.raises(ValueError, match="max_length must be between 1 and the model's max_position_embeddings"):
+        bertfast.pipeline(task, model=tiny_vocab_checkpoint, max_length=0, allow_missing_weights=True)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        bertfast.pipeline(task, model=tiny_vocab_checkpoint, batch_size=0, allow_missing_weights=True)
