@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from bertfast.checkpoint import CheckpointError
 from bertfast.config import BertConfig
 from bertfast.heads.pretraining import masked_lm_loss
-from bertfast.inputs import check_integer_labels, check_real_labels
+from bertfast.inputs import check_inputs, check_integer_labels, check_real_labels
 from bertfast.modeling import BertModel
 from bertfast.outputs import (MultipleChoiceModelOutput, QuestionAnsweringModelOutput, SequenceClassifierOutput,
                               TokenClassifierOutput)
@@ -234,3 +234,16 @@ def choices_shape(inputs: dict[str, torch.Tensor | None]) -> torch.Size:
             raise ValueError(f"{name} has shape {tuple(value.shape)} but input_ids has shape {tuple(ids.shape)}; "
                              f"every input of BertForMultipleChoice is (batch, num_choices, sequence)")
     return ids.shape
+
+
+def check_choice_inputs(config: BertConfig, device: torch.device, input_ids: torch.Tensor,
+                        attention_mask: torch.Tensor | None = None,
+                        token_type_ids: torch.Tensor | None = None) -> torch.Tensor | None:
+    """``check_inputs`` for multiple-choice inputs (B, num_choices, S), for the runners that do not call the torch
+    model (CUDA graphs, onnxruntime): the shapes, then the (B * num_choices, S) rows; -> the key padding mask
+    (B, num_choices, S), or None without padding."""
+    shape = choices_shape({"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids})
+    rows = [t.reshape(-1, shape[-1]) if isinstance(t, torch.Tensor) else t
+            for t in (input_ids, attention_mask, token_type_ids)]  # each (B * num_choices, S)
+    mask = check_inputs(config, device, *rows)
+    return None if mask is None else mask.view(shape)  # (B, num_choices, S)
