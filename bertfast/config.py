@@ -161,7 +161,8 @@ class BertConfig:
 def _int_keys(id2label: Any) -> dict[int, str]:
     """id2label with int keys: JSON writes them as strings ("0"), Python callers pass ints."""
     if not isinstance(id2label, dict) or not id2label:
-        raise TypeError(f"id2label must be a non-empty dict {{id: name}}, e.g. {{0: 'NEG', 1: 'POS'}}, got {id2label!r}")
+        raise TypeError(f"id2label must be a non-empty dict {{id: name}}, e.g. {{0: 'NEG', 1: 'POS'}}, "
+                        f"got {id2label!r}")
     out = {}
     for key, name in id2label.items():
         if isinstance(key, bool) or not isinstance(key, (int, str)) or not str(key).lstrip("-").isdigit():

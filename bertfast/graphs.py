@@ -7,7 +7,9 @@ padding, masked out), every graph allocates from one shared memory pool, and out
 to the call's shape and cloned (a later replay would overwrite the static ones).
 
 A multiple-choice model's (batch, num_choices, sequence) inputs bucket by batch and sequence, with one
-capture per number of choices. Inference only: training mode, ``output_hidden_states``/``output_attentions``, explicit ``position_ids``,
+capture per number of choices.
+
+Inference only: training mode, ``output_hidden_states``/``output_attentions``, explicit ``position_ids``,
 labels, or a shape beyond the largest bucket run the plain model (counted in ``stats()["eager_calls"]``).
 """
 from __future__ import annotations

@@ -15,9 +15,10 @@ At opset 23 and above the exporter emits the ONNX ``Attention`` op, which onnxru
 rejects with our (B, 1, 1, S) padding mask: validation then fails loudly.
 
 Validation, always: onnxruntime (CPU) runs the file on the (batch, sequence) shapes of
-``VALIDATION_SHAPES`` (multiple-choice: with ``VALIDATION_CHOICES`` choices each), all different from the traced example and with padding, and every output is compared
-with the eager torch model in float32. Max abs diff tolerances (hidden states / logits), and what a random
-bert-base-shaped checkpoint and all-MiniLM-L6-v2 measure (onnxruntime 1.31, CPU):
+``VALIDATION_SHAPES`` (multiple-choice: with ``VALIDATION_CHOICES`` choices each), all different from the
+traced example and with padding, and every output is compared with the eager torch model in float32. Max abs
+diff tolerances (hidden states / logits), and what a random bert-base-shaped checkpoint and all-MiniLM-L6-v2
+measure (onnxruntime 1.31, CPU):
 
 - plain fp32 export: 1e-5 / 1e-4; measured hidden 4.5e-6 (bert-base) and 7.5e-6 (MiniLM), logits 3.8e-6;
 - ``optimize=True``: the same 1e-5 / 1e-4 (the fused kernels accumulate in float32 too); measured hidden

@@ -62,7 +62,12 @@ def sequence_classification_loss(logits: torch.Tensor, labels: torch.Tensor, pro
 def question_answering_loss(start_logits: torch.Tensor, end_logits: torch.Tensor, start_positions: torch.Tensor,
                             end_positions: torch.Tensor) -> torch.Tensor:
     """(start cross-entropy + end cross-entropy) / 2 over logits (B, S), as transformers computes it: positions
-    (B,) or (B, 1) are clamped to [0, S], and S (a position outside the sequence) is ignored."""
+    (B,) or (B, 1) are clamped to [0, S], and S (a position outside the sequence) is ignored.
+
+    The softmax runs over all S positions, padding included, as in transformers; there the logits are the
+    head's bias (zero hidden states), where transformers' come from the [PAD] tokens' hidden states, so the
+    loss of a padded batch differs from transformers' by those terms. Without padding it is transformers'.
+    """
     batch, seq_len = start_logits.shape
     losses = []
     for name, logits, positions in (("start_positions", start_logits, start_positions),
@@ -86,7 +91,8 @@ class _BertForTask(BertPreTrainedModel):
         self.bert = BertModel(config, add_pooling_layer=self.add_pooling_layer)
 
     def _head(self, outputs: int) -> nn.Linear:
-        """A new (outputs, H) linear head, initialised as transformers does (normal(0, initializer_range), zero bias)."""
+        """A new (outputs, H) linear head, initialised as transformers does: normal(0, initializer_range), zero
+        bias."""
         head = nn.Linear(self.config.hidden_size, outputs)
         self._init_module(head)
         return head
