@@ -5,10 +5,10 @@ Exporter: ``torch.onnx.export(..., dynamo=True)``, the exporter torch 2.13 recom
 captures the model with ``torch.export`` (non-strict) and translates it with onnxscript; the batch and
 sequence axes (and multiple-choice's choices axis) are ``torch.export.Dim``s named ``batch_size`` /
 ``sequence_length`` (sequence bounded by ``max_position_embeddings``) / ``num_choices``, so no dimension is
-frozen to the traced example. The TorchScript exporter is
-not needed and not used. While tracing, ``torch.onnx.is_in_onnx_export()`` and
-``torch.compiler.is_exporting()`` are true, so ``ops.backend_for`` picks the torch reference of every op
-(never a Triton kernel) and ``check_inputs`` skips its data-dependent value checks.
+frozen to the traced example. The TorchScript exporter is not needed and not used. While tracing,
+``torch.onnx.is_in_onnx_export()`` and ``torch.compiler.is_exporting()`` are true, so ``ops.backend_for`` picks
+the torch reference of every op (never a Triton kernel) and ``check_inputs`` skips its data-dependent value
+checks.
 
 Opsets: 17 (LayerNormalization) up to what the installed onnx knows; None = the exporter's default (20).
 At opset 23 and above the exporter emits the ONNX ``Attention`` op, which onnxruntime 1.31's CPU kernel

@@ -41,7 +41,7 @@ def sequence_classification_loss(logits: torch.Tensor, labels: torch.Tensor, pro
     None picks one as transformers does: one label -> regression, int64/int32 labels -> single-label, other
     labels -> multi-label (the config is not changed).
     """
-    batch, num_labels = logits.shape
+    num_labels = logits.shape[1]
     if problem_type is None:
         if num_labels == 1:
             problem_type = "regression"
