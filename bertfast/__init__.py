@@ -3,7 +3,8 @@ from bertfast.checkpoint import CheckpointError
 from bertfast.config import BertConfig
 from bertfast.export import ExportReport, ExportValidationError, OnnxModel, export_onnx, write_triton_repository
 from bertfast.graphs import GraphedModel, optimize
-from bertfast.heads import BertForMaskedLM, BertForNextSentencePrediction, BertForPreTraining
+from bertfast.heads import (BertForMaskedLM, BertForMultipleChoice, BertForNextSentencePrediction, BertForPreTraining,
+                            BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification)
 from bertfast.modeling import BertModel
 from bertfast.pretrained import BertPreTrainedModel
 from bertfast.pipelines import pipeline
@@ -18,8 +19,12 @@ __all__ = [
     "BatchEncoding",
     "BertConfig",
     "BertForMaskedLM",
+    "BertForMultipleChoice",
     "BertForNextSentencePrediction",
     "BertForPreTraining",
+    "BertForQuestionAnswering",
+    "BertForSequenceClassification",
+    "BertForTokenClassification",
     "BertModel",
     "BertPreTrainedModel",
     "BertTokenizer",

@@ -26,6 +26,8 @@ LEGACY_SUFFIXES = {".gamma": ".weight", ".beta": ".bias"}
 DECODER_WEIGHT = "cls.predictions.decoder.weight"
 DECODER_BIAS = "cls.predictions.decoder.bias"
 MLM_BIAS = "cls.predictions.bias"
+# Heads beside the encoder (pretraining under cls., the task heads): never nested under bert.
+HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.")
 
 
 class CheckpointError(ValueError):
@@ -61,12 +63,12 @@ def read_state_dict(name_or_path: str | os.PathLike, device: torch.device | str 
 
 def _model_key(key: str, bert_prefix: bool) -> str:
     """One checkpoint key under our names: legacy LayerNorm names renamed, ``bert.`` added or stripped
-    (``cls.`` heads are never nested under ``bert.``)."""
+    (heads, ``HEAD_PREFIXES``, are never nested under ``bert.``)."""
     for legacy, ours in LEGACY_SUFFIXES.items():
         if key.endswith(legacy):
             key = key[: -len(legacy)] + ours
     bare = key.removeprefix("bert.")
-    return bare if bare.startswith("cls.") or not bert_prefix else "bert." + bare
+    return bare if bare.startswith(HEAD_PREFIXES) or not bert_prefix else "bert." + bare
 
 
 def remap_state_dict(state: dict[str, torch.Tensor], *, bert_prefix: bool,
@@ -74,8 +76,9 @@ def remap_state_dict(state: dict[str, torch.Tensor], *, bert_prefix: bool,
     """Map a checkpoint's keys onto those of a model that nests the encoder under ``bert.`` (``bert_prefix``)
     or is the encoder itself.
 
-    - ``bert.`` is added to encoder keys (embeddings, encoder, pooler) or stripped from them; ``cls.`` keys
-      stay as they are. A pooler is carried like any encoder weight when the checkpoint has one.
+    - ``bert.`` is added to encoder keys (embeddings, encoder, pooler) or stripped from them; head keys
+      (``cls.``, ``classifier.``, ``qa_outputs.``) stay as they are. A pooler is carried like any encoder weight
+      when the checkpoint has one.
     - legacy ``LayerNorm.gamma`` / ``LayerNorm.beta`` become ``weight`` / ``bias``.
     - buffers (``*.position_ids``, ``*.token_type_ids``) are dropped.
     - ``cls.predictions.decoder.bias`` becomes ``cls.predictions.bias`` (which wins when both are present).

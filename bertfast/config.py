@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
+DEFAULT_NUM_LABELS = 2  # transformers' default when a config names no labels
 # hidden_act (checkpoint vocabulary) -> GELU's `approximate`, the one vocabulary of ops.py and kernels/ ("none" | "tanh")
 GELU_APPROXIMATE = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
 
@@ -33,9 +35,38 @@ class BertConfig:
     tie_word_embeddings: bool = True  # MLM decoder shares the word embedding matrix
     architectures: list[str] = field(default_factory=list)  # informational, kept for round trips
     model_type: str = "bert"  # must be "bert"
+    # Task heads (as transformers): the labels' names by id, {int: str} here, {"0": "NEG"} in config.json; None =
+    # num_labels names LABEL_0, LABEL_1, ...
+    id2label: dict[int, str] | None = None
+    label2id: dict[str, int] | None = None  # the inverse of id2label; None = derived from it
+    num_labels: int | None = None  # classifier outputs; None = len(id2label), or 2 without id2label. Not written
+    problem_type: str | None = None  # sequence classification loss: one of PROBLEM_TYPES, None = from the labels
+    classifier_dropout: float | None = None  # dropout before a task head; None = hidden_dropout_prob
 
     def __post_init__(self) -> None:
+        self._resolve_labels()
         self.validate()
+
+    def _resolve_labels(self) -> None:
+        """id2label with int keys, num_labels and label2id filled in and checked against one another."""
+        if self.id2label is None:
+            count = DEFAULT_NUM_LABELS if self.num_labels is None else self.num_labels
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise ValueError(f"config.num_labels must be a positive integer, got {count!r}")
+            self.id2label = {i: f"LABEL_{i}" for i in range(count)}
+        self.id2label = _int_keys(self.id2label)
+        if self.num_labels is not None and self.num_labels != len(self.id2label):
+            raise ValueError(f"config.num_labels is {self.num_labels} but id2label names {len(self.id2label)} labels; "
+                             f"drop num_labels (it follows id2label) or make them agree")
+        self.num_labels = len(self.id2label)
+        inverse = {name: i for i, name in self.id2label.items()}
+        if len(inverse) != len(self.id2label):
+            raise ValueError(f"config.id2label gives two ids the same name: {self.id2label}; names must be unique")
+        if self.label2id is None:
+            self.label2id = inverse
+        elif self.label2id != inverse:
+            raise ValueError(f"config.label2id {self.label2id} is not the inverse of id2label {self.id2label}; fix "
+                             f"one of them in config.json, or drop label2id (it is derived from id2label)")
 
     @property
     def head_dim(self) -> int:
@@ -44,6 +75,11 @@ class BertConfig:
     @property
     def gelu_approximate(self) -> str:
         return GELU_APPROXIMATE[self.hidden_act]
+
+    @property
+    def head_dropout(self) -> float:
+        """The dropout before a task head: classifier_dropout, or hidden_dropout_prob when it is None."""
+        return self.hidden_dropout_prob if self.classifier_dropout is None else self.classifier_dropout
 
     def validate(self) -> None:
         if self.model_type != "bert":
@@ -65,26 +101,42 @@ class BertConfig:
             raise ValueError(
                 f"position_embedding_type {self.position_embedding_type!r} is not supported; only 'absolute' is"
             )
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"config.{name} must be in [0, 1), got {getattr(self, name)!r}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ValueError(f"config.{name} must be in [0, 1), got {value!r}")
+        if self.problem_type not in (None, *PROBLEM_TYPES):
+            raise ValueError(f"config.problem_type {self.problem_type!r} is not one of {PROBLEM_TYPES} (or None)")
+        if self.problem_type == "single_label_classification" and self.num_labels == 1:
+            raise ValueError("problem_type 'single_label_classification' needs num_labels > 1: use num_labels=2 for "
+                             "two classes, or problem_type 'regression' for one output")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "BertConfig":
-        """Build from a config.json dict; keys this runtime does not use (e.g. ``transformers_version``) are ignored."""
+    def from_dict(cls, data: dict[str, Any], num_labels: int | None = None,
+                  id2label: dict[int, str] | None = None) -> "BertConfig":
+        """Build from a config.json dict; keys this runtime does not use (e.g. ``transformers_version``) are ignored.
+
+        ``num_labels`` / ``id2label`` (from_pretrained's) replace the labels: id2label the names, num_labels the
+        count (names LABEL_i). A count that disagrees with the labels ``data`` names is an error naming both.
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         if data.get("is_decoder") or data.get("add_cross_attention"):
             raise ValueError("decoder / cross-attention BERT configs are not supported; bertfast runs encoders")
-        return cls(**{k: v for k, v in data.items() if k in known})
+        fields = {k: v for k, v in data.items() if k in known}
+        if num_labels is not None or id2label is not None:
+            fields = _relabelled(fields, num_labels, id2label)
+        return cls(**fields)
 
     @classmethod
-    def from_json_file(cls, path: str | os.PathLike) -> "BertConfig":
+    def from_json_file(cls, path: str | os.PathLike, num_labels: int | None = None,
+                       id2label: dict[int, str] | None = None) -> "BertConfig":
+        """``from_dict`` of a config.json file."""
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path} is not valid JSON ({e}); is it a HuggingFace config.json?") from e
-        return cls.from_dict(data)
+        return cls.from_dict(data, num_labels, id2label)
 
     @classmethod
     def from_preset(cls, name: str) -> "BertConfig":
@@ -93,12 +145,55 @@ class BertConfig:
         return cls(**PRESETS[name])
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The config.json dict, as transformers writes it: id2label keys as strings, no num_labels (it follows
+        id2label)."""
+        data = dataclasses.asdict(self)
+        del data["num_labels"]
+        data["id2label"] = {str(i): name for i, name in self.id2label.items()}
+        return data
 
     def save(self, directory: str | os.PathLike) -> None:
         with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
             json.dump(self.to_dict(), f, indent=2, sort_keys=True)
             f.write("\n")
+
+
+def _int_keys(id2label: Any) -> dict[int, str]:
+    """id2label with int keys: JSON writes them as strings ("0"), Python callers pass ints."""
+    if not isinstance(id2label, dict) or not id2label:
+        raise TypeError(f"id2label must be a non-empty dict {{id: name}}, e.g. {{0: 'NEG', 1: 'POS'}}, "
+                        f"got {id2label!r}")
+    out = {}
+    for key, name in id2label.items():
+        if isinstance(key, bool) or not isinstance(key, (int, str)) or not str(key).lstrip("-").isdigit():
+            raise TypeError(f"id2label keys must be label ids (ints, or int strings as in config.json), got {key!r}")
+        if not isinstance(name, str):
+            raise TypeError(f"id2label names must be strings, got {name!r} for id {key}")
+        out[int(key)] = name
+    if sorted(out) != list(range(len(out))):
+        raise ValueError(f"id2label ids must be 0 .. {len(out) - 1}, one per label, got {sorted(out)}")
+    return dict(sorted(out.items()))
+
+
+def _relabelled(fields: dict[str, Any], num_labels: int | None, id2label: dict[int, str] | None) -> dict[str, Any]:
+    """config.json's fields with the labels a caller asked for (see ``BertConfig.from_dict``)."""
+    if id2label is not None:
+        id2label = _int_keys(id2label)
+        if num_labels is not None and num_labels != len(id2label):
+            raise ValueError(f"num_labels={num_labels} but id2label names {len(id2label)} labels; pass one of them")
+        num_labels = len(id2label)
+    stated = fields.get("id2label")
+    count = len(stated) if isinstance(stated, dict) else fields.get("num_labels")
+    if count is not None and count != num_labels:
+        raise ValueError(f"num_labels={num_labels} but the checkpoint's config has {count} labels "
+                         f"({stated or 'num_labels'}); load it as it is (without num_labels / id2label), or start "
+                         f"from a checkpoint without a task head")
+    fields = {k: v for k, v in fields.items() if k not in ("id2label", "label2id", "num_labels")}
+    if id2label is not None:
+        return {**fields, "id2label": id2label}
+    if isinstance(stated, dict):  # the same count: the checkpoint's names stay
+        return {**fields, "id2label": stated}
+    return {**fields, "num_labels": num_labels}
 
 
 PRESETS: dict[str, dict[str, Any]] = {

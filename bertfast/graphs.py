@@ -6,6 +6,9 @@ inside a bucket. Inputs are copied into the bucket's static buffers (extra rows 
 padding, masked out), every graph allocates from one shared memory pool, and outputs are sliced back
 to the call's shape and cloned (a later replay would overwrite the static ones).
 
+A multiple-choice model's (batch, num_choices, sequence) inputs bucket by batch and sequence, with one
+capture per number of choices.
+
 Inference only: training mode, ``output_hidden_states``/``output_attentions``, explicit ``position_ids``,
 labels, or a shape beyond the largest bucket run the plain model (counted in ``stats()["eager_calls"]``).
 """
@@ -20,7 +23,9 @@ from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
+from bertfast.heads.tasks import BertForMultipleChoice, check_choice_inputs
 from bertfast.inputs import check_inputs, trusted_inputs
+from bertfast.outputs import axes_of
 from bertfast.pretrained import BertPreTrainedModel
 
 DEFAULT_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -71,7 +76,8 @@ def _check_buckets(name: str, buckets: Sequence[int], limit: int | None = None) 
 @dataclass
 class _Bucket:
     graph: Graph
-    inputs: dict[str, torch.Tensor]  # static (b, s) input_ids, attention_mask (bool), token_type_ids
+    # static input_ids, attention_mask (bool), token_type_ids: (b, s), or (b, num_choices, s) for multiple choice
+    inputs: dict[str, torch.Tensor]
     outputs: Any  # the model's output dataclass over static tensors
     capture_seconds: float
     memory_bytes: int | None
@@ -79,7 +85,7 @@ class _Bucket:
 
 @dataclass
 class GraphStats:
-    captures: dict[tuple[int, int], float] = field(default_factory=dict)  # bucket -> capture seconds
+    captures: dict[tuple[int, ...], float] = field(default_factory=dict)  # bucket -> capture seconds
     memory_bytes: int | None = None  # device memory taken by all captures (None off CUDA)
     replays: int = 0
     eager_calls: int = 0
@@ -101,7 +107,8 @@ class GraphedModel:
         self.seq_buckets = _check_buckets("seq_buckets", seq_buckets, model.config.max_position_embeddings)
         self._capture = capture
         self.validate = validate
-        self._buckets: dict[tuple[int, int], _Bucket] = {}
+        self.choices = isinstance(model, BertForMultipleChoice)  # inputs (B, num_choices, S), not (B, S)
+        self._buckets: dict[tuple[int, ...], _Bucket] = {}
         self._stats = GraphStats()
         self._warned = False
 
@@ -126,9 +133,12 @@ class GraphedModel:
         key = None
         if not eager:
             with contextlib.nullcontext() if self.validate else trusted_inputs():
-                mask = check_inputs(self.config, self.device, input_ids, attention_mask, token_type_ids)
-            batch, seq_len = input_ids.shape
-            key = (bucket_for(batch, self.batch_buckets), bucket_for(seq_len, self.seq_buckets))
+                check = check_choice_inputs if self.choices else check_inputs
+                mask = check(self.config, self.device, input_ids, attention_mask, token_type_ids)
+            sizes = dict(zip(("batch", "choice", "sequence") if self.choices else ("batch", "sequence"),
+                             input_ids.shape))
+            key = (bucket_for(sizes["batch"], self.batch_buckets), *input_ids.shape[1:-1],
+                   bucket_for(sizes["sequence"], self.seq_buckets))
         if key is None or None in key:
             if key is not None and not self._warned:
                 warnings.warn(f"input of shape {tuple(input_ids.shape)} is beyond the largest bucket "
@@ -138,20 +148,21 @@ class GraphedModel:
             return self.model(input_ids, attention_mask, token_type_ids, position_ids,
                               output_hidden_states=output_hidden_states, output_attentions=output_attentions,
                               **labels)
-        bucket = self._buckets.get(key) or self._new_bucket(*key, input_ids.device)
+        bucket = self._buckets.get(key) or self._new_bucket(key, input_ids.device)
         static = bucket.inputs
+        region = tuple(slice(n) for n in input_ids.shape)  # the call's corner of the static buffers
         static["attention_mask"].zero_()
-        static["attention_mask"][:batch, :seq_len] = True if mask is None else mask
-        static["input_ids"][:batch, :seq_len].copy_(input_ids)
-        static["token_type_ids"][:batch, :seq_len] = 0 if token_type_ids is None else token_type_ids
+        static["attention_mask"][region] = True if mask is None else mask
+        static["input_ids"][region].copy_(input_ids)
+        static["token_type_ids"][region] = 0 if token_type_ids is None else token_type_ids
         bucket.graph.replay()
         self._stats.replays += 1
-        return _slice_outputs(bucket.outputs, batch, seq_len)
+        return _slice_outputs(bucket.outputs, sizes)
 
-    def _new_bucket(self, batch: int, seq_len: int, device: torch.device) -> _Bucket:
-        inputs = {"input_ids": torch.zeros(batch, seq_len, dtype=torch.long, device=device),
-                  "attention_mask": torch.zeros(batch, seq_len, dtype=torch.bool, device=device),
-                  "token_type_ids": torch.zeros(batch, seq_len, dtype=torch.long, device=device)}
+    def _new_bucket(self, shape: tuple[int, ...], device: torch.device) -> _Bucket:
+        inputs = {"input_ids": torch.zeros(shape, dtype=torch.long, device=device),
+                  "attention_mask": torch.zeros(shape, dtype=torch.bool, device=device),
+                  "token_type_ids": torch.zeros(shape, dtype=torch.long, device=device)}
 
         def run() -> Any:
             with torch.no_grad(), trusted_inputs():
@@ -164,20 +175,21 @@ class GraphedModel:
         seconds = time.perf_counter() - start
         taken = torch.cuda.memory_allocated(device) - before if on_cuda else None
         bucket = _Bucket(graph, inputs, outputs, seconds, taken)
-        self._buckets[(batch, seq_len)] = bucket
-        self._stats.captures[(batch, seq_len)] = seconds
+        self._buckets[shape] = bucket
+        self._stats.captures[shape] = seconds
         if taken is not None:
             self._stats.memory_bytes = (self._stats.memory_bytes or 0) + taken
         return bucket
 
 
-def _slice_outputs(outputs: Any, batch: int, seq_len: int) -> Any:
-    """Cut each static output back to the call's (batch[, seq_len]) and clone it."""
+def _slice_outputs(outputs: Any, sizes: dict[str, int]) -> Any:
+    """Cut each static output back to the call's sizes along its axes (batch, then sequence or choice: see
+    ``bertfast.outputs.axes_of``) and clone it."""
     sliced = {}
     for f in dataclasses.fields(outputs):
         value = getattr(outputs, f.name)
         if isinstance(value, torch.Tensor):
-            value = (value[:batch, :seq_len] if value.dim() >= 3 else value[:batch]).clone()
+            value = value[tuple(slice(sizes[axis]) for axis in axes_of(f))].clone()
         sliced[f.name] = value
     return type(outputs)(**sliced)
 

@@ -91,15 +91,28 @@ def _as_bool(attention_mask: torch.Tensor) -> torch.Tensor:
     return attention_mask if attention_mask.dtype == torch.bool else attention_mask != 0
 
 
-def check_labels(labels: torch.Tensor, shape: torch.Size, num_classes: int, name: str) -> None:
-    """Labels must be integer class ids in [0, num_classes) (or IGNORE_INDEX = ignored) of the given shape."""
+def check_integer_labels(labels: torch.Tensor, shape: torch.Size, name: str) -> None:
+    """An integer tensor of the given shape; its values are not looked at (no host synchronisation)."""
     if not isinstance(labels, torch.Tensor) or labels.dtype not in INTEGER_DTYPES:
         raise TypeError(f"{name} must be an integer tensor")
     if labels.shape != shape:
         raise ValueError(f"{name} has shape {tuple(labels.shape)}, expected {tuple(shape)}")
+
+
+def check_labels(labels: torch.Tensor, shape: torch.Size, num_classes: int, name: str) -> None:
+    """Labels must be integer class ids in [0, num_classes) (or IGNORE_INDEX = ignored) of the given shape."""
+    check_integer_labels(labels, shape, name)
     valid = (labels == IGNORE_INDEX) | ((labels >= 0) & (labels < num_classes))
     if not bool(valid.all()):
         raise ValueError(f"{name} must hold class ids in [0, {num_classes}) or {IGNORE_INDEX} (ignored)")
+
+
+def check_real_labels(labels: torch.Tensor, shape: torch.Size, name: str) -> None:
+    """Real-valued targets (regression values, multi-label 0/1 or probabilities) of the given shape."""
+    if not isinstance(labels, torch.Tensor) or labels.is_complex():
+        raise TypeError(f"{name} must be a real-valued tensor (float, or 0/1 for multi-label targets)")
+    if labels.shape != shape:
+        raise ValueError(f"{name} has shape {tuple(labels.shape)}, expected {tuple(shape)}")
 
 
 def random_batch(config: BertConfig, lengths: Sequence[int], seq_len: int | None = None,

@@ -1,15 +1,29 @@
 """Output dataclasses with transformers' field names.
 
 Like transformers' ``ModelOutput``: attribute access, ``out["name"]``, ``out[0]`` over the fields that
-are not None, ``keys()`` and ``to_tuple()``.
+are not None, ``keys()`` and ``to_tuple()``. Tensor fields carry their leading axes as field metadata
+(``axes_of``): what a wrapper that pads inputs (bertfast.graphs) slices back.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import torch
+
+BATCH = ("batch",)  # the default: (B, ...)
+PER_TOKEN = ("batch", "sequence")  # (B, S, ...)
+PER_CHOICE = ("batch", "choice")  # (B, num_choices)
+
+
+def _with_axes(axes: tuple[str, ...], **kwargs: Any) -> Any:
+    return field(metadata={"axes": axes}, **kwargs)
+
+
+def axes_of(f: dataclasses.Field) -> tuple[str, ...]:
+    """The leading axes of an output field's tensor: "batch", then "sequence" or "choice" where it has one."""
+    return f.metadata.get("axes", BATCH)
 
 
 class ModelOutput:
@@ -36,7 +50,7 @@ class ModelOutput:
 
 @dataclass
 class BaseModelOutputWithPooling(ModelOutput):
-    last_hidden_state: torch.Tensor  # (B, S, H)
+    last_hidden_state: torch.Tensor = _with_axes(PER_TOKEN)  # (B, S, H)
     pooler_output: torch.Tensor | None = None  # (B, H), None without a pooler
     hidden_states: tuple[torch.Tensor, ...] | None = None  # embeddings + every layer, each (B, S, H)
     attentions: tuple[torch.Tensor, ...] | None = None  # one (B, heads, S, S) per layer
@@ -48,7 +62,7 @@ class BaseModelOutputWithPooling(ModelOutput):
 @dataclass
 class MaskedLMOutput(ModelOutput):
     loss: torch.Tensor | None = None  # scalar MLM cross-entropy over labels != -100
-    logits: torch.Tensor | None = None  # (B, S, vocab)
+    logits: torch.Tensor | None = _with_axes(PER_TOKEN, default=None)  # (B, S, vocab)
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
 
@@ -64,7 +78,40 @@ class NextSentencePredictorOutput(ModelOutput):
 @dataclass
 class BertForPreTrainingOutput(ModelOutput):
     loss: torch.Tensor | None = None  # MLM + NSP, only when both label kinds are given (as transformers)
-    prediction_logits: torch.Tensor | None = None  # (B, S, vocab)
+    prediction_logits: torch.Tensor | None = _with_axes(PER_TOKEN, default=None)  # (B, S, vocab)
     seq_relationship_logits: torch.Tensor | None = None  # (B, 2)
     hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class SequenceClassifierOutput(ModelOutput):
+    loss: torch.Tensor | None = None  # scalar, by config.problem_type (cross-entropy, BCE with logits or MSE)
+    logits: torch.Tensor | None = None  # (B, num_labels)
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class TokenClassifierOutput(ModelOutput):
+    loss: torch.Tensor | None = None  # scalar cross-entropy over labels != -100
+    logits: torch.Tensor | None = _with_axes(PER_TOKEN, default=None)  # (B, S, num_labels)
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class QuestionAnsweringModelOutput(ModelOutput):
+    loss: torch.Tensor | None = None  # (start cross-entropy + end cross-entropy) / 2
+    start_logits: torch.Tensor | None = _with_axes(PER_TOKEN, default=None)  # (B, S): the answer starts here
+    end_logits: torch.Tensor | None = _with_axes(PER_TOKEN, default=None)  # (B, S): ... and ends here
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class MultipleChoiceModelOutput(ModelOutput):
+    loss: torch.Tensor | None = None  # scalar cross-entropy over the choices
+    logits: torch.Tensor | None = _with_axes(PER_CHOICE, default=None)  # (B, num_choices)
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # each (B * num_choices, S, H), as transformers
     attentions: tuple[torch.Tensor, ...] | None = None

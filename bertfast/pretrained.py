@@ -24,7 +24,10 @@ class BertPreTrainedModel(nn.Module):
     # encoder itself: whether this model's state-dict keys nest the encoder under "bert.".
     base_model_prefix: str
     # Checkpoint parts (after the prefix) an architecture may simply not have: ignored with an info message.
-    other_part_prefixes = ("pooler.", "cls.predictions.", "cls.seq_relationship.")
+    other_part_prefixes = ("pooler.", "cls.predictions.", "cls.seq_relationship.", "classifier.", "qa_outputs.")
+    # The task head a model class builds newly when from_pretrained is given num_labels / id2label and the
+    # checkpoint lacks it (a base model about to be fine-tuned); none for the encoder and the pretraining heads.
+    new_head_prefixes: tuple[str, ...] = ()
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -58,21 +61,27 @@ class BertPreTrainedModel(nn.Module):
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, dtype: torch.dtype | str = torch.float32,
                         device: torch.device | str = "cpu", allow_missing_weights: bool = False,
-                        local_files_only: bool = False,
+                        local_files_only: bool = False, num_labels: int | None = None,
+                        id2label: dict[int, str] | None = None,
                         adapter: str | os.PathLike | None = None) -> "BertPreTrainedModel":
         """Load a HuggingFace BERT checkpoint (local directory or hub id) in eval mode.
 
         The model is built on the meta device and the checkpoint tensors are assigned, so no random
         weights are ever allocated. Weights the architecture needs but the checkpoint lacks are an
         error unless ``allow_missing_weights=True`` (then they are initialised randomly, with a warning).
+        ``num_labels`` / ``id2label`` set a task model's labels (they must agree with the checkpoint's
+        config and head); on a checkpoint without the task head (a base model) they build a new head,
+        initialised randomly as transformers does, with one warning: the start of fine-tuning.
         ``adapter``: a PEFT LoRA adapter folder or hub id, merged into the weights before they are assigned
         (bertfast.adapters).
         """
-        config = BertConfig.from_json_file(resolve_file(name_or_path, "config.json", local_files_only=local_files_only))
+        config = BertConfig.from_json_file(resolve_file(name_or_path, "config.json", local_files_only=local_files_only),
+                                           num_labels, id2label)
         state = read_state_dict(name_or_path, device=device, local_files_only=local_files_only)
         if adapter is not None:
             state = merge_adapter(state, adapter, local_files_only=local_files_only)
-        return cls._from_state(config, state, dtype, device, allow_missing_weights)
+        new_head = num_labels is not None or id2label is not None
+        return cls._from_state(config, state, dtype, device, allow_missing_weights, new_head)
 
     @classmethod
     def from_hf(cls, hf_model: nn.Module, allow_missing_weights: bool = False) -> "BertPreTrainedModel":
@@ -86,19 +95,21 @@ class BertPreTrainedModel(nn.Module):
 
     @classmethod
     def _from_state(cls, config: BertConfig, state: dict[str, torch.Tensor], dtype: torch.dtype | str,
-                    device: torch.device | str, allow_missing_weights: bool) -> "BertPreTrainedModel":
+                    device: torch.device | str, allow_missing_weights: bool,
+                    new_head: bool = False) -> "BertPreTrainedModel":
         with torch.device("meta"):
             model = cls._build(config, state)
-        model._load_state(state, allow_missing=allow_missing_weights)
+        model._load_state(state, allow_missing=allow_missing_weights, new_head=new_head)
         return model.to(device=device, dtype=resolve_dtype(dtype)).eval()
 
-    def _load_state(self, state: dict[str, torch.Tensor], allow_missing: bool = False) -> None:
+    def _load_state(self, state: dict[str, torch.Tensor], allow_missing: bool = False, new_head: bool = False) -> None:
         """Check a checkpoint's tensors (with its own key names) against this model's key set and every shape,
         then assign them (no copies).
 
         The model may live on the meta device. Weights of parts this architecture lacks (``other_part_prefixes``)
         are ignored with an info message, other unused ones with a warning. Weights the checkpoint lacks are an
-        error; with ``allow_missing`` they are materialised and initialised randomly, with a warning.
+        error; with ``allow_missing`` they are materialised and initialised randomly, with a warning; with
+        ``new_head`` the same holds for a task head (``new_head_prefixes``) when it is all that is missing.
         """
         name = type(self).__name__
         state, origin = remap_state_dict(state, bert_prefix=bool(self.base_model_prefix),
@@ -119,7 +130,14 @@ class BertPreTrainedModel(nn.Module):
                                              name, other)
         if unknown:
             warnings.warn(f"{name}: {len(unknown)} checkpoint weights were not used: {unknown}")
-        if missing and not allow_missing:
+        head_only = bool(missing) and all(k.startswith(self.new_head_prefixes) for k in missing)
+        if missing and head_only and not (new_head or allow_missing):
+            raise CheckpointError(
+                f"{name}: the checkpoint has no task head ({missing}): it is a base model, not one fine-tuned for this "
+                f"task. Pass num_labels=N (or id2label={{0: 'NEG', 1: 'POS'}}; num_labels=2 for question answering) to "
+                f"build a new head, initialised randomly for fine-tuning, or load a checkpoint fine-tuned for the task."
+            )
+        if missing and not (allow_missing or (new_head and head_only)):
             raise CheckpointError(
                 f"{name}: the checkpoint lacks {len(missing)} weights: {missing}. It was probably saved from another "
                 f"architecture (e.g. a bare BertModel). Pass allow_missing_weights=True to initialise them randomly "
@@ -127,7 +145,13 @@ class BertPreTrainedModel(nn.Module):
             )
         self.load_state_dict({k: state[k] for k in expected if k in state}, strict=False, assign=True)
         if missing:
-            warnings.warn(f"{name}: initialised {len(missing)} weights missing from the checkpoint randomly: {missing}")
+            if new_head and head_only:
+                warnings.warn(f"{name}: the checkpoint has no task head; new weights {missing} are initialised "
+                              f"randomly (normal(0, {self.config.initializer_range}), zero bias): fine-tune the model "
+                              f"before using its outputs")
+            else:
+                warnings.warn(f"{name}: initialised {len(missing)} weights missing from the checkpoint randomly: "
+                              f"{missing}")
             self._materialize_meta()
 
     def _materialize_meta(self) -> None:

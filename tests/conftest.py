@@ -22,7 +22,8 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from tests.helpers import REPO_ROOT, TINY, hf_pretraining_model  # noqa: E402  (imports kernels: after the line above)
+from tests.helpers import (REPO_ROOT, TINY, hf_pretraining_model,  # noqa: E402  (imports kernels: after the line above)
+                           hf_task_model)
 
 
 # atol of the error-ratio check, per dtype: the slack for errors far below one output ulp
@@ -157,6 +158,22 @@ def base_checkpoint(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("base")
     hf_pretraining_model().save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def task_checkpoint(tmp_path_factory) -> Callable[[str, int], str]:
+    """``task_checkpoint(class_name, num_labels=3)``: a small random transformers task model with id2label
+    (``tests.helpers.hf_task_model``), saved by save_pretrained; one per (class, labels) in the session."""
+    paths: dict[tuple[str, int], str] = {}
+
+    def build(class_name: str, num_labels: int = 3) -> str:
+        if (class_name, num_labels) not in paths:
+            path = tmp_path_factory.mktemp(f"{class_name}-{num_labels}")
+            hf_task_model(class_name, num_labels, **TINY).save_pretrained(path)
+            paths[class_name, num_labels] = str(path)
+        return paths[class_name, num_labels]
+
+    return build
 
 
 @pytest.fixture(scope="session")

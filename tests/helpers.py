@@ -32,6 +32,34 @@ def hf_pretraining_model(**config_kwargs: Any):
     return transformers.BertForPreTraining(config).eval()
 
 
+# The task model classes, by transformers' (and bertfast's) name.
+TASK_CLASSES = ("BertForSequenceClassification", "BertForTokenClassification", "BertForQuestionAnswering",
+                "BertForMultipleChoice")
+
+
+def hf_task_model(class_name: str, num_labels: int = 3, **config_kwargs: Any):
+    """A random-init transformers task model (eager attention) with id2label naming ``num_labels`` labels
+    (question answering: always 2, its start and end)."""
+    import transformers
+
+    count = 2 if class_name == "BertForQuestionAnswering" else num_labels
+    id2label = {i: f"TAG_{i}" for i in range(count)}
+    config = transformers.BertConfig(id2label=id2label, label2id={name: i for i, name in id2label.items()},
+                                     **config_kwargs)
+    config._attn_implementation = "eager"
+    torch.manual_seed(1234)
+    return getattr(transformers, class_name)(config).eval()
+
+
+def task_batch(class_name: str, vocab_size: int, lengths: list[int], num_choices: int = 3) -> dict[str, torch.Tensor]:
+    """``padded_batch`` inputs (B, S) for a task class; for BertForMultipleChoice (B, num_choices, S), choice c
+    of row b being ``lengths[b] - c`` tokens long (at least 1)."""
+    if class_name != "BertForMultipleChoice":
+        return padded_batch(vocab_size, lengths)
+    rows = padded_batch(vocab_size, [max(1, n - c) for n in lengths for c in range(num_choices)])
+    return {k: v.view(len(lengths), num_choices, -1) for k, v in rows.items()}  # (B, num_choices, S)
+
+
 def copy_config(source: str, target: str | os.PathLike) -> None:
     """A checkpoint directory ``target`` holding ``source``'s config.json only (the weights are the test's)."""
     os.makedirs(target, exist_ok=True)

@@ -1,10 +1,14 @@
-"""The dtype names a model is loaded or run in (``resolve_dtype``, beside the config)."""
+"""bertfast/config.py: the task labels of BertConfig (read and written as transformers does, validated) and the
+dtype names a model is loaded or run in (``resolve_dtype``, beside the config)."""
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
+import transformers
 
-from bertfast.config import resolve_dtype
+from bertfast.config import BertConfig, resolve_dtype
 
 
 @pytest.mark.parametrize("name, dtype", [(None, torch.float32), (torch.float16, torch.float16),
@@ -19,3 +23,59 @@ def test_dtype_names(name, dtype):
 def test_unknown_dtype_name():
     with pytest.raises(ValueError, match="unsupported dtype 'float8'"):
         resolve_dtype("float8")
+
+
+# Task labels: id2label / label2id / num_labels / problem_type / classifier_dropout, as transformers reads them.
+
+def test_labels_default_to_transformers_two_and_follow_id2label():
+    assert BertConfig().id2label == {0: "LABEL_0", 1: "LABEL_1"} and BertConfig().num_labels == 2
+    config = BertConfig(num_labels=3)
+    assert (config.id2label, config.label2id) == ({0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"},
+                                                  {"LABEL_0": 0, "LABEL_1": 1, "LABEL_2": 2})
+    config = BertConfig.from_dict({"id2label": {"1": "POS", "0": "NEG"}, "label2id": {"NEG": 0, "POS": 1}})
+    assert (config.id2label, config.num_labels) == ({0: "NEG", 1: "POS"}, 2)
+    assert config.to_dict()["id2label"] == {"0": "NEG", "1": "POS"} and "num_labels" not in config.to_dict()
+    assert BertConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert config.head_dropout == config.hidden_dropout_prob == 0.1
+    assert BertConfig(classifier_dropout=0.0).head_dropout == 0.0
+
+
+def test_config_json_read_as_transformers_writes_it(tmp_path):
+    transformers.BertConfig(id2label={0: "O", 1: "B-LOC", 2: "I-LOC"}, problem_type="multi_label_classification",
+                            classifier_dropout=0.25).save_pretrained(tmp_path)
+    config = BertConfig.from_json_file(tmp_path / "config.json")
+    assert (config.id2label, config.label2id) == ({0: "O", 1: "B-LOC", 2: "I-LOC"}, {"O": 0, "B-LOC": 1, "I-LOC": 2})
+    assert (config.problem_type, config.classifier_dropout, config.head_dropout) == (
+        "multi_label_classification", 0.25, 0.25)
+
+
+@pytest.mark.parametrize("fields, error, message", [
+    ({"id2label": {"a": "X"}}, TypeError, "id2label keys must be label ids"),
+    ({"id2label": {0: 1}}, TypeError, "id2label names must be strings"),
+    ({"id2label": {}}, TypeError, "id2label must be a non-empty dict"),
+    ({"id2label": {0: "A", 2: "B"}}, ValueError, r"id2label ids must be 0 \.\. 1, one per label, got \[0, 2\]"),
+    ({"id2label": {0: "A", 1: "A"}}, ValueError, "gives two ids the same name"),
+    ({"id2label": {0: "A", 1: "B"}, "label2id": {"A": 1, "B": 0}}, ValueError, "label2id .* is not the inverse"),
+    ({"id2label": {0: "A", 1: "B"}, "num_labels": 3}, ValueError, "num_labels is 3 but id2label names 2 labels"),
+    ({"num_labels": 0}, ValueError, "num_labels must be a positive integer"),
+    ({"problem_type": "ranking"}, ValueError, "problem_type 'ranking' is not one of"),
+    ({"problem_type": "single_label_classification", "num_labels": 1}, ValueError, "needs num_labels > 1"),
+    ({"classifier_dropout": 1.0}, ValueError, r"classifier_dropout must be in \[0, 1\)"),
+], ids=["key", "name", "empty", "gap", "duplicate", "label2id", "num_labels", "zero", "problem_type", "single_one",
+        "dropout"])
+def test_bad_labels_are_clear_errors(fields, error, message):
+    with pytest.raises(error, match=message):
+        BertConfig(**fields)
+
+
+def test_from_dict_relabels_as_from_pretrained_asks():
+    stated = {"id2label": {"0": "NEG", "1": "POS"}}
+    assert BertConfig.from_dict({}, num_labels=5).id2label[4] == "LABEL_4"
+    assert BertConfig.from_dict(stated, num_labels=2).id2label == {0: "NEG", 1: "POS"}, "the same count keeps names"
+    assert BertConfig.from_dict(stated, id2label={0: "bad", 1: "good"}).label2id == {"bad": 0, "good": 1}
+    with pytest.raises(ValueError, match=r"num_labels=3 but the checkpoint's config has 2 labels"):
+        BertConfig.from_dict(stated, num_labels=3)
+    with pytest.raises(ValueError, match=r"num_labels=4 but the checkpoint's config has 3 labels"):
+        BertConfig.from_dict({"num_labels": 3}, num_labels=4)
+    with pytest.raises(ValueError, match="num_labels=3 but id2label names 2 labels"):
+        BertConfig.from_dict({}, num_labels=3, id2label={0: "a", 1: "b"})

@@ -8,7 +8,7 @@ import torch
 
 import bertfast
 from bertfast.graphs import bucket_for
-from tests.helpers import TINY, needs_cuda, padded_batch
+from tests.helpers import TASK_CLASSES, TINY, needs_cuda, padded_batch, task_batch
 
 
 class EmulatedGraph:
@@ -34,6 +34,19 @@ class EmulatedCapture:
         self.count += 1
         outputs = fn()
         return EmulatedGraph(fn, outputs), outputs
+
+
+def assert_same_task_outputs(name: str, got, expected, batch: dict[str, torch.Tensor], atol: float) -> None:
+    """Every tensor output of a task model of the same shape and close; per-token ones at real tokens."""
+    real = batch["attention_mask"].bool()
+    per_token = name in ("BertForTokenClassification", "BertForQuestionAnswering")
+    for f in dataclasses.fields(expected):
+        value = getattr(expected, f.name)
+        if isinstance(value, torch.Tensor):
+            ours = getattr(got, f.name)
+            assert ours.shape == value.shape, f.name
+            torch.testing.assert_close(ours[real] if per_token else ours, value[real] if per_token else value,
+                                       atol=atol, rtol=0)
 
 
 @pytest.fixture
@@ -99,6 +112,30 @@ def test_return_packed_runs_the_plain_model(tiny_checkpoint):
     assert capture.count == 1 and runner.stats()["eager_calls"] == 1
 
 
+@pytest.mark.parametrize("name", TASK_CLASSES)
+def test_task_models_outputs_are_sliced_back_along_their_axes(name, task_checkpoint):
+    """Per-token logits (B, S, ...) and (B, S) come back at the call's sequence length, sequence and choice
+    logits at its batch (and number of choices); multiple choice buckets (B, num_choices, S) inputs."""
+    model = getattr(bertfast, name).from_pretrained(task_checkpoint(name))
+    capture = EmulatedCapture()
+    runner = bertfast.optimize(model, batch_buckets=(2, 4), seq_buckets=(8, 16), capture=capture)
+    for lengths, choices in (([13, 9, 4], 3), ([5], 3), ([7, 2], 2)):
+        batch = task_batch(name, TINY["vocab_size"], lengths, num_choices=choices)
+        with torch.no_grad():
+            expected = model(**batch)
+        got = runner(**batch)
+        assert_same_task_outputs(name, got, expected, batch, atol=1e-5)
+    expected_buckets = {(4, 3, 16), (2, 3, 8), (2, 2, 8)} if name == "BertForMultipleChoice" else {(4, 16), (2, 8)}
+    assert set(runner.stats()["captures"]) == expected_buckets and runner.stats()["eager_calls"] == 0
+
+
+def test_multiple_choice_inputs_must_be_three_dimensional(task_checkpoint):
+    model = bertfast.BertForMultipleChoice.from_pretrained(task_checkpoint("BertForMultipleChoice"))
+    runner = bertfast.optimize(model, batch_buckets=(2,), seq_buckets=(8,), capture=EmulatedCapture())
+    with pytest.raises(ValueError, match=r"takes input_ids of shape \(batch, num_choices, sequence\), got \(2, 5\)"):
+        runner(**padded_batch(TINY["vocab_size"], [5, 3]))
+
+
 def test_bad_input_is_still_validated(graphed):
     _, runner, _ = graphed
     with pytest.raises(ValueError, match="input_ids has values"):
@@ -132,6 +169,20 @@ def test_real_cuda_graphs_match_the_plain_model(base_checkpoint, dtype):
         torch.testing.assert_close(got[real].float(), expected[real].float(), atol=2e-2, rtol=0)
     stats = runner.stats()
     assert len(stats["captures"]) == 2 and stats["memory_bytes"] > 0
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", TASK_CLASSES)
+def test_real_cuda_graphs_of_task_models_match_the_plain_model(name, task_checkpoint):
+    model = getattr(bertfast, name).from_pretrained(task_checkpoint(name), dtype=torch.float16, device="cuda")
+    runner = bertfast.optimize(model, batch_buckets=(4,), seq_buckets=(16,))
+    for lengths in ([13, 9, 4], [16, 1]):
+        batch = {k: v.cuda() for k, v in task_batch(name, TINY["vocab_size"], lengths).items()}
+        with torch.no_grad():
+            expected = model(**batch)
+        got = runner(**batch)
+        assert_same_task_outputs(name, got, expected, batch, atol=2e-2)
+    assert len(runner.stats()["captures"]) == 1 and runner.stats()["replays"] == 2
 
 
 def test_validation_can_be_switched_off_for_trusted_inputs(tiny_checkpoint):

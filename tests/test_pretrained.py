@@ -169,3 +169,13 @@ def test_from_pretrained_never_initialises_random_weights(tiny_checkpoint, monke
 def test_dtype_argument(tiny_checkpoint, dtype):
     model = bertfast.BertModel.from_pretrained(tiny_checkpoint, dtype=dtype)
     assert model.dtype == resolve_dtype(dtype) and model.dtype != torch.float32
+
+
+@pytest.mark.parametrize("name", ["BertForSequenceClassification", "BertForQuestionAnswering"])
+def test_a_task_checkpoint_loads_into_the_encoder_with_its_head_logged(name, task_checkpoint, caplog):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with caplog.at_level(logging.INFO, logger="bertfast.pretrained"):
+            bertfast.BertModel.from_pretrained(task_checkpoint(name))
+    head = "classifier" if name == "BertForSequenceClassification" else "qa_outputs"
+    assert "BertModel: ignoring checkpoint weights of parts it does not have" in caplog.text and head in caplog.text

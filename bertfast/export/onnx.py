@@ -3,20 +3,22 @@ to float16, and write a model repository for NVIDIA Triton Inference Server (onn
 
 Exporter: ``torch.onnx.export(..., dynamo=True)``, the exporter torch 2.13 recommends and uses by default. It
 captures the model with ``torch.export`` (non-strict) and translates it with onnxscript; the batch and
-sequence axes are ``torch.export.Dim``s named ``batch_size`` / ``sequence_length`` (sequence bounded by
-``max_position_embeddings``), so no dimension is frozen to the traced example. The TorchScript exporter is
-not needed and not used. While tracing, ``torch.onnx.is_in_onnx_export()`` and
-``torch.compiler.is_exporting()`` are true, so ``ops.backend_for`` picks the torch reference of every op
-(never a Triton kernel) and ``check_inputs`` skips its data-dependent value checks.
+sequence axes (and multiple-choice's choices axis) are ``torch.export.Dim``s named ``batch_size`` /
+``sequence_length`` (sequence bounded by ``max_position_embeddings``) / ``num_choices``, so no dimension is
+frozen to the traced example. The TorchScript exporter is not needed and not used. While tracing,
+``torch.onnx.is_in_onnx_export()`` and ``torch.compiler.is_exporting()`` are true, so ``ops.backend_for`` picks
+the torch reference of every op (never a Triton kernel) and ``check_inputs`` skips its data-dependent value
+checks.
 
 Opsets: 17 (LayerNormalization) up to what the installed onnx knows; None = the exporter's default (20).
 At opset 23 and above the exporter emits the ONNX ``Attention`` op, which onnxruntime 1.31's CPU kernel
 rejects with our (B, 1, 1, S) padding mask: validation then fails loudly.
 
 Validation, always: onnxruntime (CPU) runs the file on the (batch, sequence) shapes of
-``VALIDATION_SHAPES``, all different from the traced example and with padding, and every output is compared
-with the eager torch model in float32. Max abs diff tolerances (hidden states / logits), and what a random
-bert-base-shaped checkpoint and all-MiniLM-L6-v2 measure (onnxruntime 1.31, CPU):
+``VALIDATION_SHAPES`` (multiple-choice: with ``VALIDATION_CHOICES`` choices each), all different from the
+traced example and with padding, and every output is compared with the eager torch model in float32. Max abs
+diff tolerances (hidden states / logits), and what a random bert-base-shaped checkpoint and all-MiniLM-L6-v2
+measure (onnxruntime 1.31, CPU):
 
 - plain fp32 export: 1e-5 / 1e-4; measured hidden 4.5e-6 (bert-base) and 7.5e-6 (MiniLM), logits 3.8e-6;
 - ``optimize=True``: the same 1e-5 / 1e-4 (the fused kernels accumulate in float32 too); measured hidden
@@ -33,6 +35,7 @@ import contextlib
 import copy
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -53,7 +56,9 @@ from bertfast.version import __version__
 
 MIN_OPSET = 17  # F.layer_norm becomes LayerNormalization, an opset-17 operator
 EXAMPLE_SHAPE = (2, 16)  # (batch, sequence) of the traced example
+EXAMPLE_CHOICES = 3  # ... and its number of choices (multiple-choice)
 VALIDATION_SHAPES = ((1, 1), (3, 7), (5, 33), (1, None))  # None = max_position_embeddings
+VALIDATION_CHOICES = (1, 2, 4, 2)  # the number of choices of each validation shape (multiple-choice)
 HIDDEN_OUTPUTS = ("last_hidden_state", "pooler_output")
 TOLERANCES = {"fp32": (1e-5, 1e-4), "optimized": (1e-5, 1e-4), "fp16": (5e-2, 1e-1)}  # (hidden, logits)
 TOP_K = 5
@@ -73,7 +78,7 @@ class ExportReport:
     task: str
     opset: int
     outputs: tuple[str, ...]  # graph output names
-    shapes: list[tuple[int, int]]  # (batch, sequence) validated
+    shapes: list[tuple[int, ...]]  # (batch, sequence) validated; (batch, choices, sequence) for multiple-choice
     max_abs_diff: dict[str, dict[str, float]]  # stage ("fp32", "optimized", "fp16") -> output -> worst diff
     fused_operators: dict[str, int] = field(default_factory=dict)  # op type -> count, with optimize=True
     # fp16 MLM logits: real-token positions compared, those whose top-5 tokens are PyTorch's in order, and the
@@ -107,10 +112,13 @@ def export_onnx(model_or_path: str | os.PathLike | BertPreTrainedModel, out_path
                 fp16: bool = False, overwrite: bool = False) -> ExportReport:
     """Export a checkpoint (directory or hub id) or a loaded model to ``out_path/model.onnx``, validated.
 
-    Inputs ``input_ids``, ``attention_mask``, ``token_type_ids``: int64 (batch_size, sequence_length).
+    Inputs ``input_ids``, ``attention_mask``, ``token_type_ids``: int64 (batch_size, sequence_length), or
+    (batch_size, num_choices, sequence_length) for multiple-choice.
     Outputs by task: feature-extraction ``last_hidden_state`` (B, S, H) and ``pooler_output`` (B, H) when the
     model has a pooler; fill-mask ``logits`` (B, S, vocab); next-sentence ``logits`` (B, 2); pretraining
-    ``prediction_logits`` (B, S, vocab) and ``seq_relationship_logits`` (B, 2). All float32, also with
+    ``prediction_logits`` (B, S, vocab) and ``seq_relationship_logits`` (B, 2); text-classification ``logits``
+    (B, num_labels); token-classification ``logits`` (B, S, num_labels); question-answering ``start_logits``
+    and ``end_logits`` (B, S); multiple-choice ``logits`` (B, num_choices). All float32, also with
     ``fp16=True`` (the weights and activations are float16 inside). Attention probabilities are never an
     output (run the torch model with ``output_attentions=True`` for them).
 
@@ -128,9 +136,9 @@ def export_onnx(model_or_path: str | os.PathLike | BertPreTrainedModel, out_path
     model = _load(model_or_path, task, spec)
     names = tuple(n for n in spec.outputs if n != "pooler_output" or model.pooler is not None)
     traced = _Traced(model, names).eval()
-    proto = _trace(traced, model.config, opset)
-    inputs = _random_inputs(model.config, [(b, s or model.config.max_position_embeddings)
-                                           for b, s in VALIDATION_SHAPES])
+    proto = _trace(traced, model.config, spec, opset)
+    inputs = _random_inputs(model.config, [_input_shape(spec, b, c, s or model.config.max_position_embeddings)
+                                           for (b, s), c in zip(VALIDATION_SHAPES, VALIDATION_CHOICES)])
     with torch.inference_mode(), ops.force_backend("torch"):
         references = [traced(**x) for x in inputs]
     diffs = {"fp32": _compare("fp32", names, inputs, references, _run(proto, "fp32", names, inputs))}
@@ -209,23 +217,31 @@ class _Traced(torch.nn.Module):
         return tuple(getattr(out, name) for name in self.names)
 
 
-def _random_inputs(config: Any, shapes: list[tuple[int, int]], seed: int = 0) -> list[dict[str, torch.Tensor]]:
-    """``random_batch`` inputs, one dict per (batch, sequence) shape: row 0 full length, the others random
-    lengths."""
+def _input_shape(spec: ExportTask, batch: int, choices: int, seq_len: int) -> tuple[int, ...]:
+    """(batch, sequence), or (batch, choices, sequence) for a task with a choices axis."""
+    return (batch, choices, seq_len) if "num_choices" in spec.inputs else (batch, seq_len)
+
+
+def _random_inputs(config: Any, shapes: list[tuple[int, ...]], seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    """``random_batch`` inputs, one dict per (batch[, choices], sequence) shape: the first sequence full length,
+    the others random lengths."""
     generator = torch.Generator().manual_seed(seed)
     batches = []
-    for batch, seq_len in shapes:
-        lengths = torch.randint(1, seq_len + 1, (batch,), generator=generator)
+    for shape in shapes:
+        rows, seq_len = math.prod(shape[:-1]), shape[-1]
+        lengths = torch.randint(1, seq_len + 1, (rows,), generator=generator)
         lengths[0] = seq_len
-        batches.append(random_batch(config, lengths.tolist(), seq_len, generator=generator))
+        batch = random_batch(config, lengths.tolist(), seq_len, generator=generator)  # each (rows, S)
+        batches.append({name: t.view(shape) for name, t in batch.items()})  # (B, S) or (B, choices, S)
     return batches
 
 
-def _trace(traced: _Traced, config: Any, opset: int | None) -> Any:
-    """torch.onnx.export(dynamo=True) with dynamic batch and sequence axes -> onnx.ModelProto."""
-    batch = torch.export.Dim("batch_size")
-    seq = torch.export.Dim("sequence_length", max=config.max_position_embeddings)
-    shape = (EXAMPLE_SHAPE[0], min(EXAMPLE_SHAPE[1], config.max_position_embeddings))
+def _trace(traced: _Traced, config: Any, spec: ExportTask, opset: int | None) -> Any:
+    """torch.onnx.export(dynamo=True) with dynamic batch and sequence (and choices) axes -> onnx.ModelProto."""
+    dims = {"batch_size": torch.export.Dim("batch_size"), "num_choices": torch.export.Dim("num_choices"),
+            "sequence_length": torch.export.Dim("sequence_length", max=config.max_position_embeddings)}
+    axes = {i: dims[name] for i, name in enumerate(spec.inputs)}  # e.g. {0: batch_size, 1: sequence_length}
+    shape = _input_shape(spec, EXAMPLE_SHAPE[0], EXAMPLE_CHOICES, min(EXAMPLE_SHAPE[1], config.max_position_embeddings))
     example = _random_inputs(config, [shape])[0]
     registration = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = registration.level
@@ -237,7 +253,7 @@ def _trace(traced: _Traced, config: Any, opset: int | None) -> Any:
             warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated", category=FutureWarning)
             program = torch.onnx.export(traced, (), kwargs=example, dynamo=True, opset_version=opset,
                                         input_names=list(INPUT_NAMES), output_names=list(traced.names),
-                                        dynamic_shapes={name: {0: batch, 1: seq} for name in INPUT_NAMES},
+                                        dynamic_shapes={name: axes for name in INPUT_NAMES},
                                         verbose=False)
     finally:
         registration.setLevel(level)

@@ -1,7 +1,8 @@
 """The contract of an exported graph (inputs, outputs per task, metadata) and ``OnnxModel``, which runs one.
 
 Every export takes ``input_ids``, ``attention_mask`` and ``token_type_ids``, int64 (batch_size,
-sequence_length), and returns float32 outputs named as optimum names them. ``OnnxModel`` calls such a file
+sequence_length) — (batch_size, num_choices, sequence_length) for multiple-choice — and returns float32
+outputs named as optimum names them. ``OnnxModel`` calls such a file
 like the torch model (same keyword inputs, same output dataclasses), so the pipelines run on either.
 onnxruntime is imported only when an ``OnnxModel`` is built.
 """
@@ -16,15 +17,20 @@ import torch
 
 from bertfast.config import BertConfig
 from bertfast.heads.pretraining import BertForMaskedLM, BertForNextSentencePrediction, BertForPreTraining
+from bertfast.heads.tasks import (BertForMultipleChoice, BertForQuestionAnswering, BertForSequenceClassification,
+                                  BertForTokenClassification, check_choice_inputs)
 from bertfast.inputs import check_inputs
 from bertfast.modeling import BertModel
 from bertfast.pretrained import BertPreTrainedModel
 from bertfast.outputs import BaseModelOutputWithPooling, BertForPreTrainingOutput, MaskedLMOutput, ModelOutput
-from bertfast.outputs import NextSentencePredictorOutput
+from bertfast.outputs import (MultipleChoiceModelOutput, NextSentencePredictorOutput, QuestionAnsweringModelOutput,
+                              SequenceClassifierOutput, TokenClassifierOutput)
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 ONNX_FILE = "model.onnx"
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+SEQUENCE_INPUTS = ("batch_size", "sequence_length")  # the dynamic axes of every input, by name
+CHOICE_INPUTS = ("batch_size", "num_choices", "sequence_length")  # ... of a multiple-choice model's
 
 
 @dataclass(frozen=True)
@@ -33,8 +39,9 @@ class ExportTask:
 
     model_class: type[BertPreTrainedModel]  # the bertfast class loaded from a checkpoint for this task
     output_class: type[ModelOutput]  # the dataclass OnnxModel returns, as the torch model does
-    # output name -> dims after the batch axis: "sequence_length" is dynamic, other strings are config fields
+    # output name -> dims after the batch axis: names in ``inputs`` are dynamic, other strings are config fields
     outputs: dict[str, tuple[str | int, ...]]
+    inputs: tuple[str, ...] = SEQUENCE_INPUTS  # the dynamic axes of input_ids, attention_mask, token_type_ids
 
 
 EXPORT_TASKS: dict[str, ExportTask] = {
@@ -46,14 +53,23 @@ EXPORT_TASKS: dict[str, ExportTask] = {
     "pretraining": ExportTask(BertForPreTraining, BertForPreTrainingOutput,
                               {"prediction_logits": ("sequence_length", "vocab_size"),
                                "seq_relationship_logits": (2,)}),
+    "text-classification": ExportTask(BertForSequenceClassification, SequenceClassifierOutput,
+                                      {"logits": ("num_labels",)}),
+    "token-classification": ExportTask(BertForTokenClassification, TokenClassifierOutput,
+                                       {"logits": ("sequence_length", "num_labels")}),
+    "question-answering": ExportTask(BertForQuestionAnswering, QuestionAnsweringModelOutput,
+                                     {"start_logits": ("sequence_length",), "end_logits": ("sequence_length",)}),
+    "multiple-choice": ExportTask(BertForMultipleChoice, MultipleChoiceModelOutput, {"logits": ("num_choices",)},
+                                  CHOICE_INPUTS),
 }
 
 
-def output_shape(task: str, name: str, config: BertConfig, batch: int, seq_len: int) -> tuple[int, ...]:
-    """Concrete shape of output ``name`` for a (batch, seq_len) input, e.g. logits (B, S, vocab)."""
-    dims = EXPORT_TASKS[task].outputs[name]
-    return (batch, *(seq_len if d == "sequence_length" else getattr(config, d) if isinstance(d, str) else d
-                     for d in dims))
+def output_shape(task: str, name: str, config: BertConfig, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Concrete shape of output ``name`` for an input of ``input_shape``, e.g. logits (B, S, vocab)."""
+    spec = EXPORT_TASKS[task]
+    sizes = dict(zip(spec.inputs, input_shape))  # e.g. {"batch_size": 3, "sequence_length": 7}
+    return (sizes["batch_size"], *(sizes[d] if d in sizes else getattr(config, d) if isinstance(d, str) else d
+                                   for d in spec.outputs[name]))
 
 
 def check_task(task: str) -> ExportTask:
@@ -128,7 +144,8 @@ class OnnxModel:
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  token_type_ids: torch.Tensor | None = None, **unsupported: Any) -> ModelOutput:
-        """input_ids (B, S) -> the task's output dataclass, float32 tensors on ``device``.
+        """input_ids (B, S) (multiple-choice: (B, num_choices, S)) -> the task's output dataclass, float32 tensors
+        on ``device``.
 
         A missing ``attention_mask`` means no padding, a missing ``token_type_ids`` means segment 0, as in
         the torch model. Inputs are validated like the torch model's (same errors).
@@ -137,13 +154,13 @@ class OnnxModel:
             raise TypeError(f"an exported graph takes only {', '.join(INPUT_NAMES)}; got {sorted(unsupported)} "
                             f"as well: hidden states, attentions, positions and labels are not part of it, use the "
                             f"torch model for those")
-        check_inputs(self.config, self.device, input_ids, attention_mask, token_type_ids)
+        check = check_choice_inputs if self.spec.inputs == CHOICE_INPUTS else check_inputs
+        check(self.config, self.device, input_ids, attention_mask, token_type_ids)
         feeds = {"input_ids": input_ids,
                  "attention_mask": torch.ones_like(input_ids) if attention_mask is None else attention_mask,
                  "token_type_ids": torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids}
         feeds = {name: t.to(torch.int64).contiguous() for name, t in feeds.items()}
-        batch, seq_len = input_ids.shape
-        outputs = {name: torch.empty(output_shape(self.task, name, self.config, batch, seq_len),
+        outputs = {name: torch.empty(output_shape(self.task, name, self.config, tuple(input_ids.shape)),
                                      dtype=torch.float32, device=self.device) for name in self.output_names}
         binding = self.session.io_binding()
         device_type, device_id = self.device.type, self.device.index or 0

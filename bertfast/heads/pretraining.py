@@ -17,7 +17,8 @@ def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of MLM logits (..., vocab) over the labels (...) that are not IGNORE_INDEX."""
     vocab_size = logits.shape[-1]
     check_labels(labels, logits.shape[:-1], vocab_size, "labels")
-    return F.cross_entropy(logits.reshape(-1, vocab_size).float(), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(logits.reshape(-1, vocab_size).float(), labels.reshape(-1).long(),
+                           ignore_index=IGNORE_INDEX)
 
 
 def next_sentence_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

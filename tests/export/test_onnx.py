@@ -9,6 +9,7 @@ import onnx
 import onnxruntime
 import pytest
 import torch
+import transformers
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
@@ -17,7 +18,7 @@ from bertfast import ops
 from bertfast.cli import main
 from bertfast.export.onnx import ExportValidationError, _check_top_k, _compare, export_onnx
 from bertfast.export.onnx_model import INPUT_NAMES
-from tests.helpers import TINY, padded_batch
+from tests.helpers import TINY, padded_batch, task_batch
 from tests.helpers import exported
 
 ELEM_TYPES = {onnx.TensorProto.INT64: "int64", onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
@@ -51,6 +52,44 @@ def test_base_checkpoint_export_matches_pytorch_on_unseen_padded_shapes(tmp_path
             expected = torch_model(**batch)
         torch.testing.assert_close(torch.from_numpy(hidden), expected.last_hidden_state, atol=1e-5, rtol=0)
         torch.testing.assert_close(torch.from_numpy(pooled), expected.pooler_output, atol=1e-5, rtol=0)
+
+
+# task -> (class, graph outputs with their dims); TINY config, 9 labels
+TASK_EXPORTS = {
+    "text-classification": ("BertForSequenceClassification", [("logits", ["batch_size", 9])]),
+    "token-classification": ("BertForTokenClassification", [("logits", ["batch_size", "sequence_length", 9])]),
+    "question-answering": ("BertForQuestionAnswering", [("start_logits", ["batch_size", "sequence_length"]),
+                                                        ("end_logits", ["batch_size", "sequence_length"])]),
+    "multiple-choice": ("BertForMultipleChoice", [("logits", ["batch_size", "num_choices"])]),
+}
+
+
+@pytest.mark.parametrize("task", TASK_EXPORTS)
+def test_task_exports_have_dynamic_axes_and_match_transformers(task, tmp_path_factory, task_checkpoint):
+    name, outputs = TASK_EXPORTS[task]
+    path = task_checkpoint(name, 9)
+    out, report = exported(tmp_path_factory, path, task)
+    choices = task == "multiple-choice"
+    assert report.shapes == ([(1, 1, 1), (3, 2, 7), (5, 4, 33), (1, 2, 64)] if choices
+                             else [(1, 1), (3, 7), (5, 33), (1, 64)])
+    assert all(diff <= 1e-4 for diff in report.max_abs_diff["fp32"].values()) and report.outputs == tuple(
+        n for n, _ in outputs)
+    graph = onnx.load(report.path).graph
+    axes = ["batch_size", "num_choices", "sequence_length"] if choices else ["batch_size", "sequence_length"]
+    assert signature(graph.input) == [(n, "int64", axes) for n in INPUT_NAMES]
+    assert signature(graph.output) == [(n, "float32", dims) for n, dims in outputs]
+    session = onnxruntime.InferenceSession(report.path, providers=["CPUExecutionProvider"])
+    hf = getattr(transformers, name).from_pretrained(path, attn_implementation="eager").eval()
+    batch = task_batch(name, TINY["vocab_size"], [11, 6, 2], num_choices=4)  # shapes it was not validated on
+    results = session.run(None, {k: v.numpy() for k, v in batch.items()})
+    with torch.inference_mode():
+        expected = hf(**batch)
+    real = batch["attention_mask"].bool()
+    for (output, dims), result in zip(outputs, results, strict=True):
+        ours, theirs = torch.from_numpy(result), getattr(expected, output)
+        if "sequence_length" in dims:
+            ours, theirs = ours[real], theirs[real]
+        torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
 
 
 def test_minilm_optimized_fp16_export_fuses_and_stays_close(tmp_path_factory, minilm_dir):
@@ -162,8 +201,8 @@ def test_cli_writes_a_triton_repository_and_refuses_occupied_directories(tmp_pat
 
 def test_bad_export_requests_are_clear_errors(tmp_path, tiny_checkpoint):
     out = tmp_path / "out"
-    with pytest.raises(ValueError, match=r"unknown task 'question-answering'; available: \['feature-extraction'"):
-        export_onnx(tiny_checkpoint, out, task="question-answering")
+    with pytest.raises(ValueError, match=r"unknown task 'summarization'; available: \['feature-extraction'"):
+        export_onnx(tiny_checkpoint, out, task="summarization")
     with pytest.raises(ValueError, match="opset 14 is too low: .*LayerNormalization.* >= 17"):
         export_onnx(tiny_checkpoint, out, opset=14)
     with pytest.raises(ValueError, match="opset 99 is newer than the installed onnx knows"):

@@ -11,7 +11,7 @@ import torch
 
 import bertfast
 from bertfast.export.onnx_model import EXPORT_TASKS
-from tests.helpers import needs_cuda, padded_batch
+from tests.helpers import TASK_CLASSES, needs_cuda, padded_batch, task_batch
 from tests.helpers import exported
 
 CUDA_EP = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
@@ -38,17 +38,32 @@ def split_scores(result) -> tuple[list, torch.Tensor]:
 
 
 @pytest.mark.parametrize("task", sorted(EXPORT_TASKS))
-def test_onnx_model_returns_what_the_torch_model_returns(tmp_path_factory, tiny_vocab_checkpoint, task):
-    out, report = exported(tmp_path_factory, tiny_vocab_checkpoint, task)
+def test_onnx_model_returns_what_the_torch_model_returns(tmp_path_factory, tiny_vocab_checkpoint, task_checkpoint,
+                                                         task):
+    """The pretraining tasks on a BertForPreTraining checkpoint, the task models on their own (with a head)."""
+    name = EXPORT_TASKS[task].model_class.__name__
+    source = task_checkpoint(name) if name in TASK_CLASSES else tiny_vocab_checkpoint
+    out, report = exported(tmp_path_factory, source, task)
     model = bertfast.OnnxModel(out, provider="cpu")
-    torch_model = EXPORT_TASKS[task].model_class.from_pretrained(tiny_vocab_checkpoint)
+    torch_model = EXPORT_TASKS[task].model_class.from_pretrained(source)
     assert (model.task, model.config, model.device, model.providers) == (
         task, torch_model.config, torch.device("cpu"), ["CPUExecutionProvider"])
     assert model.output_names == report.outputs
     for lengths in ([5], [7, 3], [12, 1, 9, 12]):
-        batch = padded_batch(VOCAB, lengths)
+        batch = task_batch(name, torch_model.config.vocab_size, lengths)
         with torch.inference_mode():
             assert_same_output(model(**batch), torch_model(**batch), atol=1e-4)
+
+
+def test_onnx_multiple_choice_checks_inputs_like_the_torch_model(tmp_path_factory, task_checkpoint):
+    out, _ = exported(tmp_path_factory, task_checkpoint("BertForMultipleChoice"), "multiple-choice")
+    model = bertfast.OnnxModel(out, provider="cpu")
+    batch = task_batch("BertForMultipleChoice", 99, [6, 3], num_choices=2)
+    with pytest.raises(ValueError, match=r"takes input_ids of shape \(batch, num_choices, sequence\), got \(2, 6\)"):
+        model(batch["input_ids"][:, 0])
+    with pytest.raises(ValueError, match=r"input_ids has values in \[.*\] but must be in \[0, 99\)"):
+        model(batch["input_ids"] + 99)
+    assert model(batch["input_ids"]).logits.shape == (2, 2)  # no mask: no padding, as in the torch model
 
 
 def test_onnx_model_defaults_and_input_errors_match_the_torch_model(tmp_path_factory, tiny_vocab_checkpoint):

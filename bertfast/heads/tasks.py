@@ -1,0 +1,255 @@
+"""Task heads on the encoder, with transformers' attribute names, shapes and losses: sequence classification
+(pooler -> dropout -> ``classifier``), token classification (dropout -> ``classifier`` on every token),
+extractive question answering (``qa_outputs``: start and end logits) and multiple choice (pooler -> dropout ->
+``classifier``: one score per choice).
+
+Hidden states are zero at padding positions (see BertModel), so per-token logits there are the head's bias
+alone: compare them over real tokens, and give padding positions the label IGNORE_INDEX (as collators do).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from bertfast.checkpoint import CheckpointError
+from bertfast.config import BertConfig
+from bertfast.heads.pretraining import masked_lm_loss
+from bertfast.inputs import check_inputs, check_integer_labels, check_real_labels
+from bertfast.modeling import BertModel
+from bertfast.outputs import (MultipleChoiceModelOutput, QuestionAnsweringModelOutput, SequenceClassifierOutput,
+                              TokenClassifierOutput)
+from bertfast.pretrained import BertPreTrainedModel
+
+# transformers infers single-label classification from labels of these dtypes (multi-label from any other)
+CLASS_ID_DTYPES = (torch.int64, torch.int32)
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of logits (..., C) against class ids (...), IGNORE_INDEX ignored: MLM's loss, which
+    is every classification head's."""
+    return masked_lm_loss(logits, labels)
+
+
+def sequence_classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str | None) -> torch.Tensor:
+    """transformers' loss for logits (B, num_labels) by ``config.problem_type``:
+
+    - "single_label_classification": cross-entropy against class ids (B,);
+    - "multi_label_classification": BCE with logits against 0/1 targets or probabilities (B, num_labels);
+    - "regression": mean squared error against values (B, num_labels), or (B,) with one label.
+
+    None picks one as transformers does: one label -> regression, int64/int32 labels -> single-label, other
+    labels -> multi-label (the config is not changed).
+    """
+    num_labels = logits.shape[1]
+    if problem_type is None:
+        if num_labels == 1:
+            problem_type = "regression"
+        elif isinstance(labels, torch.Tensor) and labels.dtype in CLASS_ID_DTYPES:
+            problem_type = "single_label_classification"
+        else:
+            problem_type = "multi_label_classification"
+    if problem_type == "single_label_classification":
+        return classification_loss(logits, labels)
+    if problem_type == "regression" and num_labels == 1 and isinstance(labels, torch.Tensor) and labels.dim() == 1:
+        labels = labels[:, None]  # (B, 1)
+    check_real_labels(labels, logits.shape, "labels")
+    if problem_type == "regression":
+        return F.mse_loss(logits.float(), labels.float())
+    return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+
+
+def question_answering_loss(start_logits: torch.Tensor, end_logits: torch.Tensor, start_positions: torch.Tensor,
+                            end_positions: torch.Tensor) -> torch.Tensor:
+    """(start cross-entropy + end cross-entropy) / 2 over logits (B, S), as transformers computes it: positions
+    (B,) or (B, 1) are clamped to [0, S], and S (a position outside the sequence) is ignored.
+
+    The softmax runs over all S positions, padding included, as in transformers; there the logits are the
+    head's bias (zero hidden states), where transformers' come from the [PAD] tokens' hidden states, so the
+    loss of a padded batch differs from transformers' by those terms. Without padding it is transformers'.
+    """
+    batch, seq_len = start_logits.shape
+    losses = []
+    for name, logits, positions in (("start_positions", start_logits, start_positions),
+                                    ("end_positions", end_logits, end_positions)):
+        if isinstance(positions, torch.Tensor) and positions.dim() > 1:
+            positions = positions.squeeze(-1)  # (B,)
+        check_integer_labels(positions, torch.Size([batch]), name)
+        positions = positions.long().clamp(0, seq_len)
+        losses.append(F.cross_entropy(logits.float(), positions, ignore_index=seq_len))
+    return (losses[0] + losses[1]) / 2
+
+
+class _BertForTask(BertPreTrainedModel):
+    """A BertModel under ``bert.`` (with a pooler where the head reads it) and one linear head beside it."""
+
+    base_model_prefix = "bert"
+    add_pooling_layer: bool
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=self.add_pooling_layer)
+
+    def _head(self, outputs: int) -> nn.Linear:
+        """A new (outputs, H) linear head, initialised as transformers does: normal(0, initializer_range), zero
+        bias."""
+        head = nn.Linear(self.config.hidden_size, outputs)
+        self._init_module(head)
+        return head
+
+    @classmethod
+    def _build(cls, config: BertConfig, state: dict[str, torch.Tensor]) -> "_BertForTask":
+        """The model for ``config``; a checkpoint head with another number of outputs is an error naming both."""
+        model = cls(config)
+        key = cls.new_head_prefixes[0] + "weight"
+        expected = model.state_dict()[key].shape[0]
+        if key in state and state[key].shape[0] != expected:
+            raise CheckpointError(
+                f"{cls.__name__}: the checkpoint's {key} has {state[key].shape[0]} outputs but the model needs "
+                f"{expected} ({model._head_size_source()}); load the checkpoint without num_labels / id2label, or "
+                f"pass the number of labels its head was trained with")
+        return model
+
+    def _head_size_source(self) -> str:
+        return f"num_labels={self.config.num_labels}"
+
+
+class BertForSequenceClassification(_BertForTask):
+    """pooler -> dropout -> ``classifier`` (num_labels, H): logits (B, num_labels)."""
+
+    add_pooling_layer = True
+    new_head_prefixes = ("classifier.",)
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.dropout = nn.Dropout(config.head_dropout)
+        self.classifier = self._head(config.num_labels)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                output_hidden_states: bool = False, output_attentions: bool = False,
+                labels: torch.Tensor | None = None) -> SequenceClassifierOutput:
+        """input_ids (B, S) -> logits (B, num_labels); ``loss`` by config.problem_type (see
+        ``sequence_classification_loss``)."""
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
+                        output_attentions)
+        logits = self.classifier(self.dropout(out.pooler_output))
+        loss = None if labels is None else sequence_classification_loss(logits, labels, self.config.problem_type)
+        return SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
+
+
+class BertForTokenClassification(_BertForTask):
+    """No pooler; dropout -> ``classifier`` (num_labels, H) on every token: logits (B, S, num_labels)."""
+
+    add_pooling_layer = False
+    new_head_prefixes = ("classifier.",)
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.dropout = nn.Dropout(config.head_dropout)
+        self.classifier = self._head(config.num_labels)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                output_hidden_states: bool = False, output_attentions: bool = False,
+                labels: torch.Tensor | None = None) -> TokenClassifierOutput:
+        """input_ids (B, S) -> logits (B, S, num_labels); ``loss``: cross-entropy against labels (B, S), positions
+        labelled IGNORE_INDEX ignored."""
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
+                        output_attentions)
+        logits = self.classifier(self.dropout(out.last_hidden_state))
+        loss = None if labels is None else classification_loss(logits, labels)
+        return TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions)
+
+
+class BertForQuestionAnswering(_BertForTask):
+    """No pooler, no dropout; ``qa_outputs`` (2, H) on every token: start_logits and end_logits (B, S)."""
+
+    add_pooling_layer = False
+    new_head_prefixes = ("qa_outputs.",)
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        if config.num_labels != 2:
+            raise ValueError(f"BertForQuestionAnswering's qa_outputs scores an answer's start and end: num_labels "
+                             f"must be 2, got {config.num_labels}")
+        self.num_labels = config.num_labels
+        self.qa_outputs = self._head(2)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                output_hidden_states: bool = False, output_attentions: bool = False,
+                start_positions: torch.Tensor | None = None,
+                end_positions: torch.Tensor | None = None) -> QuestionAnsweringModelOutput:
+        """input_ids (B, S) -> start_logits, end_logits (B, S); ``loss`` (``question_answering_loss``) when both
+        start_positions and end_positions (B,) are given."""
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
+                        output_attentions)
+        logits = self.qa_outputs(out.last_hidden_state)  # (B, S, 2)
+        start_logits, end_logits = (part.squeeze(-1).contiguous() for part in logits.split(1, dim=-1))  # (B, S)
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
+        return QuestionAnsweringModelOutput(loss, start_logits, end_logits, out.hidden_states, out.attentions)
+
+
+class BertForMultipleChoice(_BertForTask):
+    """Each (context, choice) sequence through the encoder; pooler -> dropout -> ``classifier`` (1, H): logits
+    (B, num_choices)."""
+
+    add_pooling_layer = True
+    new_head_prefixes = ("classifier.",)
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.dropout = nn.Dropout(config.head_dropout)
+        self.classifier = self._head(1)
+
+    def _head_size_source(self) -> str:
+        return "one score per choice"
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                output_hidden_states: bool = False, output_attentions: bool = False,
+                labels: torch.Tensor | None = None) -> MultipleChoiceModelOutput:
+        """input_ids, attention_mask, token_type_ids, position_ids (B, num_choices, S) -> logits (B, num_choices);
+        ``loss``: cross-entropy against the right choice's index (B,). hidden_states and attentions are those of
+        the (B * num_choices) sequences, as in transformers."""
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids,
+                  "position_ids": position_ids}
+        batch, num_choices, seq_len = choices_shape(inputs)
+        flat = {k: v.reshape(batch * num_choices, seq_len) if isinstance(v, torch.Tensor) else v
+                for k, v in inputs.items()}  # each (B * num_choices, S)
+        out = self.bert(**flat, output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+        logits = self.classifier(self.dropout(out.pooler_output)).view(batch, num_choices)  # (B, num_choices)
+        loss = None if labels is None else classification_loss(logits, labels)
+        return MultipleChoiceModelOutput(loss, logits, out.hidden_states, out.attentions)
+
+
+def choices_shape(inputs: dict[str, torch.Tensor | None]) -> torch.Size:
+    """(B, num_choices, S) of multiple-choice inputs, every given one of that shape."""
+    ids = inputs["input_ids"]
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 3:
+        shape = tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
+        raise ValueError(f"BertForMultipleChoice takes input_ids of shape (batch, num_choices, sequence), got "
+                         f"{shape}: tokenize each (context, choice) pair and stack the choices of each example")
+    for name, value in inputs.items():
+        if isinstance(value, torch.Tensor) and value.shape != ids.shape:
+            raise ValueError(f"{name} has shape {tuple(value.shape)} but input_ids has shape {tuple(ids.shape)}; "
+                             f"every input of BertForMultipleChoice is (batch, num_choices, sequence)")
+    return ids.shape
+
+
+def check_choice_inputs(config: BertConfig, device: torch.device, input_ids: torch.Tensor,
+                        attention_mask: torch.Tensor | None = None,
+                        token_type_ids: torch.Tensor | None = None) -> torch.Tensor | None:
+    """``check_inputs`` for multiple-choice inputs (B, num_choices, S), for the runners that do not call the torch
+    model (CUDA graphs, onnxruntime): the shapes, then the (B * num_choices, S) rows; -> the key padding mask
+    (B, num_choices, S), or None without padding."""
+    shape = choices_shape({"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids})
+    rows = [t.reshape(-1, shape[-1]) if isinstance(t, torch.Tensor) else t
+            for t in (input_ids, attention_mask, token_type_ids)]  # each (B * num_choices, S)
+    mask = check_inputs(config, device, *rows)
+    return None if mask is None else mask.view(shape)  # (B, num_choices, S)
