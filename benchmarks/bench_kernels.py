@@ -5,9 +5,9 @@
                                                                        # disables timing: the CI smoke run)
 
 On CUDA: fp16, 4096x768 and 4096x3072 for layer_norm / bias_gelu; B=32, H=12, S=128 and 512, D=64 for
-attention, with and without padding, and varlen attention on the padded case's lengths packed (against SDPA
-on the padded batch, what the padding-free path replaces); bert-base's projections in fp16 and bf16: the intermediate dense
-(M = 4096 and 128 tokens, K = 768, N = 3072) as kernels.linear's fused GELU epilogue against cuBLAS +
+attention, with and without padding, and varlen attention on the padded case's lengths packed (against
+SDPA on the padded batch, what the padding-free path replaces); bert-base's projections in fp16 and bf16: the
+intermediate dense (M = 4096 and 128 tokens, K = 768, N = 3072) as kernels.linear's fused GELU epilogue against cuBLAS +
 bias_gelu (bertfast.ops' default) and cuBLAS + F.gelu, which decides ``AUTO_GEMM`` in bertfast/ops.py,
 and the QKV / output projections without activation; the embedding layer (B=32, S=128, bert-base
 tables). Without CUDA the Triton provider runs in the interpreter, on tiny shapes, only to keep this

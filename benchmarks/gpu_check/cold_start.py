@@ -13,7 +13,7 @@ import time
 START = time.perf_counter()  # before anything heavy is imported
 
 import json  # noqa: E402  (after START on purpose)
-import sys  # noqa: E402
+import sys  # noqa: E402  (likewise)
 
 
 def main(argv: list[str]) -> int:

@@ -15,12 +15,14 @@ _LINE_OUTCOME = {"PASSED": "passed", "FAILED": "failed", "ERROR": "error", "SKIP
                  "XPASS": "xpassed"}
 _FINAL_LINE = re.compile(r"^=+ (.*\b(?:passed|failed|skipped|error|errors|deselected|no tests ran)\b.*) =+$",
                          re.MULTILINE)
+_FINAL_COUNT = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)\b")
 MAX_LISTED_FAILURES = 20
 
 
 def pytest_outcomes(log: str) -> dict[str, Any]:
-    """Counts from the per-test lines of ``pytest -v`` (so a log cut short by the time cap still counts what
-    ran), the failed / erroring tests, and pytest's final line when it got that far."""
+    """Outcome counts, from pytest's final line when it got that far (it also counts collection errors), else
+    from the per-test lines of ``pytest -v`` (a log cut short by the time cap still counts what ran); and the
+    failed / erroring tests."""
     counts = dict.fromkeys(OUTCOMES, 0)
     failures: list[str] = []
     for test, outcome in _TEST_LINE.findall(log):
@@ -28,6 +30,10 @@ def pytest_outcomes(log: str) -> dict[str, Any]:
         if outcome in ("FAILED", "ERROR") and test not in failures:
             failures.append(test)
     final = _FINAL_LINE.findall(log)
+    if final:
+        counts = dict.fromkeys(OUTCOMES, 0)
+        for number, outcome in _FINAL_COUNT.findall(final[-1]):
+            counts[outcome.rstrip("s") if outcome.startswith("error") else outcome] = int(number)
     return {**counts, "failures": failures[:MAX_LISTED_FAILURES], "failures_not_listed":
             max(0, len(failures) - MAX_LISTED_FAILURES), "final_line": final[-1] if final else None}
 

@@ -102,11 +102,11 @@ class Step:
     dtype: str = ""  # bench steps: the dtype ("half": the mode's half_dtype)
     providers: tuple[str, ...] = ()  # bench steps: the providers measured (the BASELINE is always timed too)
     with_bertfast: bool = False  # bench steps: also the mode's bertfast providers
+    dry_skip: str | None = None  # why the dry run skips it; None: it runs there too
 
     def bench_providers(self, mode: Mode) -> list[str]:
         """The runner's providers for a bench step: what it measures, then the BASELINE."""
         return [*(mode.bertfast if self.with_bertfast else ()), *self.providers, BASELINE]
-    dry_skip: str | None = None  # why the dry run skips it; None: it runs there too
 
     def expected_s(self, mode: Mode) -> float:
         return self.dry_s if mode.name == DRY_RUN.name else self.gpu_s
@@ -117,8 +117,8 @@ class Step:
 # peers. When the budget runs short, the steps at the end are cut first.
 STEPS = (
     Step("machine", "machine", "GPU, driver, clocks (nvidia-smi), package versions, git commit", 1, 1, 30),
-    Step("ceilings", "ceilings", "torch / CUDA / Triton versions and device properties; copy bandwidth, "
-         "fp16 and bf16 matmul peak", 15, 4, 60),
+    Step("ceilings", "ceilings", "torch / CUDA versions, device properties, which bench providers can run; "
+         "copy bandwidth, fp16 and bf16 matmul peak", 15, 4, 60),
     Step("bench-float16", "bench", "bertfast bench, float16: bertfast Triton and CUDA graphs vs transformers "
          "eager and SDPA", 75, 12, 180, dtype="half", providers=("transformers-sdpa",),
          with_bertfast=True),
@@ -145,7 +145,8 @@ STEPS = (
 class Budget:
     """``--budget-s`` seconds from now, less RESERVE_S for the files. Steps are offered in order of importance:
     one starts only when the time left covers what it is expected to take, and runs at most until the budget
-    ends (or its cap), so what gets cut is always the least important work."""
+    ends (or its cap), so the work cut is at the end of the order: the least important (a short step may still
+    run after a longer one was cut)."""
 
     def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic):
         if not seconds > 0:

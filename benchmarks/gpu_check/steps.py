@@ -9,6 +9,7 @@ bench step's dtype and providers. RESULT gets the step's figures, or ``{SKIPPED:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import subprocess
@@ -91,8 +92,8 @@ def bench(mode: Mode, params: Params) -> dict[str, Any]:
     device, dtype = torch.device(mode.device), resolve_dtype(params["dtype"])
     settings = runner.Settings(
         model=model_spec(mode, params), dtypes=[dtype], batches=list(mode.batches), seqs=[mode.seq], mixed=True,
-        providers=params["providers"], timing=Timing(device, mode.warmup, mode.repeats, mode.max_time_s), interleave=False,
-        seed=0, out_dir=params["scratch"], quick=False, left_out={})
+        providers=params["providers"], timing=Timing(device, mode.warmup, mode.repeats, mode.max_time_s),
+        interleave=False, seed=0, out_dir=params["scratch"], quick=False, left_out={})
     return runner.run(settings)
 
 
@@ -125,11 +126,11 @@ def graphs(mode: Mode, params: Params) -> dict[str, Any]:
     buckets = []
     for batch, seq in mode.graph_shapes:
         inputs = {k: v.to(device) for k, v in random_batch(model.config, [seq] * batch).items()}  # (B, S) each
+        call = functools.partial(fast, **inputs)
         before = fast.stats()["memory_bytes"] or 0
         with torch.inference_mode():
-            first_ms = time_one(lambda: fast(**inputs), device)
-            replay = Summary.of(time_calls(lambda: fast(**inputs), device, mode.warmup, mode.repeats,
-                                           mode.max_time_s))
+            first_ms = time_one(call, device)
+            replay = Summary.of(time_calls(call, device, mode.warmup, mode.repeats, mode.max_time_s))
         stats = fast.stats()
         buckets.append({"batch": batch, "seq": seq, "capture_s": stats["captures"][(batch, seq)],
                         "memory_mb": ((stats["memory_bytes"] or 0) - before) / 2**20, "first_call_ms": first_ms,

@@ -8,13 +8,13 @@ Results = dict[str, Any]
 
 
 def _step(results: Results, name: str) -> dict[str, Any]:
-    """A step's result, {} when it did not run."""
+    """A step's result ({} when it has none; a skipped step may have one, e.g. the versions)."""
     record = next((s for s in results["steps"] if s["name"] == name), None)
     return (record or {}).get("result") or {}
 
 
-def _num(x: float | None, digits: int = 3) -> str:
-    return "-" if x is None else f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.{digits}g}"
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
 
 
 def machine_line(results: Results) -> str:
@@ -65,7 +65,8 @@ def _kernel_lines(results: Results) -> list[str]:
     gemm = k["auto_gemm"]
     return [f"kernels: LayerNorm+residual {_span(k['layer_norm'], 'triton_pct_of_copy', '%')}, bias+GELU "
             f"{_span(k['bias_gelu'], 'triton_pct_of_copy', '%')} of copy bandwidth; vs SDPA: attention "
-            f"{_span(k['attention_vs_sdpa'], 'speedup', 'x')}, varlen {_span(k['varlen_vs_padded_sdpa'], 'speedup', 'x')}",
+            f"{_span(k['attention_vs_sdpa'], 'speedup', 'x')}, varlen "
+            f"{_span(k['varlen_vs_padded_sdpa'], 'speedup', 'x')}",
             f"ops.AUTO_GEMM = {_step(results, 'ceilings').get('auto_gemm', '?')!r} now; the data say "
             f"{gemm['choice']!r}: {_clip(gemm['why'], 90)}"]
 

@@ -27,7 +27,8 @@ def test_failing_nvidia_smi(tmp_path, monkeypatch):
     script.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed because it could not communicate' >&2\nexit 9\n")
     script.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert nvidia_smi()["unavailable"] == "nvidia-smi exited with 9: NVIDIA-SMI has failed because it could not communicate"
+    why = nvidia_smi()["unavailable"]
+    assert why == "nvidia-smi exited with 9: NVIDIA-SMI has failed because it could not communicate"
 
 
 def test_machine_names_the_packages():
