@@ -5,14 +5,16 @@
                                                                        # disables timing: the CI smoke run)
 
 On CUDA: fp16, 4096x768 and 4096x3072 for layer_norm / bias_gelu; B=32, H=12, S=128 and 512, D=64 for
-attention, with and without padding; bert-base's projections in fp16 and bf16: the intermediate dense
-(M = 4096 and 128 tokens, K = 768, N = 3072) as kernels.linear's fused GELU epilogue against cuBLAS +
+attention, with and without padding, and varlen attention on the padded case's lengths packed (against
+SDPA on the padded batch, what the padding-free path replaces); bert-base's projections in fp16 and bf16: the
+intermediate dense (M = 4096 and 128 tokens, K = 768, N = 3072) as kernels.linear's fused GELU epilogue against cuBLAS +
 bias_gelu (bertfast.ops' default) and cuBLAS + F.gelu, which decides ``AUTO_GEMM`` in bertfast/ops.py,
 and the QKV / output projections without activation; the embedding layer (B=32, S=128, bert-base
 tables). Without CUDA the Triton provider runs in the interpreter, on tiny shapes, only to keep this
 file working. Each case records in ``extra_info`` the median time and the [0.2, 0.8] quantiles in ms,
 and the throughput at those points (GB/s moved for the elementwise ops and embeddings; TFLOP/s for
-attention, counting the dense 4 B H S^2 D even when keys are padded, and for the GEMMs, 2 M N K).
+attention, counting the dense 4 B H S^2 D even when keys are padded, for varlen attention 4 H D sum(L^2) for
+both providers, and for the GEMMs, 2 M N K).
 The Triton GEMM autotunes on its first call, in the warm-up rounds, which are not timed.
 """
 from __future__ import annotations
@@ -28,6 +30,7 @@ from bertfast.bench.timing import pedantic_summary, throughput_info
 from kernels import (
     attention,
     attention_ref,
+    varlen_attention,
     bias_gelu,
     bias_gelu_ref,
     embedding_layer_norm,
@@ -80,20 +83,48 @@ def test_bias_gelu(benchmark, shape, provider):
     _measure(benchmark, lambda: fn(x, bias), moved, "GB/s")
 
 
+def _padded_lengths(batch: int, seqlen: int) -> torch.Tensor:
+    """(B,) sequence lengths spread uniformly over [S / 4, S], the same for every provider."""
+    return torch.randint(seqlen // 4, seqlen + 1, (batch,), generator=torch.Generator().manual_seed(0))
+
+
+def _padded_qkv(shape: tuple[int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    batch, heads, seqlen, head_dim = shape
+    qkv = torch.randn(batch, seqlen, 3, heads, head_dim, device=DEVICE, dtype=DTYPE)
+    return qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, S, D) views of a fused projection
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("padded", [False, True], ids=["dense", "padded"])
 @pytest.mark.parametrize("shape", ATTENTION_SHAPES, ids=lambda s: "B{}-H{}-S{}-D{}".format(*s))
 def test_attention(benchmark, shape, padded, provider):
     batch, heads, seqlen, head_dim = shape
-    qkv = torch.randn(batch, seqlen, 3, heads, head_dim, device=DEVICE, dtype=DTYPE)
-    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, S, D) views of a fused projection
+    q, k, v = _padded_qkv(shape)
     mask = None
-    if padded:  # sequence lengths spread uniformly over [S / 4, S], the same for both providers
-        lengths = torch.randint(seqlen // 4, seqlen + 1, (batch,), generator=torch.Generator().manual_seed(0))
-        mask = (torch.arange(seqlen)[None, :] < lengths[:, None]).to(DEVICE)  # (B, S)
+    if padded:
+        mask = (torch.arange(seqlen)[None, :] < _padded_lengths(batch, seqlen)[:, None]).to(DEVICE)  # (B, S)
     fn = {"triton": attention, "torch": attention_ref}[provider]
     flops = 4 * batch * heads * seqlen * seqlen * head_dim  # QK^T and PV
     _measure(benchmark, lambda: fn(q, k, v, mask), flops, "TFLOP/s")
+
+
+@pytest.mark.parametrize("provider", ["triton-varlen", "sdpa-padded"])
+@pytest.mark.parametrize("shape", ATTENTION_SHAPES, ids=lambda s: "B{}-H{}-S{}-D{}".format(*s))
+def test_varlen_attention(benchmark, shape, provider):
+    """The padded case's sequences packed (T tokens, no padding) through the varlen kernel, against SDPA on the
+    padded batch with its key mask (transformers' SDPA attention)."""
+    batch, heads, seqlen, head_dim = shape
+    lengths = _padded_lengths(batch, seqlen)
+    if provider == "triton-varlen":
+        qkv = torch.randn(int(lengths.sum()), 3, heads, head_dim, device=DEVICE, dtype=DTYPE)
+        q, k, v = qkv.unbind(1)  # 3 x (T, H, D) views of a fused projection
+        cu_seqlens = F.pad(lengths.cumsum(0), (1, 0)).to(device=DEVICE, dtype=torch.int32)  # (B + 1,)
+        fn, args = varlen_attention, (q, k, v, cu_seqlens, int(lengths.max()))
+    else:
+        mask = (torch.arange(seqlen)[None, :] < lengths[:, None]).to(DEVICE)  # (B, S)
+        fn, args = attention_ref, (*_padded_qkv(shape), mask)
+    flops = 4 * heads * head_dim * int((lengths**2).sum())  # QK^T and PV over real tokens only
+    _measure(benchmark, lambda: fn(*args), flops, "TFLOP/s")
 
 
 def _gemm_inputs(shape: tuple[int, int, int], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -14,8 +14,21 @@ from bertfast.export.onnx import ExportReport, export_onnx
 from bertfast.inputs import random_batch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# The one mark of the tests that need a CUDA GPU (they all have a CPU counterpart that always runs).
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bf16, bert-base shapes)")
+
+
+class _Marks(tuple):
+    """Several marks that work as one: ``@marks`` on a test, or ``pytest.param(..., marks=marks)``."""
+
+    def __call__(self, test: Any) -> Any:
+        for mark in self:
+            test = mark(test)
+        return test
+
+
+# The one mark of the tests that need a CUDA GPU (they all have a CPU counterpart that always runs): skipped
+# without CUDA; the `cuda` marker (pytest.ini) selects them: `python -m pytest -m cuda` (benchmarks/gpu_check).
+needs_cuda = _Marks((pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                          reason="needs a CUDA GPU (bf16, bert-base shapes)")))
 HIDDEN_ATOL = 1e-5  # CPU fp32 parity with transformers: hidden states
 LOGITS_ATOL = 1e-4  # ... and logits
 TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
