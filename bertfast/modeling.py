@@ -218,7 +218,7 @@ class BertModel(BertPreTrainedModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False,
-                return_packed: bool = False) -> BaseModelOutputWithPooling:
+                return_packed: bool = False, padding_states: bool = False) -> BaseModelOutputWithPooling:
         """input_ids (B, S) -> last_hidden_state (B, S, H), pooler_output (B, H).
 
         ``output_attentions=True`` runs the reference (eager) attention, which materialises the
@@ -226,11 +226,16 @@ class BertModel(BertPreTrainedModel):
         without padding them back: last_hidden_state and each of hidden_states (T, H), the T real tokens in
         row-major order of the batch, with ``cu_seqlens`` (B + 1,) int32 and ``max_seqlen`` (the varlen layout
         of flash-attention kernels); the pooler output and attention maps are as without it.
+        ``padding_states=True`` runs the padded path and keeps the hidden states at padding positions as
+        transformers computes them (instead of zeros), for a loss whose softmax covers the padding (question
+        answering's, as transformers defines it).
         """
+        if padding_states and return_packed:
+            raise ValueError("padding_states=True keeps the padding positions; return_packed=True drops them: pick one")
         key_padding_mask = check_inputs(self.config, self.device, input_ids, attention_mask, token_type_ids,
                                         position_ids)
         hidden = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, S, H)
-        packing = self._packing(key_padding_mask, output_attentions)
+        packing = None if padding_states else self._packing(key_padding_mask, output_attentions)
         if packing is None:
             last, all_hidden, all_probs = self.encoder(hidden, key_padding_mask,
                                                        output_hidden_states=output_hidden_states,
@@ -241,11 +246,12 @@ class BertModel(BertPreTrainedModel):
                                                        output_hidden_states=output_hidden_states)
         if return_packed:
             return self._packed_output(key_padding_mask, packing, last, all_hidden, all_probs)
-        padded = _padded(last, key_padding_mask, packing)
+        mask = None if padding_states else key_padding_mask
+        padded = _padded(last, mask, packing)
         # the pooler reads position 0 before padding is zeroed: a left-padded row pools it, as in transformers
         pooled = None if self.pooler is None else self.pooler(padded if packing is not None else last)
         last = padded
-        all_hidden = None if all_hidden is None else tuple(_padded(h, key_padding_mask, packing) for h in all_hidden)
+        all_hidden = None if all_hidden is None else tuple(_padded(h, mask, packing) for h in all_hidden)
         return BaseModelOutputWithPooling(last, pooled, all_hidden, all_probs)
 
     def _packed_output(self, key_padding_mask: torch.Tensor | None, packing: Packing | None, last: torch.Tensor,

@@ -184,3 +184,17 @@ def test_minilm_real_checkpoint_matches_transformers(minilm_dir):
     for a, e in zip(actual.attentions, expected.attentions, strict=True):
         torch.testing.assert_close(a, e, atol=1e-5, rtol=0)
     torch.testing.assert_close(actual.pooler_output, expected.pooler_output, atol=1e-5, rtol=0)
+
+
+def test_padding_states_keeps_transformers_values_at_padding(tiny_checkpoint):
+    """padding_states=True: the padded path, and the padding positions hold transformers' hidden states."""
+    hf = hf_load(transformers.BertModel, tiny_checkpoint)
+    ours = bertfast.BertModel.from_pretrained(tiny_checkpoint)
+    batch = padded_batch(TINY["vocab_size"], [9, 4, 6])
+    with torch.no_grad():
+        expected, actual = hf(**batch), ours(**batch, padding_states=True)
+        zeroed = ours(**batch).last_hidden_state
+    assert_close(actual.last_hidden_state, expected.last_hidden_state, HIDDEN_ATOL)
+    assert zeroed[batch["attention_mask"] == 0].abs().max() == 0
+    with pytest.raises(ValueError, match="pick one"):
+        ours(**batch, padding_states=True, return_packed=True)

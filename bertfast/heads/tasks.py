@@ -184,13 +184,16 @@ class BertForQuestionAnswering(_BertForTask):
                 start_positions: torch.Tensor | None = None,
                 end_positions: torch.Tensor | None = None) -> QuestionAnsweringModelOutput:
         """input_ids (B, S) -> start_logits, end_logits (B, S); ``loss`` (``question_answering_loss``) when both
-        start_positions and end_positions (B,) are given."""
+        start_positions and end_positions (B,) are given. transformers' loss takes its softmax over every
+        position, padding included: with positions given, the encoder keeps the padding positions' states
+        (the padded path) so the loss and the logits there are transformers'."""
+        with_loss = start_positions is not None and end_positions is not None
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
-                        output_attentions)
+                        output_attentions, padding_states=with_loss)
         logits = self.qa_outputs(out.last_hidden_state)  # (B, S, 2)
         start_logits, end_logits = (part.squeeze(-1).contiguous() for part in logits.split(1, dim=-1))  # (B, S)
         loss = None
-        if start_positions is not None and end_positions is not None:
+        if with_loss:
             loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
         return QuestionAnsweringModelOutput(loss, start_logits, end_logits, out.hidden_states, out.attentions)
 

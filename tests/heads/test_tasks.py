@@ -111,7 +111,7 @@ HEAD_LABELS = {  # class -> its label arguments for a (4, S) batch (multiple cho
 
 @pytest.mark.parametrize("name", HEAD_LABELS)
 def test_token_question_answering_and_choice_losses_match_transformers(name, task_checkpoint):
-    """Question answering without padding: its softmax runs over every position, padding included (next test)."""
+    """Question answering without padding here (padded batches: the next test)."""
     path = task_checkpoint(name, 9)
     hf, ours = hf_load(name, path), getattr(bertfast, name).from_pretrained(path)
     batch = task_batch(name, TINY["vocab_size"], [13] * 4 if name == QA else LENGTHS)
@@ -122,24 +122,23 @@ def test_token_question_answering_and_choice_losses_match_transformers(name, tas
     assert max_diff(name, actual, expected, batch) <= LOGITS_ATOL
 
 
-def test_question_answering_loss_on_padded_batches_is_transformers_formula_over_our_logits(task_checkpoint):
-    """transformers' softmax covers padding positions too; ours are the qa_outputs bias there (zero hidden
-    states), so the loss is transformers' formula on transformers' logits with the bias at padding positions."""
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_question_answering_loss_on_padded_batches_matches_transformers(task_checkpoint, side):
+    """transformers' softmax covers padding positions too: with positions given, the padding positions keep
+    transformers' hidden states, so the loss and every logit equal transformers' (padding included)."""
     path = task_checkpoint(QA)
     hf, ours = hf_load(QA, path), bertfast.BertForQuestionAnswering.from_pretrained(path)
     batch = padded_batch(TINY["vocab_size"], LENGTHS)
+    if side == "left":
+        batch = {k: v.flip(1) for k, v in batch.items()}
     labels = HEAD_LABELS[QA](batch)
     with torch.no_grad():
         expected, actual = hf(**batch, **labels), ours(**batch, **labels)
-    padding = batch["attention_mask"] == 0
-    seq_len = batch["input_ids"].shape[1]
-    losses = []
-    for logits, bias, positions in ((expected.start_logits, ours.qa_outputs.bias[0], labels["start_positions"]),
-                                    (expected.end_logits, ours.qa_outputs.bias[1], labels["end_positions"][:, 0])):
-        logits = logits.masked_fill(padding, bias.item())
-        losses.append(torch.nn.functional.cross_entropy(logits, positions.clamp(0, seq_len), ignore_index=seq_len))
-    torch.testing.assert_close(actual.loss, (losses[0] + losses[1]) / 2, atol=LOSS_ATOL, rtol=0)
-    assert max_diff(QA, actual, expected, batch) <= LOGITS_ATOL
+        without_loss = ours(**batch)
+    torch.testing.assert_close(actual.loss, expected.loss, atol=LOSS_ATOL, rtol=0)
+    for name in ("start_logits", "end_logits"):
+        torch.testing.assert_close(getattr(actual, name), getattr(expected, name), atol=LOGITS_ATOL, rtol=0)
+    assert max_diff(QA, without_loss, expected, batch) <= LOGITS_ATOL
 
 
 def test_label_errors_say_what_to_fix(task_checkpoint):
