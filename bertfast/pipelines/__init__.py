@@ -13,6 +13,7 @@ from bertfast.pipelines.base import Pipeline
 from bertfast.pipelines.feature_extraction import FeatureExtractionPipeline
 from bertfast.pipelines.fill_mask import FillMaskPipeline
 from bertfast.pipelines.next_sentence import NextSentencePipeline
+from bertfast.pipelines.question_answering import QuestionAnsweringPipeline
 from bertfast.tokenizer import BertTokenizer
 
 DEFAULT_MODEL = "bert-base-uncased"
@@ -22,6 +23,7 @@ PIPELINES: dict[str, type[Pipeline]] = {
     "fill-mask": FillMaskPipeline,
     "next-sentence": NextSentencePipeline,
     "feature-extraction": FeatureExtractionPipeline,
+    "question-answering": QuestionAnsweringPipeline,
 }
 
 
@@ -30,8 +32,8 @@ def pipeline(task: str, model: str | os.PathLike | BertPreTrainedModel | OnnxMod
              dtype: torch.dtype | str = torch.float32, batch_size: int = 32, backend: str = "torch",
              **load_kwargs: Any) -> Pipeline:
     """Build a pipeline: ``pipeline("fill-mask", model="bert-base-uncased")`` (also "next-sentence",
-    "feature-extraction"). ``model`` is a checkpoint (directory or hub id) or a loaded bertfast model;
-    ``tokenizer`` defaults to the checkpoint's.
+    "feature-extraction", "question-answering"). ``model`` is a checkpoint (directory or hub id) or a loaded
+    bertfast model; ``tokenizer`` defaults to the checkpoint's.
 
     ``backend="onnxruntime"`` runs an export of the same task instead (``bertfast export-onnx``): ``model`` is
     its directory, its .onnx file or an ``OnnxModel``; ``device`` "cuda" picks the CUDA execution provider;
