@@ -62,6 +62,16 @@ def cmd_embed(args: argparse.Namespace) -> None:
             print(f"  {text[:30]:<30} " + " ".join(f"{x:6.3f}" for x in row))
 
 
+def cmd_qa(args: argparse.Namespace) -> None:
+    qa = pipeline("question-answering", model=args.model, device=args.device, dtype=args.dtype,
+                  allow_missing_weights=args.allow_missing_weights)
+    result = qa(args.question, args.context, top_k=args.top_k, max_answer_len=args.max_answer_len,
+                doc_stride=args.doc_stride, handle_impossible_answer=args.handle_impossible_answer)
+    answers = [result] if isinstance(result, dict) else result
+    _emit(args, result, lambda _: [f"{a['score']:.4f}  [{a['start']}:{a['end']}]  {a['answer'] or '(no answer)'}"
+                                   for a in answers] or ["(no answer: the context has no tokens)"])
+
+
 def cmd_info(args: argparse.Namespace) -> None:
     try:
         config = BertConfig.from_json_file(resolve_file(args.model, "config.json", local_files_only=args.offline))
@@ -163,6 +173,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-normalize", action="store_true")
     _model_options(p)
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("qa", help="extractive question answering: the span of CONTEXT that answers QUESTION")
+    p.add_argument("question")
+    p.add_argument("context", help="the text to find the answer in (longer ones are read in overlapping windows)")
+    p.add_argument("--top-k", type=int, default=1, help="answers to print, best first (default: %(default)s)")
+    p.add_argument("--max-answer-len", type=int, default=15, help="most tokens in an answer (default: %(default)s)")
+    p.add_argument("--doc-stride", type=int, help="context tokens consecutive windows share (default: min(window "
+                                                   "// 2, 128))")
+    p.add_argument("--handle-impossible-answer", action="store_true",
+                   help="let 'no answer' (an empty answer at 0:0) compete with the spans")
+    p.add_argument("--allow-missing-weights", action="store_true",
+                   help="initialise a missing qa_outputs head randomly (answers are then meaningless)")
+    _model_options(p)
+    p.set_defaults(func=cmd_qa)
 
     p = sub.add_parser("info", help="config and parameter counts of a checkpoint or preset")
     p.add_argument("model", nargs="?", default=DEFAULT_MODEL)
