@@ -22,7 +22,8 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from tests.helpers import REPO_ROOT, TINY, hf_pretraining_model, hf_task_model  # noqa: E402  (imports kernels: after the line above)
+# (tests.helpers imports kernels: after the line above)
+from tests.helpers import REPO_ROOT, TINY, hf_pretraining_model, hf_task_model  # noqa: E402
 
 
 # atol of the error-ratio check, per dtype: the slack for errors far below one output ulp

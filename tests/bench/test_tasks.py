@@ -50,7 +50,8 @@ def test_inputs_and_selected_outputs():
     start, end = torch.randn(BATCH, SEQ), torch.randn(BATCH, SEQ)
     output = bertfast.outputs.QuestionAnsweringModelOutput(start_logits=start, end_logits=end)
     stacked = bench_task("question-answering").select(output)
-    assert stacked.shape == (BATCH, SEQ, 2) and torch.equal(stacked[..., 0], start) and torch.equal(stacked[..., 1], end)
+    assert stacked.shape == (BATCH, SEQ, 2)
+    assert torch.equal(stacked[..., 0], start) and torch.equal(stacked[..., 1], end)
 
 
 @pytest.mark.parametrize("name", HEAD_TASKS)
