@@ -36,10 +36,10 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
-def _pipeline(task: str, args: argparse.Namespace) -> Pipeline:
-    """The ``task`` pipeline for the options of ``_model_options``."""
+def _pipeline(task: str, args: argparse.Namespace, **load_kwargs: Any) -> Pipeline:
+    """The ``task`` pipeline for the options of ``_model_options`` (``load_kwargs`` go to from_pretrained)."""
     return pipeline(task, model=args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-                    max_length=args.max_length, adapter=args.adapter)
+                    max_length=args.max_length, adapter=args.adapter, **load_kwargs)
 
 
 def _emit(args: argparse.Namespace, result: Any, lines: Callable[[Any], list[str]]) -> None:
@@ -70,6 +70,15 @@ def cmd_embed(args: argparse.Namespace) -> None:
         print("cosine similarity:")
         for text, row in zip(args.texts, similarity.tolist()):
             print(f"  {text[:30]:<30} " + " ".join(f"{x:6.3f}" for x in row))
+
+
+def cmd_qa(args: argparse.Namespace) -> None:
+    qa = _pipeline("question-answering", args, allow_missing_weights=args.allow_missing_weights)
+    result = qa(args.question, args.context, top_k=args.top_k, max_answer_len=args.max_answer_len,
+                doc_stride=args.doc_stride, handle_impossible_answer=args.handle_impossible_answer)
+    answers = [result] if isinstance(result, dict) else result
+    _emit(args, result, lambda _: [f"{a['score']:.4f}  [{a['start']}:{a['end']}]  {a['answer'] or '(no answer)'}"
+                                   for a in answers] or ["(no answer: the context has no tokens)"])
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -175,6 +184,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="L2-normalise (default: as the folder's Normalize module says, else not)")
     _model_options(p)
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("qa", help="extractive question answering: the span of CONTEXT that answers QUESTION")
+    p.add_argument("question")
+    p.add_argument("context", help="the text to find the answer in (longer ones are read in overlapping windows)")
+    p.add_argument("--top-k", type=int, default=1, help="answers to print, best first (default: %(default)s)")
+    p.add_argument("--max-answer-len", type=int, default=15, help="most tokens in an answer (default: %(default)s)")
+    p.add_argument("--doc-stride", type=int, help="context tokens consecutive windows share (default: min(window "
+                                                   "// 2, 128))")
+    p.add_argument("--handle-impossible-answer", action="store_true",
+                   help="let 'no answer' (an empty answer at 0:0) compete with the spans")
+    p.add_argument("--allow-missing-weights", action="store_true",
+                   help="initialise a missing qa_outputs head randomly (answers are then meaningless)")
+    _model_options(p)
+    p.set_defaults(func=cmd_qa)
 
     p = sub.add_parser("info", help="config and parameter counts of a checkpoint or preset")
     p.add_argument("model", nargs="?", default=DEFAULT_MODEL)

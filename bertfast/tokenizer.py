@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers import AddedToken, Encoding, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
 
 from bertfast.hub import resolve_file
@@ -44,7 +44,18 @@ TokenIds = int | Sequence[int] | torch.Tensor
 
 
 class BatchEncoding(dict):
-    """The output of ``BertTokenizer.__call__``: a dict (so ``model(**enc)`` works) with attribute access."""
+    """The output of ``BertTokenizer.__call__``: a dict (so ``model(**enc)`` works) with attribute access, and the
+    ``tokenizers.Encoding`` of each row in ``encodings`` (None for one built by hand), as transformers keeps them."""
+
+    def __init__(self, data: Mapping[str, Any] | None = None, encodings: list[Encoding] | None = None) -> None:
+        super().__init__(data or {})
+        self.encodings = encodings
+
+    def sequence_ids(self, batch_index: int = 0) -> list[int | None]:
+        """Which text each token of row ``batch_index`` comes from: 0 (text), 1 (text_pair), None (special token)."""
+        if self.encodings is None:
+            raise ValueError("this BatchEncoding has no encodings: sequence_ids needs the output of a tokenizer call")
+        return self.encodings[batch_index].sequence_ids
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -260,6 +271,9 @@ class BertTokenizer:
         return_attention_mask: bool | None = True,
         return_token_type_ids: bool | None = True,
         pad_to_multiple_of: int | None = None,
+        stride: int = 0,
+        return_overflowing_tokens: bool = False,
+        return_offsets_mapping: bool = False,
     ) -> BatchEncoding:
         """Encode a string, a pair, or a batch of strings / pairs, with transformers' semantics.
 
@@ -269,24 +283,47 @@ class BertTokenizer:
         Returns ``input_ids``, ``token_type_ids`` and ``attention_mask`` (the last two unless switched off;
         None counts as on): lists of ints for a single example, lists of lists for a batch, or int64 tensors
         shaped (1, S) / (B, S) with ``return_tensors="pt"``.
+
+        ``return_overflowing_tokens``: what truncation cuts off becomes more rows (windows that overlap by
+        ``stride`` tokens), after the row they continue, with ``overflow_to_sample_mapping`` (the input each row
+        comes from); the output keeps its batch axis even for a single input, as transformers does.
+        ``return_offsets_mapping``: ``offset_mapping``, each token's (start, end) characters in its text ((0, 0)
+        for special tokens), (B, S, 2) as a tensor.
         """
         batch, is_batch = _as_batch(text, text_pair)
         if return_tensors not in (None, "pt"):
             raise ValueError(f"return_tensors={return_tensors!r} is not supported: use 'pt' or None")
+        if not isinstance(stride, int) or isinstance(stride, bool) or stride < 0:
+            raise ValueError(f"stride must be a non-negative int, got {stride!r}")
         padding, truncation, max_length = self._strategies(padding, truncation, max_length, pad_to_multiple_of)
         try:
             encodings = self._encode_batch(batch, add_special_tokens, padding, truncation, max_length,
-                                           pad_to_multiple_of)
-        except Exception as err:  # the Rust side raises a bare Exception, e.g. for impossible truncations
-            raise ValueError(f"cannot encode with truncation={truncation!r}, max_length={max_length}: {err}") from err
+                                           pad_to_multiple_of, stride)
+        except BaseException as err:  # the Rust side raises a bare Exception (e.g. impossible truncations) or
+            # panics (a stride as long as what truncation keeps), and its PanicException is a BaseException
+            if not isinstance(err, Exception) and type(err).__name__ != "PanicException":
+                raise
+            raise ValueError(f"cannot encode with truncation={truncation!r}, max_length={max_length}, "
+                             f"stride={stride}: {err}") from err
+        sample = list(range(len(encodings)))  # (rows,) the input each row comes from
+        if return_overflowing_tokens:
+            sample = [i for i, e in enumerate(encodings) for _ in range(1 + len(e.overflowing))]
+            encodings = [row for e in encodings for row in (e, *e.overflowing)]
         fields = {"input_ids": [e.ids for e in encodings]}
         if return_token_type_ids is not False:
             fields["token_type_ids"] = [e.type_ids for e in encodings]
         if return_attention_mask is not False:
             fields["attention_mask"] = [e.attention_mask for e in encodings]
+        if return_offsets_mapping:
+            fields["offset_mapping"] = [e.offsets for e in encodings]
         if return_tensors == "pt":
-            return BatchEncoding({key: _to_tensor(rows) for key, rows in fields.items()})
-        return BatchEncoding({key: rows if is_batch else rows[0] for key, rows in fields.items()})
+            tensors = {key: _to_tensor(rows) for key, rows in fields.items()}
+            if return_overflowing_tokens:
+                tensors["overflow_to_sample_mapping"] = torch.tensor(sample, dtype=torch.int64)
+            return BatchEncoding(tensors, encodings)
+        if return_overflowing_tokens:
+            return BatchEncoding({**fields, "overflow_to_sample_mapping": sample}, encodings)
+        return BatchEncoding({key: rows if is_batch else rows[0] for key, rows in fields.items()}, encodings)
 
     def _strategies(self, padding: bool | str, truncation: bool | str | None, max_length: int | None,
                     pad_to_multiple_of: int | None) -> tuple[str, str, int | None]:
@@ -321,7 +358,8 @@ class BertTokenizer:
         return padding, truncation, max_length
 
     def _encode_batch(self, batch: list[str | tuple[str, str]], add_special_tokens: bool, padding: str,
-                      truncation: str, max_length: int | None, pad_to_multiple_of: int | None) -> list:
+                      truncation: str, max_length: int | None, pad_to_multiple_of: int | None,
+                      stride: int = 0) -> list[Encoding]:
         """``encode_batch`` with resolved strategies; only the lock holder configures the second backend."""
         if padding == "do_not_pad" and truncation == "do_not_truncate":
             return self._tokenizer.encode_batch(batch, add_special_tokens=add_special_tokens)
@@ -332,7 +370,7 @@ class BertTokenizer:
             if truncation == "do_not_truncate":
                 backend.no_truncation()
             else:
-                backend.enable_truncation(max_length, stride=0, strategy=truncation, direction="right")
+                backend.enable_truncation(max_length, stride=stride, strategy=truncation, direction="right")
             if padding == "do_not_pad":
                 backend.no_padding()
             else:

@@ -22,8 +22,8 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from tests.helpers import (REPO_ROOT, TINY, hf_pretraining_model,  # noqa: E402  (imports kernels: after the line above)
-                           hf_task_model)
+# (tests.helpers imports kernels: after the line above)
+from tests.helpers import REPO_ROOT, TINY, hf_pretraining_model, hf_task_model  # noqa: E402
 
 
 # atol of the error-ratio check, per dtype: the slack for errors far below one output ulp
@@ -204,10 +204,27 @@ def demo_documents(tokenizer):
 def tiny_vocab_checkpoint(tmp_path_factory, minilm_dir) -> str:
     """A small random BertForPreTraining over the real bert-base-uncased vocabulary, with its tokenizer files,
     so pipelines and the CLI run end to end on it."""
-    import shutil
-
     path = tmp_path_factory.mktemp("tiny_vocab")
     hf_pretraining_model(**{**TINY, "vocab_size": 30522}).save_pretrained(path)
+    return _with_tokenizer(path, minilm_dir)
+
+
+@pytest.fixture(scope="session")
+def qa_checkpoint(tmp_path_factory, minilm_dir) -> str:
+    """A small random transformers BertForQuestionAnswering (64 positions) over the bert-base-uncased vocabulary,
+    with its tokenizer files; qa_outputs scaled up x50 so that the best answers are decisive, not near-ties."""
+    path = tmp_path_factory.mktemp("qa")
+    model = hf_task_model("BertForQuestionAnswering", **{**TINY, "vocab_size": 30522})
+    with torch.no_grad():
+        model.qa_outputs.weight.mul_(50.0)
+    model.save_pretrained(path)
+    return _with_tokenizer(path, minilm_dir)
+
+
+def _with_tokenizer(path: os.PathLike, minilm_dir: str) -> str:
+    """Copy the bert-base-uncased tokenizer files of all-MiniLM-L6-v2 into checkpoint ``path``; return the path."""
+    import shutil
+
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(os.path.join(minilm_dir, name), path)
     return str(path)

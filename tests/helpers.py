@@ -37,12 +37,17 @@ TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_he
 
 def hf_pretraining_model(**config_kwargs: Any):
     """A random-init transformers BertForPreTraining with eager attention (so it can return attentions)."""
+    return hf_task_model("BertForPreTraining", **config_kwargs)
+
+
+def hf_task_model(architecture: str, **config_kwargs: Any):
+    """A random-init transformers model of ``architecture`` (e.g. "BertForQuestionAnswering"), eager attention."""
     import transformers
 
     config = transformers.BertConfig(**config_kwargs)
     config._attn_implementation = "eager"
     torch.manual_seed(1234)
-    return transformers.BertForPreTraining(config).eval()
+    return getattr(transformers, architecture)(config).eval()
 
 
 # The task model classes, by transformers' (and bertfast's) name.

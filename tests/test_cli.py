@@ -37,6 +37,34 @@ def test_nsp_and_embed_commands(capsys, tiny_vocab_checkpoint, minilm_dir):
     assert "dim=384" in out and "cosine similarity:" in out
 
 
+def test_qa_command_matches_the_pipeline(capsys, qa_checkpoint):
+    question, context = "Where is the cat?", "The cat sat on the mat in the kitchen."
+    options = {"top_k": 2, "max_answer_len": 4, "doc_stride": 8}
+    result = run_json(capsys, "qa", question, context, "--model", qa_checkpoint, "--top-k", "2", "--max-answer-len",
+                      "4", "--doc-stride", "8")
+    expected = bertfast.pipeline("question-answering", model=qa_checkpoint)(question, context, **options)
+    assert result == expected and len(result) == 2
+    assert main(["qa", question, context, "--model", qa_checkpoint, "--top-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].endswith(f"[{expected[0]['start']}:{expected[0]['end']}]  "
+                                                 f"{expected[0]['answer']}")
+    null = run_json(capsys, "qa", "How many moons does Mars have?", "Café", "--model", qa_checkpoint,
+                    "--handle-impossible-answer")
+    assert (null["answer"], null["start"], null["end"]) == ("", 0, 0)
+    assert main(["qa", "What is it?", " ", "--model", qa_checkpoint]) == 0
+    assert "no answer" in capsys.readouterr().out
+
+
+def test_qa_command_needs_a_qa_head_unless_told_otherwise(capsys, tiny_vocab_checkpoint, qa_checkpoint):
+    assert main(["qa", "Where?", "Here.", "--model", tiny_vocab_checkpoint]) == 1
+    assert "has no task head" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="qa_outputs"):
+        assert main(["qa", "Where?", "Here", "--model", tiny_vocab_checkpoint, "--allow-missing-weights"]) == 0
+    assert "[0:4]  Here" in capsys.readouterr().out  # one context token: the only span
+    assert main(["qa", "Where?", "", "--model", qa_checkpoint]) == 1
+    assert "context 0 is empty" in capsys.readouterr().err
+
+
 def test_info_reads_a_checkpoint_and_falls_back_to_presets(capsys, minilm_dir, monkeypatch):
     info = run_json(capsys, "info", minilm_dir)
     assert info["config"]["hidden_size"] == 384 and info["config_source"] == "checkpoint"

@@ -233,6 +233,43 @@ def test_pad_to_multiple_of_and_optional_outputs_match_transformers(main, inputs
         check_call(ours, hf, *OPTION_INPUTS[inputs], padding=True, **flags)
 
 
+# Windows over long inputs (question answering, long-text tagging): a question with a long context, a batch
+# whose contexts need several windows, one or none, and a single long text.
+WINDOW_INPUTS = {
+    "pair": ("What is the capital of France?", " ".join([TEXTS["long"][:300], TEXTS["accents"], TEXTS["cjk"]])),
+    "pair_batch": (["Where?", "Who is it?", "x"], [TEXTS["punctuation"] * 3, TEXTS["cjk"], TEXTS["empty"]]),
+    "single": (TEXTS["punctuation"] * 3,),
+}
+
+
+@pytest.mark.parametrize("inputs", WINDOW_INPUTS)
+def test_overflowing_windows_and_offsets_match_transformers(main, inputs):
+    ours, hf = main
+    args = WINDOW_INPUTS[inputs]
+    truncation = "only_second" if len(args) == 2 else True
+    for max_length, stride in ((16, 0), (16, 5), (24, 8), (512, 128)):
+        for padding, return_tensors in ((False, None), (True, None), (True, "pt")):
+            kwargs = dict(truncation=truncation, max_length=max_length, stride=stride, padding=padding,
+                          return_tensors=return_tensors, return_offsets_mapping=True)
+            check_call(ours, hf, *args, return_overflowing_tokens=True, **kwargs)
+            check_call(ours, hf, *args, **kwargs)  # no windows: only the first
+    expected = hf(*args, truncation=truncation, max_length=16, stride=5, return_overflowing_tokens=True)
+    got = ours(*args, truncation=truncation, max_length=16, stride=5, return_overflowing_tokens=True)
+    rows = len(expected["input_ids"])
+    assert rows > len(set(expected["overflow_to_sample_mapping"]))  # some input did need several windows
+    assert [got.sequence_ids(i) for i in range(rows)] == [expected.sequence_ids(i) for i in range(rows)]
+    assert [e.offsets for e in got.encodings] == [e.offsets for e in expected.encodings]
+
+
+def test_a_stride_longer_than_a_window_is_a_value_error(main):
+    ours, hf = main
+    question, context = WINDOW_INPUTS["pair"]
+    kwargs = dict(truncation="only_second", max_length=16, stride=6, return_overflowing_tokens=True)
+    with pytest.raises(BaseException, match="stride"):  # the Rust side panics: a BaseException
+        hf(question, context, **kwargs)
+    with pytest.raises(ValueError, match="stride=6: `stride` must be strictly less than `max_len=6`"):
+        ours(question, context, **kwargs)
+
 IMPOSSIBLE = {
     "only_second_without_pair": ((TEXTS["plain"],), {"truncation": "only_second", "max_length": 5},
                                  "Second sequence not provided"),
@@ -360,6 +397,9 @@ def test_batch_encoding_behaves_like_a_dict_and_moves_tensors(main):
     assert ours(["a"]).to("cpu")["input_ids"] == [[101, 1037, 102]]  # lists stay lists
     with pytest.raises(AttributeError, match="no field 'labels'"):
         enc.labels
+    assert enc.sequence_ids(1) == [None, 0, None, None] and len(enc.encodings) == 2
+    with pytest.raises(ValueError, match="has no encodings"):
+        BatchEncoding({"input_ids": [[101]]}).sequence_ids(0)
 
 
 def write(path: Any, content: bytes) -> str:
@@ -407,6 +447,8 @@ BAD_CALLS = {
     "negative_max_length": (("a",), {"max_length": -1}, ValueError, "max_length must be None or a non-negative int"),
     "float_max_length": (("a",), {"max_length": 2.5}, ValueError, "max_length must be None or a non-negative int"),
     "zero_multiple": (("a",), {"padding": True, "pad_to_multiple_of": 0}, ValueError, "must be positive"),
+    "negative_stride": (("a",), {"stride": -1}, ValueError, "stride must be a non-negative int, got -1"),
+    "float_stride": (("a",), {"stride": 1.5}, ValueError, "stride must be a non-negative int, got 1.5"),
 }
 
 

@@ -31,6 +31,10 @@ FULL = Defaults(batches=(1, 8, 32), seqs=(32, 128, 512), warmup=3, repeats=30, m
 QUICK = Defaults(batches=(1, 8), seqs=(128,), warmup=0, repeats=5, max_time_s=2.0, interleave=True,
                  slow_providers=False)
 DTYPES = {"cpu": ("float32",), "cuda": ("float16", "bfloat16")}  # --dtype, by device
+# --task: the encoder alone, or a task model and its head (bertfast.bench.tasks says what each measures)
+TASKS = ("feature-extraction", "text-classification", "token-classification", "question-answering",
+         "multiple-choice")
+DEFAULT_TASK = "feature-extraction"
 
 
 def _on(flag: bool) -> str:
@@ -61,6 +65,7 @@ minutes); explicit options still win.
 examples:
   bertfast bench --quick
   bertfast bench --batch 8 --seq 128 --providers bertfast-torch,transformers-eager
+  bertfast bench --quick --task question-answering
   bertfast bench --model /path/to/bert-base-uncased --device cuda --dtype float16"""
 
 
@@ -105,6 +110,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="bert-base-uncased",
                         help="checkpoint directory, hub id found in the HF cache, or preset name; without local "
                              "weights a preset's config gets random weights (default: %(default)s)")
+    parser.add_argument("--task", choices=TASKS, default=DEFAULT_TASK,
+                        help="what is measured: the encoder (BertModel's last_hidden_state) or a task model's head "
+                             "outputs; a checkpoint without that head gets a random one (default: %(default)s)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
     parser.add_argument("--dtype", nargs="+", metavar="DTYPE",
                         help="float32 / float16 / bfloat16 (or fp32, fp16, bf16); several allowed")

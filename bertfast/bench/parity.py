@@ -1,7 +1,8 @@
 """The parity check run before any provider is timed: its output against transformers fp32.
 
 Compared: ``last_hidden_state`` at real-token positions only (bertfast's padding-free path leaves zeros
-at padding positions by design; padded providers leave unused values there). A provider passes when:
+at padding positions by design; padded providers leave unused values there); with ``--task``, the head's output
+(bertfast.bench.tasks), at real positions when it has a sequence axis, whole otherwise. A provider passes when:
 - float32: max |out - ref| <= 1e-4 * max(1, max |ref|);
 - float16 / bfloat16: max |out - ref| <= 2 x (transformers' own error in that dtype vs its fp32) + atol.
 """
@@ -11,6 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
+from bertfast.bench.tasks import BenchTask, bench_task
+
+FEATURE_EXTRACTION = bench_task()  # the default: BertModel's last_hidden_state
 FP32_RTOL = 1e-4
 HALF_ATOL = {torch.float16: 1e-3, torch.bfloat16: 1e-2}
 
@@ -21,6 +25,7 @@ class Reference:
 
     real: torch.Tensor  # (T, H) float32 on CPU: last_hidden_state[attention_mask == 1]
     half_error: float | None  # max |transformers in dtype - transformers fp32| at real positions; None for fp32
+    per_token: bool = True  # False: an output without a sequence axis (a --task head's), compared whole
 
 
 @dataclass
@@ -42,6 +47,11 @@ def real_positions(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor
     return hidden[attention_mask.to(hidden.device) == 1].float().cpu()
 
 
+def compared(output: torch.Tensor, attention_mask: torch.Tensor, per_token: bool = True) -> torch.Tensor:
+    """What is compared of an output, float32 on CPU: its real-token rows, or all of it without a sequence axis."""
+    return real_positions(output, attention_mask) if per_token else torch.as_tensor(output).float().cpu()
+
+
 def max_abs_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     """Max |out - ref|; NaN or inf anywhere gives inf, which no tolerance admits."""
     if out.shape != ref.shape:
@@ -60,36 +70,42 @@ def allowed_error(reference: Reference, dtype: torch.dtype) -> float:
 
 def check(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor, reference: Reference,
           dtype: torch.dtype) -> Verdict:
-    """Is a provider's (B, S, H) output within tolerance of the reference at real positions?"""
-    error = max_abs_error(real_positions(last_hidden_state, attention_mask), reference.real)
+    """Is a provider's (B, S, H) output within tolerance of the reference at real positions (or whole, for an
+    output without a sequence axis)?"""
+    error = max_abs_error(compared(last_hidden_state, attention_mask, reference.per_token), reference.real)
     allowed = allowed_error(reference, dtype)
     return Verdict(error <= allowed, error, allowed)
 
 
-def load_transformers(model_dir: str, dtype: torch.dtype, device: torch.device, attention: str = "eager"):
-    """transformers.BertModel from a local checkpoint directory, quietly (no progress bar, no warnings about
-    the checkpoint's head weights, which BertModel does not use)."""
+def load_transformers(model_dir: str, dtype: torch.dtype, device: torch.device, attention: str = "eager",
+                      task: BenchTask = FEATURE_EXTRACTION):
+    """transformers' model of ``task`` (BertModel by default) from a local checkpoint directory, quietly (no
+    progress bar, no warnings about the checkpoint's head weights, which BertModel does not use)."""
     import transformers
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    model = transformers.BertModel.from_pretrained(model_dir, attn_implementation=attention, local_files_only=True)
+    model_class = getattr(transformers, task.model_class.__name__)
+    model = model_class.from_pretrained(model_dir, attn_implementation=attention, local_files_only=True)
     return model.to(device=device, dtype=dtype).eval()  # (the dtype argument of from_pretrained varies by version)
 
 
 @torch.inference_mode()
-def fp32_outputs(model_dir: str, batches: list[dict[str, torch.Tensor]], device: torch.device) -> list[torch.Tensor]:
-    """transformers eager fp32 on ``device``, one (T, H) real-position output per batch: every dtype's reference."""
-    fp32 = load_transformers(model_dir, torch.float32, device)
-    return [real_positions(fp32(**b).last_hidden_state, b["attention_mask"]) for b in batches]
+def fp32_outputs(model_dir: str, batches: list[dict[str, torch.Tensor]], device: torch.device,
+                 task: BenchTask = FEATURE_EXTRACTION) -> list[torch.Tensor]:
+    """transformers eager fp32 on ``device``, one (T, H) real-position output per batch (the task's compared
+    output): every dtype's reference."""
+    fp32 = load_transformers(model_dir, torch.float32, device, task=task)
+    return [compared(task.select(fp32(**b)), b["attention_mask"], task.per_token) for b in batches]
 
 
 @torch.inference_mode()
 def references(model_dir: str, batches: list[dict[str, torch.Tensor]], fp32: list[torch.Tensor], dtype: torch.dtype,
-               device: torch.device) -> list[Reference]:
+               device: torch.device, task: BenchTask = FEATURE_EXTRACTION) -> list[Reference]:
     """One Reference per batch from its ``fp32_outputs``; for half dtypes, transformers is run in ``dtype`` too."""
     if dtype == torch.float32:
-        return [Reference(real, None) for real in fp32]
-    half = load_transformers(model_dir, dtype, device)
-    return [Reference(real, max_abs_error(real_positions(half(**b).last_hidden_state, b["attention_mask"]), real))
+        return [Reference(real, None, task.per_token) for real in fp32]
+    half = load_transformers(model_dir, dtype, device, task=task)
+    return [Reference(real, max_abs_error(compared(task.select(half(**b)), b["attention_mask"], task.per_token),
+                                          real), task.per_token)
             for real, b in zip(fp32, batches)]

@@ -3,6 +3,8 @@
 A provider says whether it can run here (``available`` -> None, or the reason it is skipped), loads a
 checkpoint directory (``prepare``), and maps a padded batch to ``last_hidden_state`` (``run``, the timed
 call). Adding one: subclass ``Provider``, set ``name`` and ``description``, decorate with ``@register``.
+With ``--task`` the runner sets ``task`` (bertfast.bench.tasks): ``prepare`` loads that task's model and ``run``
+returns its output; a provider lists the tasks it measures in ``tasks``.
 """
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ from typing import Any, Callable, ClassVar
 import torch
 
 import bertfast
-from bertfast.bench.parity import load_transformers
+from bertfast.bench.options import DEFAULT_TASK, TASKS
+from bertfast.bench.parity import FEATURE_EXTRACTION, load_transformers
+from bertfast.bench.tasks import BenchTask
 from bertfast.ops import force_backend
 from kernels.launch import triton_installed
 
@@ -28,6 +32,8 @@ class Provider:
     description: ClassVar[str]
     slow_to_prepare: ClassVar[bool] = False  # compiles for minutes: left out of --quick unless asked for
     torch_memory: ClassVar[bool] = True  # its GPU memory goes through torch's allocator (measurable)
+    tasks: ClassVar[tuple[str, ...]] = (DEFAULT_TASK,)  # the --task values it measures
+    task: BenchTask = FEATURE_EXTRACTION  # what prepare loads and run returns; set by the runner for --task
 
     def available(self, device: torch.device, dtype: torch.dtype) -> str | None:
         """None when this provider can run with ``dtype`` on ``device`` here, else the reason it cannot."""
@@ -37,12 +43,15 @@ class Provider:
         raise NotImplementedError
 
     def run(self, batch: Batch) -> torch.Tensor:
-        """(B, S) input_ids / attention_mask / token_type_ids on the device -> last_hidden_state (B, S, H)."""
+        """(B, S) input_ids / attention_mask / token_type_ids on the device -> last_hidden_state (B, S, H), or the
+        task's output (``task.select``)."""
         raise NotImplementedError
 
     def close(self) -> None:
-        """Drop the model so its memory can be reused by the next provider."""
+        """Drop the model so its memory can be reused by the next provider (the task stays)."""
+        task = self.task
         self.__dict__.clear()
+        self.task = task
 
 
 def register(cls: type[Provider]) -> type[Provider]:
@@ -58,13 +67,15 @@ def _missing(module: str, install: str) -> str | None:
 
 class _Bertfast(Provider):
     backend: ClassVar[str]  # forced for each call with bertfast.ops.force_backend (this thread only)
+    tasks = TASKS
 
     def prepare(self, model_dir: str, dtype: torch.dtype, device: torch.device) -> None:
-        self.model = bertfast.BertModel.from_pretrained(model_dir, dtype=dtype, device=device, local_files_only=True)
+        self.model = self.task.model_class.from_pretrained(model_dir, dtype=dtype, device=device,
+                                                           local_files_only=True)
 
     def run(self, batch: Batch) -> torch.Tensor:
         with force_backend(self.backend):
-            return self.model(**batch).last_hidden_state
+            return self.task.select(self.model(**batch))
 
 
 @register
@@ -90,29 +101,31 @@ class BertfastTriton(_Bertfast):
 class BertfastCudaGraphs(Provider):
     name = "bertfast-cudagraphs"
     description = "bertfast.optimize(model, cuda_graphs=True): Triton kernels replayed from CUDA graphs"
+    tasks = TASKS
 
     def available(self, device: torch.device, dtype: torch.dtype) -> str | None:
         return None if device.type == "cuda" else "CUDA graphs need a GPU"
 
     def prepare(self, model_dir: str, dtype: torch.dtype, device: torch.device) -> None:
-        model = bertfast.BertModel.from_pretrained(model_dir, dtype=dtype, device=device, local_files_only=True)
+        model = self.task.model_class.from_pretrained(model_dir, dtype=dtype, device=device, local_files_only=True)
         self.forward: Callable[..., Any] = bertfast.optimize(model, cuda_graphs=True)
 
     def run(self, batch: Batch) -> torch.Tensor:
-        return self.forward(**batch).last_hidden_state
+        return self.task.select(self.forward(**batch))
 
 
 class _Transformers(Provider):
     attention: ClassVar[str]
+    tasks = TASKS
 
     def available(self, device: torch.device, dtype: torch.dtype) -> str | None:
         return _missing("transformers", "transformers")
 
     def prepare(self, model_dir: str, dtype: torch.dtype, device: torch.device) -> None:
-        self.model = load_transformers(model_dir, dtype, device, self.attention)
+        self.model = load_transformers(model_dir, dtype, device, self.attention, self.task)
 
     def run(self, batch: Batch) -> torch.Tensor:
-        return self.model(**batch).last_hidden_state
+        return self.task.select(self.model(**batch))
 
 
 @register
@@ -158,6 +171,7 @@ class _OnnxRuntime(Provider):
 
     optimize: ClassVar[bool]
     torch_memory = False  # onnxruntime allocates from its own arena
+    tasks = TASKS
 
     def available(self, device: torch.device, dtype: torch.dtype) -> str | None:
         missing = _missing("onnxruntime", "onnxruntime-gpu" if device.type == "cuda" else "onnxruntime")
@@ -174,13 +188,13 @@ class _OnnxRuntime(Provider):
     def prepare(self, model_dir: str, dtype: torch.dtype, device: torch.device) -> None:
         self.workdir = tempfile.TemporaryDirectory(prefix="bertfast-bench-onnx-")
         export_dir = os.path.join(self.workdir.name, "export")
-        bertfast.export_onnx(model_dir, export_dir, task="feature-extraction", optimize=self.optimize,
+        bertfast.export_onnx(model_dir, export_dir, task=self.task.name, optimize=self.optimize,
                              fp16=dtype == torch.float16)
         self.session = bertfast.OnnxModel(export_dir, provider=device.type, device_id=device.index or 0,
                                           session_options=_session_options(device))
 
     def run(self, batch: Batch) -> torch.Tensor:
-        return torch.as_tensor(self.session(**batch).last_hidden_state)
+        return self.task.select(self.session(**batch))
 
     def close(self) -> None:
         workdir = self.__dict__.get("workdir")

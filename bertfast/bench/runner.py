@@ -22,6 +22,7 @@ from bertfast.bench import options, parity, report
 from bertfast.bench.cases import (Case, CaseResult, Timing, add_speedups, describe, dtype_name, measure,
                               measure_interleaved)
 from bertfast.bench.providers import REGISTRY, Provider
+from bertfast.bench.tasks import bench_task, task_checkpoint
 from bertfast.bench.timing import PeakMemory, matmul_peak_tflops, release_memory
 from bertfast.bench.workloads import FLOPS_FORMULA, build_workloads, model_flops
 from bertfast.checkpoint import WEIGHT_FILES
@@ -48,6 +49,7 @@ class Settings:
     out_dir: str
     quick: bool
     left_out: dict[str, str]  # provider -> why it was not selected
+    task: str = options.DEFAULT_TASK  # what is measured: the encoder, or a task model's head (bench.tasks)
 
     @property
     def device(self) -> torch.device:
@@ -75,7 +77,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                     seqs=list(args.seq or defaults.seqs), mixed=args.mixed, providers=names, timing=timing,
                     interleave=_given(args.interleave, defaults.interleave), seed=args.seed, out_dir=args.out,
                     quick=args.quick,
-                    left_out={n: QUICK_LEFT_OUT for n in REGISTRY if n not in names and not args.providers})
+                    left_out={n: QUICK_LEFT_OUT for n in REGISTRY if n not in names and not args.providers},
+                    task=args.task)
 
 
 def _given(value: Any, default: Any) -> Any:
@@ -124,7 +127,8 @@ def plan(providers: dict[str, Provider],
     skipped = [{"provider": name, "dtype": None, "reason": reason} for name, reason in settings.left_out.items()]
     for dtype in settings.dtypes:
         for name, provider in providers.items():
-            reason = provider.available(settings.device, dtype)
+            reason = (provider.available(settings.device, dtype) if settings.task in provider.tasks
+                      else f"measures {', '.join(provider.tasks)} only, not --task {settings.task}")
             if reason is None:
                 runs[dtype].append(provider)
             else:
@@ -135,25 +139,28 @@ def plan(providers: dict[str, Provider],
 def run(settings: Settings) -> dict[str, Any]:
     """Run every selected provider on every workload and dtype; return the report (the JSON's content)."""
     started, load_start = time.strftime("%Y-%m-%dT%H:%M:%S"), os.getloadavg()
+    task = bench_task(settings.task)
     providers = {name: REGISTRY[name]() for name in settings.providers}
+    for provider in providers.values():
+        provider.task = task
     runs, skipped = plan(providers, settings)
     source = resolve_model(settings.model)
     workloads = build_workloads(settings.batches, settings.seqs, settings.mixed,
                                 source.config.max_position_embeddings, settings.seed)
-    batches = [w.inputs(source.config, settings.device) for w in workloads]
+    batches = [task.inputs(w.inputs(source.config, settings.device)) for w in workloads]
     flops = [model_flops(source.config, w.lengths) for w in workloads]
     results: list[CaseResult] = []
     with tempfile.TemporaryDirectory(prefix="bertfast-bench-") as scratch:
-        model_dir = checkpoint_dir(source, scratch, settings.seed)
+        model_dir = task_checkpoint(checkpoint_dir(source, scratch, settings.seed), scratch, task)
         peaks = {dtype: matmul_peak_tflops(settings.device, dtype) for dtype in settings.dtypes}
         total = sum(map(len, runs.values())) * len(workloads)
         with tqdm(total=total, desc="bench", unit="case", file=sys.stderr, disable=None) as bar:
             bar.set_postfix_str("transformers reference outputs, float32")
-            fp32 = parity.fp32_outputs(model_dir, batches, settings.device)
+            fp32 = parity.fp32_outputs(model_dir, batches, settings.device, task)
             release_memory(settings.device)
             for dtype in settings.dtypes:
                 bar.set_postfix_str(f"transformers reference outputs, {dtype_name(dtype)}")
-                refs = parity.references(model_dir, batches, fp32, dtype, settings.device)
+                refs = parity.references(model_dir, batches, fp32, dtype, settings.device, task)
                 release_memory(settings.device)  # the reference models
                 cases = [Case(w, b, ref, dtype, f, peaks[dtype])
                          for w, b, ref, f in zip(workloads, batches, refs, flops)]
@@ -168,8 +175,10 @@ def run(settings: Settings) -> dict[str, Any]:
         "started": started,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "machine": report.machine_info(settings.device, load_start),
-        "model": {"name": settings.model, "weights": source.weights, "config": source.config.to_dict()},
-        "settings": {"device": str(settings.device), "dtypes": [dtype_name(d) for d in settings.dtypes],
+        "model": {"name": settings.model, "weights": f"{source.weights}; {task.describe()}",
+                  "config": source.config.to_dict()},
+        "settings": {"task": settings.task, "device": str(settings.device),
+                     "dtypes": [dtype_name(d) for d in settings.dtypes],
                      "batches": settings.batches, "seqs": settings.seqs, "mixed": settings.mixed,
                      "warmup": settings.timing.warmup, "repeats": settings.timing.repeats,
                      "max_time_s": settings.timing.max_time_s, "interleave": settings.interleave,

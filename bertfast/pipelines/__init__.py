@@ -13,6 +13,7 @@ from bertfast.pipelines.base import Pipeline
 from bertfast.pipelines.feature_extraction import FeatureExtractionPipeline
 from bertfast.pipelines.fill_mask import FillMaskPipeline
 from bertfast.pipelines.next_sentence import NextSentencePipeline
+from bertfast.pipelines.question_answering import QuestionAnsweringPipeline
 from bertfast.pipelines.sparse_embedding import SparseEmbeddingPipeline
 from bertfast.tokenizer import BertTokenizer
 
@@ -25,6 +26,7 @@ PIPELINES: dict[str, type[Pipeline]] = {
     "feature-extraction": FeatureExtractionPipeline,
     "sentence-embedding": FeatureExtractionPipeline,
     "sparse-embedding": SparseEmbeddingPipeline,
+    "question-answering": QuestionAnsweringPipeline,
 }
 # The export task (``export_onnx(task=...)``) whose graph a task runs with backend="onnxruntime", where it differs.
 ONNX_TASKS = {"sentence-embedding": "feature-extraction", "sparse-embedding": "fill-mask"}

@@ -22,6 +22,9 @@ def test_bench_help_and_bad_arguments(capsys):
     assert "is not a directory" in capsys.readouterr().err
     assert bertfast_main(["bench", "--dtype", "float64"]) == 1
     assert "unsupported dtype 'float64'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        bertfast_main(["bench", "--task", "fill-mask"])
+    assert exit_info.value.code == 2 and "--task: invalid choice: 'fill-mask'" in capsys.readouterr().err
 
 
 def test_help_quotes_the_defaults_settings_apply(capsys):
@@ -36,3 +39,5 @@ def test_help_quotes_the_defaults_settings_apply(capsys):
     assert "most timed calls per case (default 30; 5 with --quick)" in help_text
     assert "once 3 calls are timed (default 10; 2 with --quick)" in help_text
     assert "(default: on with --quick, off otherwise)" in help_text
+    assert "--task {feature-extraction,text-classification,token-classification,question-answering,multiple-choice}" \
+        in help_text and "(default: feature-extraction)" in help_text

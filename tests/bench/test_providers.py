@@ -10,6 +10,7 @@ import torch
 import bertfast
 from bertfast.bench.providers import (BertfastCudaGraphs, BertfastTorch, BertfastTriton, OnnxRuntimeOptimized,
                                       OnnxRuntimePlain)
+from bertfast.bench.tasks import bench_task
 from bertfast.bench.workloads import build_workloads
 from bertfast.ops import backend_for
 
@@ -66,6 +67,23 @@ def test_onnxruntime_provider_runs_the_export_without_spinning_threads(tiny_chec
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert options.intra_op_num_threads == torch.get_num_threads()
+
+
+def test_onnxruntime_provider_runs_a_task_export(qa_checkpoint):
+    """With --task the provider exports that task and returns its head's outputs, as bertfast's provider does."""
+    task = bench_task("question-answering")
+    batch = build_workloads([2], [5], mixed=True, max_len=64)[1].inputs(bertfast.BertConfig(vocab_size=30522))
+    providers = [OnnxRuntimePlain(), BertfastTorch()]
+    outputs = []
+    for provider in providers:
+        provider.task = task
+        provider.prepare(qa_checkpoint, torch.float32, CPU)
+        outputs.append(provider.run(batch))
+        provider.close()
+        assert provider.task is task  # close drops the model, not the task
+    real = batch["attention_mask"].bool()
+    assert outputs[0].shape == outputs[1].shape == (*real.shape, 2)
+    torch.testing.assert_close(outputs[0][real], outputs[1][real], atol=1e-5, rtol=0)
 
 
 def test_cudagraph_provider_calls_optimize(monkeypatch, tiny_checkpoint):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from bertfast.bench import options
-from bertfast.bench.providers import REGISTRY, BertfastTorch
+from bertfast.bench.providers import REGISTRY, BertfastTorch, Provider
 from bertfast.bench.runner import settings_from_args
 from bertfast.bench.workloads import model_flops
 from bertfast.cli import main as bertfast_main
@@ -121,6 +121,31 @@ def test_a_wrong_provider_is_reported_and_not_timed(tmp_path, tiny_checkpoint, m
     assert "explanation" not in out and "explanation" in by_provider(report, "broken")[0]["reason"]
 
 
+class EncoderOnly(BertfastTorch):
+    name = "encoder-only"
+    description = "a provider that measures the encoder only (the default tasks)"
+    tasks = Provider.tasks
+
+
+@pytest.mark.parametrize("task", [t for t in options.TASKS if t != options.DEFAULT_TASK])
+def test_bench_measures_each_task_head(tmp_path, tiny_checkpoint, monkeypatch, task):
+    """--task: a random head on the base checkpoint, each provider's head output checked against transformers'
+    (real tokens of per-token outputs, padding included in b2-mixed), a wrong one caught, one that measures the
+    encoder only skipped with its reason."""
+    monkeypatch.setitem(REGISTRY, "wrong", WrongProvider)
+    monkeypatch.setitem(REGISTRY, "encoder-only", EncoderOnly)
+    report = bench(tmp_path, tiny_checkpoint, "--task", task, "--providers",
+                   "bertfast-torch,transformers-eager,wrong,encoder-only")
+    assert report["settings"]["task"] == task and f"task {task}: " in report["model"]["weights"]
+    for r in by_provider(report, "bertfast-torch") + by_provider(report, "transformers-eager"):
+        assert r["status"] == "ok" and r["max_abs_error"] <= r["allowed_error"] and r["latency_ms"]["n"] == 3, r
+    assert len(by_provider(report, "bertfast-torch")) == 2  # b2-s8 and b2-mixed
+    assert all(r["status"] == "wrong" for r in by_provider(report, "wrong"))
+    assert {"provider": "encoder-only", "dtype": "float32",
+            "reason": f"measures feature-extraction only, not --task {task}"} in report["skipped"]
+    assert not by_provider(report, "encoder-only")
+
+
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     options.add_arguments(parser)
@@ -138,6 +163,8 @@ def test_quick_defaults_and_explicit_options():
     full = settings_from_args(parse("--device", "cpu"))
     assert (full.batches, full.seqs, full.providers, full.interleave) == ([1, 8, 32], [32, 128, 512], list(REGISTRY),
                                                                           False)
+    assert full.task == "feature-extraction"
+    assert settings_from_args(parse("--device", "cpu", "--task", "question-answering")).task == "question-answering"
     assert not settings_from_args(parse("--quick", "--no-interleave")).interleave
 
 
