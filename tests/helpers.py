@@ -40,33 +40,24 @@ def hf_pretraining_model(**config_kwargs: Any):
     return hf_task_model("BertForPreTraining", **config_kwargs)
 
 
-def hf_task_model(architecture: str, **config_kwargs: Any):
-    """A random-init transformers model of ``architecture`` (e.g. "BertForQuestionAnswering"), eager attention."""
-    import transformers
-
-    config = transformers.BertConfig(**config_kwargs)
-    config._attn_implementation = "eager"
-    torch.manual_seed(1234)
-    return getattr(transformers, architecture)(config).eval()
-
-
 # The task model classes, by transformers' (and bertfast's) name.
 TASK_CLASSES = ("BertForSequenceClassification", "BertForTokenClassification", "BertForQuestionAnswering",
                 "BertForMultipleChoice")
 
 
-def hf_task_model(class_name: str, num_labels: int = 3, **config_kwargs: Any):
-    """A random-init transformers task model (eager attention) with id2label naming ``num_labels`` labels
-    (question answering: always 2, its start and end)."""
+def hf_task_model(architecture: str, num_labels: int = 3, **config_kwargs: Any):
+    """A random-init transformers model of ``architecture`` (e.g. "BertForPreTraining"), eager attention; the task
+    classes get an id2label naming ``num_labels`` labels (question answering: always 2, its start and end)."""
     import transformers
 
-    count = 2 if class_name == "BertForQuestionAnswering" else num_labels
-    id2label = {i: f"TAG_{i}" for i in range(count)}
-    config = transformers.BertConfig(id2label=id2label, label2id={name: i for i, name in id2label.items()},
-                                     **config_kwargs)
+    if architecture in TASK_CLASSES:
+        count = 2 if architecture == "BertForQuestionAnswering" else num_labels
+        id2label = {i: f"TAG_{i}" for i in range(count)}
+        config_kwargs = {"id2label": id2label, "label2id": {name: i for i, name in id2label.items()}, **config_kwargs}
+    config = transformers.BertConfig(**config_kwargs)
     config._attn_implementation = "eager"
     torch.manual_seed(1234)
-    return getattr(transformers, class_name)(config).eval()
+    return getattr(transformers, architecture)(config).eval()
 
 
 def task_batch(class_name: str, vocab_size: int, lengths: list[int], num_choices: int = 3) -> dict[str, torch.Tensor]:
