@@ -13,6 +13,9 @@ from bertfast.pipelines.base import Pipeline
 from bertfast.pipelines.feature_extraction import FeatureExtractionPipeline
 from bertfast.pipelines.fill_mask import FillMaskPipeline
 from bertfast.pipelines.next_sentence import NextSentencePipeline
+from bertfast.pipelines.rerank import RerankPipeline
+from bertfast.pipelines.text_classification import TextClassificationPipeline
+from bertfast.pipelines.token_classification import TokenClassificationPipeline
 from bertfast.tokenizer import BertTokenizer
 
 DEFAULT_MODEL = "bert-base-uncased"
@@ -22,28 +25,37 @@ PIPELINES: dict[str, type[Pipeline]] = {
     "fill-mask": FillMaskPipeline,
     "next-sentence": NextSentencePipeline,
     "feature-extraction": FeatureExtractionPipeline,
+    "text-classification": TextClassificationPipeline,
+    "token-classification": TokenClassificationPipeline,
+    "rerank": RerankPipeline,
 }
+ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}  # transformers' names
+EXPORT_TASKS_OF = {"rerank": "text-classification"}  # the export_onnx task a pipeline runs, where it is another
 
 
 def pipeline(task: str, model: str | os.PathLike | BertPreTrainedModel | OnnxModel = DEFAULT_MODEL,
              tokenizer: str | os.PathLike | BertTokenizer | None = None, device: torch.device | str = "cpu",
              dtype: torch.dtype | str = torch.float32, batch_size: int = 32, backend: str = "torch",
-             **load_kwargs: Any) -> Pipeline:
+             max_length: int | None = None, **load_kwargs: Any) -> Pipeline:
     """Build a pipeline: ``pipeline("fill-mask", model="bert-base-uncased")`` (also "next-sentence",
-    "feature-extraction"). ``model`` is a checkpoint (directory or hub id) or a loaded bertfast model;
-    ``tokenizer`` defaults to the checkpoint's.
+    "feature-extraction", "text-classification" / "sentiment-analysis", "token-classification" / "ner",
+    "rerank"). ``model`` is a checkpoint (directory or hub id) or a loaded bertfast model; ``tokenizer``
+    defaults to the checkpoint's. ``max_length`` caps the tokens of one model input (default: the tokenizer's
+    model_max_length, at most the model's max_position_embeddings); ``batch_size`` inputs run per model call.
 
     ``backend="onnxruntime"`` runs an export of the same task instead (``bertfast export-onnx``): ``model`` is
     its directory, its .onnx file or an ``OnnxModel``; ``device`` "cuda" picks the CUDA execution provider;
     ``load_kwargs`` go to ``OnnxModel``; the dtype was fixed at export (``--fp16``).
     """
+    task = ALIASES.get(task, task)
     if task not in PIPELINES:
-        raise ValueError(f"unknown task {task!r}; available: {sorted(PIPELINES)}")
+        raise ValueError(f"unknown task {task!r}; available: {sorted([*PIPELINES, *ALIASES])}")
     if backend not in PIPELINE_BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; available: {PIPELINE_BACKENDS}")
     cls = PIPELINES[task]
     if backend == "onnxruntime" or isinstance(model, OnnxModel):
-        return _onnx_pipeline(task, model, tokenizer, device, dtype, batch_size, **load_kwargs)
+        return _onnx_pipeline(task, model, tokenizer, device, dtype, batch_size, max_length, **load_kwargs)
+    options: dict[str, Any] = {}
     if isinstance(model, BertPreTrainedModel):
         if tokenizer is None:
             raise ValueError("pass tokenizer= (a path or BertTokenizer) together with an already loaded model")
@@ -51,9 +63,10 @@ def pipeline(task: str, model: str | os.PathLike | BertPreTrainedModel | OnnxMod
     else:
         loaded = cls.model_class.from_pretrained(model, dtype=resolve_dtype(dtype), device=device, **load_kwargs)
         tokenizer = model if tokenizer is None else tokenizer
+        options = cls.checkpoint_options(model, load_kwargs.get("local_files_only", False))
     if not isinstance(loaded, cls.model_class):
         raise TypeError(f"task {task!r} needs a {cls.model_class.__name__}, got {type(loaded).__name__}")
-    return cls(loaded, _as_tokenizer(tokenizer), batch_size=batch_size)
+    return cls(loaded, _as_tokenizer(tokenizer), batch_size=batch_size, max_length=max_length, **options)
 
 
 def _as_tokenizer(tokenizer: str | os.PathLike | BertTokenizer) -> BertTokenizer:
@@ -62,16 +75,18 @@ def _as_tokenizer(tokenizer: str | os.PathLike | BertTokenizer) -> BertTokenizer
 
 def _onnx_pipeline(task: str, model: str | os.PathLike | OnnxModel,
                    tokenizer: str | os.PathLike | BertTokenizer | None, device: torch.device | str,
-                   dtype: torch.dtype | str, batch_size: int, **session_kwargs: Any) -> Pipeline:
+                   dtype: torch.dtype | str, batch_size: int, max_length: int | None,
+                   **session_kwargs: Any) -> Pipeline:
     if resolve_dtype(dtype) != torch.float32:
         raise ValueError("with backend='onnxruntime' the dtype was fixed at export time: export with --fp16 "
                          "(fp16=True) for a float16 graph and leave dtype at float32")
     if not isinstance(model, OnnxModel):
         provider = "cuda" if torch.device(device).type == "cuda" else "cpu"
         model = OnnxModel(model, provider=provider, **session_kwargs)
-    if model.task != task:
+    export_task = EXPORT_TASKS_OF.get(task, task)
+    if model.task != export_task:
         raise ValueError(f"{model.path} is a {model.task!r} export; the {task!r} pipeline needs an export made "
-                         f"with --task {task}")
+                         f"with --task {export_task}")
     if tokenizer is None:
         tokenizer = os.path.dirname(model.path)  # export_onnx saves the tokenizer files beside model.onnx
-    return PIPELINES[task](model, _as_tokenizer(tokenizer), batch_size=batch_size)
+    return PIPELINES[task](model, _as_tokenizer(tokenizer), batch_size=batch_size, max_length=max_length)
