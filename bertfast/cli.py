@@ -21,6 +21,8 @@ from bertfast.modeling import BertModel
 from bertfast.ops import default_device
 from bertfast.pipelines import DEFAULT_MODEL, pipeline
 from bertfast.pipelines.base import Pipeline
+from bertfast.pipelines.text_classification import FUNCTIONS
+from bertfast.pipelines.token_classification import AGGREGATIONS
 from bertfast.st_config import POOLING_MODES
 from bertfast.training.trainer import WARMUP_FRACTION, PretrainingArguments, run_pretraining
 
@@ -72,8 +74,45 @@ def cmd_embed(args: argparse.Namespace) -> None:
             print(f"  {text[:30]:<30} " + " ".join(f"{x:6.3f}" for x in row))
 
 
+def _head_model_options(parser: argparse.ArgumentParser) -> None:
+    """The model options, plus loading a checkpoint without the task head (the head is then random)."""
+    _model_options(parser)
+    parser.add_argument("--allow-missing-weights", action="store_true",
+                        help="initialise weights missing from the checkpoint randomly (e.g. a base model's task "
+                             "head: the outputs are then meaningless until fine-tuned)")
+
+
+def _task_pipeline(task: str, args: argparse.Namespace) -> Pipeline:
+    return _pipeline(task, args, allow_missing_weights=args.allow_missing_weights)
+
+
+def cmd_classify(args: argparse.Namespace) -> None:
+    classify = _task_pipeline("text-classification", args)
+    pairs = None if args.text_pair is None else [args.text_pair] * len(args.texts)
+    results = classify(args.texts, text_pair=pairs, top_k=args.top_k, function_to_apply=args.function_to_apply)
+    _emit(args, results, lambda rows: [
+        f"{text[:40]:<40} " + "  ".join(f"{p['label']} {p['score']:.4f}" for p in (r if args.top_k else [r]))
+        for text, r in zip(args.texts, rows)])
+
+
+def cmd_ner(args: argparse.Namespace) -> None:
+    ner = _task_pipeline("token-classification", args)
+    entities = ner(args.text, aggregation_strategy=args.aggregation_strategy, ignore_labels=args.ignore_labels,
+                   stride=args.stride)
+    _emit(args, entities, lambda rows: [f"{e.get('entity_group', e.get('entity')):<10} {e['score']:.4f}  "
+                                        f"[{e['start']}:{e['end']}]  {args.text[e['start']:e['end']]}" for e in rows])
+
+
+def cmd_rerank(args: argparse.Namespace) -> None:
+    rerank = _task_pipeline("rerank", args)
+    ranked = rerank(args.query, args.documents, top_k=args.top_k, return_documents=args.return_documents,
+                    function_to_apply=args.function_to_apply)
+    _emit(args, ranked, lambda rows: [f"{r['score']:.4f}  [{r['index']}] {args.documents[r['index']][:60]}"
+                                      for r in rows])
+
+
 def cmd_qa(args: argparse.Namespace) -> None:
-    qa = _pipeline("question-answering", args, allow_missing_weights=args.allow_missing_weights)
+    qa = _task_pipeline("question-answering", args)
     result = qa(args.question, args.context, top_k=args.top_k, max_answer_len=args.max_answer_len,
                 doc_stride=args.doc_stride, handle_impossible_answer=args.handle_impossible_answer)
     answers = [result] if isinstance(result, dict) else result
@@ -185,6 +224,35 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(p)
     p.set_defaults(func=cmd_embed)
 
+    p = sub.add_parser("classify", help="labels of texts (or text pairs) from a sequence-classification model")
+    p.add_argument("texts", nargs="+")
+    p.add_argument("--text-pair", help="a second text, paired with each text")
+    p.add_argument("--top-k", type=int, help="the K best labels of each text (default: the best one)")
+    p.add_argument("--function-to-apply", choices=FUNCTIONS,
+                   help="softmax, sigmoid or none (default: from the config's problem_type and labels)")
+    _head_model_options(p)
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("ner", help="entities of a text from a token-classification model, with character offsets")
+    p.add_argument("text")
+    p.add_argument("--aggregation-strategy", choices=AGGREGATIONS, default="none",
+                   help="none: one entry per token; simple / first / average / max: entity groups")
+    p.add_argument("--ignore-labels", nargs="*", default=None, metavar="LABEL", help="labels to drop (default: O)")
+    p.add_argument("--stride", type=int, help="tokens shared by consecutive windows of a long text "
+                                              "(default: a quarter of a window)")
+    _head_model_options(p)
+    p.set_defaults(func=cmd_ner)
+
+    p = sub.add_parser("rerank", help="documents sorted by a cross-encoder's score against a query")
+    p.add_argument("query")
+    p.add_argument("documents", nargs="+")
+    p.add_argument("--top-k", type=int, help="only the K best documents (default: all)")
+    p.add_argument("--return-documents", action="store_true", help="include each document's text")
+    p.add_argument("--function-to-apply", choices=("sigmoid", "none"),
+                   help="sigmoid or none (raw logits); default: the checkpoint's saved activation, else sigmoid")
+    _head_model_options(p)
+    p.set_defaults(func=cmd_rerank)
+
     p = sub.add_parser("qa", help="extractive question answering: the span of CONTEXT that answers QUESTION")
     p.add_argument("question")
     p.add_argument("context", help="the text to find the answer in (longer ones are read in overlapping windows)")
@@ -194,9 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "// 2, 128))")
     p.add_argument("--handle-impossible-answer", action="store_true",
                    help="let 'no answer' (an empty answer at 0:0) compete with the spans")
-    p.add_argument("--allow-missing-weights", action="store_true",
-                   help="initialise a missing qa_outputs head randomly (answers are then meaningless)")
-    _model_options(p)
+    _head_model_options(p)
     p.set_defaults(func=cmd_qa)
 
     p = sub.add_parser("info", help="config and parameter counts of a checkpoint or preset")

@@ -37,6 +37,9 @@ OPTION_KEYS = ("do_lower_case", "strip_accents", "tokenize_chinese_chars", "mode
                "clean_up_tokenization_spaces", *SPECIAL_TOKENS)
 PADDING_STRATEGIES = ("longest", "max_length", "do_not_pad")
 TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second", "do_not_truncate")
+# BatchEncoding field -> tokenizers.Encoding attribute, in transformers' order of the fields
+ENCODING_FIELDS = {"input_ids": "ids", "token_type_ids": "type_ids", "attention_mask": "attention_mask",
+                   "special_tokens_mask": "special_tokens_mask", "offset_mapping": "offsets"}
 UNBOUNDED_LENGTH = int(1e20)  # transformers' LARGE_INTEGER: a model_max_length above it means "no limit"
 
 TextInput = str | Sequence[str]
@@ -273,6 +276,7 @@ class BertTokenizer:
         pad_to_multiple_of: int | None = None,
         stride: int = 0,
         return_overflowing_tokens: bool = False,
+        return_special_tokens_mask: bool = False,
         return_offsets_mapping: bool = False,
     ) -> BatchEncoding:
         """Encode a string, a pair, or a batch of strings / pairs, with transformers' semantics.
@@ -284,18 +288,19 @@ class BertTokenizer:
         None counts as on): lists of ints for a single example, lists of lists for a batch, or int64 tensors
         shaped (1, S) / (B, S) with ``return_tensors="pt"``.
 
-        ``return_overflowing_tokens``: what truncation cuts off becomes more rows (windows that overlap by
-        ``stride`` tokens), after the row they continue, with ``overflow_to_sample_mapping`` (the input each row
-        comes from); the output keeps its batch axis even for a single input, as transformers does.
-        ``return_offsets_mapping``: ``offset_mapping``, each token's (start, end) characters in its text ((0, 0)
-        for special tokens), (B, S, 2) as a tensor.
+        As transformers' fast tokenizers: ``return_special_tokens_mask`` adds ``special_tokens_mask`` (1 at
+        [CLS], [SEP] and padding), ``return_offsets_mapping`` adds ``offset_mapping``: each token's (start, end)
+        character span in its text ((0, 0) for special tokens; (B, S, 2) as a tensor). ``return_overflowing_tokens``
+        keeps what truncation cuts off as further rows (windows of ``max_length`` tokens, consecutive windows
+        sharing ``stride`` tokens), always batched, with ``overflow_to_sample_mapping``: each row's input index.
+        Rows keep their ``tokenizers.Encoding`` (``encodings``; ``sequence_ids(i)``), as transformers' do.
         """
         batch, is_batch = _as_batch(text, text_pair)
         if return_tensors not in (None, "pt"):
             raise ValueError(f"return_tensors={return_tensors!r} is not supported: use 'pt' or None")
-        if not isinstance(stride, int) or isinstance(stride, bool) or stride < 0:
-            raise ValueError(f"stride must be a non-negative int, got {stride!r}")
         padding, truncation, max_length = self._strategies(padding, truncation, max_length, pad_to_multiple_of)
+        pairs = bool(batch) and isinstance(batch[0], tuple)
+        self._check_stride(stride, truncation, max_length, (3 if pairs else 2) if add_special_tokens else 0)
         try:
             encodings = self._encode_batch(batch, add_special_tokens, padding, truncation, max_length,
                                            pad_to_multiple_of, stride)
@@ -305,25 +310,32 @@ class BertTokenizer:
                 raise
             raise ValueError(f"cannot encode with truncation={truncation!r}, max_length={max_length}, "
                              f"stride={stride}: {err}") from err
-        sample = list(range(len(encodings)))  # (rows,) the input each row comes from
+        samples = list(range(len(encodings)))
         if return_overflowing_tokens:
-            sample = [i for i, e in enumerate(encodings) for _ in range(1 + len(e.overflowing))]
-            encodings = [row for e in encodings for row in (e, *e.overflowing)]
-        fields = {"input_ids": [e.ids for e in encodings]}
-        if return_token_type_ids is not False:
-            fields["token_type_ids"] = [e.type_ids for e in encodings]
-        if return_attention_mask is not False:
-            fields["attention_mask"] = [e.attention_mask for e in encodings]
-        if return_offsets_mapping:
-            fields["offset_mapping"] = [e.offsets for e in encodings]
+            samples = [i for i, e in enumerate(encodings) for _ in range(1 + len(e.overflowing))]
+            encodings = [window for e in encodings for window in (e, *e.overflowing)]
+        wanted = {"token_type_ids": return_token_type_ids is not False,
+                  "attention_mask": return_attention_mask is not False,
+                  "special_tokens_mask": return_special_tokens_mask, "offset_mapping": return_offsets_mapping}
+        fields = {key: [getattr(e, attribute) for e in encodings] for key, attribute in ENCODING_FIELDS.items()
+                  if wanted.get(key, True)}
+        if return_overflowing_tokens:
+            fields["overflow_to_sample_mapping"] = samples
         if return_tensors == "pt":
-            tensors = {key: _to_tensor(rows) for key, rows in fields.items()}
-            if return_overflowing_tokens:
-                tensors["overflow_to_sample_mapping"] = torch.tensor(sample, dtype=torch.int64)
-            return BatchEncoding(tensors, encodings)
-        if return_overflowing_tokens:
-            return BatchEncoding({**fields, "overflow_to_sample_mapping": sample}, encodings)
-        return BatchEncoding({key: rows if is_batch else rows[0] for key, rows in fields.items()}, encodings)
+            return BatchEncoding({key: torch.tensor(rows) if key == "overflow_to_sample_mapping" else _to_tensor(rows)
+                                  for key, rows in fields.items()}, encodings)
+        return BatchEncoding({key: rows if is_batch or return_overflowing_tokens else rows[0]
+                              for key, rows in fields.items()}, encodings)
+
+    @staticmethod
+    def _check_stride(stride: int, truncation: str, max_length: int | None, special_tokens: int) -> None:
+        """A stride shorter than what one window holds (the Rust library panics otherwise: a BaseException)."""
+        if not isinstance(stride, int) or isinstance(stride, bool) or stride < 0:
+            raise ValueError(f"stride must be a non-negative int, got {stride!r}")
+        room = 0 if truncation == "do_not_truncate" else max_length - special_tokens
+        if 0 < room <= stride:
+            raise ValueError(f"stride={stride} must be less than the {room} text tokens a window of max_length="
+                             f"{max_length} holds (after the special tokens): lower stride or raise max_length")
 
     def _strategies(self, padding: bool | str, truncation: bool | str | None, max_length: int | None,
                     pad_to_multiple_of: int | None) -> tuple[str, str, int | None]:
@@ -384,6 +396,12 @@ class BertTokenizer:
         if not isinstance(text, str):
             raise TypeError(f"tokenize takes a str, got {type(text).__name__}")
         return self._tokenizer.encode(text, add_special_tokens=False).tokens
+
+    def convert_tokens_to_string(self, tokens: Sequence[str]) -> str:
+        """Text of a list of tokens ("##" pieces joined to the token before), as transformers' fast tokenizers."""
+        if not _is_texts(tokens):
+            raise TypeError(f"convert_tokens_to_string takes a list/tuple of str, got {tokens!r:.80}")
+        return self._tokenizer.decoder.decode(list(tokens))
 
     def convert_ids_to_tokens(self, ids: TokenIds, skip_special_tokens: bool = False) -> str | None | list[str | None]:
         """Token of an id (None for an unknown id), or the tokens of a sequence / 1-D tensor of ids."""

@@ -22,8 +22,9 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-# (tests.helpers imports kernels: after the line above)
-from tests.helpers import REPO_ROOT, TINY, hf_pretraining_model, hf_task_model  # noqa: E402
+from tests.helpers import (  # noqa: E402  (imports kernels: after the line above)
+    NER_LABELS, REPO_ROOT, SENTIMENT_LABELS, TINY, copy_tokenizer, hf_pretraining_model, hf_task_model,
+    save_task_checkpoint)
 
 
 # atol of the error-ratio check, per dtype: the slack for errors far below one output ulp
@@ -206,7 +207,8 @@ def tiny_vocab_checkpoint(tmp_path_factory, minilm_dir) -> str:
     so pipelines and the CLI run end to end on it."""
     path = tmp_path_factory.mktemp("tiny_vocab")
     hf_pretraining_model(**{**TINY, "vocab_size": 30522}).save_pretrained(path)
-    return _with_tokenizer(path, minilm_dir)
+    copy_tokenizer(minilm_dir, path)
+    return str(path)
 
 
 @pytest.fixture(scope="session")
@@ -218,13 +220,32 @@ def qa_checkpoint(tmp_path_factory, minilm_dir) -> str:
     with torch.no_grad():
         model.qa_outputs.weight.mul_(50.0)
     model.save_pretrained(path)
-    return _with_tokenizer(path, minilm_dir)
-
-
-def _with_tokenizer(path: os.PathLike, minilm_dir: str) -> str:
-    """Copy the bert-base-uncased tokenizer files of all-MiniLM-L6-v2 into checkpoint ``path``; return the path."""
-    import shutil
-
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(os.path.join(minilm_dir, name), path)
+    copy_tokenizer(minilm_dir, path)
     return str(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def sentiment_checkpoint(tmp_path_factory, minilm_dir) -> str:
+    """A random transformers BertForSequenceClassification with three named labels (SENTIMENT_LABELS) and the
+    bert-base-uncased tokenizer; wide random weights (initializer_range 0.2) and a scaled head, so that texts
+    get different labels (at the default 0.02 the pooled output hardly depends on the text)."""
+    return save_task_checkpoint(tmp_path_factory.mktemp("sentiment"), "BertForSequenceClassification", minilm_dir,
+                                head_scale=3, initializer_range=0.2, id2label=SENTIMENT_LABELS)
+
+
+@pytest.fixture(scope="session")
+def ner_checkpoint(tmp_path_factory, minilm_dir) -> str:
+    """A random transformers BertForTokenClassification with CoNLL's nine BIO tags (NER_LABELS), a scaled head (so
+    entities form) and the bert-base-uncased tokenizer."""
+    return save_task_checkpoint(tmp_path_factory.mktemp("ner"), "BertForTokenClassification", minilm_dir,
+                                head_scale=50, id2label=NER_LABELS)
+
+
+@pytest.fixture(scope="session")
+def cross_encoder_checkpoint(tmp_path_factory, minilm_dir) -> str:
+    """A random transformers BertForSequenceClassification with one label (a cross-encoder) and 512 positions, so
+    sentence-transformers' truncation (the tokenizer's model_max_length, 512) fits it; wide random weights, so
+    that the documents' scores spread over (0.2, 0.8)."""
+    return save_task_checkpoint(tmp_path_factory.mktemp("cross_encoder"), "BertForSequenceClassification",
+                                minilm_dir, initializer_range=0.2, num_labels=1, max_position_embeddings=512)

@@ -69,6 +69,35 @@ def task_batch(class_name: str, vocab_size: int, lengths: list[int], num_choices
     return {k: v.view(len(lengths), num_choices, -1) for k, v in rows.items()}  # (B, num_choices, S)
 
 
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+# Label sets of the random task checkpoints: sentiment classes, and CoNLL's BIO entity tags.
+SENTIMENT_LABELS = {0: "NEGATIVE", 1: "NEUTRAL", 2: "POSITIVE"}
+NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC", 5: "B-ORG", 6: "I-ORG", 7: "B-MISC", 8: "I-MISC"}
+
+
+def copy_tokenizer(source: str, target: str | os.PathLike) -> None:
+    """The tokenizer files of ``source`` (e.g. the minilm_dir fixture) copied into the checkpoint ``target``."""
+    for name in TOKENIZER_FILES:
+        shutil.copy(os.path.join(source, name), target)
+
+
+def save_task_checkpoint(path: str | os.PathLike, model_class: str, tokenizer_dir: str, head_scale: float = 1.0,
+                         **config_kwargs: Any) -> str:
+    """A random-init transformers ``model_class`` (e.g. "BertForTokenClassification") over the bert-base-uncased
+    vocabulary, saved with save_pretrained next to ``tokenizer_dir``'s tokenizer files. The head's weights are
+    multiplied by ``head_scale``: random heads score every label alike, a scaled one gives decisive labels."""
+    import transformers
+
+    config = transformers.BertConfig(**{**TINY, "vocab_size": 30522, **config_kwargs})
+    torch.manual_seed(1234)
+    model = getattr(transformers, model_class)(config).eval()
+    with torch.no_grad():
+        model.classifier.weight.mul_(head_scale)
+    model.save_pretrained(path)
+    copy_tokenizer(tokenizer_dir, path)
+    return str(path)
+
+
 def copy_config(source: str, target: str | os.PathLike) -> None:
     """A checkpoint directory ``target`` holding ``source``'s config.json only (the weights are the test's)."""
     os.makedirs(target, exist_ok=True)

@@ -270,6 +270,37 @@ def test_a_stride_longer_than_a_window_is_a_value_error(main):
     with pytest.raises(ValueError, match="stride=6: `stride` must be strictly less than `max_len=6`"):
         ours(question, context, **kwargs)
 
+
+@pytest.mark.parametrize("inputs", OPTION_INPUTS)
+def test_offsets_special_tokens_mask_and_overflowing_windows_match_transformers(main, inputs):
+    ours, hf = main
+    extras = {"return_offsets_mapping": True, "return_special_tokens_mask": True}
+    for kwargs in ({}, {"padding": True}, {"truncation": True, "max_length": 9}, {"add_special_tokens": False}):
+        for return_tensors in (None, "pt"):
+            check_call(ours, hf, *OPTION_INPUTS[inputs], **kwargs, **extras, return_tensors=return_tensors)
+    if inputs.startswith("pair"):
+        return  # windows over pairs (only_second, for question answering) are tested with that pipeline
+    for max_length, stride in ((9, 0), (9, 3), (17, 5), (40, 11)):
+        for padding in (False, True):
+            for return_tensors in (None, "pt") if padding else (None,):
+                check_call(ours, hf, *OPTION_INPUTS[inputs], truncation=True, max_length=max_length, stride=stride,
+                           padding=padding, return_overflowing_tokens=True, return_tensors=return_tensors, **extras)
+
+
+def test_overflowing_windows_cover_the_text_with_the_stride_as_overlap(main):
+    ours, _ = main
+    text = TEXTS["long"]
+    whole = ours(text, add_special_tokens=False)["input_ids"]
+    windows = ours(text, truncation=True, max_length=32, stride=8, return_overflowing_tokens=True)
+    rows = [row[1:-1] for row in windows["input_ids"]]  # without [CLS] / [SEP]
+    assert len(rows) > 2 and windows["overflow_to_sample_mapping"] == [0] * len(rows)
+    step = 30 - 8
+    assert all(row == whole[i * step:i * step + 30] for i, row in enumerate(rows))
+    assert rows[-1][-1] == whole[-1]
+    assert ours.convert_tokens_to_string(["un", "##believ", "##able", ",", "café", "[UNK]"]) == \
+        main[1].convert_tokens_to_string(["un", "##believ", "##able", ",", "café", "[UNK]"])
+
+
 IMPOSSIBLE = {
     "only_second_without_pair": ((TEXTS["plain"],), {"truncation": "only_second", "max_length": 5},
                                  "Second sequence not provided"),
@@ -447,6 +478,9 @@ BAD_CALLS = {
     "negative_max_length": (("a",), {"max_length": -1}, ValueError, "max_length must be None or a non-negative int"),
     "float_max_length": (("a",), {"max_length": 2.5}, ValueError, "max_length must be None or a non-negative int"),
     "zero_multiple": (("a",), {"padding": True, "pad_to_multiple_of": 0}, ValueError, "must be positive"),
+    # the Rust library panics (a BaseException, not an Exception) on a stride as long as a window's text
+    "stride_too_long": (("a",), {"max_length": 6, "stride": 4}, ValueError, "stride=4 must be less than the 4 text"),
+    "pair_stride_too_long": (("a", "b"), {"max_length": 6, "stride": 3}, ValueError, "less than the 3 text"),
     "negative_stride": (("a",), {"stride": -1}, ValueError, "stride must be a non-negative int, got -1"),
     "float_stride": (("a",), {"stride": 1.5}, ValueError, "stride must be a non-negative int, got 1.5"),
 }
@@ -474,3 +508,5 @@ def test_bad_tokens_raise_type_error(main):
         main[0].tokenize(None)
     with pytest.raises(TypeError, match="convert_tokens_to_ids takes a str or a list"):
         main[0].convert_tokens_to_ids(5)
+    with pytest.raises(TypeError, match="convert_tokens_to_string takes a list"):
+        main[0].convert_tokens_to_string("hello")

@@ -14,7 +14,10 @@ from bertfast.pipelines.feature_extraction import FeatureExtractionPipeline
 from bertfast.pipelines.fill_mask import FillMaskPipeline
 from bertfast.pipelines.next_sentence import NextSentencePipeline
 from bertfast.pipelines.question_answering import QuestionAnsweringPipeline
+from bertfast.pipelines.rerank import RerankPipeline
 from bertfast.pipelines.sparse_embedding import SparseEmbeddingPipeline
+from bertfast.pipelines.text_classification import TextClassificationPipeline
+from bertfast.pipelines.token_classification import TokenClassificationPipeline
 from bertfast.tokenizer import BertTokenizer
 
 DEFAULT_MODEL = "bert-base-uncased"
@@ -27,9 +30,14 @@ PIPELINES: dict[str, type[Pipeline]] = {
     "sentence-embedding": FeatureExtractionPipeline,
     "sparse-embedding": SparseEmbeddingPipeline,
     "question-answering": QuestionAnsweringPipeline,
+    "text-classification": TextClassificationPipeline,
+    "token-classification": TokenClassificationPipeline,
+    "rerank": RerankPipeline,
 }
+ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}  # transformers' names
 # The export task (``export_onnx(task=...)``) whose graph a task runs with backend="onnxruntime", where it differs.
-ONNX_TASKS = {"sentence-embedding": "feature-extraction", "sparse-embedding": "fill-mask"}
+ONNX_TASKS = {"sentence-embedding": "feature-extraction", "sparse-embedding": "fill-mask",
+              "rerank": "text-classification"}
 
 
 def pipeline(task: str, model: str | os.PathLike | BertPreTrainedModel | OnnxModel = DEFAULT_MODEL,
@@ -37,7 +45,7 @@ def pipeline(task: str, model: str | os.PathLike | BertPreTrainedModel | OnnxMod
              dtype: torch.dtype | str = torch.float32, batch_size: int = 32, backend: str = "torch",
              max_length: int | None = None, **load_kwargs: Any) -> Pipeline:
     """Build a pipeline: ``pipeline("fill-mask", model="bert-base-uncased")`` (the tasks are ``PIPELINES``'
-    keys). ``model`` is a checkpoint (directory or hub id) or a loaded bertfast model; ``tokenizer`` defaults to
+    keys, and transformers' ``ALIASES`` "sentiment-analysis" and "ner"). ``model`` is a checkpoint (directory or hub id) or a loaded bertfast model; ``tokenizer`` defaults to
     the checkpoint's. ``batch_size`` texts go through the model at a time, each truncated to ``max_length``
     tokens (default: the tokenizer's ``model_max_length``, capped at the model's maximum; a sentence-transformers
     folder's ``max_seq_length``). ``load_kwargs`` go to ``from_pretrained`` (e.g. ``adapter="peft-dir"``).
@@ -50,8 +58,9 @@ def pipeline(task: str, model: str | os.PathLike | BertPreTrainedModel | OnnxMod
     its directory, its .onnx file or an ``OnnxModel``; ``device`` "cuda" picks the CUDA execution provider;
     ``load_kwargs`` go to ``OnnxModel``; the dtype was fixed at export (``--fp16``).
     """
+    task = ALIASES.get(task, task)
     if task not in PIPELINES:
-        raise ValueError(f"unknown task {task!r}; available: {sorted(PIPELINES)}")
+        raise ValueError(f"unknown task {task!r}; available: {sorted([*PIPELINES, *ALIASES])}")
     if backend not in PIPELINE_BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; available: {PIPELINE_BACKENDS}")
     cls = PIPELINES[task]

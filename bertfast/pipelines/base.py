@@ -12,6 +12,7 @@ from bertfast.modeling import BertModel
 from bertfast.pretrained import BertPreTrainedModel
 from bertfast.tokenizer import BertTokenizer
 
+
 class Pipeline:
     """Tokenize -> model -> postprocess, in length-sorted batches, without gradients."""
 
@@ -34,17 +35,21 @@ class Pipeline:
 
     @classmethod
     def folder_options(cls, name_or_path: str | os.PathLike, local_files_only: bool = False) -> dict[str, Any]:
-        """Constructor options a task reads from the model folder besides the weights (none by default)."""
+        """Keyword arguments for ``__init__`` that the model folder sets beyond the weights (a sentence-transformers
+        pooling, a cross-encoder's activation...): none unless a task reads some."""
         return {}
 
-    def _encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[dict[str, torch.Tensor]]:
-        """One encoding per batch of inputs, batches grouped by length so little padding is computed."""
+    def _encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
+                **options: Any) -> list[dict[str, torch.Tensor]]:
+        """One encoding per batch of inputs, batches grouped by length so little padding is computed; ``options``
+        go to the tokenizer."""
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]) + (len(pairs[i]) if pairs else 0))
         batches = []
         for start in range(0, len(order), self.batch_size):
             index = order[start:start + self.batch_size]
             encoding = self.tokenizer([texts[i] for i in index], [pairs[i] for i in index] if pairs else None,
-                                      padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+                                      padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
+                                      **options)
             encoding = {k: v.to(self.model.device) for k, v in encoding.items()}
             batches.append({"index": index, **encoding})
         return batches
@@ -63,10 +68,16 @@ class Pipeline:
         raise NotImplementedError
 
 
+def check_top_k(top_k: int | None) -> None:
+    """None, or a positive int."""
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+        raise ValueError(f"top_k must be a positive int (or None), got {top_k!r}")
+
+
 def as_list(texts: str | Sequence[str], name: str) -> tuple[list[str], bool]:
     if isinstance(texts, str):
         return [texts], True
-    texts = list(texts)
+    texts = list(texts) if isinstance(texts, (list, tuple)) else []
     if not texts or not all(isinstance(t, str) for t in texts):
         raise TypeError(f"{name} must be a string or a non-empty list of strings")
     return texts, False
