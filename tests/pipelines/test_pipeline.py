@@ -21,13 +21,13 @@ def test_pipeline_construction_errors(minilm_dir, tiny_vocab_checkpoint):
 
 @pytest.mark.parametrize("task", sorted(PIPELINES))
 def test_every_task_takes_max_length_and_batch_size(task, tiny_vocab_checkpoint):
-    pipe = bertfast.pipeline(task, model=tiny_vocab_checkpoint, max_length=8, batch_size=2,
-                             allow_missing_weights=True)  # a task head the pretraining checkpoint lacks is random
+    head = {"num_labels": 1} if task == "rerank" else {"allow_missing_weights": True}  # a random task head
+    pipe = bertfast.pipeline(task, model=tiny_vocab_checkpoint, max_length=8, batch_size=2, **head)
     assert (pipe.max_length, pipe.batch_size) == (8, 2)
     batches = pipe._encode(["a long text that goes on and on " * 4, "b", "c"])
     assert [len(b["index"]) for b in batches] == [2, 1]
     assert max(b["input_ids"].shape[1] for b in batches) == 8
     with pytest.raises(ValueError, match="max_length must be between 1 and the model's max_position_embeddings"):
-        bertfast.pipeline(task, model=tiny_vocab_checkpoint, max_length=0, allow_missing_weights=True)
+        bertfast.pipeline(task, model=tiny_vocab_checkpoint, max_length=0, **head)
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
-        bertfast.pipeline(task, model=tiny_vocab_checkpoint, batch_size=0, allow_missing_weights=True)
+        bertfast.pipeline(task, model=tiny_vocab_checkpoint, batch_size=0, **head)
