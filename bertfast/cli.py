@@ -84,7 +84,8 @@ def cmd_info(args: argparse.Namespace) -> None:
 def cmd_pretrain(args: argparse.Namespace) -> None:
     options = PretrainingArguments(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PretrainingArguments)})
     history = run_pretraining(args.corpus, args.out, options, model=args.model, config=args.config,
-                              vocab=args.vocab, resume=args.resume)
+                              vocab=args.vocab, resume=args.resume, overwrite=args.overwrite,
+                              allow_data_changes=args.allow_data_changes)
     result = {"out": args.out, "steps_run": len(history), "last_step": history[-1]}
     _emit(args, result, lambda r: [f"checkpoint: {r['out']}  ({r['steps_run']} steps run)"]
           + [f"  {k:<14} {v:.4f}" for k, v in r["last_step"].items()])
@@ -97,7 +98,12 @@ def _pretrain_parser(p: argparse.ArgumentParser) -> None:
     source.add_argument("--resume", help="output directory of an earlier run to continue from")
     p.add_argument("--corpus", required=True, help="text file: one sentence per line, blank line between documents")
     p.add_argument("--vocab", help="vocab.txt or tokenizer directory (needed with --config)")
-    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--out", required=True, help="checkpoint directory to write: new or empty, the --resume one, "
+                                                "or replaced with --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace what --out holds (a checkpoint or model)")
+    p.add_argument("--allow-data-changes", action="store_true",
+                   help="with --resume: warn instead of failing when batch size, sequence length, seed, masking, "
+                        "vocabulary or corpus differ from the checkpoint's run")
     p.add_argument("--steps", type=int, required=True, help="total optimizer steps")
     d = PretrainingArguments()  # the defaults, written once there
     p.add_argument("--batch-size", type=int, default=d.batch_size)

@@ -18,6 +18,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bf16, bert-base shapes)")
 HIDDEN_ATOL = 1e-5  # CPU fp32 parity with transformers: hidden states
 LOGITS_ATOL = 1e-4  # ... and logits
+# Quick pretraining runs of the tiny preset (a few steps of small batches; no progress bar).
+PRETRAIN_QUICK = dict(batch_size=4, max_seq_length=32, learning_rate=1e-3, warmup_steps=1, progress=False)
 TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
             max_position_embeddings=64)
 
