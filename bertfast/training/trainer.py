@@ -253,10 +253,11 @@ class Trainer:
         if bad:
             kept = ("no checkpoint was written by this run" if self.saved_step is None
                     else f"the last checkpoint (step {self.saved_step}) is kept")
+            what = "loss" if bad[0] == "loss" else "gradient norm"
             raise TrainingDivergedError(
-                f"step {self.step + 1}: the {'loss' if bad[0] == 'loss' else 'gradient norm'} is {metrics[bad[0]]} (learning rate "
-                f"{metrics['lr']:g}); training stopped before the optimizer step and {kept}. Lower --learning-rate "
-                f"(or raise --warmup-steps), clip with --max-grad-norm, or use --dtype float32")
+                f"step {self.step + 1}: the {what} is {metrics[bad[0]]} (learning rate {metrics['lr']:g}); training "
+                f"stopped before the optimizer step and {kept}. Lower --learning-rate (or raise --warmup-steps), "
+                f"clip with --max-grad-norm, or use --dtype float32")
 
     def train(self, out_dir: str | os.PathLike, overwrite: bool = False) -> list[dict[str, float]]:
         """Train up to ``args.steps``, checkpointing into ``out_dir``; returns the metrics of each step run.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 import bertfast
 
@@ -16,3 +17,12 @@ def test_pipeline_construction_errors(minilm_dir, tiny_vocab_checkpoint):
         bertfast.pipeline("feature-extraction", model=model)
     with pytest.raises(TypeError, match="needs a BertForMaskedLM"):
         bertfast.pipeline("fill-mask", model=model, tokenizer=minilm_dir)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
+def test_a_missing_gpu_is_reported_before_anything_is_loaded(tmp_path):
+    """No checkpoint at all: the device is checked first."""
+    with pytest.raises(ValueError, match="CUDA is not available on this machine; use --device cpu"):
+        bertfast.pipeline("fill-mask", model=str(tmp_path / "nothing-here"), device="cuda")
+    with pytest.raises(ValueError, match="'cuda:x' is not a device name"):
+        bertfast.pipeline("feature-extraction", model=str(tmp_path), device="cuda:x")

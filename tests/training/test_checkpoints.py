@@ -186,11 +186,13 @@ def test_every_numeric_argument_is_checked_before_the_corpus_is_read(field, valu
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("device, message", [("banana", "'banana' is not a device name"),
-                                             ("mps", "'mps' is not supported"),
-                                             pytest.param("cuda", "CUDA is not available on this machine; use --device cpu",
-                                                          marks=pytest.mark.skipif(torch.cuda.is_available(),
-                                                                                   reason="CUDA is present"))])
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
+
+
+@pytest.mark.parametrize("device, message", [
+    ("banana", "'banana' is not a device name"), ("mps", "'mps' is not supported"),
+    pytest.param("cuda", "CUDA is not available on this machine; use --device cpu", marks=NO_CUDA),
+])
 def test_the_device_is_checked_up_front(device, message):
     with pytest.raises(ValueError, match=message):
         args(2, device=device).validate()
