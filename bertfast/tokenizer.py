@@ -17,13 +17,14 @@ import json
 import operator
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
 
+from bertfast.atomic import staged_files
 from bertfast.hub import resolve_file
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -69,10 +70,53 @@ def load_vocab(vocab_file: str | os.PathLike) -> dict[str, int]:
 
 
 def _read_json(path: str | None) -> dict[str, Any]:
+    """A JSON object from a tokenizer config file ({} for None); errors name the file."""
     if path is None:
         return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not valid UTF-8 JSON ({err}); re-download it or delete it") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object (option name -> value), got a {type(data).__name__}")
+    return data
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+# What each option read from a config file must be, and how to say it.
+OPTION_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "do_lower_case": (_is_bool, "true or false"), "tokenize_chinese_chars": (_is_bool, "true or false"),
+    "clean_up_tokenization_spaces": (_is_bool, "true or false"),
+    "strip_accents": (lambda v: v is None or _is_bool(v), "true, false or null"),
+    "model_max_length": (lambda v: isinstance(v, (int, float)) and not _is_bool(v) and v >= 1, "a number >= 1"),
+    **dict.fromkeys(SPECIAL_TOKENS, (lambda v: isinstance(v, str) or isinstance(v, Mapping)
+                                     and isinstance(v.get("content"), str), 'a string or {"content": "..."}')),
+}
+
+
+def _check_options(config: Mapping[str, Any], path: str | None) -> None:
+    """The options of a config file have the types the tokenizer takes; errors name the file and the field."""
+    for key, (valid, expected) in OPTION_CHECKS.items():
+        if key in config and not valid(config[key]):
+            raise ValueError(f"{path}: field {key!r} must be {expected}, got {config[key]!r}")
+
+
+def _unicode_error(texts: Sequence[str | tuple[str, str]]) -> ValueError | None:
+    """The error for a text that is not valid Unicode (a lone surrogate, e.g. from bytes decoded with
+    ``errors="surrogateescape"``), which the tokenizer cannot take; None if every text is valid."""
+    for index, item in enumerate(texts):
+        for text in (item if isinstance(item, tuple) else (item,)):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as err:
+                return ValueError(f"text {index} is not valid Unicode: it holds a lone surrogate "
+                                  f"{text[err.start]!r} at position {err.start}; decode the input with "
+                                  f"errors='replace' (or fix its encoding) before tokenizing")
+    return None
 
 
 def _token_text(value: str | Mapping[str, Any]) -> str:
@@ -226,8 +270,11 @@ class BertTokenizer:
                                     f"(looked in it as a local directory and as a Hugging Face Hub repo id). "
                                     f"Pass a local directory that contains {VOCAB_FILE} or {TOKENIZER_FILE}.")
         config = _read_json(found[CONFIG_FILE])
+        _check_options(config, found[CONFIG_FILE])
         if "added_tokens_decoder" not in config:
-            config.update(_read_json(found[SPECIAL_TOKENS_FILE]))
+            special = _read_json(found[SPECIAL_TOKENS_FILE])
+            _check_options(special, found[SPECIAL_TOKENS_FILE])
+            config.update(special)
         options = {key: config[key] for key in OPTION_KEYS if key in config}
         options.update({key: _token_text(options[key]) for key in SPECIAL_TOKENS if key in options})
         options.update(kwargs)
@@ -236,17 +283,19 @@ class BertTokenizer:
         return cls(found[VOCAB_FILE], **options)
 
     def save_pretrained(self, directory: str | os.PathLike) -> list[str]:
-        """Write ``tokenizer.json``, ``vocab.txt`` and ``tokenizer_config.json`` (loadable by transformers too)."""
-        os.makedirs(directory, exist_ok=True)
-        paths = [os.path.join(directory, name) for name in (TOKENIZER_FILE, VOCAB_FILE, CONFIG_FILE)]
-        self._tokenizer.save(paths[0])
-        vocab = sorted(self._tokenizer.get_vocab(with_added_tokens=False).items(), key=operator.itemgetter(1))
-        with open(paths[1], "w", encoding="utf-8") as f:
-            f.writelines(f"{token}\n" for token, _ in vocab)
-        config = {"tokenizer_class": "BertTokenizer", **{key: getattr(self, key) for key in OPTION_KEYS}}
-        with open(paths[2], "w", encoding="utf-8") as f:
-            json.dump(config, f, indent=2, ensure_ascii=False)
-        return paths
+        """Write ``tokenizer.json``, ``vocab.txt`` and ``tokenizer_config.json`` (loadable by transformers too), each
+        under a temporary name and renamed (``bertfast.atomic.staged_files``): a failed save leaves the old ones."""
+        names = (TOKENIZER_FILE, VOCAB_FILE, CONFIG_FILE)
+        with staged_files(directory) as staging:
+            staged = [os.path.join(staging, name) for name in names]
+            self._tokenizer.save(staged[0])
+            vocab = sorted(self._tokenizer.get_vocab(with_added_tokens=False).items(), key=operator.itemgetter(1))
+            with open(staged[1], "w", encoding="utf-8") as f:
+                f.writelines(f"{token}\n" for token, _ in vocab)
+            config = {"tokenizer_class": "BertTokenizer", **{key: getattr(self, key) for key in OPTION_KEYS}}
+            with open(staged[2], "w", encoding="utf-8") as f:
+                json.dump(config, f, indent=2, ensure_ascii=False)
+        return [os.path.join(directory, name) for name in names]
 
     def __call__(
         self,
@@ -278,7 +327,8 @@ class BertTokenizer:
             encodings = self._encode_batch(batch, add_special_tokens, padding, truncation, max_length,
                                            pad_to_multiple_of)
         except Exception as err:  # the Rust side raises a bare Exception, e.g. for impossible truncations
-            raise ValueError(f"cannot encode with truncation={truncation!r}, max_length={max_length}: {err}") from err
+            raise (_unicode_error(batch) or ValueError(
+                f"cannot encode with truncation={truncation!r}, max_length={max_length}: {err}")) from err
         fields = {"input_ids": [e.ids for e in encodings]}
         if return_token_type_ids is not False:
             fields["token_type_ids"] = [e.type_ids for e in encodings]
@@ -345,7 +395,10 @@ class BertTokenizer:
         """WordPiece tokens of ``text`` without special tokens."""
         if not isinstance(text, str):
             raise TypeError(f"tokenize takes a str, got {type(text).__name__}")
-        return self._tokenizer.encode(text, add_special_tokens=False).tokens
+        try:
+            return self._tokenizer.encode(text, add_special_tokens=False).tokens
+        except TypeError as err:  # the Rust side's complaint about a str it cannot convert
+            raise (_unicode_error([text]) or err) from err
 
     def convert_ids_to_tokens(self, ids: TokenIds, skip_special_tokens: bool = False) -> str | None | list[str | None]:
         """Token of an id (None for an unknown id), or the tokens of a sequence / 1-D tensor of ids."""
