@@ -21,21 +21,41 @@ from bertfast.modeling import BertModel
 from bertfast.ops import default_device
 from bertfast.pipelines import DEFAULT_MODEL, pipeline
 from bertfast.training.trainer import WARMUP_FRACTION, PretrainingArguments, run_pretraining
+from bertfast.version import __version__
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint directory or hub id (default: %(default)s)")
     parser.add_argument("--device", default=default_device(), help="cpu or cuda (default: %(default)s)")
     parser.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16")
+    parser.add_argument("--allow-missing-weights", action="store_true",
+                        help="initialise weights the checkpoint lacks (e.g. a head) randomly instead of failing")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def _load_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The pipeline() keywords of the shared model options."""
+    return {"model": args.model, "device": args.device, "dtype": args.dtype,
+            "allow_missing_weights": args.allow_missing_weights}
 
 
 def _emit(args: argparse.Namespace, result: Any, lines: Callable[[Any], list[str]]) -> None:
     print(json.dumps(result, indent=2) if args.json else "\n".join(lines(result)))
 
 
+def _number(value: Any) -> str:
+    """A metric for people: integers as integers, other numbers with 6 significant digits."""
+    return str(value) if isinstance(value, int) else f"{value:.6g}"
+
+
+def _table(rows: list[tuple[str, str]], indent: str = "  ") -> list[str]:
+    """Two aligned columns, the first as wide as its longest entry."""
+    width = max(len(key) for key, _ in rows)
+    return [f"{indent}{key:<{width}}  {value}" for key, value in rows]
+
+
 def cmd_fill_mask(args: argparse.Namespace) -> None:
-    fill = pipeline("fill-mask", model=args.model, device=args.device, dtype=args.dtype)
+    fill = pipeline("fill-mask", **_load_options(args))
     result = fill(args.text, top_k=args.top_k)
     groups = result if result and isinstance(result[0], list) else [result]
     _emit(args, result, lambda _: [f"{p['score']:.4f}  {p['token_str']:<15} {p['sequence']}"
@@ -43,13 +63,13 @@ def cmd_fill_mask(args: argparse.Namespace) -> None:
 
 
 def cmd_nsp(args: argparse.Namespace) -> None:
-    nsp = pipeline("next-sentence", model=args.model, device=args.device, dtype=args.dtype)
+    nsp = pipeline("next-sentence", **_load_options(args))
     result = nsp(args.text_a, args.text_b)
     _emit(args, result, lambda r: [f"{r['label']}  P(B follows A) = {r['is_next_probability']:.4f}"])
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
-    embed = pipeline("feature-extraction", model=args.model, device=args.device, dtype=args.dtype)
+    embed = pipeline("feature-extraction", **_load_options(args))
     vectors = embed(args.texts, pooling=args.pooling, normalize=not args.no_normalize)
     result = [{"text": t, "embedding": v.tolist()} for t, v in zip(args.texts, vectors)]
     _emit(args, result, lambda rows: [f"{r['text'][:40]:<40} dim={len(r['embedding'])} "
@@ -62,23 +82,30 @@ def cmd_embed(args: argparse.Namespace) -> None:
             print(f"  {text[:30]:<30} " + " ".join(f"{x:6.3f}" for x in row))
 
 
-def cmd_info(args: argparse.Namespace) -> None:
+def _info_config(name: str, offline: bool) -> tuple[BertConfig, str]:
+    """The config of a checkpoint (local, cached or on the hub) or of a preset: a preset name is looked up in the
+    HF cache only, never on the hub."""
+    preset = name in PRESETS and not os.path.isdir(name)
     try:
-        config = BertConfig.from_json_file(resolve_file(args.model, "config.json", local_files_only=args.offline))
-        source = "checkpoint"
+        path = resolve_file(name, "config.json", local_files_only=offline or preset)
     except FileNotFoundError:
-        if args.model not in PRESETS:
+        if not preset:
             raise
-        config, source = BertConfig.from_preset(args.model), "preset (no checkpoint found locally)"
+        return BertConfig.from_preset(name), "preset (no checkpoint found locally)"
+    return BertConfig.from_json_file(path), "checkpoint"
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    config, source = _info_config(args.model, args.offline)
     with torch.device("meta"):
         encoder, pretraining = BertModel(config), BertForPreTraining(config)
     result = {"model": args.model, "config_source": source, "config": config.to_dict(),
               "parameters": {"BertModel": encoder.num_parameters(),
                              "BertModel without embeddings": encoder.num_parameters(exclude_embeddings=True),
                              "BertForPreTraining": pretraining.num_parameters()}}
-    _emit(args, result, lambda r: [f"{r['model']}  (config from {r['config_source']})"]
-          + [f"  {k:<30} {v}" for k, v in r["config"].items()]
-          + [f"  parameters, {k:<18} {v:,}" for k, v in r["parameters"].items()])
+    _emit(args, result, lambda r: [f"{r['model']}  (config from {r['config_source']})"] + _table(
+        [(k, str(v)) for k, v in r["config"].items()] + [(f"parameters, {k}", f"{v:,}")
+                                                           for k, v in r["parameters"].items()]))
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -88,7 +115,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
                               allow_data_changes=args.allow_data_changes)
     result = {"out": args.out, "steps_run": len(history), "last_step": history[-1]}
     _emit(args, result, lambda r: [f"checkpoint: {r['out']}  ({r['steps_run']} steps run)"]
-          + [f"  {k:<14} {v:.4f}" for k, v in r["last_step"].items()])
+          + _table([(k, _number(v)) for k, v in r["last_step"].items()]))
 
 
 def _pretrain_parser(p: argparse.ArgumentParser) -> None:
@@ -149,6 +176,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bertfast", description="Fast BERT inference with transformers' numbers.")
+    parser.add_argument("--version", action="version", version=f"bertfast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("fill-mask", help="predict the [MASK] token(s) of a text")
@@ -200,12 +228,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command: 0 on success, 1 with a one-line message for bad input, missing or broken files (our
+    ValueError / OSError subclasses: CheckpointError, ExportValidationError, FileNotFoundError...), 2 for a bad
+    command line (argparse exits), 130 when interrupted."""
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except (ValueError, OSError) as e:  # bad input or missing files: a message, not a traceback
         print(f"bertfast {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"bertfast {args.command}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 
