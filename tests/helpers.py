@@ -65,6 +65,15 @@ SENTENCES = [
 ]
 
 
+def fuzz(examples: int):
+    """The hypothesis settings of the fuzz suite (tests/fuzz): a bounded number of examples for CI, no deadline
+    (2 shared cores), no example database written into the checkout."""
+    from hypothesis import HealthCheck, settings
+
+    return settings(max_examples=examples, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float) -> None:
     torch.testing.assert_close(actual, expected, atol=atol, rtol=0)
 
