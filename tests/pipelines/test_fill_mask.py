@@ -59,7 +59,8 @@ def test_fill_mask_without_mask_token_is_an_error(fill_mask):
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(targets=[]), r"targets must be a token string or a non-empty list"), (dict(targets=[3]), "targets must be"),
-    (dict(top_k=2.5), r"top_k must be an int >= 1, got 2.5"), (dict(top_k=True), r"top_k must be an int >= 1, got True"),
+    (dict(top_k=2.5), r"top_k must be an int >= 1, got 2.5"),
+    (dict(top_k=True), r"top_k must be an int >= 1, got True"),
     (dict(top_k="3"), r"top_k must be an int >= 1, got '3'"),
 ])
 def test_bad_arguments_are_our_errors_not_torchs(fill_mask, kwargs, message):
