@@ -54,12 +54,13 @@ def corpus_signature(documents: Sequence[Sequence[Sequence[int]]]) -> dict[str, 
 
 def data_signature(arguments: Mapping[str, Any], tokenizer: BertTokenizer,
                    documents: Sequence[Sequence[Sequence[int]]] | None = None) -> dict[str, Any]:
-    """What a resumed run must share with the run it continues; ``documents`` None leaves the corpus out."""
+    """What a resumed run must share with the run it continues, in its JSON form (as the manifest holds it);
+    ``documents`` None leaves the corpus out."""
     signature = {"arguments": {name: arguments[name] for name in DATA_ARGUMENTS},
                  "vocabulary": vocabulary_signature(tokenizer)}
     if documents is not None:
         signature["corpus"] = corpus_signature(documents)
-    return signature
+    return json.loads(json.dumps(signature))
 
 
 def write_manifest(directory: str, step: int, data: dict[str, Any], config: dict[str, Any]) -> None:

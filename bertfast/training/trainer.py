@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import os
 import random
@@ -223,7 +224,7 @@ class Trainer:
         self.step = self.epoch = self.batch_index = 0  # steps done; position of the next batch
         self.signature = data_signature(dataclasses.asdict(args), tokenizer, documents)
         self.saved_step: int | None = None  # the step of the last checkpoint written or resumed from
-        self.resumed_from: str | None = None
+        self.checkpoint_dir: str | None = None  # ... and its folder, which train() may write to again
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One optimizer step on a collated batch; returns its loss, accuracies, token count, gradient norm (before
@@ -262,10 +263,10 @@ class Trainer:
     def train(self, out_dir: str | os.PathLike, overwrite: bool = False) -> list[dict[str, float]]:
         """Train up to ``args.steps``, checkpointing into ``out_dir``; returns the metrics of each step run.
 
-        ``out_dir`` must be new or empty, the folder this run resumed from, or (``overwrite``) a folder of files
-        to replace; it is checked before the first step.
+        ``out_dir`` must be new or empty, the folder this trainer resumed from or last saved to, or (``overwrite``)
+        a folder of files to replace; it is checked before the first step.
         """
-        check_out_dir(out_dir, overwrite, self.resumed_from)
+        check_out_dir(out_dir, overwrite, self.checkpoint_dir)
         history: list[dict[str, float]] = []
         batches = self.data(self.epoch, self.batch_index)
         tokens, start = 0, time.perf_counter()
@@ -300,7 +301,7 @@ class Trainer:
             self.tokenizer.save_pretrained(new)
             torch.save(state, os.path.join(new, TRAINER_STATE))
             write_manifest(new, self.step, self.signature, _config_of(self.model))
-        self.saved_step = self.step
+        self.saved_step, self.checkpoint_dir = self.step, os.fspath(directory)
 
     def load_state(self, directory: str | os.PathLike, allow_data_changes: bool = False) -> None:
         """Continue from a checkpoint written by ``save`` (the model weights are loaded by ``from_pretrained``).
@@ -330,12 +331,13 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        self.saved_step, self.resumed_from = self.step, os.fspath(directory)
+        self.saved_step, self.checkpoint_dir = self.step, os.fspath(directory)
 
 
 def _config_of(model: BertForPreTraining) -> dict:
-    """The model config as the manifest records it (``architectures`` is informational: left out)."""
-    return {k: v for k, v in model.config.to_dict().items() if k != "architectures"}
+    """The model config as the manifest records it, in its JSON form (so it compares equal after a round trip:
+    int dict keys become strings); ``architectures`` is informational and left out."""
+    return json.loads(json.dumps({k: v for k, v in model.config.to_dict().items() if k != "architectures"}))
 
 
 def load_tokenizer(vocab: str | None, model_dir: str | None) -> BertTokenizer:

@@ -22,7 +22,8 @@ from bertfast.cli import main
 from bertfast.training import trainer as trainer_module
 from bertfast.training.checkpoints import MANIFEST, TRAINER_STATE, load_trainer_state, read_manifest, verify_checkpoint
 from bertfast.training.pretraining import DEMO_CORPUS, read_documents, tokenize_documents
-from bertfast.training.trainer import PretrainingArguments, Trainer, TrainingDivergedError, run_pretraining
+from bertfast.training.trainer import (PretrainingArguments, Trainer, TrainingDivergedError, build_model,
+                                      run_pretraining)
 from tests.helpers import PRETRAIN_QUICK
 
 
@@ -259,3 +260,12 @@ def test_resume_into_a_model_with_another_config_says_what_changed(checkpoint, t
                       tokenize_documents(read_documents(DEMO_CORPUS), tokenizer), args(3))
     with pytest.raises(ValueError, match=r"config differs from the checkpoint's .*num_hidden_layers: 2 -> 3"):
         trainer.load_state(checkpoint)
+
+
+def test_a_trainer_may_train_on_into_the_folder_it_saved(tmp_path, small_vocab):
+    tokenizer = bertfast.BertTokenizer(small_vocab)
+    trainer = Trainer(build_model(tokenizer, config="tiny"), tokenizer,
+                      tokenize_documents(read_documents(DEMO_CORPUS), tokenizer), args(1))
+    trainer.train(tmp_path / "out")
+    trainer.args.steps = 2
+    assert len(trainer.train(tmp_path / "out")) == 1 and read_manifest(tmp_path / "out")["step"] == 2
