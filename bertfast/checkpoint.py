@@ -54,20 +54,21 @@ def _read_cpu(path: str) -> object:
             return load_file(path)
         except SafetensorError as e:
             raise _corrupt(path, e) from e
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if _WEIGHTS_ONLY_REFUSAL not in str(e):
+    with open(path, "rb") as f:  # an access error (permission, a folder) surfaces here, as itself
+        try:
+            return torch.load(f, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            if _WEIGHTS_ONLY_REFUSAL not in str(e):
+                raise _corrupt(path, e) from e
+            refused = re.search(r"GLOBAL (\S+) was not an allowed global", str(e))
+            example = f" (e.g. {refused[1]})" if refused else ""
+            raise CheckpointError(
+                f"{path} holds pickled objects that are not plain tensors{example}, so it was refused for safety: "
+                f"unpickling them could run code from the file. If you trust the file and where it came from, "
+                f"convert it to model.safetensors once (e.g. transformers' save_pretrained, which writes "
+                f"safetensors) and load that") from None
+        except (*_UNPICKLING_ERRORS, OSError) as e:  # the file is open: an OSError now is about its content
             raise _corrupt(path, e) from e
-        refused = re.search(r"GLOBAL (\S+) was not an allowed global", str(e))
-        example = f" (e.g. {refused[1]})" if refused else ""
-        raise CheckpointError(
-            f"{path} holds pickled objects that are not plain tensors{example}, so it was refused for safety: "
-            f"unpickling them could run code from the file. If you trust the file and where it came from, convert "
-            f"it to model.safetensors once (e.g. transformers' save_pretrained, which writes "
-            f"safetensors) and load that") from None
-    except _UNPICKLING_ERRORS as e:
-        raise _corrupt(path, e) from e
 
 
 def _load_one(path: str, device: torch.device | str) -> dict[str, torch.Tensor]:

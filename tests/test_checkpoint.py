@@ -174,6 +174,17 @@ def test_truncated_safetensors_is_a_clear_error(tiny_checkpoint, tmp_path):
         bertfast.BertModel.from_pretrained(tmp_path)
 
 
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5, 0.9])
+def test_a_truncated_bin_is_a_clear_error(fraction, tiny_checkpoint, tmp_path):
+    """torch.load raises EOFError, RuntimeError or even OSError(EINVAL) on these: all become CheckpointError."""
+    copy_config(tiny_checkpoint, tmp_path)
+    torch.save(load_file(os.path.join(tiny_checkpoint, "model.safetensors")), tmp_path / "full.bin")
+    data = (tmp_path / "full.bin").read_bytes()
+    (tmp_path / "pytorch_model.bin").write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(bertfast.CheckpointError, match="cannot read checkpoint file .*pytorch_model.bin.*corrupt"):
+        bertfast.BertModel.from_pretrained(tmp_path)
+
+
 def test_a_directory_without_weights_is_a_clear_error(tiny_checkpoint, tmp_path):
     copy_config(tiny_checkpoint, tmp_path)
     with pytest.raises(FileNotFoundError, match="no weights found .*model.safetensors"):

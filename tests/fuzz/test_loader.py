@@ -12,7 +12,7 @@ import warnings
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
@@ -97,6 +97,7 @@ def apply(source: dict[str, bytes], plan) -> dict[str, bytes]:
 
 @fuzz(120)
 @given(plan=PLANS)
+@example(plan=("bin", [("pytorch_model.bin", ("truncate", 0.5, b"\x00"))]))  # torch.load raised OSError(EINVAL)
 def test_a_damaged_checkpoint_loads_or_raises_a_value_error(source, plan):
     files = apply(source, plan)
     folder = tempfile.mkdtemp()
