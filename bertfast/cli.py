@@ -25,6 +25,7 @@ from bertfast.pipelines.text_classification import FUNCTIONS
 from bertfast.pipelines.token_classification import AGGREGATIONS
 from bertfast.st_config import POOLING_MODES
 from bertfast.training.trainer import WARMUP_FRACTION, PretrainingArguments, run_pretraining
+from bertfast.version import __version__
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -35,17 +36,31 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16")
     parser.add_argument("--batch-size", type=int, default=32, help="texts per model call (default: %(default)s)")
     parser.add_argument("--max-length", type=int, help="truncation length in tokens (default: the model's)")
+    parser.add_argument("--allow-missing-weights", action="store_true",
+                        help="initialise weights the checkpoint lacks (e.g. a base model's task head) randomly "
+                             "instead of failing: the outputs that use them are meaningless until fine-tuned")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
-def _pipeline(task: str, args: argparse.Namespace, **load_kwargs: Any) -> Pipeline:
-    """The ``task`` pipeline for the options of ``_model_options`` (``load_kwargs`` go to from_pretrained)."""
+def _pipeline(task: str, args: argparse.Namespace) -> Pipeline:
+    """The ``task`` pipeline for the options of ``_model_options``."""
     return pipeline(task, model=args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-                    max_length=args.max_length, adapter=args.adapter, **load_kwargs)
+                    max_length=args.max_length, adapter=args.adapter, allow_missing_weights=args.allow_missing_weights)
 
 
 def _emit(args: argparse.Namespace, result: Any, lines: Callable[[Any], list[str]]) -> None:
     print(json.dumps(result, indent=2) if args.json else "\n".join(lines(result)))
+
+
+def _number(value: Any) -> str:
+    """A metric for people: integers as integers, other numbers with 6 significant digits."""
+    return str(value) if isinstance(value, int) else f"{value:.6g}"
+
+
+def _table(rows: list[tuple[str, str]], indent: str = "  ") -> list[str]:
+    """Two aligned columns, the first as wide as its longest entry."""
+    width = max(len(key) for key, _ in rows)
+    return [f"{indent}{key:<{width}}  {value}" for key, value in rows]
 
 
 def cmd_fill_mask(args: argparse.Namespace) -> None:
@@ -74,20 +89,8 @@ def cmd_embed(args: argparse.Namespace) -> None:
             print(f"  {text[:30]:<30} " + " ".join(f"{x:6.3f}" for x in row))
 
 
-def _head_model_options(parser: argparse.ArgumentParser) -> None:
-    """The model options, plus loading a checkpoint without the task head (the head is then random)."""
-    _model_options(parser)
-    parser.add_argument("--allow-missing-weights", action="store_true",
-                        help="initialise weights missing from the checkpoint randomly (e.g. a base model's task "
-                             "head: the outputs are then meaningless until fine-tuned)")
-
-
-def _task_pipeline(task: str, args: argparse.Namespace) -> Pipeline:
-    return _pipeline(task, args, allow_missing_weights=args.allow_missing_weights)
-
-
 def cmd_classify(args: argparse.Namespace) -> None:
-    classify = _task_pipeline("text-classification", args)
+    classify = _pipeline("text-classification", args)
     pairs = None if args.text_pair is None else [args.text_pair] * len(args.texts)
     results = classify(args.texts, text_pair=pairs, top_k=args.top_k, function_to_apply=args.function_to_apply)
     _emit(args, results, lambda rows: [
@@ -96,7 +99,7 @@ def cmd_classify(args: argparse.Namespace) -> None:
 
 
 def cmd_ner(args: argparse.Namespace) -> None:
-    ner = _task_pipeline("token-classification", args)
+    ner = _pipeline("token-classification", args)
     entities = ner(args.text, aggregation_strategy=args.aggregation_strategy, ignore_labels=args.ignore_labels,
                    stride=args.stride)
     _emit(args, entities, lambda rows: [f"{e.get('entity_group', e.get('entity')):<10} {e['score']:.4f}  "
@@ -104,7 +107,7 @@ def cmd_ner(args: argparse.Namespace) -> None:
 
 
 def cmd_rerank(args: argparse.Namespace) -> None:
-    rerank = _task_pipeline("rerank", args)
+    rerank = _pipeline("rerank", args)
     ranked = rerank(args.query, args.documents, top_k=args.top_k, return_documents=args.return_documents,
                     function_to_apply=args.function_to_apply)
     _emit(args, ranked, lambda rows: [f"{r['score']:.4f}  [{r['index']}] {args.documents[r['index']][:60]}"
@@ -112,7 +115,7 @@ def cmd_rerank(args: argparse.Namespace) -> None:
 
 
 def cmd_qa(args: argparse.Namespace) -> None:
-    qa = _task_pipeline("question-answering", args)
+    qa = _pipeline("question-answering", args)
     result = qa(args.question, args.context, top_k=args.top_k, max_answer_len=args.max_answer_len,
                 doc_stride=args.doc_stride, handle_impossible_answer=args.handle_impossible_answer)
     answers = [result] if isinstance(result, dict) else result
@@ -120,32 +123,40 @@ def cmd_qa(args: argparse.Namespace) -> None:
                                    for a in answers] or ["(no answer: the context has no tokens)"])
 
 
-def cmd_info(args: argparse.Namespace) -> None:
+def _info_config(name: str, offline: bool) -> tuple[BertConfig, str]:
+    """The config of a checkpoint (local, cached or on the hub) or of a preset: a preset name is looked up in the
+    HF cache only, never on the hub."""
+    preset = name in PRESETS and not os.path.isdir(name)
     try:
-        config = BertConfig.from_json_file(resolve_file(args.model, "config.json", local_files_only=args.offline))
-        source = "checkpoint"
+        path = resolve_file(name, "config.json", local_files_only=offline or preset)
     except FileNotFoundError:
-        if args.model not in PRESETS:
+        if not preset:
             raise
-        config, source = BertConfig.from_preset(args.model), "preset (no checkpoint found locally)"
+        return BertConfig.from_preset(name), "preset (no checkpoint found locally)"
+    return BertConfig.from_json_file(path), "checkpoint"
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    config, source = _info_config(args.model, args.offline)
     with torch.device("meta"):
         encoder, pretraining = BertModel(config), BertForPreTraining(config)
     result = {"model": args.model, "config_source": source, "config": config.to_dict(),
               "parameters": {"BertModel": encoder.num_parameters(),
                              "BertModel without embeddings": encoder.num_parameters(exclude_embeddings=True),
                              "BertForPreTraining": pretraining.num_parameters()}}
-    _emit(args, result, lambda r: [f"{r['model']}  (config from {r['config_source']})"]
-          + [f"  {k:<30} {v}" for k, v in r["config"].items()]
-          + [f"  parameters, {k:<18} {v:,}" for k, v in r["parameters"].items()])
+    _emit(args, result, lambda r: [f"{r['model']}  (config from {r['config_source']})"] + _table(
+        [(k, str(v)) for k, v in r["config"].items()] + [(f"parameters, {k}", f"{v:,}")
+                                                           for k, v in r["parameters"].items()]))
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
     options = PretrainingArguments(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PretrainingArguments)})
     history = run_pretraining(args.corpus, args.out, options, model=args.model, config=args.config,
-                              vocab=args.vocab, resume=args.resume)
+                              vocab=args.vocab, resume=args.resume, overwrite=args.overwrite,
+                              allow_data_changes=args.allow_data_changes)
     result = {"out": args.out, "steps_run": len(history), "last_step": history[-1]}
     _emit(args, result, lambda r: [f"checkpoint: {r['out']}  ({r['steps_run']} steps run)"]
-          + [f"  {k:<14} {v:.4f}" for k, v in r["last_step"].items()])
+          + _table([(k, _number(v)) for k, v in r["last_step"].items()]))
 
 
 def _pretrain_parser(p: argparse.ArgumentParser) -> None:
@@ -155,7 +166,12 @@ def _pretrain_parser(p: argparse.ArgumentParser) -> None:
     source.add_argument("--resume", help="output directory of an earlier run to continue from")
     p.add_argument("--corpus", required=True, help="text file: one sentence per line, blank line between documents")
     p.add_argument("--vocab", help="vocab.txt or tokenizer directory (needed with --config)")
-    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--out", required=True, help="checkpoint directory to write: new or empty, the --resume one, "
+                                                "or replaced with --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace what --out holds (a checkpoint or model)")
+    p.add_argument("--allow-data-changes", action="store_true",
+                   help="with --resume: warn instead of failing when batch size, sequence length, seed, masking, "
+                        "vocabulary or corpus differ from the checkpoint's run")
     p.add_argument("--steps", type=int, required=True, help="total optimizer steps")
     d = PretrainingArguments()  # the defaults, written once there
     p.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -201,6 +217,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bertfast", description="Fast BERT inference with transformers' numbers.")
+    parser.add_argument("--version", action="version", version=f"bertfast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("fill-mask", help="predict the [MASK] token(s) of a text")
@@ -230,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, help="the K best labels of each text (default: the best one)")
     p.add_argument("--function-to-apply", choices=FUNCTIONS,
                    help="softmax, sigmoid or none (default: from the config's problem_type and labels)")
-    _head_model_options(p)
+    _model_options(p)
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("ner", help="entities of a text from a token-classification model, with character offsets")
@@ -240,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ignore-labels", nargs="*", default=None, metavar="LABEL", help="labels to drop (default: O)")
     p.add_argument("--stride", type=int, help="tokens shared by consecutive windows of a long text "
                                               "(default: a quarter of a window)")
-    _head_model_options(p)
+    _model_options(p)
     p.set_defaults(func=cmd_ner)
 
     p = sub.add_parser("rerank", help="documents sorted by a cross-encoder's score against a query")
@@ -250,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--return-documents", action="store_true", help="include each document's text")
     p.add_argument("--function-to-apply", choices=("sigmoid", "none"),
                    help="sigmoid or none (raw logits); default: the checkpoint's saved activation, else sigmoid")
-    _head_model_options(p)
+    _model_options(p)
     p.set_defaults(func=cmd_rerank)
 
     p = sub.add_parser("qa", help="extractive question answering: the span of CONTEXT that answers QUESTION")
@@ -262,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "// 2, 128))")
     p.add_argument("--handle-impossible-answer", action="store_true",
                    help="let 'no answer' (an empty answer at 0:0) compete with the spans")
-    _head_model_options(p)
+    _model_options(p)
     p.set_defaults(func=cmd_qa)
 
     p = sub.add_parser("info", help="config and parameter counts of a checkpoint or preset")
@@ -295,12 +312,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command: 0 on success, 1 with a one-line message for bad input, missing or broken files (our
+    ValueError / OSError subclasses: CheckpointError, ExportValidationError, FileNotFoundError...), 2 for a bad
+    command line (argparse exits), 130 when interrupted."""
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except (ValueError, OSError) as e:  # bad input or missing files: a message, not a traceback
         print(f"bertfast {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"bertfast {args.command}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

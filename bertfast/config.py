@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,29 +83,49 @@ class BertConfig:
         return self.hidden_dropout_prob if self.classifier_dropout is None else self.classifier_dropout
 
     def validate(self) -> None:
+        """Every field's type and range, so a bad config.json fails at load naming the field, not at a forward."""
+        for name in ("model_type", "hidden_act", "position_embedding_type"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"config.{name} must be a string, got {getattr(self, name)!r}")
         if self.model_type != "bert":
             raise ValueError(f"model_type is {self.model_type!r}; bertfast runs BERT checkpoints "
                              f"(model_type 'bert') only")
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                      "max_position_embeddings", "type_vocab_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"config.{name} must be a positive integer, got {value!r}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) is not a multiple of num_attention_heads "
                 f"({self.num_attention_heads})"
             )
+        if (not isinstance(self.pad_token_id, int) or isinstance(self.pad_token_id, bool)
+                or not 0 <= self.pad_token_id < self.vocab_size):
+            raise ValueError(f"config.pad_token_id must be an integer in [0, vocab_size={self.vocab_size}), "
+                             f"got {self.pad_token_id!r}")
         if self.hidden_act not in GELU_APPROXIMATE:
             raise ValueError(f"hidden_act {self.hidden_act!r} is not supported; use one of {sorted(GELU_APPROXIMATE)}")
         if self.position_embedding_type != "absolute":
             raise ValueError(
                 f"position_embedding_type {self.position_embedding_type!r} is not supported; only 'absolute' is"
             )
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
+        ranges = {"hidden_dropout_prob": (lambda v: 0 <= v < 1, "in [0, 1)"),
+                  "attention_probs_dropout_prob": (lambda v: 0 <= v < 1, "in [0, 1)"),
+                  "initializer_range": (lambda v: v >= 0, ">= 0"), "layer_norm_eps": (lambda v: v > 0, "> 0")}
+        for name, (in_range, allowed) in ranges.items():
             value = getattr(self, name)
-            if value is not None and not 0.0 <= value < 1.0:
-                raise ValueError(f"config.{name} must be in [0, 1), got {value!r}")
+            if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+                    or not in_range(value)):
+                raise ValueError(f"config.{name} must be a finite number {allowed}, got {value!r}")
+        if not isinstance(self.tie_word_embeddings, bool):
+            raise ValueError(f"config.tie_word_embeddings must be true or false, got {self.tie_word_embeddings!r}")
+        if not isinstance(self.architectures, list) or not all(isinstance(a, str) for a in self.architectures):
+            raise ValueError(f"config.architectures must be a list of class names, got {self.architectures!r}")
+        if self.classifier_dropout is not None and (isinstance(self.classifier_dropout, bool) or not isinstance(
+                self.classifier_dropout, (int, float)) or not 0 <= self.classifier_dropout < 1):
+            raise ValueError(f"config.classifier_dropout must be None or a number in [0, 1), got "
+                             f"{self.classifier_dropout!r}")
         if self.problem_type not in (None, *PROBLEM_TYPES):
             raise ValueError(f"config.problem_type {self.problem_type!r} is not one of {PROBLEM_TYPES} (or None)")
         if self.problem_type == "single_label_classification" and self.num_labels == 1:
@@ -119,6 +140,8 @@ class BertConfig:
         ``num_labels`` / ``id2label`` (from_pretrained's) replace the labels: id2label the names, num_labels the
         count (names LABEL_i). A count that disagrees with the labels ``data`` names is an error naming both.
         """
+        if not isinstance(data, dict):
+            raise ValueError(f"a config must be a JSON object (field name -> value), got a {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         if data.get("is_decoder") or data.get("add_cross_attention"):
             raise ValueError("decoder / cross-attention BERT configs are not supported; bertfast runs encoders")
@@ -130,13 +153,18 @@ class BertConfig:
     @classmethod
     def from_json_file(cls, path: str | os.PathLike, num_labels: int | None = None,
                        id2label: dict[int, str] | None = None) -> "BertConfig":
-        """``from_dict`` of a config.json file."""
+        """``from_dict`` of a config.json file; every error names the file (and the field)."""
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path} is not UTF-8 text ({e}); is it a HuggingFace config.json?") from e
         except json.JSONDecodeError as e:
             raise ValueError(f"{path} is not valid JSON ({e}); is it a HuggingFace config.json?") from e
-        return cls.from_dict(data, num_labels, id2label)
+        try:
+            return cls.from_dict(data, num_labels, id2label)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from e
 
     @classmethod
     def from_preset(cls, name: str) -> "BertConfig":

@@ -1,15 +1,31 @@
 """Name resolution: a local checkpoint directory, or a hub id through ``huggingface_hub``.
 
 Hub ids are looked up in the HF cache first, then downloaded unless ``local_files_only`` or
-``HF_HUB_OFFLINE=1``. A name that looks like a path but is not a directory is never sent to the hub.
-Every failure is a ``FileNotFoundError`` that says what was looked for and where.
+``HF_HUB_OFFLINE=1``. Before a download, one request with a short timeout checks that the hub answers: when it
+does not, the offline error comes at once instead of after huggingface_hub's retries (about 25 s). A name
+that looks like a path but is not a directory is never sent to the hub. Every failure is a
+``FileNotFoundError`` that says what was looked for and where.
 """
 from __future__ import annotations
 
 import os
 
 import huggingface_hub
+from huggingface_hub import constants as hub_constants
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError
+
+
+HUB_PROBE_TIMEOUT = 3.0  # seconds the reachability check waits for the hub to answer
+
+
+def hub_reachable() -> bool:
+    """Whether the hub endpoint answers one HEAD request within ``HUB_PROBE_TIMEOUT`` (through huggingface_hub's
+    own HTTP session, so its proxies and endpoint settings apply)."""
+    try:
+        huggingface_hub.get_session().head(hub_constants.ENDPOINT, timeout=HUB_PROBE_TIMEOUT)
+    except Exception:  # the session's transport errors (their classes depend on huggingface_hub's HTTP client)
+        return False
+    return True
 
 
 def _looks_like_path(name: str) -> bool:
@@ -39,7 +55,7 @@ def resolve_file(name_or_path: str | os.PathLike, filename: str, required: bool 
         try:
             return huggingface_hub.hf_hub_download(name, filename, local_files_only=True)
         except LocalEntryNotFoundError:
-            if local_files_only:
+            if local_files_only or hub_constants.HF_HUB_OFFLINE or not hub_reachable():
                 raise
             return huggingface_hub.hf_hub_download(name, filename)
     except LocalEntryNotFoundError as e:
@@ -48,7 +64,7 @@ def resolve_file(name_or_path: str | os.PathLike, filename: str, required: bool 
         raise FileNotFoundError(
             f"Could not find {filename} for {name!r}: it is not a local directory, not in the HuggingFace cache, "
             f"and the hub could not be reached (offline, HF_HUB_OFFLINE=1, or no network). Download it elsewhere "
-            f"(e.g. `huggingface-cli download {name}`) or pass a local directory holding config.json and "
+            f"(e.g. `hf download {name}`) or pass a local directory holding config.json and "
             f"model.safetensors: from_pretrained('/path/to/{name.split('/')[-1]}')"
         ) from e
     except EntryNotFoundError:

@@ -74,6 +74,9 @@ def check_inputs(config: BertConfig, device: torch.device, input_ids: torch.Tens
             checks.append((name, value, limit))
     if attention_mask is not None:
         _check_tensor("attention_mask", attention_mask, input_ids.shape, device, integer=False)
+        if attention_mask.dtype != torch.bool and attention_mask.dtype not in INTEGER_DTYPES:
+            raise TypeError(f"attention_mask has dtype {attention_mask.dtype}; pass an int or bool mask (1 or True = "
+                            f"token, 0 or False = padding), e.g. attention_mask.long(), not a float or additive mask")
         checks.append(("attention_mask", attention_mask, 2))
     if inputs_trusted():
         return None if attention_mask is None else _as_bool(attention_mask)

@@ -12,9 +12,11 @@ import torch
 import torch.nn as nn
 
 from bertfast.adapters import merge_adapter
+from bertfast.atomic import staged_files
 from bertfast.checkpoint import CheckpointError, read_state_dict, remap_state_dict
 from bertfast.config import BertConfig, resolve_dtype
 from bertfast.hub import resolve_file
+from bertfast.ops import resolve_device
 
 
 class BertPreTrainedModel(nn.Module):
@@ -75,6 +77,7 @@ class BertPreTrainedModel(nn.Module):
         ``adapter``: a PEFT LoRA adapter folder or hub id, merged into the weights before they are assigned
         (bertfast.adapters).
         """
+        device = resolve_device(device)  # before any file is read: a missing GPU is not a broken checkpoint
         config = BertConfig.from_json_file(resolve_file(name_or_path, "config.json", local_files_only=local_files_only),
                                            num_labels, id2label)
         state = read_state_dict(name_or_path, device=device, local_files_only=local_files_only)
@@ -140,8 +143,9 @@ class BertPreTrainedModel(nn.Module):
         if missing and not (allow_missing or (new_head and head_only)):
             raise CheckpointError(
                 f"{name}: the checkpoint lacks {len(missing)} weights: {missing}. It was probably saved from another "
-                f"architecture (e.g. a bare BertModel). Pass allow_missing_weights=True to initialise them randomly "
-                f"(the outputs that use them are then meaningless until trained)."
+                f"architecture (e.g. a bare BertModel). Pass allow_missing_weights=True (on the command line: "
+                f"--allow-missing-weights) to initialise them randomly (the outputs that use them are then "
+                f"meaningless until trained)."
             )
         self.load_state_dict({k: state[k] for k in expected if k in state}, strict=False, assign=True)
         if missing:
@@ -171,14 +175,15 @@ class BertPreTrainedModel(nn.Module):
                     getattr(module, name).copy_(value)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write config.json + model.safetensors that both bertfast and transformers load."""
+        """Write config.json + model.safetensors that both bertfast and transformers load. Each is written under a
+        temporary name and renamed (``bertfast.atomic.staged_files``): a failed save leaves the old files whole."""
         from safetensors.torch import save_file
 
-        os.makedirs(directory, exist_ok=True)
         self.config.architectures = [type(self).__name__]
-        self.config.save(directory)
         state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+        with staged_files(directory) as staging:
+            save_file(state, os.path.join(staging, "model.safetensors"), metadata={"format": "pt"})
+            self.config.save(staging)
 
     @property
     def base_model(self) -> "BertPreTrainedModel":

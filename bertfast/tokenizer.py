@@ -24,17 +24,11 @@ import torch
 from tokenizers import AddedToken, Encoding, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
 
+from bertfast.atomic import staged_files
 from bertfast.hub import resolve_file
+from bertfast.tokenizer_files import (CONFIG_FILE, OPTION_KEYS, SPECIAL_TOKENS, SPECIAL_TOKENS_FILE, TOKENIZER_FILE,
+                                      TOKENIZER_FILES, VOCAB_FILE, load_vocab, read_options)
 
-TOKENIZER_FILE = "tokenizer.json"
-VOCAB_FILE = "vocab.txt"
-CONFIG_FILE = "tokenizer_config.json"
-SPECIAL_TOKENS_FILE = "special_tokens_map.json"
-TOKENIZER_FILES = (TOKENIZER_FILE, VOCAB_FILE, CONFIG_FILE, SPECIAL_TOKENS_FILE)  # what from_pretrained reads
-# transformers' order of the special-token attributes (it decides all_special_tokens / all_special_ids).
-SPECIAL_TOKENS = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
-OPTION_KEYS = ("do_lower_case", "strip_accents", "tokenize_chinese_chars", "model_max_length",
-               "clean_up_tokenization_spaces", *SPECIAL_TOKENS)
 PADDING_STRATEGIES = ("longest", "max_length", "do_not_pad")
 TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second", "do_not_truncate")
 # BatchEncoding field -> tokenizers.Encoding attribute, in transformers' order of the fields
@@ -72,26 +66,18 @@ class BatchEncoding(dict):
         return self
 
 
-def load_vocab(vocab_file: str | os.PathLike) -> dict[str, int]:
-    """Read a WordPiece ``vocab.txt`` (one token per line, id = line number) exactly as transformers reads it."""
-    try:
-        with open(vocab_file, encoding="utf-8") as f:
-            lines = f.readlines()
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{vocab_file} is not a UTF-8 text vocabulary: {err}") from err
-    return {line.rstrip("\n"): index for index, line in enumerate(lines)}
-
-
-def _read_json(path: str | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _token_text(value: str | Mapping[str, Any]) -> str:
-    """A special token from a config: a plain string or a serialised AddedToken ``{"content": ...}``."""
-    return value["content"] if isinstance(value, Mapping) else value
+def _unicode_error(texts: Sequence[str | tuple[str, str]]) -> ValueError | None:
+    """The error for a text that is not valid Unicode (a lone surrogate, e.g. from bytes decoded with
+    ``errors="surrogateescape"``), which the tokenizer cannot take; None if every text is valid."""
+    for index, item in enumerate(texts):
+        for text in (item if isinstance(item, tuple) else (item,)):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as err:
+                return ValueError(f"text {index} is not valid Unicode: it holds a lone surrogate "
+                                  f"{text[err.start]!r} at position {err.start}; decode the input with "
+                                  f"errors='replace' (or fix its encoding) before tokenizing")
+    return None
 
 
 def _as_ids(ids: TokenIds) -> int | list[int]:
@@ -239,28 +225,25 @@ class BertTokenizer:
             raise FileNotFoundError(f"found neither {TOKENIZER_FILE} nor {VOCAB_FILE} in {str(name_or_path)!r} "
                                     f"(looked in it as a local directory and as a Hugging Face Hub repo id). "
                                     f"Pass a local directory that contains {VOCAB_FILE} or {TOKENIZER_FILE}.")
-        config = _read_json(found[CONFIG_FILE])
-        if "added_tokens_decoder" not in config:
-            config.update(_read_json(found[SPECIAL_TOKENS_FILE]))
-        options = {key: config[key] for key in OPTION_KEYS if key in config}
-        options.update({key: _token_text(options[key]) for key in SPECIAL_TOKENS if key in options})
-        options.update(kwargs)
+        options = {**read_options(found[CONFIG_FILE], found[SPECIAL_TOKENS_FILE]), **kwargs}
         if found[TOKENIZER_FILE] is not None:
             return cls(tokenizer_file=found[TOKENIZER_FILE], **options)
         return cls(found[VOCAB_FILE], **options)
 
     def save_pretrained(self, directory: str | os.PathLike) -> list[str]:
-        """Write ``tokenizer.json``, ``vocab.txt`` and ``tokenizer_config.json`` (loadable by transformers too)."""
-        os.makedirs(directory, exist_ok=True)
-        paths = [os.path.join(directory, name) for name in (TOKENIZER_FILE, VOCAB_FILE, CONFIG_FILE)]
-        self._tokenizer.save(paths[0])
-        vocab = sorted(self._tokenizer.get_vocab(with_added_tokens=False).items(), key=operator.itemgetter(1))
-        with open(paths[1], "w", encoding="utf-8") as f:
-            f.writelines(f"{token}\n" for token, _ in vocab)
-        config = {"tokenizer_class": "BertTokenizer", **{key: getattr(self, key) for key in OPTION_KEYS}}
-        with open(paths[2], "w", encoding="utf-8") as f:
-            json.dump(config, f, indent=2, ensure_ascii=False)
-        return paths
+        """Write ``tokenizer.json``, ``vocab.txt`` and ``tokenizer_config.json`` (loadable by transformers too), each
+        under a temporary name and renamed (``bertfast.atomic.staged_files``): a failed save leaves the old ones."""
+        names = (TOKENIZER_FILE, VOCAB_FILE, CONFIG_FILE)
+        with staged_files(directory) as staging:
+            staged = [os.path.join(staging, name) for name in names]
+            self._tokenizer.save(staged[0])
+            vocab = sorted(self._tokenizer.get_vocab(with_added_tokens=False).items(), key=operator.itemgetter(1))
+            with open(staged[1], "w", encoding="utf-8") as f:
+                f.writelines(f"{token}\n" for token, _ in vocab)
+            config = {"tokenizer_class": "BertTokenizer", **{key: getattr(self, key) for key in OPTION_KEYS}}
+            with open(staged[2], "w", encoding="utf-8") as f:
+                json.dump(config, f, indent=2, ensure_ascii=False)
+        return [os.path.join(directory, name) for name in names]
 
     def __call__(
         self,
@@ -308,8 +291,8 @@ class BertTokenizer:
             # panics (a stride as long as what truncation keeps), and its PanicException is a BaseException
             if not isinstance(err, Exception) and type(err).__name__ != "PanicException":
                 raise
-            raise ValueError(f"cannot encode with truncation={truncation!r}, max_length={max_length}, "
-                             f"stride={stride}: {err}") from err
+            raise (_unicode_error(batch) or ValueError(f"cannot encode with truncation={truncation!r}, "
+                                                       f"max_length={max_length}, stride={stride}: {err}")) from err
         samples = list(range(len(encodings)))
         if return_overflowing_tokens:
             samples = [i for i, e in enumerate(encodings) for _ in range(1 + len(e.overflowing))]
@@ -395,7 +378,10 @@ class BertTokenizer:
         """WordPiece tokens of ``text`` without special tokens."""
         if not isinstance(text, str):
             raise TypeError(f"tokenize takes a str, got {type(text).__name__}")
-        return self._tokenizer.encode(text, add_special_tokens=False).tokens
+        try:
+            return self._tokenizer.encode(text, add_special_tokens=False).tokens
+        except TypeError as err:  # the Rust side's complaint about a str it cannot convert
+            raise (_unicode_error([text]) or err) from err
 
     def convert_tokens_to_string(self, tokens: Sequence[str]) -> str:
         """Text of a list of tokens ("##" pieces joined to the token before), as transformers' fast tokenizers."""

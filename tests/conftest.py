@@ -186,6 +186,23 @@ def minilm_dir() -> str:
 
 
 @pytest.fixture(scope="session")
+def small_vocab(tmp_path_factory) -> str:
+    """A vocab.txt of the demo corpus's own words and characters (about 1000 tokens, the five special ones
+    first): models over it are small, so their checkpoints are quick to write."""
+    import re
+
+    from bertfast.training.pretraining import DEMO_CORPUS
+
+    text = open(DEMO_CORPUS, encoding="utf-8").read().lower()
+    words = sorted(set(re.findall(r"\w+|[^\w\s]", text)))
+    chars = sorted(set("".join(words)))
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *(f"##{c}" for c in chars if c.isalnum())]
+    path = tmp_path_factory.mktemp("small_vocab") / "vocab.txt"
+    path.write_text("".join(f"{t}\n" for t in dict.fromkeys(tokens)), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def tokenizer(minilm_dir):
     """bertfast's tokenizer over the bert-base-uncased vocabulary."""
     import bertfast

@@ -31,6 +31,8 @@ needs_cuda = _Marks((pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_avai
                                                           reason="needs a CUDA GPU (bf16, bert-base shapes)")))
 HIDDEN_ATOL = 1e-5  # CPU fp32 parity with transformers: hidden states
 LOGITS_ATOL = 1e-4  # ... and logits
+# Quick pretraining runs of the tiny preset (a few steps of small batches; no progress bar).
+PRETRAIN_QUICK = dict(batch_size=4, max_seq_length=32, learning_rate=1e-3, warmup_steps=1, progress=False)
 TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
             max_position_embeddings=64)
 
@@ -127,6 +129,15 @@ SENTENCES = [
     "The stock market fell sharply on Tuesday after the announcement.",
     "Café naïve résumé — 東京 is lovely in spring!",
 ]
+
+
+def fuzz(examples: int):
+    """The hypothesis settings of the fuzz suite (tests/fuzz): a bounded number of examples for CI, no deadline
+    (2 shared cores), no example database written into the checkout."""
+    from hypothesis import HealthCheck, settings
+
+    return settings(max_examples=examples, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
+import shutil
 import subprocess
 import sys
 import warnings
@@ -14,6 +14,7 @@ import transformers
 from safetensors.torch import load_file
 
 import bertfast
+from bertfast import checkpoint
 from bertfast.checkpoint import read_state_dict, remap_state_dict
 from tests.helpers import REPO_ROOT, TINY, copy_config, padded_batch
 
@@ -76,7 +77,8 @@ def test_sharded_bin_reads_every_shard(tiny_checkpoint, tmp_path):
 
 
 def test_bin_is_read_with_weights_only(tmp_path):
-    """A pytorch_model.bin that pickles a callable is refused, and the callable never runs."""
+    """A pytorch_model.bin that pickles a callable is refused with our message (never torch's advice to pass
+    weights_only=False), and the callable never runs."""
     ran = tmp_path / "ran"
 
     class Payload:
@@ -84,9 +86,84 @@ def test_bin_is_read_with_weights_only(tmp_path):
             return (open, (str(ran), "w"))
 
     torch.save({"x": Payload()}, tmp_path / "pytorch_model.bin")
-    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+    refused = (r"pytorch_model.bin holds pickled objects that are not plain tensors \(e\.g\. io\.open\), so it was "
+               r"refused for safety.*If you trust the file .*convert it to model.safetensors")
+    with pytest.raises(bertfast.CheckpointError, match=refused) as caught:
         read_state_dict(tmp_path)
+    assert "weights_only=False" not in str(caught.value) and "allowlist" not in str(caught.value)
+    assert caught.value.__cause__ is None
     assert not ran.exists()
+
+
+def test_a_bin_that_is_not_a_state_dict_is_a_clear_error(tmp_path):
+    torch.save([torch.zeros(2)], tmp_path / "pytorch_model.bin")
+    with pytest.raises(bertfast.CheckpointError, match="does not hold a state dict .*it holds a list"):
+        read_state_dict(tmp_path)
+
+
+@pytest.mark.parametrize("error", [RuntimeError("CUDA error: out of memory"), PermissionError(13, "Permission denied")])
+def test_errors_that_are_not_the_files_are_never_called_corruption(error, tiny_checkpoint, monkeypatch):
+    def load_file(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(checkpoint, "load_file", load_file)
+    with pytest.raises(type(error)) as caught:
+        read_state_dict(tiny_checkpoint)
+    assert not isinstance(caught.value, bertfast.CheckpointError)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
+def test_reading_onto_a_missing_gpu_is_not_called_corruption(tiny_checkpoint):
+    with pytest.raises((RuntimeError, AssertionError)) as caught:  # torch's own "not compiled with CUDA" error
+        read_state_dict(tiny_checkpoint, device="cuda")
+    assert not isinstance(caught.value, bertfast.CheckpointError) and "corrupt" not in str(caught.value)
+
+
+@pytest.fixture
+def sharded(tiny_checkpoint, tmp_path) -> str:
+    """tiny_checkpoint saved by transformers in several safetensors shards."""
+    transformers.BertForPreTraining.from_pretrained(tiny_checkpoint).save_pretrained(tmp_path / "sharded",
+                                                                                    max_shard_size="20KB")
+    return str(tmp_path / "sharded")
+
+
+def rewrite_index(folder: str, edit) -> None:
+    path = os.path.join(folder, "model.safetensors.index.json")
+    index = json.load(open(path))
+    edit(index)
+    json.dump(index, open(path, "w"))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no_weight_map", r"index.json has no usable 'weight_map' field"),
+    ("weight_map_a_list", r"index.json has no usable 'weight_map' field"),
+    ("not_json", r"index.json is not a JSON index of shards"),
+    ("not_utf8", r"index.json is not a JSON index of shards .*utf-8"),
+    ("missing_shard", r"lists the shard model-00009-of-00009.safetensors, which is not in the checkpoint"),
+    ("parent_path", r"lists shards outside the checkpoint folder \(\.\./outside/model.safetensors\): refused"),
+    ("absolute_path", r"lists shards outside the checkpoint folder \(/.*outside/model.safetensors\): refused"),
+])
+def test_a_broken_shard_index_names_the_file_and_the_field(case, message, sharded, tiny_checkpoint, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(os.path.join(tiny_checkpoint, "model.safetensors"), outside)  # loadable, were it ever read
+    index = os.path.join(sharded, "model.safetensors.index.json")
+    if case == "no_weight_map":
+        rewrite_index(sharded, lambda i: i.pop("weight_map"))
+    elif case == "weight_map_a_list":
+        rewrite_index(sharded, lambda i: i.update(weight_map=list(i["weight_map"])))
+    elif case == "not_json":
+        open(index, "w").write("{'weight_map': ")
+    elif case == "not_utf8":
+        open(index, "wb").write(b"\xff\xfe{}")
+    elif case == "missing_shard":
+        rewrite_index(sharded, lambda i: i["weight_map"].update(
+            {next(iter(i["weight_map"])): "model-00009-of-00009.safetensors"}))
+    else:
+        shard = "../outside/model.safetensors" if case == "parent_path" else str(outside / "model.safetensors")
+        rewrite_index(sharded, lambda i: i.update(weight_map=dict.fromkeys(i["weight_map"], shard)))
+    with pytest.raises(bertfast.CheckpointError, match=message):
+        bertfast.BertForPreTraining.from_pretrained(sharded)
 
 
 def test_truncated_safetensors_is_a_clear_error(tiny_checkpoint, tmp_path):
@@ -94,6 +171,17 @@ def test_truncated_safetensors_is_a_clear_error(tiny_checkpoint, tmp_path):
     data = open(os.path.join(tiny_checkpoint, "model.safetensors"), "rb").read()
     (tmp_path / "model.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(bertfast.CheckpointError, match="cannot read checkpoint file .*corrupt"):
+        bertfast.BertModel.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5, 0.9])
+def test_a_truncated_bin_is_a_clear_error(fraction, tiny_checkpoint, tmp_path):
+    """torch.load raises EOFError, RuntimeError or even OSError(EINVAL) on these: all become CheckpointError."""
+    copy_config(tiny_checkpoint, tmp_path)
+    torch.save(load_file(os.path.join(tiny_checkpoint, "model.safetensors")), tmp_path / "full.bin")
+    data = (tmp_path / "full.bin").read_bytes()
+    (tmp_path / "pytorch_model.bin").write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(bertfast.CheckpointError, match="cannot read checkpoint file .*pytorch_model.bin.*corrupt"):
         bertfast.BertModel.from_pretrained(tmp_path)
 
 

@@ -60,7 +60,7 @@ def test_config_json_read_as_transformers_writes_it(tmp_path):
     ({"num_labels": 0}, ValueError, "num_labels must be a positive integer"),
     ({"problem_type": "ranking"}, ValueError, "problem_type 'ranking' is not one of"),
     ({"problem_type": "single_label_classification", "num_labels": 1}, ValueError, "needs num_labels > 1"),
-    ({"classifier_dropout": 1.0}, ValueError, r"classifier_dropout must be in \[0, 1\)"),
+    ({"classifier_dropout": 1.0}, ValueError, r"classifier_dropout must be None or a number in \[0, 1\)"),
 ], ids=["key", "name", "empty", "gap", "duplicate", "label2id", "num_labels", "zero", "problem_type", "single_one",
         "dropout"])
 def test_bad_labels_are_clear_errors(fields, error, message):
@@ -79,3 +79,28 @@ def test_from_dict_relabels_as_from_pretrained_asks():
         BertConfig.from_dict({"num_labels": 3}, num_labels=4)
     with pytest.raises(ValueError, match="num_labels=3 but id2label names 2 labels"):
         BertConfig.from_dict({}, num_labels=3, id2label={0: "a", 1: "b"})
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[1, 2]", r"config.json: a config must be a JSON object \(field name -> value\), got a list"),
+    ('{"vocab_size": null}', r"config.json: config.vocab_size must be a positive integer, got None"),
+    ('{"hidden_size": "768"}', r"config.json: config.hidden_size must be a positive integer, got '768'"),
+    ('{"num_hidden_layers": true}', r"config.num_hidden_layers must be a positive integer, got True"),
+    ('{"hidden_dropout_prob": "0.1"}', r"config.hidden_dropout_prob must be a finite number in \[0, 1\), got '0.1'"),
+    ('{"layer_norm_eps": null}', r"config.layer_norm_eps must be a finite number > 0, got None"),
+    ('{"layer_norm_eps": -1e-12}', r"config.layer_norm_eps must be a finite number > 0"),
+    ('{"initializer_range": "x"}', r"config.initializer_range must be a finite number >= 0"),
+    ('{"pad_token_id": 30522}', r"config.pad_token_id must be an integer in \[0, vocab_size=30522\)"),
+    ('{"hidden_act": ["gelu"]}', r"config.hidden_act must be a string, got \['gelu'\]"),
+    ('{"tie_word_embeddings": "yes"}', r"config.tie_word_embeddings must be true or false"),
+    ('{"architectures": "BertModel"}', r"config.architectures must be a list of class names"),
+    ('{"vocab_size": ', r"config.json is not valid JSON"),
+    (b"\xff\xfe{}", r"config.json is not UTF-8 text"),
+])
+def test_a_malformed_config_json_names_the_file_and_the_field(content, message, tmp_path):
+    """Checked at load (from_pretrained reads config.json through from_json_file), not at the first forward."""
+    path = tmp_path / "config.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ValueError, match=message) as caught:
+        BertConfig.from_json_file(path)
+    assert str(path) in str(caught.value)

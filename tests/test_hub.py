@@ -9,6 +9,8 @@ import textwrap
 
 import huggingface_hub
 import pytest
+from huggingface_hub import constants as hub_constants
+from huggingface_hub.errors import LocalEntryNotFoundError
 
 import bertfast
 from bertfast.hub import resolve_file
@@ -70,3 +72,49 @@ def test_hub_id_offline_and_not_cached_says_how_to_pass_a_directory(tmp_path):
     assert result.returncode != 0
     assert "FileNotFoundError" in result.stderr
     assert "pass a local directory holding config.json" in result.stderr
+
+
+class _Session:
+    """huggingface_hub.get_session() stand-in: HEAD either answers or fails like an unreachable host."""
+
+    def __init__(self, reachable: bool):
+        self.reachable, self.calls = reachable, 0
+
+    def head(self, url, timeout):
+        self.calls += 1
+        assert timeout <= 5, "the reachability check must not wait long"
+        if not self.reachable:
+            raise ConnectionError("[Errno -2] Name or service not known")
+
+
+def fake_hub(monkeypatch, reachable: bool, tmp_path) -> tuple[_Session, list]:
+    """Nothing cached; a download returns a file when the hub is reachable; a download attempted while it is
+    not fails the test (huggingface_hub would retry for ~25 s there)."""
+    session, downloads = _Session(reachable), []
+
+    def download(name, filename, local_files_only=False):
+        if local_files_only:
+            raise LocalEntryNotFoundError("not in the cache")
+        assert reachable, "downloaded although the hub is unreachable: huggingface_hub would retry for ~25 s"
+        downloads.append(filename)
+        (tmp_path / filename).write_text("{}")
+        return str(tmp_path / filename)
+
+    monkeypatch.setattr(huggingface_hub, "get_session", lambda: session)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    return session, downloads
+
+
+def test_an_unreachable_hub_fails_at_once_with_the_offline_message(monkeypatch, tmp_path):
+    session, _ = fake_hub(monkeypatch, reachable=False, tmp_path=tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"the hub could not be reached .*\(e\.g\. `hf download acme/bert`\) "
+                                                r"or pass a local directory") as caught:
+        resolve_file("acme/bert", "config.json")
+    assert session.calls == 1 and "huggingface-cli" not in str(caught.value)
+
+
+def test_a_reachable_hub_is_asked_for_the_file(monkeypatch, tmp_path):
+    session, downloads = fake_hub(monkeypatch, reachable=True, tmp_path=tmp_path)
+    assert resolve_file("acme/bert", "config.json") == str(tmp_path / "config.json")
+    assert session.calls == 1 and downloads == ["config.json"]

@@ -42,8 +42,14 @@ CASES = {
                        ValueError, "empty input"),
     "one_dimensional_ids": (dict(input_ids=torch.ones(6, dtype=torch.long), attention_mask=None,
                                  token_type_ids=None), ValueError, r"must be 2-D .*input_ids\[None\]"),
-    "additive_style_mask": (dict(attention_mask=torch.full((2, 6), -10000.0)), ValueError,
-                            r"attention_mask .* must be in 0 \(padding\) or 1"),
+    "additive_style_mask": (dict(attention_mask=torch.full((2, 6), -10000.0)), TypeError,
+                            r"attention_mask has dtype torch.float32; pass an int or bool mask"),
+    # A float mask raises whatever its values (README: "a float mask ... raises"): 0.5 and NaN were taken as tokens.
+    "float_mask_half": (dict(attention_mask=torch.full((2, 6), 0.5)), TypeError, r"e\.g\. attention_mask\.long\(\)"),
+    "float_mask_nan": (dict(attention_mask=torch.full((2, 6), float("nan"))), TypeError, "pass an int or bool mask"),
+    "float_mask_of_ones": (dict(attention_mask=torch.ones(2, 6)), TypeError, "has dtype torch.float32"),
+    "int_mask_of_twos": (dict(attention_mask=torch.full((2, 6), 2)), ValueError,
+                         r"attention_mask has values in \[2, 2\] but must be in 0 \(padding\) or 1"),
     "labels_out_of_vocab": (dict(labels=torch.full((2, 6), 500), next_sentence_label=torch.tensor([0, 1])),
                             ValueError, r"labels must hold class ids in \[0, 99\) or -100"),
     "nsp_label_not_binary": (dict(labels=torch.full((2, 6), -100), next_sentence_label=torch.tensor([0, 2])),
@@ -61,10 +67,11 @@ def test_bad_input_is_a_clear_error(model, case):
 
 
 def test_valid_variants_are_accepted(model):
-    """Bool and float 0/1 masks, int32 ids: the same result as the canonical int64 inputs."""
+    """Bool and int8/int32 masks, int32 ids: the same result as the canonical int64 inputs."""
     base = batch()
     reference = model(**base).prediction_logits
     for variant in (dict(attention_mask=base["attention_mask"].bool()),
-                    dict(attention_mask=base["attention_mask"].float()),
+                    dict(attention_mask=base["attention_mask"].to(torch.int8)),
+                    dict(attention_mask=base["attention_mask"].int()),
                     dict(input_ids=base["input_ids"].int(), token_type_ids=base["token_type_ids"].int())):
         torch.testing.assert_close(model(**{**base, **variant}).prediction_logits, reference)

@@ -70,3 +70,23 @@ def test_runtime_and_its_bench_never_import_the_benchmarks_suite():
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_an_editable_install_of_a_clone_named_bertfast_imports_from_its_parent_folder(tmp_path):
+    """A clone folder named `bertfast`, installed editable (PEP 660, as `pip install -e` does), with Python started
+    in the folder above it: `bertfast` must be the clone's package, not the clone folder itself imported as an
+    empty namespace package (then `bertfast.pipeline` is an AttributeError)."""
+    clone = tmp_path / "work" / "bertfast"
+    shutil.copytree(REPO, clone, ignore=NOT_SOURCES)
+    build = "import sys; from setuptools import build_meta; build_meta.build_editable(sys.argv[1])"
+    result = subprocess.run([sys.executable, "-c", build, str(tmp_path / "wheels")], cwd=clone, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    [wheel] = (tmp_path / "wheels").glob("bertfast-*.whl")
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    find = ("import importlib.util, site, sys; site.addsitedir(sys.argv[1]); "
+            "print(importlib.util.find_spec('bertfast').origin)")
+    result = subprocess.run([sys.executable, "-c", find, str(tmp_path / "site")], cwd=clone.parent,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(clone / "bertfast" / "__init__.py")

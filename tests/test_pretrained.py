@@ -179,3 +179,33 @@ def test_a_task_checkpoint_loads_into_the_encoder_with_its_head_logged(name, tas
             bertfast.BertModel.from_pretrained(task_checkpoint(name))
     head = "classifier" if name == "BertForSequenceClassification" else "qa_outputs"
     assert "BertModel: ignoring checkpoint weights of parts it does not have" in caplog.text and head in caplog.text
+
+
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
+
+
+@pytest.mark.parametrize("device, message", [
+    ("banana", "'banana' is not a device name: use 'cpu' or 'cuda'"), ("mps", "'mps' is not supported"),
+    pytest.param("cuda", "CUDA is not available on this machine; use --device cpu", marks=NO_CUDA),
+    pytest.param("cuda:7", "CUDA is not available on this machine", marks=NO_CUDA),
+])
+def test_a_device_this_machine_lacks_is_named_never_a_corrupt_checkpoint(device, message, tiny_checkpoint):
+    with pytest.raises(ValueError, match=message) as caught:
+        bertfast.BertModel.from_pretrained(tiny_checkpoint, device=device)
+    assert not isinstance(caught.value, bertfast.CheckpointError)
+
+
+def test_a_failed_save_leaves_the_old_files_whole(tiny_checkpoint, tmp_path, monkeypatch):
+    model = bertfast.BertForPreTraining.from_pretrained(tiny_checkpoint)
+    model.save_pretrained(tmp_path)
+    before = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
+
+    def save_fails(state, path, metadata=None):
+        open(path, "wb").write(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("safetensors.torch.save_file", save_fails)
+    model.config.initializer_range = 0.5  # a new config.json that must not land beside the old weights
+    with pytest.raises(OSError, match="No space left"):
+        model.save_pretrained(tmp_path)
+    assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == before

@@ -510,3 +510,32 @@ def test_bad_tokens_raise_type_error(main):
         main[0].convert_tokens_to_ids(5)
     with pytest.raises(TypeError, match="convert_tokens_to_string takes a list"):
         main[0].convert_tokens_to_string("hello")
+
+
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("tokenizer_config.json", b"{not json", r"tokenizer_config.json is not valid UTF-8 JSON"),
+    ("tokenizer_config.json", b"\xff\xfe{}", r"tokenizer_config.json is not valid UTF-8 JSON .*utf-8"),
+    ("tokenizer_config.json", b"[1]", r"tokenizer_config.json must hold a JSON object"),
+    ("tokenizer_config.json", b'{"do_lower_case": "no"}', r"tokenizer_config.json: field 'do_lower_case' must be true"),
+    ("tokenizer_config.json", b'{"model_max_length": "512"}', r"field 'model_max_length' must be a number >= 1"),
+    ("tokenizer_config.json", b'{"mask_token": 5}', r"field 'mask_token' must be a string or"),
+    ("special_tokens_map.json", b'{"pad_token": {"lstrip": false}}', r"special_tokens_map.json: field 'pad_token'"),
+])
+def test_a_corrupt_tokenizer_config_names_the_file_and_the_field(tmp_path, name, content, message):
+    folder = make_dir(tmp_path / "tok", ["vocab.txt"], {})
+    write(tmp_path / "tok" / name, content)
+    with pytest.raises(ValueError, match=message):
+        BertTokenizer.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("call", [lambda tok, t: tok(t), lambda tok, t: tok(["fine", t], padding=True),
+                                  lambda tok, t: tok("a", t, truncation=True), lambda tok, t: tok.tokenize(t)],
+                         ids=["call", "batch", "pair_truncated", "tokenize"])
+def test_a_lone_surrogate_is_named_not_blamed_on_truncation(main, call):
+    text = b"caf\xe9 ok".decode("utf-8", errors="surrogateescape")  # what reading latin-1 bytes as UTF-8 gives
+    with pytest.raises(ValueError, match=r"is not valid Unicode: it holds a lone surrogate '\\udce9' at position 3; "
+                                         r"decode the input with errors='replace'") as caught:
+        call(main[0], text)
+    assert "truncation" not in str(caught.value)

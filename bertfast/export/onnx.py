@@ -46,8 +46,9 @@ from typing import Any, Iterator
 
 import torch
 
-from bertfast.pretrained import BertPreTrainedModel
 from bertfast import ops
+from bertfast.atomic import replacing_directory
+from bertfast.pretrained import BertPreTrainedModel
 from bertfast.export.onnx_model import INPUT_NAMES, ONNX_FILE, ExportTask, check_task
 from bertfast.hub import resolve_file
 from bertfast.inputs import random_batch
@@ -366,7 +367,9 @@ def _to_fp16(proto: Any) -> Any:
 
 
 def _write(proto: Any, report: ExportReport, model: BertPreTrainedModel, source: Any, out_dir: str) -> None:
-    """model.onnx with its metadata, config.json and the source checkpoint's tokenizer files."""
+    """model.onnx with its metadata, config.json and the source checkpoint's tokenizer files, written into a new
+    folder beside ``out_dir`` that then replaces it (``bertfast.atomic``): a failed write leaves the previous
+    export whole and nothing half-written. Files in ``out_dir`` that an export does not write are kept."""
     import onnx
 
     onnx.helper.set_model_props(proto, {
@@ -374,14 +377,11 @@ def _write(proto: Any, report: ExportReport, model: BertPreTrainedModel, source:
         "config": json.dumps(model.config.to_dict(), sort_keys=True), "optimized": str(bool(report.fused_operators)),
         "fp16": str("fp16" in report.max_abs_diff), "validation_max_abs_diff": json.dumps(report.max_abs_diff),
         "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}"})
-    os.makedirs(out_dir, exist_ok=True)
-    for name in WRITTEN_FILES:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(out_dir, name))
-    onnx.save_model(proto, report.path)
-    model.config.save(out_dir)
-    if isinstance(source, (str, os.PathLike)):
-        for name in TOKENIZER_FILES:
-            path = resolve_file(source, name, required=False)
-            if path is not None:
-                shutil.copy(path, os.path.join(out_dir, name))
+    with replacing_directory(out_dir, owned=WRITTEN_FILES) as new:
+        onnx.save_model(proto, os.path.join(new, ONNX_FILE))
+        model.config.save(new)
+        if isinstance(source, (str, os.PathLike)):
+            for name in TOKENIZER_FILES:
+                path = resolve_file(source, name, required=False)
+                if path is not None:
+                    shutil.copy(path, os.path.join(new, name))

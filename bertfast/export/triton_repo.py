@@ -13,10 +13,12 @@ import re
 import shutil
 from typing import Any
 
+from bertfast.atomic import replacing_directory
 from bertfast.export.onnx import check_out_dir
 from bertfast.export.onnx_model import ONNX_FILE, resolve_onnx_path
 
 INSTANCE_KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
+TRITON_FILES = ("config.pbtxt", "1")  # what a model directory receives (version 1 holds model.onnx)
 # ONNX TensorProto element types -> Triton data types (the types an export can have at its boundary)
 TRITON_TYPES = {1: "TYPE_FP32", 7: "TYPE_INT64", 10: "TYPE_FP16"}
 MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -70,13 +72,15 @@ def write_triton_repository(export: str | os.PathLike, repo_dir: str | os.PathLi
                             max_queue_delay_us: int = 100, overwrite: bool = False) -> str:
     """Write ``repo_dir/<name>/config.pbtxt`` and ``repo_dir/<name>/1/model.onnx`` for an export (its
     directory or .onnx file) and return ``repo_dir/<name>``. ``name`` defaults to the export directory's name.
-    ``repo_dir/<name>`` must be new or empty unless ``overwrite=True``."""
+    ``repo_dir/<name>`` must be new or empty unless ``overwrite=True`` (which replaces config.pbtxt and version 1,
+    all at once, and keeps anything else there)."""
     onnx_path = resolve_onnx_path(export)
     name = name or os.path.basename(os.path.dirname(os.path.abspath(onnx_path)))
     config = triton_config(onnx_path, name, max_batch_size, kind, instance_count, max_queue_delay_us)
     model_dir = check_out_dir(os.path.join(os.fspath(repo_dir), name), overwrite)
-    os.makedirs(os.path.join(model_dir, "1"), exist_ok=True)
-    with open(os.path.join(model_dir, "config.pbtxt"), "w", encoding="utf-8") as f:
-        f.write(config)
-    shutil.copyfile(onnx_path, os.path.join(model_dir, "1", ONNX_FILE))
+    with replacing_directory(model_dir, owned=TRITON_FILES) as new:  # a failed write leaves the old model whole
+        os.makedirs(os.path.join(new, "1"))
+        with open(os.path.join(new, "config.pbtxt"), "w", encoding="utf-8") as f:
+            f.write(config)
+        shutil.copyfile(onnx_path, os.path.join(new, "1", ONNX_FILE))
     return model_dir

@@ -8,6 +8,7 @@ import torch
 
 from bertfast.config import resolve_dtype
 from bertfast.export.onnx_model import OnnxModel
+from bertfast.ops import resolve_device
 from bertfast.pretrained import BertPreTrainedModel
 from bertfast.pipelines.base import Pipeline
 from bertfast.pipelines.feature_extraction import FeatureExtractionPipeline
@@ -64,6 +65,7 @@ def pipeline(task: str, model: str | os.PathLike | BertPreTrainedModel | OnnxMod
     if backend not in PIPELINE_BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; available: {PIPELINE_BACKENDS}")
     cls = PIPELINES[task]
+    device = resolve_device(device)  # before anything is loaded
     if backend == "onnxruntime" or isinstance(model, OnnxModel):
         return _onnx_pipeline(task, model, tokenizer, device, dtype, batch_size, max_length, **load_kwargs)
     if isinstance(model, BertPreTrainedModel):

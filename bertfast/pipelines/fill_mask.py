@@ -17,14 +17,23 @@ class FillMaskPipeline(Pipeline):
     def __call__(self, text: str | Sequence[str], top_k: int = 5, targets: Sequence[str] | None = None):
         """Top-k predictions for each [MASK]: a list of {score, token, token_str, sequence}; a list of such
         lists when the text holds several masks; one result per text for a list of texts."""
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+            raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
         texts, single = as_list(text, "text")
+        unmasked = [i for i, t in enumerate(texts) if self.tokenizer.mask_token not in t]
+        if unmasked:
+            raise ValueError(f"fill-mask input{'' if single else ' ' + str(unmasked[0])} has no "
+                             f"{self.tokenizer.mask_token} token: put {self.tokenizer.mask_token} where a word "
+                             f"should be predicted")
         candidates = None if targets is None else self._target_ids(targets)
         results = self._run(texts, top_k=top_k, candidates=candidates)
         return results[0] if single else results
 
-    def _target_ids(self, targets: Sequence[str]) -> torch.Tensor:
+    def _target_ids(self, targets: str | Sequence[str]) -> torch.Tensor:
+        targets = [targets] if isinstance(targets, str) else targets
+        if not isinstance(targets, Sequence) or not targets or not all(isinstance(t, str) for t in targets):
+            raise ValueError(f"targets must be a token string or a non-empty list of them (the candidates scored "
+                             f"at each [MASK]), got {targets!r}; pass targets=None to score the whole vocabulary")
         vocab = self.tokenizer.get_vocab()
         ids = []
         for target in targets:
@@ -51,10 +60,9 @@ class FillMaskPipeline(Pipeline):
         ids = batch["input_ids"]
         rows, cols = torch.nonzero(ids == self.tokenizer.mask_token_id, as_tuple=True)
         missing = sorted(set(range(len(ids))) - set(rows.tolist()))
-        if missing:
-            raise ValueError(f"fill-mask input has no {self.tokenizer.mask_token} token (after truncation to "
-                             f"{ids.shape[1]} tokens): put {self.tokenizer.mask_token} where a word should be "
-                             f"predicted")
+        if missing:  # the texts hold the token (checked in __call__): truncation cut it off
+            raise ValueError(f"truncation to {ids.shape[1]} tokens cut off the {self.tokenizer.mask_token} token: "
+                             f"shorten the text or put {self.tokenizer.mask_token} earlier")
         probs = self._mask_logits(batch, rows, cols).float().softmax(dim=-1)  # (masks, vocab)
         if candidates is not None:
             probs = probs[:, candidates]

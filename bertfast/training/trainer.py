@@ -5,12 +5,15 @@ costly, epoch-independent part), draws fresh NSP pairs every epoch and masks eve
 ``bertfast.training.pretraining``). A checkpoint directory holds what ``from_pretrained`` of bertfast and of
 transformers load (config.json, model.safetensors, tokenizer files) and, beside it, ``trainer_state.pt``:
 optimizer, loss scaler, step (the learning rate schedule is a function of it), data position and RNG
-states, so that a resumed run continues exactly as an uninterrupted one would (same data arguments).
+states, so that a resumed run continues exactly as an uninterrupted one would (same data arguments: a resume
+checks them). The folder is swapped in whole with a manifest (``bertfast.training.checkpoints``).
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import math
 import os
 import random
 import time
@@ -20,16 +23,19 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from bertfast.atomic import replacing_directory
 from bertfast.config import PRESETS, BertConfig, resolve_dtype
 from bertfast.heads.pretraining import BertForPreTraining, masked_lm_loss, next_sentence_loss
 from bertfast.inputs import IGNORE_INDEX
-from bertfast.ops import default_device
+from bertfast.ops import default_device, resolve_device
+from bertfast.training.checkpoints import (TRAINER_STATE, check_out_dir, check_resume_data, data_signature,
+                                           differences, load_trainer_state, read_manifest, verify_checkpoint,
+                                           write_manifest)
 from bertfast.training.pretraining import (Document, PretrainingCollator, SentencePair, check_documents,
                                            check_masking_options, check_pair_options, create_nsp_pairs,
                                            read_documents, tokenize_documents)
 from bertfast.tokenizer import BertTokenizer
 
-TRAINER_STATE = "trainer_state.pt"
 WARMUP_FRACTION = 0.1  # of the steps, when warmup_steps is not given
 
 
@@ -53,24 +59,37 @@ class PretrainingArguments:
     progress: bool = True  # show a tqdm progress bar
 
     def validate(self) -> None:
-        for name in ("steps", "batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive int, got {getattr(self, name)!r}")
-        for name in ("warmup_steps", "save_every"):
+        """Every field's type and range (numbers finite), before anything is read: a ValueError naming the field."""
+        for name, low in (("steps", 1), ("batch_size", 1), ("max_seq_length", 1), ("seed", 0),
+                          ("warmup_steps", 0), ("save_every", 1), ("max_predictions_per_seq", 1)):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < (0 if name == "warmup_steps" else 1)):
-                raise ValueError(f"{name} must be None or a {'non-negative' if name == 'warmup_steps' else 'positive'} "
-                                 f"int, got {value!r}")
+            optional = name in ("warmup_steps", "save_every", "max_predictions_per_seq")
+            if not (value is None and optional) and (not isinstance(value, int) or isinstance(value, bool)
+                                                     or not low <= value < 2 ** 63):
+                raise ValueError(f"{name} must be {'None or ' if optional else ''}an int >= {low}, got {value!r}")
+        for name, in_range, allowed in (("learning_rate", lambda v: 0 < v <= 1, "in (0, 1]"),
+                                        ("weight_decay", lambda v: v >= 0, ">= 0"),
+                                        ("max_grad_norm", lambda v: v >= 0, ">= 0 (0: no clipping)"),
+                                        ("mlm_probability", lambda v: 0 < v < 1, "in (0, 1)"),
+                                        ("short_seq_prob", lambda v: 0 <= v <= 1, "in [0, 1]")):
+            value = getattr(self, name)
+            if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+                    or not in_range(value)):
+                raise ValueError(f"{name} must be {allowed} (a finite number), got {value!r}")
         check_masking_options(self.mlm_probability, self.max_predictions_per_seq)  # before the corpus is read
-        if self.learning_rate <= 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
-            raise ValueError("learning_rate must be > 0, weight_decay and max_grad_norm >= 0; got "
-                             f"{self.learning_rate}, {self.weight_decay}, {self.max_grad_norm}")
-        device = torch.device(self.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was asked for but CUDA is not available: use --device cpu")
+        check_pair_options(self.max_seq_length, self.short_seq_prob)
+        for name in ("whole_word_mask", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        device = resolve_device(self.device)
         if resolve_dtype(self.dtype) != torch.float32 and device.type != "cuda":
             raise ValueError(f"dtype {self.dtype!r} turns on autocast, which the trainer runs on CUDA only: "
                              "use --device cuda, or --dtype float32 on the CPU")
+
+
+class TrainingDivergedError(ValueError):
+    """The loss or the gradient norm became NaN or infinite: training stops before the step that would spread it
+    into the weights (the last checkpoint on disk is kept)."""
 
 
 @dataclass
@@ -99,13 +118,19 @@ def pretraining_loss(model: BertForPreTraining, batch: dict[str, torch.Tensor]) 
                            (nsp_logits.argmax(-1) == nsp_labels).sum())
 
 
-def _metrics(out: PretrainingLoss, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Plain floats with one host synchronisation."""
+def _metrics(out: PretrainingLoss, batch: dict[str, torch.Tensor],
+             grad_norm: torch.Tensor | None = None) -> dict[str, float]:
+    """Plain floats with one host synchronisation (``tokens`` an int); ``grad_norm`` joins them when given."""
     counts = torch.stack([(batch["labels"] != IGNORE_INDEX).sum(), batch["attention_mask"].sum()])
-    values = torch.stack([out.loss.detach(), out.mlm_loss.detach(), out.nsp_loss.detach(),
-                          out.mlm_correct / counts[0], out.nsp_correct / len(batch["next_sentence_label"]),
-                          counts[1].float()]).tolist()
-    return dict(zip(("loss", "mlm_loss", "nsp_loss", "mlm_accuracy", "nsp_accuracy", "tokens"), values))
+    values = [out.loss.detach(), out.mlm_loss.detach(), out.nsp_loss.detach(), out.mlm_correct / counts[0],
+              out.nsp_correct / len(batch["next_sentence_label"]), counts[1].float()]
+    names = ["loss", "mlm_loss", "nsp_loss", "mlm_accuracy", "nsp_accuracy", "tokens"]
+    if grad_norm is not None:
+        values.append(grad_norm.float())
+        names.append("grad_norm")
+    metrics = dict(zip(names, torch.stack(values).tolist()))
+    metrics["tokens"] = int(metrics["tokens"])
+    return metrics
 
 
 @torch.no_grad()
@@ -186,7 +211,7 @@ class Trainer:
             raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
                              f"{config.vocab_size}: pass the vocabulary the model was trained with")
         self.args, self.tokenizer = args, tokenizer
-        self.device, self.dtype = torch.device(args.device), resolve_dtype(args.dtype)
+        self.device, self.dtype = resolve_device(args.device), resolve_dtype(args.dtype)
         self.model = model.to(self.device).train()
         self.data = PairBatches(documents, args.batch_size, args.max_seq_length, args.short_seq_prob, args.seed)
         self.generator = torch.Generator().manual_seed(args.seed)
@@ -197,28 +222,54 @@ class Trainer:
         self.scheduler = linear_schedule(self.optimizer, self.warmup_steps, args.steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.step = self.epoch = self.batch_index = 0  # steps done; position of the next batch
+        self.signature = data_signature(dataclasses.asdict(args), tokenizer, documents)
+        self.saved_step: int | None = None  # the step of the last checkpoint written or resumed from
+        self.checkpoint_dir: str | None = None  # ... and its folder, which train() may write to again
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """One optimizer step on a collated batch; returns its loss, accuracies, token count and learning rate."""
+        """One optimizer step on a collated batch; returns its loss, accuracies, token count, gradient norm (before
+        clipping) and learning rate. A non-finite loss or gradient norm raises ``TrainingDivergedError`` before
+        the optimizer step (with float16's loss scaling, an infinite gradient norm only skips the step)."""
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         lr = self.scheduler.get_last_lr()[0]
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
             out = pretraining_loss(self.model, batch)
         self.scaler.scale(out.loss).backward()
         self.scaler.unscale_(self.optimizer)
+        parameters = [p for p in self.model.parameters() if p.grad is not None]
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
+        metrics = {**_metrics(out, batch, grad_norm), "lr": lr}  # the step's one host synchronisation
+        self._check_finite(metrics)
         if self.args.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
+            torch.nn.utils.clip_grads_with_norm_(parameters, self.args.max_grad_norm, grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {**_metrics(out, batch), "lr": lr}
+        return metrics
 
-    def train(self, out_dir: str | os.PathLike) -> list[dict[str, float]]:
-        """Train up to ``args.steps``, checkpointing into ``out_dir``; returns the metrics of each step run."""
+    def _check_finite(self, metrics: dict[str, float]) -> None:
+        checked = ("loss", "grad_norm") if not self.scaler.is_enabled() else ("loss",)
+        bad = [name for name in checked if not math.isfinite(metrics[name])]
+        if bad:
+            kept = ("no checkpoint was written by this run" if self.saved_step is None
+                    else f"the last checkpoint (step {self.saved_step}) is kept")
+            what = "loss" if bad[0] == "loss" else "gradient norm"
+            raise TrainingDivergedError(
+                f"step {self.step + 1}: the {what} is {metrics[bad[0]]} (learning rate {metrics['lr']:g}); training "
+                f"stopped before the optimizer step and {kept}. Lower --learning-rate (or raise --warmup-steps), "
+                f"clip with --max-grad-norm, or use --dtype float32")
+
+    def train(self, out_dir: str | os.PathLike, overwrite: bool = False) -> list[dict[str, float]]:
+        """Train up to ``args.steps``, checkpointing into ``out_dir``; returns the metrics of each step run.
+
+        ``out_dir`` must be new or empty, the folder this trainer resumed from or last saved to, or (``overwrite``)
+        a folder of files to replace; it is checked before the first step.
+        """
+        check_out_dir(out_dir, overwrite, self.checkpoint_dir)
         history: list[dict[str, float]] = []
         batches = self.data(self.epoch, self.batch_index)
-        tokens, start = 0.0, time.perf_counter()
+        tokens, start = 0, time.perf_counter()
         with tqdm(total=self.args.steps, initial=self.step, desc="pretrain", unit="step",
                   disable=not self.args.progress) as bar:
             while self.step < self.args.steps:
@@ -238,26 +289,36 @@ class Trainer:
         return history
 
     def save(self, directory: str | os.PathLike) -> None:
-        """A HF-compatible checkpoint (config.json, model.safetensors, tokenizer files) + trainer_state.pt."""
-        self.model.save_pretrained(directory)
-        self.tokenizer.save_pretrained(directory)
+        """A HF-compatible checkpoint (config.json, model.safetensors, tokenizer files) + trainer_state.pt and the
+        manifest, written beside ``directory`` and swapped in whole (the previous checkpoint there is replaced)."""
         state = {"step": self.step, "epoch": self.epoch, "batch_index": self.batch_index,
                  "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                  "masking_rng": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
                  "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                  "arguments": dataclasses.asdict(self.args)}
-        torch.save(state, os.path.join(directory, TRAINER_STATE))
+        with replacing_directory(directory) as new:
+            self.model.save_pretrained(new)
+            self.tokenizer.save_pretrained(new)
+            torch.save(state, os.path.join(new, TRAINER_STATE))
+            write_manifest(new, self.step, self.signature, _config_of(self.model))
+        self.saved_step, self.checkpoint_dir = self.step, os.fspath(directory)
 
-    def load_state(self, directory: str | os.PathLike) -> None:
+    def load_state(self, directory: str | os.PathLike, allow_data_changes: bool = False) -> None:
         """Continue from a checkpoint written by ``save`` (the model weights are loaded by ``from_pretrained``).
 
-        The learning rate is a function of the step: the schedule is rebuilt at the saved step for this run's
-        ``steps``, so resuming with a larger ``steps`` stretches the decay from where the run stands.
+        The checkpoint's files are checked against its manifest, its data arguments, vocabulary and corpus against
+        this run's (a difference is an error, a warning with ``allow_data_changes``) and its model config against
+        this model's. The learning rate is a function of the step: the schedule is rebuilt at the saved step for
+        this run's ``steps``, so resuming with a larger ``steps`` stretches the decay from where the run stands.
         """
-        path = os.path.join(directory, TRAINER_STATE)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path} not found: resume from a directory written by `bertfast pretrain`")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        manifest = read_manifest(directory)
+        verify_checkpoint(directory, manifest)
+        changed = differences(manifest["config"], _config_of(self.model))
+        if changed:
+            raise ValueError(f"the model's config differs from the checkpoint's in {directory} ({'; '.join(changed)}): "
+                             f"resume with the checkpoint's own model (--resume loads it)")
+        check_resume_data(manifest["data"], self.signature, allow_data_changes)
+        state = load_trainer_state(directory, manifest)
         if state["step"] >= self.args.steps:
             raise ValueError(f"the checkpoint in {directory} is already at step {state['step']}: pass a larger "
                              f"--steps (the total step count) to train further")
@@ -270,6 +331,13 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.saved_step, self.checkpoint_dir = self.step, os.fspath(directory)
+
+
+def _config_of(model: BertForPreTraining) -> dict:
+    """The model config as the manifest records it, in its JSON form (so it compares equal after a round trip:
+    int dict keys become strings); ``architectures`` is informational and left out."""
+    return json.loads(json.dumps({k: v for k, v in model.config.to_dict().items() if k != "architectures"}))
 
 
 def load_tokenizer(vocab: str | None, model_dir: str | None) -> BertTokenizer:
@@ -285,11 +353,12 @@ def load_tokenizer(vocab: str | None, model_dir: str | None) -> BertTokenizer:
         raise FileNotFoundError(f"{err} Or pass --vocab with a vocab.txt file or a tokenizer directory.") from err
 
 
-def build_model(tokenizer: BertTokenizer, model: str | None = None, config: str | None = None) -> BertForPreTraining:
-    """A checkpoint to continue from (heads it lacks are initialised), or a new random model from a preset name
-    or a config.json path whose vocab_size becomes the tokenizer's."""
+def build_model(tokenizer: BertTokenizer, model: str | None = None, config: str | None = None,
+                allow_missing_weights: bool = True) -> BertForPreTraining:
+    """A checkpoint to continue from (heads it lacks are initialised unless ``allow_missing_weights`` is False),
+    or a new random model from a preset name or a config.json path whose vocab_size becomes the tokenizer's."""
     if config is None:
-        return BertForPreTraining.from_pretrained(model, allow_missing_weights=True)
+        return BertForPreTraining.from_pretrained(model, allow_missing_weights=allow_missing_weights)
     if config in PRESETS:
         bert_config = BertConfig.from_preset(config)
     elif os.path.isfile(config):
@@ -301,17 +370,28 @@ def build_model(tokenizer: BertTokenizer, model: str | None = None, config: str 
 
 def run_pretraining(corpus: str | os.PathLike, out_dir: str | os.PathLike, args: PretrainingArguments,
                     model: str | None = None, config: str | None = None, vocab: str | None = None,
-                    resume: str | None = None) -> list[dict[str, float]]:
+                    resume: str | None = None, overwrite: bool = False,
+                    allow_data_changes: bool = False) -> list[dict[str, float]]:
     """``bertfast pretrain``: train from exactly one of ``model`` (a checkpoint), ``config`` (a new model) or
-    ``resume`` (a directory this command wrote); returns the per-step metrics."""
+    ``resume`` (a directory this command wrote); returns the per-step metrics.
+
+    Everything that can be checked is checked before the corpus is read: the arguments, ``out_dir`` (new or
+    empty, the ``resume`` folder, or replaced with ``overwrite``) and, when resuming, the checkpoint's manifest
+    and data arguments (see ``Trainer.load_state``).
+    """
     if sum(source is not None for source in (model, config, resume)) != 1:
         raise ValueError("pass exactly one of --model (start from a checkpoint), --config (a new model from a "
                          "preset or config.json) and --resume (continue a run from its output directory)")
     args.validate()
+    check_out_dir(out_dir, overwrite, resume)
     tokenizer = load_tokenizer(vocab, model or resume)
+    if resume is not None:
+        check_resume_data(read_manifest(resume)["data"], data_signature(dataclasses.asdict(args), tokenizer),
+                          allow_data_changes)
     documents = tokenize_documents(read_documents(corpus), tokenizer)
     torch.manual_seed(args.seed)
-    trainer = Trainer(build_model(tokenizer, model or resume, config), tokenizer, documents, args)
+    trainer = Trainer(build_model(tokenizer, model or resume, config, allow_missing_weights=resume is None),
+                      tokenizer, documents, args)
     if resume is not None:
-        trainer.load_state(resume)
-    return trainer.train(out_dir)
+        trainer.load_state(resume, allow_data_changes)
+    return trainer.train(out_dir, overwrite)

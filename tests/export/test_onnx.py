@@ -2,7 +2,13 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import random
+import shutil
+import signal
+import time
+import warnings
 
 import numpy as np
 import onnx
@@ -15,8 +21,11 @@ from tritonclient.grpc import model_config_pb2
 
 import bertfast
 from bertfast import ops
+from bertfast.atomic import recover_directory
 from bertfast.cli import main
-from bertfast.export.onnx import ExportValidationError, _check_top_k, _compare, export_onnx
+from bertfast.export import triton_repo
+from bertfast.export.onnx import ExportValidationError, _check_top_k, _compare, _write, export_onnx
+from bertfast.export.triton_repo import write_triton_repository
 from bertfast.export.onnx_model import INPUT_NAMES
 from tests.helpers import TINY, padded_batch, task_batch
 from tests.helpers import exported
@@ -220,3 +229,91 @@ def test_bad_export_requests_are_clear_errors(tmp_path, tiny_checkpoint):
     with pytest.raises(FileExistsError, match="is a file; the output path is a directory"):
         export_onnx(tiny_checkpoint, tmp_path / "file.onnx")
     assert os.listdir(out) == ["sub"]
+
+
+# ---------------------------------------------------------------- writes that leave the old export whole
+
+@pytest.fixture
+def old_export(tmp_path_factory, tmp_path, tiny_checkpoint):
+    """(a copy of a next-sentence export in tmp_path/out, its report, the exported model)."""
+    source, report = exported(tmp_path_factory, tiny_checkpoint, "next-sentence")
+    out = shutil.copytree(source, tmp_path / "out")
+    return str(out), report, bertfast.BertForNextSentencePrediction.from_pretrained(tiny_checkpoint)
+
+
+def files(folder) -> dict[str, bytes]:
+    return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))}
+
+
+def fail_half_way(proto, path, *args, **kwargs):
+    with open(path, "wb") as f:
+        f.write(proto.SerializeToString()[:100])
+    raise OSError(28, "No space left on device")
+
+
+def test_a_failed_write_keeps_the_previous_export_and_leaves_nothing_half_written(old_export, monkeypatch,
+                                                                                 tiny_checkpoint):
+    out, report, model = old_export
+    before = files(out)
+    proto = onnx.load(os.path.join(out, "model.onnx"))
+    monkeypatch.setattr(onnx, "save_model", fail_half_way)
+    with pytest.raises(OSError, match="No space left"):
+        _write(proto, report, model, tiny_checkpoint, out)  # what export_onnx(..., overwrite=True) ends with
+    assert files(out) == before
+    fresh = os.path.join(os.path.dirname(out), "fresh")
+    with pytest.raises(OSError, match="No space left"):
+        _write(proto, report, model, tiny_checkpoint, fresh)
+    assert sorted(os.listdir(os.path.dirname(out))) == ["out"]  # no half-written model, no temporary folder
+
+
+def test_a_failed_triton_write_keeps_the_previous_model(old_export, tmp_path, monkeypatch):
+    out, _, _ = old_export
+    model_dir = write_triton_repository(out, tmp_path / "repo", name="nsp", kind="cpu")
+    before = {name: files(os.path.join(model_dir, name)) if name == "1" else open(os.path.join(model_dir, name)).read()
+              for name in os.listdir(model_dir)}
+
+    def copy_fails(source, target):
+        open(target, "wb").write(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(triton_repo.shutil, "copyfile", copy_fails)
+    with pytest.raises(OSError, match="No space left"):
+        write_triton_repository(out, tmp_path / "repo", name="nsp", kind="gpu", overwrite=True)
+    after = {name: files(os.path.join(model_dir, name)) if name == "1" else open(os.path.join(model_dir, name)).read()
+             for name in os.listdir(model_dir)}
+    assert after == before and os.listdir(tmp_path / "repo") == ["nsp"]
+
+
+def write_in_a_loop(proto, report, model, out: str, written) -> None:
+    """Rewrite the export again and again, each time with another config (initializer_range marks the round)."""
+    for round_ in range(1, 10 ** 9):
+        model.config.initializer_range = round_ / 1000
+        _write(proto, report, model, None, out)
+        written.send(round_)
+
+
+def test_a_kill_during_writes_leaves_the_old_or_the_new_export_never_a_mix(old_export):
+    """Three forked processes rewriting one export each, SIGKILLed at random points: the folder then holds one
+    whole export whose model.onnx metadata and config.json are of the same round."""
+    out, report, model = old_export
+    proto = onnx.load(os.path.join(out, "model.onnx"))
+    fork, rng = multiprocessing.get_context("fork"), random.Random(0)
+    for run in range(3):
+        target = os.path.join(os.path.dirname(out), f"run{run}", "export")
+        receive, send = fork.Pipe(duplex=False)
+        child = fork.Process(target=write_in_a_loop, args=(proto, report, model, target, send), daemon=True)
+        child.start()
+        for _ in range(rng.randint(1, 3)):
+            assert receive.poll(60), "the writing process stopped"
+            receive.recv()
+        time.sleep(rng.uniform(0, 0.05))
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(30)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the recovery of an interrupted swap warns
+            recover_directory(target)
+        written = onnx.load(os.path.join(target, "model.onnx"))
+        meta = json.loads({p.key: p.value for p in written.metadata_props}["config"])
+        config = json.load(open(os.path.join(target, "config.json")))
+        assert meta["initializer_range"] == config["initializer_range"] > 0
+        assert sorted(os.listdir(os.path.dirname(target))) == ["export"]

@@ -53,5 +53,35 @@ def test_fill_mask_without_mask_token_is_an_error(fill_mask):
         fill_mask("There is nothing to fill here.")
     with pytest.raises(ValueError, match=r"no \[MASK\] token"):
         fill_mask(["A [MASK] here.", "None here."])
-    with pytest.raises(ValueError, match="top_k must be >= 1"):
+    with pytest.raises(ValueError, match="top_k must be an int >= 1"):
         fill_mask(FILL[0], top_k=0)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(targets=[]), r"targets must be a token string or a non-empty list"), (dict(targets=[3]), "targets must be"),
+    (dict(top_k=2.5), r"top_k must be an int >= 1, got 2.5"),
+    (dict(top_k=True), r"top_k must be an int >= 1, got True"),
+    (dict(top_k="3"), r"top_k must be an int >= 1, got '3'"),
+])
+def test_bad_arguments_are_our_errors_not_torchs(fill_mask, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        fill_mask(FILL[0], **kwargs)
+
+
+def test_a_single_target_string_is_accepted_like_transformers(fill_mask, hf_fill_mask):
+    assert_same_predictions(fill_mask(FILL[0], targets="paris"), hf_fill_mask(FILL[0], targets="paris"))
+
+
+def test_the_missing_mask_message_blames_truncation_only_when_it_cut_the_mask(fill_mask):
+    with pytest.raises(ValueError, match=r"^fill-mask input has no \[MASK\] token: put \[MASK\]") as caught:
+        fill_mask("Nothing to fill.")
+    assert "truncation" not in str(caught.value)
+    with pytest.raises(ValueError, match=r"fill-mask input 1 has no \[MASK\] token"):
+        fill_mask(["A [MASK] here.", "None here."])
+    with pytest.raises(ValueError, match=r"truncation to 64 tokens cut off the \[MASK\] token: shorten the text"):
+        fill_mask("word " * 100 + "[MASK].")
+
+
+def test_a_lone_surrogate_in_the_text_is_named(fill_mask):
+    with pytest.raises(ValueError, match="lone surrogate"):
+        fill_mask("The [MASK] sat on the \udce9 mat.")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 import bertfast
 from bertfast.pipelines import PIPELINES
@@ -31,3 +32,12 @@ def test_every_task_takes_max_length_and_batch_size(task, tiny_vocab_checkpoint)
         bertfast.pipeline(task, model=tiny_vocab_checkpoint, max_length=0, **head)
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         bertfast.pipeline(task, model=tiny_vocab_checkpoint, batch_size=0, **head)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
+def test_a_missing_gpu_is_reported_before_anything_is_loaded(tmp_path):
+    """No checkpoint at all: the device is checked first."""
+    with pytest.raises(ValueError, match="CUDA is not available on this machine; use --device cpu"):
+        bertfast.pipeline("fill-mask", model=str(tmp_path / "nothing-here"), device="cuda")
+    with pytest.raises(ValueError, match="'cuda:x' is not a device name"):
+        bertfast.pipeline("feature-extraction", model=str(tmp_path), device="cuda:x")

@@ -18,12 +18,11 @@ from bertfast.training.pretraining import DEMO_CORPUS, PretrainingCollator, crea
 from bertfast.training.trainer import (TRAINER_STATE, PretrainingArguments, Trainer, build_model, evaluate, linear_schedule,
                               pretraining_loss, run_pretraining)
 from kernels.launch import triton_installed
-from tests.helpers import LOGITS_ATOL, REPO_ROOT, TINY, needs_cuda
+from tests.helpers import LOGITS_ATOL, PRETRAIN_QUICK, REPO_ROOT, TINY, needs_cuda
 
 ROOT = str(REPO_ROOT)
 LOSS_RTOL = 1e-5  # loss vs transformers, relative
 GRAD_RTOL = 1e-4  # every parameter's gradient, max |difference| / max |reference|
-QUICK = dict(batch_size=4, max_seq_length=32, learning_rate=1e-3, warmup_steps=1, progress=False)
 
 requires_triton = pytest.mark.skipif(not triton_installed(), reason="Triton is not installed")
 
@@ -210,7 +209,7 @@ def test_a_tiny_model_learns_the_demo_corpus(tmp_path, tokenizer, demo_documents
 def test_checkpoint_loads_in_bertfast_and_transformers_with_identical_outputs(tmp_path, tokenizer, demo_documents):
     torch.manual_seed(0)
     trainer = Trainer(build_model(tokenizer, config="tiny"), tokenizer, demo_documents,
-                      PretrainingArguments(steps=2, **QUICK))
+                      PretrainingArguments(steps=2, **PRETRAIN_QUICK))
     trainer.train(tmp_path)
     written = set(os.listdir(tmp_path))
     assert {"config.json", "model.safetensors", "vocab.txt", "tokenizer.json", TRAINER_STATE} <= written
@@ -231,11 +230,11 @@ def test_checkpoint_loads_in_bertfast_and_transformers_with_identical_outputs(tm
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, minilm_dir):
     """Dropout on, so the RNG states matter as much as the optimizer state and the data position."""
     vocab = os.path.join(minilm_dir, "vocab.txt")
-    straight = run_pretraining(DEMO_CORPUS, tmp_path / "straight", PretrainingArguments(steps=4, **QUICK),
+    straight = run_pretraining(DEMO_CORPUS, tmp_path / "straight", PretrainingArguments(steps=4, **PRETRAIN_QUICK),
                                config="tiny", vocab=vocab)
-    run_pretraining(DEMO_CORPUS, tmp_path / "resumed", PretrainingArguments(steps=2, **QUICK), config="tiny",
+    run_pretraining(DEMO_CORPUS, tmp_path / "resumed", PretrainingArguments(steps=2, **PRETRAIN_QUICK), config="tiny",
                     vocab=vocab)
-    resumed = run_pretraining(DEMO_CORPUS, tmp_path / "resumed", PretrainingArguments(steps=4, **QUICK),
+    resumed = run_pretraining(DEMO_CORPUS, tmp_path / "resumed", PretrainingArguments(steps=4, **PRETRAIN_QUICK),
                               resume=str(tmp_path / "resumed"))
     assert [h["loss"] for h in resumed] == [h["loss"] for h in straight[2:]]
     first, second = (bertfast.BertForPreTraining.from_pretrained(tmp_path / name).state_dict()
@@ -288,7 +287,7 @@ def write(path, text: str) -> str:
 ])
 def test_bad_input_is_a_clear_error(case, match, tmp_path, minilm_dir, tiny_checkpoint, tiny_vocab_checkpoint):
     corpus, source = DEMO_CORPUS, {"config": "tiny", "vocab": minilm_dir}
-    args = PretrainingArguments(steps=2, **QUICK)
+    args = PretrainingArguments(steps=2, **PRETRAIN_QUICK)
     if case == "empty_corpus":
         corpus = write(tmp_path / "empty.txt", "\n\n")
     elif case == "one_sentence_documents":

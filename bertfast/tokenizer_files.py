@@ -1,0 +1,83 @@
+"""The files of a tokenizer folder: their names, ``vocab.txt`` read as transformers reads it, and the options of
+``tokenizer_config.json`` / ``special_tokens_map.json``, checked (every error names the file and the field)."""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+TOKENIZER_FILE = "tokenizer.json"
+VOCAB_FILE = "vocab.txt"
+CONFIG_FILE = "tokenizer_config.json"
+SPECIAL_TOKENS_FILE = "special_tokens_map.json"
+TOKENIZER_FILES = (TOKENIZER_FILE, VOCAB_FILE, CONFIG_FILE, SPECIAL_TOKENS_FILE)  # what from_pretrained reads
+# transformers' order of the special-token attributes (it decides all_special_tokens / all_special_ids).
+SPECIAL_TOKENS = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+OPTION_KEYS = ("do_lower_case", "strip_accents", "tokenize_chinese_chars", "model_max_length",
+               "clean_up_tokenization_spaces", *SPECIAL_TOKENS)
+
+
+def load_vocab(vocab_file: str | os.PathLike) -> dict[str, int]:
+    """Read a WordPiece ``vocab.txt`` (one token per line, id = line number) exactly as transformers reads it."""
+    try:
+        with open(vocab_file, encoding="utf-8") as f:
+            lines = f.readlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{vocab_file} is not a UTF-8 text vocabulary: {err}") from err
+    return {line.rstrip("\n"): index for index, line in enumerate(lines)}
+
+
+def read_json(path: str | None) -> dict[str, Any]:
+    """A JSON object from a tokenizer config file ({} for None); errors name the file."""
+    if path is None:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not valid UTF-8 JSON ({err}); re-download it or delete it") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object (option name -> value), got a {type(data).__name__}")
+    return data
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+# What each option read from a config file must be, and how to say it.
+OPTION_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "do_lower_case": (_is_bool, "true or false"), "tokenize_chinese_chars": (_is_bool, "true or false"),
+    "clean_up_tokenization_spaces": (_is_bool, "true or false"),
+    "strip_accents": (lambda v: v is None or _is_bool(v), "true, false or null"),
+    "model_max_length": (lambda v: isinstance(v, (int, float)) and not _is_bool(v) and v >= 1, "a number >= 1"),
+    **dict.fromkeys(SPECIAL_TOKENS, (lambda v: isinstance(v, str) or isinstance(v, Mapping)
+                                     and isinstance(v.get("content"), str), 'a string or {"content": "..."}')),
+}
+
+
+def check_options(config: Mapping[str, Any], path: str | None) -> None:
+    """The options of a config file have the types the tokenizer takes; errors name the file and the field."""
+    for key, (valid, expected) in OPTION_CHECKS.items():
+        if key in config and not valid(config[key]):
+            raise ValueError(f"{path}: field {key!r} must be {expected}, got {config[key]!r}")
+
+
+def _token_text(value: str | Mapping[str, Any]) -> str:
+    """A special token from a config: a plain string or a serialised AddedToken ``{"content": ...}``."""
+    return value["content"] if isinstance(value, Mapping) else value
+
+
+def read_options(config_file: str | None, special_tokens_file: str | None) -> dict[str, Any]:
+    """The tokenizer options of a folder's config files (None: absent). ``special_tokens_map.json`` is ignored when
+    the config has ``added_tokens_decoder``, as in transformers; special tokens come back as plain strings."""
+    config = read_json(config_file)
+    check_options(config, config_file)
+    if "added_tokens_decoder" not in config:
+        special = read_json(special_tokens_file)
+        check_options(special, special_tokens_file)
+        config.update(special)
+    options = {key: config[key] for key in OPTION_KEYS if key in config}
+    options.update({key: _token_text(options[key]) for key in SPECIAL_TOKENS if key in options})
+    return options
