@@ -10,7 +10,8 @@ from bertfast.pretrained import BertPreTrainedModel
 from bertfast.pipelines import pipeline
 from bertfast.training.pretraining import (PretrainingCollator, SentencePair, TokenMasker, create_nsp_pairs, read_documents,
                                            tokenize_documents)
-from bertfast.tokenizer import BatchEncoding, BertTokenizer
+from bertfast.encoding import BatchEncoding
+from bertfast.tokenizer import BertTokenizer
 from bertfast.training.trainer import PretrainingArguments, Trainer, run_pretraining
 from bertfast.version import __version__  # noqa: F401  (bertfast.__version__)
 

@@ -25,104 +25,15 @@ from tokenizers import AddedToken, Encoding, Tokenizer, decoders, normalizers, p
 from tokenizers.models import WordPiece
 
 from bertfast.atomic import staged_files
+from bertfast.encoding import (ENCODING_FIELDS, BatchEncoding, TextInput, TokenIds, as_batch, as_ids,
+                               clean_up_tokenization, is_texts, to_tensor, unicode_error)
 from bertfast.hub import resolve_file
 from bertfast.tokenizer_files import (CONFIG_FILE, OPTION_KEYS, SPECIAL_TOKENS, SPECIAL_TOKENS_FILE, TOKENIZER_FILE,
                                       TOKENIZER_FILES, VOCAB_FILE, load_vocab, read_options)
 
 PADDING_STRATEGIES = ("longest", "max_length", "do_not_pad")
 TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second", "do_not_truncate")
-# BatchEncoding field -> tokenizers.Encoding attribute, in transformers' order of the fields
-ENCODING_FIELDS = {"input_ids": "ids", "token_type_ids": "type_ids", "attention_mask": "attention_mask",
-                   "special_tokens_mask": "special_tokens_mask", "offset_mapping": "offsets"}
 UNBOUNDED_LENGTH = int(1e20)  # transformers' LARGE_INTEGER: a model_max_length above it means "no limit"
-
-TextInput = str | Sequence[str]
-TokenIds = int | Sequence[int] | torch.Tensor
-
-
-class BatchEncoding(dict):
-    """The output of ``BertTokenizer.__call__``: a dict (so ``model(**enc)`` works) with attribute access, and the
-    ``tokenizers.Encoding`` of each row in ``encodings`` (None for one built by hand), as transformers keeps them."""
-
-    def __init__(self, data: Mapping[str, Any] | None = None, encodings: list[Encoding] | None = None) -> None:
-        super().__init__(data or {})
-        self.encodings = encodings
-
-    def sequence_ids(self, batch_index: int = 0) -> list[int | None]:
-        """Which text each token of row ``batch_index`` comes from: 0 (text), 1 (text_pair), None (special token)."""
-        if self.encodings is None:
-            raise ValueError("this BatchEncoding has no encodings: sequence_ids needs the output of a tokenizer call")
-        return self.encodings[batch_index].sequence_ids
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(f"BatchEncoding has no field {name!r}; it has {list(self)}") from None
-
-    def to(self, device: str | torch.device, non_blocking: bool = False) -> BatchEncoding:
-        """Move every tensor to ``device`` in place (lists stay lists) and return ``self``, as transformers does."""
-        self.update({k: v.to(device, non_blocking=non_blocking) for k, v in self.items() if torch.is_tensor(v)})
-        return self
-
-
-def _unicode_error(texts: Sequence[str | tuple[str, str]]) -> ValueError | None:
-    """The error for a text that is not valid Unicode (a lone surrogate, e.g. from bytes decoded with
-    ``errors="surrogateescape"``), which the tokenizer cannot take; None if every text is valid."""
-    for index, item in enumerate(texts):
-        for text in (item if isinstance(item, tuple) else (item,)):
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError as err:
-                return ValueError(f"text {index} is not valid Unicode: it holds a lone surrogate "
-                                  f"{text[err.start]!r} at position {err.start}; decode the input with "
-                                  f"errors='replace' (or fix its encoding) before tokenizing")
-    return None
-
-
-def _as_ids(ids: TokenIds) -> int | list[int]:
-    """An int for a scalar id, else a list of ints; accepts ints, sequences, numpy arrays and 0-/1-D tensors."""
-    if torch.is_tensor(ids):
-        ids = ids.tolist()
-    try:
-        return operator.index(ids)
-    except TypeError:
-        pass
-    try:
-        return [operator.index(i) for i in ids]
-    except TypeError as err:
-        raise TypeError(f"expected a token id or a flat sequence / 1-D tensor of token ids, got {ids!r:.80}") from err
-
-
-def _clean_up_tokenization(text: str) -> str:
-    """transformers' ``clean_up_tokenization``: drop the spaces decoding leaves before punctuation/contractions."""
-    for dirty, clean in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
-                         (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
-        text = text.replace(dirty, clean)
-    return text
-
-
-def _is_texts(value: Any) -> bool:
-    return isinstance(value, (list, tuple)) and all(isinstance(t, str) for t in value)
-
-
-def _as_batch(text: TextInput, text_pair: TextInput | None) -> tuple[list[str | tuple[str, str]], bool]:
-    """Validate the inputs of ``__call__``; return what ``encode_batch`` takes and whether the input was a batch."""
-    if isinstance(text, str):
-        if text_pair is not None and not isinstance(text_pair, str):
-            raise TypeError(f"text is a str, so text_pair must be a str or None, got {type(text_pair).__name__}")
-        # transformers treats an empty text_pair like no pair at all (for a single example only).
-        return ([(text, text_pair)] if text_pair else [text]), False
-    if not _is_texts(text):
-        raise TypeError(f"text must be a str or a list/tuple of str, got {text!r:.80}")
-    if text_pair is None:
-        return list(text), True
-    if not _is_texts(text_pair):
-        raise TypeError(f"text is a batch, so text_pair must be a list/tuple of str, got {text_pair!r:.80}")
-    if len(text) != len(text_pair):
-        raise ValueError(f"text has {len(text)} items but text_pair has {len(text_pair)}; they must match")
-    return list(zip(text, text_pair)), True
-
 
 class BertTokenizer:
     """BERT WordPiece tokenizer with the outputs of ``transformers.BertTokenizerFast``.
@@ -278,7 +189,7 @@ class BertTokenizer:
         sharing ``stride`` tokens), always batched, with ``overflow_to_sample_mapping``: each row's input index.
         Rows keep their ``tokenizers.Encoding`` (``encodings``; ``sequence_ids(i)``), as transformers' do.
         """
-        batch, is_batch = _as_batch(text, text_pair)
+        batch, is_batch = as_batch(text, text_pair)
         if return_tensors not in (None, "pt"):
             raise ValueError(f"return_tensors={return_tensors!r} is not supported: use 'pt' or None")
         padding, truncation, max_length = self._strategies(padding, truncation, max_length, pad_to_multiple_of)
@@ -291,7 +202,7 @@ class BertTokenizer:
             # panics (a stride as long as what truncation keeps), and its PanicException is a BaseException
             if not isinstance(err, Exception) and type(err).__name__ != "PanicException":
                 raise
-            raise (_unicode_error(batch) or ValueError(f"cannot encode with truncation={truncation!r}, "
+            raise (unicode_error(batch) or ValueError(f"cannot encode with truncation={truncation!r}, "
                                                        f"max_length={max_length}, stride={stride}: {err}")) from err
         samples = list(range(len(encodings)))
         if return_overflowing_tokens:
@@ -305,7 +216,7 @@ class BertTokenizer:
         if return_overflowing_tokens:
             fields["overflow_to_sample_mapping"] = samples
         if return_tensors == "pt":
-            return BatchEncoding({key: torch.tensor(rows) if key == "overflow_to_sample_mapping" else _to_tensor(rows)
+            return BatchEncoding({key: torch.tensor(rows) if key == "overflow_to_sample_mapping" else to_tensor(rows)
                                   for key, rows in fields.items()}, encodings)
         return BatchEncoding({key: rows if is_batch or return_overflowing_tokens else rows[0]
                               for key, rows in fields.items()}, encodings)
@@ -381,17 +292,17 @@ class BertTokenizer:
         try:
             return self._tokenizer.encode(text, add_special_tokens=False).tokens
         except TypeError as err:  # the Rust side's complaint about a str it cannot convert
-            raise (_unicode_error([text]) or err) from err
+            raise (unicode_error([text]) or err) from err
 
     def convert_tokens_to_string(self, tokens: Sequence[str]) -> str:
         """Text of a list of tokens ("##" pieces joined to the token before), as transformers' fast tokenizers."""
-        if not _is_texts(tokens):
+        if not is_texts(tokens):
             raise TypeError(f"convert_tokens_to_string takes a list/tuple of str, got {tokens!r:.80}")
         return self._tokenizer.decoder.decode(list(tokens))
 
     def convert_ids_to_tokens(self, ids: TokenIds, skip_special_tokens: bool = False) -> str | None | list[str | None]:
         """Token of an id (None for an unknown id), or the tokens of a sequence / 1-D tensor of ids."""
-        ids = _as_ids(ids)
+        ids = as_ids(ids)
         if isinstance(ids, int):
             return self._tokenizer.id_to_token(ids)
         skip = set(self.all_special_ids) if skip_special_tokens else set()
@@ -402,7 +313,7 @@ class BertTokenizer:
         if isinstance(tokens, str):
             token_id = self._tokenizer.token_to_id(tokens)
             return self.unk_token_id if token_id is None else token_id
-        if not _is_texts(tokens):
+        if not is_texts(tokens):
             raise TypeError(f"convert_tokens_to_ids takes a str or a list/tuple of str, got {tokens!r:.80}")
         return [self.convert_tokens_to_ids(t) for t in tokens]
 
@@ -416,11 +327,11 @@ class BertTokenizer:
                      clean_up_tokenization_spaces: bool | None = None) -> list[str]:
         """``decode`` for each row of a list of id sequences or of a (B, S) tensor."""
         sequences = sequences.tolist() if torch.is_tensor(sequences) else sequences  # (B, S) -> B lists
-        rows = [[ids] if isinstance(ids, int) else ids for ids in map(_as_ids, sequences)]
+        rows = [[ids] if isinstance(ids, int) else ids for ids in map(as_ids, sequences)]
         texts = self._tokenizer.decode_batch(rows, skip_special_tokens=skip_special_tokens)
         if clean_up_tokenization_spaces is None:
             clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
-        return [_clean_up_tokenization(t) for t in texts] if clean_up_tokenization_spaces else texts
+        return [clean_up_tokenization(t) for t in texts] if clean_up_tokenization_spaces else texts
 
     @property
     def vocab_size(self) -> int:
@@ -444,13 +355,3 @@ class BertTokenizer:
     def all_special_ids(self) -> list[int]:
         """Ids of ``all_special_tokens``, in the same order."""
         return [self._tokenizer.token_to_id(token) for token in self.all_special_tokens]
-
-
-def _to_tensor(rows: list[list[int]]) -> torch.Tensor:
-    """(B, S) int64 tensor of equal-length rows; ragged rows are an error, as in transformers."""
-    lengths = {len(row) for row in rows}
-    if len(lengths) > 1:
-        raise ValueError(f"cannot build a tensor from sequences of different lengths ({min(lengths)} to "
-                         f"{max(lengths)} tokens): pass padding=True (and truncation=True for inputs longer "
-                         "than max_length) to get rectangular tensors")
-    return torch.tensor(rows, dtype=torch.int64) if rows else torch.zeros((0, 0), dtype=torch.int64)

