@@ -12,6 +12,7 @@ import torch
 from bertfast.config import BertConfig
 from bertfast.export.onnx import ExportReport, export_onnx
 from bertfast.inputs import random_batch
+from bertfast.tokenizer_files import TOKENIZER_FILES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +72,6 @@ def task_batch(class_name: str, vocab_size: int, lengths: list[int], num_choices
     return {k: v.view(len(lengths), num_choices, -1) for k, v in rows.items()}  # (B, num_choices, S)
 
 
-TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 # Label sets of the random task checkpoints: sentiment classes, and CoNLL's BIO entity tags.
 SENTIMENT_LABELS = {0: "NEGATIVE", 1: "NEUTRAL", 2: "POSITIVE"}
 NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC", 5: "B-ORG", 6: "I-ORG", 7: "B-MISC", 8: "I-MISC"}
