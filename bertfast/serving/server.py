@@ -132,6 +132,9 @@ class TritonServer:
         try:  # a session of its own: a terminal's Ctrl-C reaches only us, and we forward it once
             self.process = subprocess.Popen(self.command(backend_dir, dist.binary), stdout=log, stderr=log,
                                             env=server_environment(os.environ, dist.libs), start_new_session=True)
+        except OSError:
+            self._clean()
+            raise
         finally:
             if log is not None:
                 log.close()
