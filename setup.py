@@ -27,6 +27,9 @@ setup(
         "bench": ["transformers>=4.44", "onnx", "onnxscript", "onnxruntime", "matplotlib"],
         # bertfast.export_onnx / OnnxModel / pipeline(..., backend="onnxruntime")
         "export": ["onnx", "onnxscript", "onnxruntime"],
+        # `bertfast serve`: the nvidia-pytriton wheel ships tritonserver and its Python backend; tritonclient for
+        # the load generator (bertfast.serving.load)
+        "serve": ["nvidia-pytriton>=0.7", "tritonclient[grpc]"],
         "dev": [
             "transformers>=4.44",
             "onnx",
@@ -40,6 +43,7 @@ setup(
             "sentence-transformers",  # the reference of the feature-extraction and sparse-embedding tests
             "peft",  # makes the LoRA adapters the adapter tests merge
             "tritonclient[grpc]",
+            "nvidia-pytriton>=0.7",
             "triton",
         ],
         # GPU machines: not together with onnxruntime (both install the `onnxruntime` module; see the README)

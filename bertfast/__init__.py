@@ -8,6 +8,7 @@ from bertfast.heads import (BertForMaskedLM, BertForMultipleChoice, BertForNextS
 from bertfast.modeling import BertModel
 from bertfast.pretrained import BertPreTrainedModel
 from bertfast.pipelines import pipeline
+from bertfast.serving import serve
 from bertfast.training.pretraining import (PretrainingCollator, SentencePair, TokenMasker, create_nsp_pairs, read_documents,
                                            tokenize_documents)
 from bertfast.encoding import BatchEncoding
@@ -45,6 +46,7 @@ __all__ = [
     "pipeline",
     "read_documents",
     "run_pretraining",
+    "serve",
     "tokenize_documents",
     "write_triton_repository",
 ]

@@ -24,6 +24,9 @@ from bertfast.pipelines.base import Pipeline
 from bertfast.pipelines.text_classification import FUNCTIONS
 from bertfast.pipelines.token_classification import AGGREGATIONS
 from bertfast.st_config import POOLING_MODES
+from bertfast.serving.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS
+from bertfast.serving.contract import served_tasks
+from bertfast.serving.server import serve
 from bertfast.training.trainer import WARMUP_FRACTION, PretrainingArguments, run_pretraining
 from bertfast.version import __version__
 
@@ -209,6 +212,22 @@ def cmd_export_onnx(args: argparse.Namespace) -> None:
     _emit(args, result, lambda r: [report.summary()] + ([f"Triton model: {triton_dir}"] if triton_dir else []))
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    options = dict(name=args.name, dtype=args.dtype, device=args.device, quantize=args.quantize,
+                   max_batch_size=args.max_batch_size, max_queue_delay_us=args.max_queue_delay_us,
+                   max_batch_tokens=args.max_batch_tokens, threads=args.threads)
+    if args.write_repository:
+        model_dir = write_triton_repository(args.model, args.write_repository, backend="python", task=args.task,
+                                            instance_count=args.instances, overwrite=args.overwrite, **options)
+        print(f"Triton model: {model_dir}")
+        return
+    code = serve(args.model, args.task, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+                 metrics_port=args.metrics_port, instances=args.instances, exit_timeout_s=args.exit_timeout_secs,
+                 **options)
+    if code:
+        raise SystemExit(code)
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     from bertfast.bench.runner import run_from_args  # imported only when benchmarking: it loads transformers & co.
 
@@ -304,6 +323,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--triton-kind", choices=sorted(INSTANCE_KINDS), default="gpu", help="instance group kind")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_export_onnx)
+
+    p = sub.add_parser("serve", help="serve a task on Triton Inference Server: KServe v2 HTTP/gRPC, dynamic batching "
+                                     "into padding-free model calls, Prometheus metrics")
+    p.add_argument("model", help="checkpoint directory or hub id")
+    p.add_argument("--task", required=True, choices=served_tasks())
+    p.add_argument("--name", help="model name on the server (default: the task)")
+    p.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16")
+    p.add_argument("--device", default=default_device(), help="cpu or cuda (default: %(default)s)")
+    p.add_argument("--quantize", metavar="MODE", help="load the model quantized (e.g. int8), where this build has it")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
+    p.add_argument("--http-port", type=int, default=8000)
+    p.add_argument("--grpc-port", type=int, default=8001)
+    p.add_argument("--metrics-port", type=int, default=8002)
+    p.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
+                   help="rows per request and per gathered batch (default: %(default)s)")
+    p.add_argument("--max-queue-delay-us", type=int, default=100, help="dynamic batcher's wait to gather requests")
+    p.add_argument("--max-batch-tokens", type=int, default=DEFAULT_MAX_BATCH_TOKENS,
+                   help="real tokens per model call; a gathered batch over it is split (default: %(default)s)")
+    p.add_argument("--instances", type=int, default=1, help="model instances running at once")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per instance on the CPU (0: the cores "
+                                                           "divided by the instances)")
+    p.add_argument("--exit-timeout-secs", type=int, default=30,
+                   help="after SIGTERM, how long in-flight requests and open connections may take")
+    p.add_argument("--write-repository", metavar="DIR",
+                   help="write a Triton model repository (Python backend) for a stock Triton container and exit")
+    p.add_argument("--overwrite", action="store_true", help="with --write-repository: replace DIR/<name>")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("bench", help="benchmark bertfast against transformers, torch.compile and onnxruntime")
     add_bench_arguments(p)

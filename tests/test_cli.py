@@ -1,6 +1,7 @@
 """The bertfast console script, run in-process on small checkpoints."""
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -282,3 +283,26 @@ def test_usage_errors_exit_2_and_ours_exit_1_without_a_traceback():
         assert "Traceback" not in result.stderr
         assert code == 0 or result.stderr.strip().splitlines()[-1].startswith(("bertfast", "usage: bertfast")) \
             or "error:" in result.stderr
+
+
+def test_serve_writes_a_python_backend_repository_and_refuses_what_this_build_lacks(capsys, tiny_vocab_checkpoint,
+                                                                                    tmp_path):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    argv = ["serve", tiny_vocab_checkpoint, "--task", "fill-mask", "--write-repository", str(tmp_path),
+            "--name", "mlm", "--max-batch-size", "4", "--instances", "2", "--threads", "1"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.strip() == f"Triton model: {tmp_path / 'mlm'}"
+    config = text_format.Parse((tmp_path / "mlm" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    assert (config.backend, config.max_batch_size, config.instance_group[0].count) == ("python", 4, 2)
+    assert config.parameters["threads"].string_value == "1"
+    assert main(argv) == 1 and "mlm exists and is not empty" in capsys.readouterr().err
+    quantizable = "quantize" in inspect.signature(bertfast.BertForMaskedLM.from_pretrained).parameters
+    code = main([*argv, "--overwrite", "--quantize", "int8"])
+    if quantizable:
+        assert code == 0 and "quantize" in (tmp_path / "mlm" / "config.pbtxt").read_text()
+    else:
+        assert code == 1 and "--quantize int8 is not available in this build" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["serve", tiny_vocab_checkpoint, "--task", "summarize"])

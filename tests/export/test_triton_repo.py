@@ -1,13 +1,97 @@
-"""Triton Inference Server repositories for the task exports: config.pbtxt parsed with Triton's own schema."""
+"""Triton Inference Server model repositories, checked against Triton's own config schema: the onnxruntime
+backend for the task exports (output dims), and the Python backend (bertfast serving a checkpoint: the config,
+the files, the recorded model, bad requests; it is started on the real tritonserver in tests/serving)."""
 from __future__ import annotations
+
+import os
 
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 import bertfast
+from bertfast.export import triton_repo
 from bertfast.export.onnx_model import INPUT_NAMES
+from bertfast.export.triton_repo import CHECKPOINT_DIR, MODEL_PY, write_triton_repository
+from bertfast.serving.contract import contract_for
 from tests.helpers import exported
+
+
+def parse(model_dir) -> model_config_pb2.ModelConfig:
+    text = open(os.path.join(model_dir, "config.pbtxt"), encoding="utf-8").read()
+    return text_format.Parse(text, model_config_pb2.ModelConfig())  # Triton's own schema: unknown fields fail
+
+
+def test_python_repository_config_is_the_task_contract(tmp_path, tiny_vocab_checkpoint):
+    model_dir = write_triton_repository(tiny_vocab_checkpoint, tmp_path, backend="python", task="next-sentence",
+                                        max_batch_size=8, instance_count=2, max_queue_delay_us=500, threads=1)
+    assert model_dir == os.path.join(tmp_path, "next-sentence")
+    config = parse(model_dir)
+    assert (config.name, config.backend, config.max_batch_size) == ("next-sentence", "python", 8)
+    string, fp32 = model_config_pb2.TYPE_STRING, model_config_pb2.TYPE_FP32
+    assert [(i.name, i.data_type, list(i.dims)) for i in config.input] == [("text", string, [1]),
+                                                                            ("text_pair", string, [1])]
+    assert [(o.name, o.data_type, list(o.dims)) for o in config.output] == [
+        ("logits", fp32, [2]), ("is_next_probability", fp32, [1]), ("label", string, [1])]
+    assert config.dynamic_batching.max_queue_delay_microseconds == 500
+    assert [(g.kind, g.count) for g in config.instance_group] == [(model_config_pb2.ModelInstanceGroup.KIND_CPU, 2)]
+    parameters = {k: v.string_value for k, v in config.parameters.items()}
+    contract = contract_for("next-sentence")
+    assert parameters == {"task": "next-sentence", "model": CHECKPOINT_DIR, "dtype": "float32", "device": "cpu",
+                          "max_batch_tokens": "16384", "threads": "1",
+                          **{f"doc.{s.name}": s.doc for s in (*contract.inputs, *contract.outputs)}}
+    assert open(os.path.join(model_dir, "1", "model.py")).read() == MODEL_PY
+    assert "from bertfast.serving.backend import TritonPythonModel" in MODEL_PY
+    copied = os.path.join(model_dir, "1", CHECKPOINT_DIR)  # a local checkpoint travels with the repository
+    assert sorted(os.listdir(copied)) == sorted(os.listdir(tiny_vocab_checkpoint))
+    assert bertfast.pipeline("next-sentence", model=copied)("a", "b") == bertfast.pipeline(
+        "next-sentence", model=tiny_vocab_checkpoint)("a", "b")
+    assert sorted(os.listdir(tmp_path)) == ["next-sentence"]  # no temporary names left behind
+
+
+def test_python_repository_records_paths_and_hub_ids_and_sizes_from_the_checkpoint(tmp_path, minilm_dir, monkeypatch):
+    model_dir = write_triton_repository(minilm_dir, tmp_path, name="minilm", backend="python",
+                                        task="feature-extraction", copy_checkpoint=False, device="cuda")
+    config = parse(model_dir)
+    assert [(o.name, list(o.dims)) for o in config.output] == [("embedding", [384])]  # hidden_size of the checkpoint
+    assert config.parameters["model"].string_value == os.path.abspath(minilm_dir)
+    assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU  # from device="cuda"
+    assert os.listdir(os.path.join(model_dir, "1")) == ["model.py"]
+    resolved = []
+
+    def resolve_file(name, filename):  # as if the hub had the model: no network in tests
+        resolved.append(name)
+        return os.path.join(minilm_dir, filename)
+
+    monkeypatch.setattr(triton_repo, "resolve_file", resolve_file)
+    hub_dir = write_triton_repository("sentence-transformers/all-MiniLM-L6-v2", tmp_path, name="hub", backend="python",
+                                      task="feature-extraction")
+    assert resolved == ["sentence-transformers/all-MiniLM-L6-v2"]  # only config.json is read (for the sizes)
+    assert parse(hub_dir).parameters["model"].string_value == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_bad_python_repository_requests_are_clear_errors(tmp_path, tiny_vocab_checkpoint):
+    def write(**options):
+        return write_triton_repository(tiny_vocab_checkpoint, tmp_path, **options)
+
+    with pytest.raises(ValueError, match=r"unknown Triton backend 'tensorrt'; available: \('onnxruntime', 'python'\)"):
+        write(backend="tensorrt")
+    with pytest.raises(TypeError, match="backend='python' needs task="):
+        write(backend="python")
+    with pytest.raises(TypeError, match=r"\['task'\] apply to backend='python' only"):
+        write(task="fill-mask")
+    with pytest.raises(ValueError, match="unknown task 'summarize'; served tasks"):
+        write(backend="python", task="summarize")
+    with pytest.raises(ValueError, match="Triton model name 'a b' must be letters"):
+        write(backend="python", task="fill-mask", name="a b")
+    with pytest.raises(ValueError, match="max_batch_size must be an int >= 1"):
+        write(backend="python", task="fill-mask", max_batch_size=0)
+    assert os.listdir(tmp_path) == []  # refused before anything was written
+    write(backend="python", task="fill-mask")
+    with pytest.raises(FileExistsError, match="fill-mask exists and is not empty"):
+        write(backend="python", task="fill-mask")
+    assert parse(write(backend="python", task="fill-mask", overwrite=True, max_batch_size=4)).max_batch_size == 4
+
 
 # task -> (class, input dims and output dims after the implicit batch axis; -1 = dynamic); 3 labels
 TASKS = {

@@ -1,0 +1,163 @@
+"""The served model: the requests Triton's dynamic batcher gathered -> model calls cut by a token budget, run
+padding-free -> one response (or one error) per request.
+
+Each request is checked on its own before anything runs: text inputs must be non-empty UTF-8, every input of
+a request must have the same number of rows, and no row may be longer than the model's ``max_length`` (a text
+is never truncated silently). The rows of the valid requests are then cut, in order, into model calls of at
+most ``max_batch_tokens`` real tokens (a gathered batch over the budget is split, never truncated); the
+pipeline pads each call on the right, so ``BertModel`` runs it padding-free. If a model call still fails,
+its requests are retried one by one so that only the failing one gets the error.
+
+Limits: a request carries at most ``max_batch_size`` rows (Triton refuses more) of at most ``max_length``
+tokens each (``min(tokenizer model_max_length, max_position_embeddings)``, 512 for BERT); ``max_batch_tokens``
+must be at least ``max_length``.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from bertfast.pipelines import PIPELINES, pipeline
+from bertfast.pipelines.base import Pipeline
+from bertfast.serving.contract import TaskContract, contract_for
+
+DEFAULT_MAX_BATCH_SIZE = 32  # rows per request and per gathered batch (Triton's max_batch_size)
+DEFAULT_MAX_BATCH_TOKENS = 16384  # real tokens per model call
+
+
+class RequestError(ValueError):
+    """A request that cannot be served as sent; the message says how to fix it. Its neighbours are served."""
+
+
+@dataclass
+class Prepared:
+    """One valid request: its decoded rows per input and the token count of each row."""
+
+    rows: dict[str, list[str]]
+    lengths: list[int]
+
+
+def load_options(task: str, quantize: str | None) -> dict[str, Any]:
+    """``from_pretrained`` keyword arguments for the serve options that depend on this build of bertfast."""
+    if quantize is None:
+        return {}
+    contract_for(task)  # an unknown task is named before the option
+    loader = PIPELINES[task].model_class.from_pretrained
+    if "quantize" not in inspect.signature(loader).parameters:
+        raise ValueError(f"--quantize {quantize} is not available in this build of bertfast (from_pretrained has "
+                         f"no quantize= parameter yet): serve without --quantize")
+    return {"quantize": quantize}
+
+
+def decode_rows(name: str, array: np.ndarray | None) -> list[str]:
+    """A BYTES input of shape (N, 1) -> N strings; a RequestError for a missing, empty or non-UTF-8 row."""
+    if array is None:
+        raise RequestError(f"input {name!r} is missing: send it as a BYTES tensor of shape [N, 1]")
+    rows = []
+    for i, value in enumerate(array.reshape(-1).tolist()):
+        try:
+            text = value.decode("utf-8") if isinstance(value, bytes) else value
+        except UnicodeDecodeError as e:
+            raise RequestError(f"input {name!r} row {i} is not valid UTF-8 ({e.reason} at byte {e.start}): send "
+                               f"UTF-8 encoded text") from None
+        if not isinstance(text, str):
+            raise RequestError(f"input {name!r} row {i} is not text but {type(value).__name__}: send BYTES")
+        if not text:
+            raise RequestError(f"input {name!r} row {i} is empty: send one non-empty text per row")
+        rows.append(text)
+    if not rows:
+        raise RequestError(f"input {name!r} has no rows: send at least one text")
+    return rows
+
+
+def token_chunks(lengths: Sequence[int], budget: int) -> list[range]:
+    """Consecutive row ranges whose token counts sum to at most ``budget`` (every length must be <= budget)."""
+    chunks, start, total = [], 0, 0
+    for i, n in enumerate(lengths):
+        if n > budget:
+            raise ValueError(f"row {i} has {n} tokens, over the budget of {budget} tokens per model call")
+        if total + n > budget:
+            chunks.append(range(start, i))
+            start, total = i, 0
+        total += n
+    if start < len(lengths):
+        chunks.append(range(start, len(lengths)))
+    return chunks
+
+
+class ServedModel:
+    """A pipeline behind a task contract: ``infer(requests)`` answers each gathered request on its own."""
+
+    def __init__(self, pipe: Pipeline, contract: TaskContract, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS):
+        if max_batch_tokens < pipe.max_length:
+            raise ValueError(f"max_batch_tokens ({max_batch_tokens}) must be at least the model's max_length "
+                             f"({pipe.max_length}) so that every accepted text fits in one model call")
+        self.pipe, self.contract, self.max_batch_tokens = pipe, contract, max_batch_tokens
+
+    @classmethod
+    def load(cls, model: str | os.PathLike, task: str, dtype: str = "float32", device: str = "cpu",
+             quantize: str | None = None, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+             max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> "ServedModel":
+        contract = contract_for(task)
+        pipe = pipeline(task, model=model, device=device, dtype=dtype, batch_size=max_batch_size,
+                        **load_options(task, quantize))
+        return cls(pipe, contract, max_batch_tokens)
+
+    def infer(self, requests: Sequence[dict[str, np.ndarray | None]]) -> list[dict[str, np.ndarray] | Exception]:
+        """One result per request, in order: its outputs (rows on axis 0) or the exception that refused it.
+        Each request maps input names to arrays (None for an input it lacks)."""
+        results: list[dict[str, np.ndarray] | Exception | None] = [None] * len(requests)
+        valid: list[tuple[int, Prepared]] = []
+        for i, request in enumerate(requests):
+            try:
+                valid.append((i, self.prepare(request)))
+            except RequestError as e:
+                results[i] = e
+        for i, result in self._run_isolated(valid):
+            results[i] = result
+        return results
+
+    def prepare(self, request: dict[str, np.ndarray | None]) -> Prepared:
+        rows = {spec.name: decode_rows(spec.name, request.get(spec.name)) for spec in self.contract.inputs}
+        counts = {name: len(r) for name, r in rows.items()}
+        if len(set(counts.values())) > 1:
+            raise RequestError(f"inputs must have the same number of rows, got {counts}")
+        first, *pair = (rows[name] for name in self.contract.tokenized)
+        ids = self.pipe.tokenizer(first, pair[0] if pair else None, truncation=False, return_attention_mask=False,
+                                  return_token_type_ids=False)["input_ids"]
+        for i, row_ids in enumerate(ids):
+            if len(row_ids) > self.pipe.max_length:
+                raise RequestError(f"row {i} is {len(row_ids)} tokens long, over this model's limit of "
+                                   f"{self.pipe.max_length} tokens: split the text (nothing is truncated)")
+            if self.contract.check is not None:
+                try:
+                    self.contract.check(self.pipe, row_ids)
+                except ValueError as e:
+                    raise RequestError(f"row {i}: {e}") from None
+        return Prepared(rows, [len(row_ids) for row_ids in ids])
+
+    def _run_isolated(self, valid: list[tuple[int, Prepared]]) -> list[tuple[int, dict[str, np.ndarray] | Exception]]:
+        """Run the requests together; if that fails, each on its own, so an error stays with its request."""
+        if not valid:
+            return []
+        try:
+            return list(zip([i for i, _ in valid], self.run([p for _, p in valid])))
+        except Exception as e:  # noqa: BLE001  (whatever the model raised goes back to the client)
+            if len(valid) == 1:
+                return [(valid[0][0], e)]
+            return [result for one in valid for result in self._run_isolated([one])]
+
+    def run(self, prepared: Sequence[Prepared]) -> list[dict[str, np.ndarray]]:
+        """The rows of all requests in model calls of at most ``max_batch_tokens`` tokens; outputs per request."""
+        names = [spec.name for spec in self.contract.inputs]
+        rows = {name: [text for p in prepared for text in p.rows[name]] for name in names}
+        lengths = [n for p in prepared for n in p.lengths]
+        parts = [self.contract.run(self.pipe, {name: rows[name][chunk.start:chunk.stop] for name in names})
+                 for chunk in token_chunks(lengths, self.max_batch_tokens)]
+        outputs = {spec.name: np.concatenate([part[spec.name] for part in parts]) for spec in self.contract.outputs}
+        bounds = np.cumsum([0] + [len(p.lengths) for p in prepared])
+        return [{name: out[start:stop] for name, out in outputs.items()} for start, stop in zip(bounds, bounds[1:])]

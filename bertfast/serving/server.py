@@ -1,0 +1,235 @@
+"""Triton Inference Server from the ``nvidia-pytriton`` wheel on a model repository, and ``bertfast.serve``.
+
+The wheel ships the ``tritonserver`` binary, the Python backend and one backend stub per Python version; we run
+that binary on a repository written by ``write_triton_repository(..., backend="python")``. (PyTriton's own
+``Triton.bind`` proxy answers every request of a gathered batch with the same error when the callable raises,
+so one malformed request would fail its well-formed neighbours; the Python backend answers each request on
+its own.)
+
+The stub embeds ``libpython3.X.so``, which the loader takes from the system's library folder unless told
+otherwise; where this interpreter is another build of the same Python (pyenv, a venv of one) model start then
+fails (``AttributeError: '_thread.RLock' object has no attribute '_recursion_count'``, or packages not found).
+``server_environment`` points ``LD_LIBRARY_PATH`` at this interpreter's own ``sysconfig`` ``LIBDIR`` and gives
+the stub this process's import path, so it imports the same bertfast, torch and tokenizers.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from bertfast.export.triton_repo import write_python_repository
+from bertfast.serving.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS
+
+STARTUP_TIMEOUT_S = 300.0  # model load included (a hub download may be part of it)
+POLL_S = 0.2
+KILL_GRACE_S = 30.0  # after the exit timeout, before SIGKILL
+LOG_TAIL_LINES = 30
+ANY_ADDRESS = ("", "0.0.0.0", "::")
+
+
+class ServerStartError(OSError):
+    """tritonserver exited or never became ready; the message carries the end of its log."""
+
+
+@dataclass(frozen=True)
+class TritonDistribution:
+    """The parts of the nvidia-pytriton wheel a server needs."""
+
+    binary: str  # the tritonserver executable
+    python_backend: str  # folder with libtriton_python.so and triton_python_backend_utils.py
+    stub: str  # triton_python_backend_stub built for this interpreter's Python version
+    libs: str  # the shared libraries the wheel bundles (CUDA runtime, protobuf, ...)
+
+    @classmethod
+    def find(cls) -> "TritonDistribution":
+        try:
+            from pytriton.utils.distribution import get_libs_path, get_root_module_path, get_stub_path
+        except ImportError:
+            raise ImportError("serving needs nvidia-pytriton (its wheel ships tritonserver and the Python backend): "
+                              "pip install 'bertfast[serve]'") from None
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        stub = get_stub_path(version)
+        if not stub.is_file():
+            raise RuntimeError(f"nvidia-pytriton has no Python-backend stub for Python {version} "
+                               f"({stub.parent.parent} holds {sorted(p.name for p in stub.parent.parent.iterdir())})")
+        dist = get_root_module_path() / "tritonserver"
+        return cls(str(dist / "bin" / "tritonserver"), str(dist / "backends" / "python"), str(stub),
+                   str(get_libs_path()))
+
+
+def server_environment(environ: Mapping[str, str], libs: str) -> dict[str, str]:
+    """tritonserver's environment: this interpreter's libpython first on the library path, the wheel's libraries
+    after it, and this process's import path (the served bertfast's folder first) as PYTHONPATH."""
+    libdir, soname = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("INSTSONAME")
+    library_path = [libs]
+    if libdir and soname and os.path.isfile(os.path.join(libdir, soname)):
+        library_path.insert(0, libdir)
+    else:
+        warnings.warn(f"{sys.executable} has no shared {soname or 'libpython'} in {libdir}: the Python-backend stub "
+                      f"will load the system's, which works only if it is the same build (use a Python built with "
+                      f"--enable-shared)")
+    import bertfast
+
+    python_path = [str(Path(bertfast.__file__).resolve().parents[1])]
+    python_path += [p for p in sys.path if p and os.path.exists(p)]
+    env = dict(environ)
+    for key, paths in (("LD_LIBRARY_PATH", library_path), ("PYTHONPATH", python_path)):
+        existing = [p for p in env.get(key, "").split(os.pathsep) if p]
+        env[key] = os.pathsep.join(dict.fromkeys(paths + existing))
+    return env
+
+
+class TritonServer:
+    """``tritonserver`` on a model repository with the wheel's Python backend. ``start()`` launches it and waits
+    until every model is ready; ``stop()`` sends SIGTERM: Triton stops taking connections, finishes the requests
+    in flight (waiting up to ``exit_timeout_s`` for them and for open HTTP connections) and exits 0."""
+
+    def __init__(self, repository: str | os.PathLike, host: str = "0.0.0.0", http_port: int = 8000,
+                 grpc_port: int = 8001, metrics_port: int = 8002, exit_timeout_s: int = 30,
+                 log_file: str | os.PathLike | None = None):
+        self.repository, self.host, self.exit_timeout_s = os.path.abspath(repository), host, exit_timeout_s
+        self.ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
+        self.log_file = None if log_file is None else os.fspath(log_file)
+        self.process: subprocess.Popen | None = None
+        self._workspace: str | None = None
+
+    def url(self, protocol: str) -> str:
+        """``host:port`` of "http", "grpc" or "metrics" (the loopback address when listening on every address)."""
+        host = "127.0.0.1" if self.host in ANY_ADDRESS else self.host
+        return f"{host}:{self.ports[protocol]}"
+
+    def command(self, backend_dir: str, binary: str) -> list[str]:
+        return [binary, f"--model-repository={self.repository}", f"--backend-directory={backend_dir}",
+                f"--http-address={self.host}", f"--grpc-address={self.host}", f"--metrics-address={self.host}",
+                f"--http-port={self.ports['http']}", f"--grpc-port={self.ports['grpc']}",
+                f"--metrics-port={self.ports['metrics']}", f"--exit-timeout-secs={self.exit_timeout_s}",
+                "--disable-auto-complete-config"]
+
+    def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> "TritonServer":
+        if self.process is not None:
+            raise RuntimeError("this server was already started")
+        dist = TritonDistribution.find()
+        self._workspace = tempfile.mkdtemp(prefix="bertfast-triton-")
+        backend_dir = os.path.join(self._workspace, "backends")
+        os.makedirs(os.path.join(backend_dir, "python"))
+        for source in (os.path.join(dist.python_backend, "libtriton_python.so"),
+                       os.path.join(dist.python_backend, "triton_python_backend_utils.py"), dist.stub):
+            os.symlink(source, os.path.join(backend_dir, "python", os.path.basename(source)))
+        log = None if self.log_file is None else open(self.log_file, "ab")
+        try:  # a session of its own: a terminal's Ctrl-C reaches only us, and we forward it once
+            self.process = subprocess.Popen(self.command(backend_dir, dist.binary), stdout=log, stderr=log,
+                                            env=server_environment(os.environ, dist.libs), start_new_session=True)
+        except OSError:
+            self._clean()
+            raise
+        finally:
+            if log is not None:
+                log.close()
+        self._wait_ready(timeout_s)
+        return self
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code is not None:
+                self._clean()
+                raise ServerStartError(f"tritonserver exited with code {code} before its models were ready"
+                                       f"{self._log_tail()}")
+            try:
+                with urllib.request.urlopen(f"http://{self.url('http')}/v2/health/ready", timeout=POLL_S * 5) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(POLL_S)
+        self.stop()
+        raise ServerStartError(f"tritonserver was not ready after {timeout_s:g} s{self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        if self.log_file is None:
+            return " (its log is above)"
+        with open(self.log_file, encoding="utf-8", errors="replace") as f:
+            lines = [line.rstrip() for line in f if line.strip() and not line.startswith(("+", "|"))]
+        return "; the end of its log:\n" + "\n".join(lines[-LOG_TAIL_LINES:])
+
+    def terminate(self) -> None:
+        """Send SIGTERM (drain, then exit) if the server is running."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout_s: float | None = None) -> int:
+        """Wait for the server to exit (SIGKILL once ``timeout_s`` has passed); its exit code."""
+        try:
+            code = self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self._clean()
+        return code
+
+    def stop(self) -> int:
+        """SIGTERM and wait: in-flight requests are answered first. The exit code (0 after a clean drain)."""
+        if self.process is None:
+            return 0
+        self.terminate()
+        return self.wait(self.exit_timeout_s + KILL_GRACE_S)
+
+    def _clean(self) -> None:
+        if self._workspace is not None:
+            shutil.rmtree(self._workspace, ignore_errors=True)
+            self._workspace = None
+
+    def __enter__(self) -> "TritonServer":
+        return self.start() if self.process is None else self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def serve(model: str | os.PathLike, task: str, name: str | None = None, *, dtype: str = "float32",
+          device: str = "cpu", quantize: str | None = None, host: str = "0.0.0.0", http_port: int = 8000,
+          grpc_port: int = 8001, metrics_port: int = 8002, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+          max_queue_delay_us: int = 100, instances: int = 1, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+          threads: int = 0, exit_timeout_s: int = 30) -> int:
+    """Serve ``model`` (checkpoint directory or hub id) for ``task`` on Triton Inference Server until SIGTERM or
+    SIGINT, then drain; return tritonserver's exit code (0 after a clean drain).
+
+    The model is named ``name`` (default: the task): ``POST /v2/models/<name>/infer``. ``max_batch_size`` bounds
+    the rows of a request and of a gathered batch, ``max_queue_delay_us`` how long the dynamic batcher waits
+    to gather, ``max_batch_tokens`` the real tokens of one model call; ``instances`` model copies run at once,
+    each with ``threads`` torch threads on the CPU (0: the cores divided by the instances).
+    """
+    with tempfile.TemporaryDirectory(prefix="bertfast-serve-") as workspace:
+        repository = os.path.join(workspace, "repository")
+        model_dir = write_python_repository(model, repository, task, name=name, max_batch_size=max_batch_size,
+                                            instance_count=instances, max_queue_delay_us=max_queue_delay_us,
+                                            dtype=dtype, device=device, quantize=quantize,
+                                            max_batch_tokens=max_batch_tokens, threads=threads,
+                                            copy_checkpoint=False)
+        server = TritonServer(repository, host, http_port, grpc_port, metrics_port, exit_timeout_s)
+        previous = {}
+        if threading.current_thread() is threading.main_thread():  # the only thread that may set handlers
+            previous = {s: signal.signal(s, lambda *_: server.terminate()) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            server.start()
+            print(f"bertfast serve: {task} as model {os.path.basename(model_dir)!r}: HTTP {server.url('http')}, "
+                  f"gRPC {server.url('grpc')}, metrics http://{server.url('metrics')}/metrics", flush=True)
+            return server.wait()
+        finally:
+            server.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
