@@ -27,14 +27,6 @@ from bertfast.training.trainer import (PretrainingArguments, Trainer, TrainingDi
 from tests.helpers import PRETRAIN_QUICK
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def args(steps: int, **overrides) -> PretrainingArguments:
     return PretrainingArguments(steps=steps, **{**PRETRAIN_QUICK, **overrides})
 

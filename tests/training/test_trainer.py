@@ -28,15 +28,6 @@ requires_triton = pytest.mark.skipif(not triton_installed(), reason="Triton is n
 
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tiny models train several times faster on one thread than on two cores shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def demo_batches(tokenizer, documents, batch_size: int, max_seq_length: int, count: int = 1, seed: int = 123):
     """Fixed masked batches of NSP pairs from the demo corpus."""
     pairs = create_nsp_pairs(documents, max_seq_length, rng=random.Random(seed))
