@@ -86,7 +86,8 @@ def test_an_editable_install_of_a_clone_named_bertfast_imports_from_its_parent_f
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
     find = ("import importlib.util, site, sys; site.addsitedir(sys.argv[1]); "
             "print(importlib.util.find_spec('bertfast').origin)")
-    result = subprocess.run([sys.executable, "-c", find, str(tmp_path / "site")], cwd=clone.parent,
+    # -S: no site-packages, so an editable install of this checkout (a path entry too) cannot answer instead
+    result = subprocess.run([sys.executable, "-S", "-c", find, str(tmp_path / "site")], cwd=clone.parent,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(clone / "bertfast" / "__init__.py")
