@@ -239,7 +239,6 @@ def qa_checkpoint(tmp_path_factory, minilm_dir) -> str:
     model.save_pretrained(path)
     copy_tokenizer(minilm_dir, path)
     return str(path)
-    return str(path)
 
 
 @pytest.fixture(scope="session")

@@ -45,10 +45,12 @@ def _dims(value_info: Any) -> list[int]:
     return [d.dim_value if d.HasField("dim_value") else -1 for d in dims[1:]]
 
 
-def _tensors(kind: str, specs: list[tuple[str, str, list[int]]]) -> str:
-    """``input [...]`` / ``output [...]`` from (name, Triton data type, dims) triples."""
+def _tensors(kind: str, specs: list[tuple[str, str, list[int]]], optional: frozenset[str] = frozenset()) -> str:
+    """``input [...]`` / ``output [...]`` from (name, Triton data type, dims) triples; the inputs named in
+    ``optional`` may be left out of a request."""
     entries = [f"  {{\n    name: {json.dumps(name)}\n    data_type: {data_type}\n"
-               f"    dims: [ {', '.join(map(str, dims))} ]\n  }}" for name, data_type, dims in specs]
+               f"    dims: [ {', '.join(map(str, dims))} ]\n" + ("    optional: true\n" if name in optional else "")
+               + "  }" for name, data_type, dims in specs]
     return f"{kind} [\n" + ",\n".join(entries) + "\n]\n"
 
 
@@ -104,7 +106,8 @@ def python_config(config: BertConfig, task: str, name: str, parameters: dict[str
     entries = [f"  {{\n    key: {json.dumps(key)}\n    value: {{ string_value: {json.dumps(value)} }}\n  }}"
                for key, value in {"task": task, **parameters, **docs}.items()]
     return (f"name: {json.dumps(name)}\nbackend: \"python\"\nmax_batch_size: {max_batch_size}\n"
-            + _tensors("input", [(s.name, s.data_type, s.resolved_dims(config)) for s in contract.inputs])
+            + _tensors("input", [(s.name, s.data_type, s.resolved_dims(config)) for s in contract.inputs],
+                       frozenset(s.name for s in contract.inputs if s.optional))
             + _tensors("output", [(s.name, s.data_type, s.resolved_dims(config)) for s in contract.outputs])
             + scheduling + "parameters [\n" + ",\n".join(entries) + "\n]\n")
 

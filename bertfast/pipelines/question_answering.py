@@ -24,6 +24,7 @@ from bertfast.encoding import BatchEncoding
 
 DEFAULT_MAX_SEQ_LEN = 384  # transformers' window length, when the model takes that many tokens
 DEFAULT_MAX_DOC_STRIDE = 128  # ... and its overlap: min(max_seq_len // 2, 128)
+DEFAULT_MAX_QUESTION_LEN = 64  # question tokens, as transformers
 PAIR_SPECIAL_TOKENS = 3  # [CLS] question [SEP] context [SEP]
 CONTEXT = 1  # the sequence id of the context's tokens
 MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
@@ -123,7 +124,7 @@ class QuestionAnsweringPipeline(Pipeline):
 
     def __call__(self, question: Any = None, context: str | Sequence[str] | None = None, *, top_k: int = 1,
                  doc_stride: int | None = None, max_answer_len: int = 15, max_seq_len: int | None = None,
-                 max_question_len: int = 64, handle_impossible_answer: bool = False,
+                 max_question_len: int = DEFAULT_MAX_QUESTION_LEN, handle_impossible_answer: bool = False,
                  align_to_words: bool = True) -> Answer | list[Answer] | list[Answer | list[Answer]]:
         """Answer ``question`` from ``context``: strings, lists of strings (one context may serve many questions),
         or a list of {"question", "context"} dicts.
@@ -164,6 +165,11 @@ class QuestionAnsweringPipeline(Pipeline):
             raise ValueError(f"doc_stride ({doc_stride!r}) must be an integer >= 0 and smaller than max_seq_len "
                              f"({max_seq_len}): it is how many context tokens consecutive windows share")
         return max_seq_len, doc_stride
+
+    def check_question(self, question: str, max_seq_len: int | None = None, doc_stride: int | None = None,
+                       max_question_len: int = DEFAULT_MAX_QUESTION_LEN) -> None:
+        """The ValueError a call with this question and these options would raise, before any model call."""
+        self._check_questions([question], *self._windows(max_seq_len, doc_stride), max_question_len)
 
     def _check_questions(self, questions: list[str], max_seq_len: int, doc_stride: int, max_question_len: int) -> None:
         """Every question fits a window with room for the context, and windows can advance (errors, never a

@@ -80,11 +80,21 @@ class RerankPipeline(Pipeline):
             raise TypeError("documents must be a list of strings (one document is ['its text'])")
         if not documents or not all(isinstance(d, str) for d in documents):
             raise ValueError("documents must be a non-empty list of strings")
-        scores = self._run([query] * len(documents), list(documents), function=function)
+        scores = self.score_pairs([query] * len(documents), list(documents), function_to_apply=function)
         ranked = [{"index": i, "score": s, **({"text": documents[i]} if return_documents else {})}
                   for i, s in enumerate(scores)]
         ranked.sort(key=lambda r: r["score"], reverse=True)  # stable: equal scores keep the documents' order
         return ranked[:top_k]
+
+    def score_pairs(self, queries: Sequence[str], documents: Sequence[str],
+                    function_to_apply: str | None = None) -> list[float]:
+        """The score of each (query, document) pair, in order, unsorted (sentence-transformers'
+        ``CrossEncoder.predict`` on pairs): what ``__call__`` ranks, for pairs of different queries at once."""
+        function = self.function_to_apply if function_to_apply is None else check_function(function_to_apply)
+        if len(queries) != len(documents):
+            raise ValueError(f"score_pairs takes one query per document, got {len(queries)} queries and "
+                             f"{len(documents)} documents")
+        return self._run(list(queries), list(documents), function=function)
 
     def _process(self, batch: dict[str, torch.Tensor], function: str = "sigmoid") -> list[float]:
         return apply_function(self.model(**batch).logits, function)[:, 0].tolist()  # (B,)

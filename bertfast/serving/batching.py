@@ -2,15 +2,18 @@
 padding-free -> one response (or one error) per request.
 
 Each request is checked on its own before anything runs: text inputs must be non-empty UTF-8, every input of
-a request must have the same number of rows, and no row may be longer than the model's ``max_length`` (a text
-is never truncated silently). The rows of the valid requests are then cut, in order, into model calls of at
-most ``max_batch_tokens`` real tokens (a gathered batch over the budget is split, never truncated); the
-pipeline pads each call on the right, so ``BertModel`` runs it padding-free. If a model call still fails,
-its requests are retried one by one so that only the failing one gets the error.
+a request must have the same number of rows, and no row may be longer than the row limit (a text is never
+truncated silently). The valid requests are grouped by the optional inputs they carry (text-classification's
+``text_pair``); the rows of each group are then cut, in order, into model calls of at most ``max_batch_tokens``
+real tokens (a gathered batch over the budget is split, never truncated); the pipeline pads each call on the
+right, so ``BertModel`` runs it padding-free. If a model call still fails, its requests are retried one by one
+so that only the failing one gets the error.
 
-Limits: a request carries at most ``max_batch_size`` rows (Triton refuses more) of at most ``max_length``
-tokens each (``min(tokenizer model_max_length, max_position_embeddings)``, 512 for BERT); ``max_batch_tokens``
-must be at least ``max_length``.
+Limits: a request carries at most ``max_batch_size`` rows (Triton refuses more). A row holds at most the
+model's ``max_length`` tokens (``min(tokenizer model_max_length, max_position_embeddings)``, 512 for BERT),
+except for the tasks whose pipeline runs long texts in windows (token-classification, question-answering):
+there at most ``max_batch_tokens`` tokens, and such a row's windows, which overlap, may make one model call
+run more tokens than the budget. ``max_batch_tokens`` must be at least ``max_length``.
 """
 from __future__ import annotations
 
@@ -117,25 +120,36 @@ class ServedModel:
                 valid.append((i, self.prepare(request)))
             except RequestError as e:
                 results[i] = e
-        for i, result in self._run_isolated(valid):
-            results[i] = result
+        groups: dict[tuple[str, ...], list[tuple[int, Prepared]]] = {}  # one model call never mixes input sets
+        for item in valid:
+            groups.setdefault(tuple(item[1].rows), []).append(item)
+        for group in groups.values():
+            for i, result in self._run_isolated(group):
+                results[i] = result
         return results
 
+    @property
+    def row_limit(self) -> int:
+        """The most tokens one row may hold."""
+        return self.max_batch_tokens if self.contract.windowed else self.pipe.max_length
+
     def prepare(self, request: dict[str, np.ndarray | None]) -> Prepared:
-        rows = {spec.name: decode_rows(spec.name, request.get(spec.name)) for spec in self.contract.inputs}
+        rows = {spec.name: decode_rows(spec.name, request.get(spec.name)) for spec in self.contract.inputs
+                if not (spec.optional and request.get(spec.name) is None)}
         counts = {name: len(r) for name, r in rows.items()}
         if len(set(counts.values())) > 1:
             raise RequestError(f"inputs must have the same number of rows, got {counts}")
-        first, *pair = (rows[name] for name in self.contract.tokenized)
+        first, *pair = (rows[name] for name in self.contract.tokenized if name in rows)
         ids = self.pipe.tokenizer(first, pair[0] if pair else None, truncation=False, return_attention_mask=False,
                                   return_token_type_ids=False)["input_ids"]
+        limit = self.row_limit
         for i, row_ids in enumerate(ids):
-            if len(row_ids) > self.pipe.max_length:
-                raise RequestError(f"row {i} is {len(row_ids)} tokens long, over this model's limit of "
-                                   f"{self.pipe.max_length} tokens: split the text (nothing is truncated)")
+            if len(row_ids) > limit:
+                raise RequestError(f"row {i} is {len(row_ids)} tokens long, over this model's limit of {limit} "
+                                   f"tokens: split the text (nothing is truncated)")
             if self.contract.check is not None:
                 try:
-                    self.contract.check(self.pipe, row_ids)
+                    self.contract.check(self.pipe, {name: texts[i] for name, texts in rows.items()}, row_ids)
                 except ValueError as e:
                     raise RequestError(f"row {i}: {e}") from None
         return Prepared(rows, [len(row_ids) for row_ids in ids])
@@ -153,7 +167,7 @@ class ServedModel:
 
     def run(self, prepared: Sequence[Prepared]) -> list[dict[str, np.ndarray]]:
         """The rows of all requests in model calls of at most ``max_batch_tokens`` tokens; outputs per request."""
-        names = [spec.name for spec in self.contract.inputs]
+        names = list(prepared[0].rows)  # the same inputs in every request (infer groups them)
         rows = {name: [text for p in prepared for text in p.rows[name]] for name in names}
         lengths = [n for p in prepared for n in p.lengths]
         parts = [self.contract.run(self.pipe, {name: rows[name][chunk.start:chunk.stop] for name in names})

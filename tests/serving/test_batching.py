@@ -129,3 +129,58 @@ def test_quantize_goes_to_from_pretrained_only_where_this_build_has_it(monkeypat
     assert load_options("fill-mask", "int8") == {"quantize": "int8"}
     with pytest.raises(ValueError, match="unknown task 'nope'"):
         load_options("nope", "int8")
+
+
+def test_requests_with_and_without_the_optional_pair_are_served_in_separate_model_calls(sentiment_checkpoint,
+                                                                                       monkeypatch):
+    served = ServedModel.load(sentiment_checkpoint, "text-classification")
+    calls, run = [], served.contract.run
+
+    def counted(pipe, r):
+        calls.append(sorted(r))
+        return run(pipe, r)
+
+    monkeypatch.setattr(served, "contract", dataclasses.replace(served.contract, run=counted))
+    single, pair, single_again = served.infer([{"text": rows("I loved it.", "Awful."), "text_pair": None},
+                                               {"text": rows("Good food."), "text_pair": rows("Slow service.")},
+                                               {"text": rows("Fine.")}])
+    assert sorted(calls) == [["text"], ["text", "text_pair"]]  # the two single-text requests share one call
+    for result, expected in ((single, served.pipe(["I loved it.", "Awful."])), (single_again, served.pipe(["Fine."])),
+                             (pair, served.pipe(["Good food."], ["Slow service."]))):
+        got = [json.loads(r[0]) for r in result["result"]]
+        assert [r["label"] for r in got] == [r["label"] for r in expected]
+        np.testing.assert_allclose([r["score"] for r in got], [r["score"] for r in expected], atol=1e-5, rtol=0)
+    uneven = served.infer([{"text": rows("a", "b"), "text_pair": rows("c")}])[0]
+    assert "inputs must have the same number of rows, got {'text': 2, 'text_pair': 1}" in str(uneven)
+
+
+def test_windowed_tasks_take_rows_longer_than_one_window_up_to_the_token_budget(ner_checkpoint, qa_checkpoint):
+    ner = ServedModel.load(ner_checkpoint, "token-classification", max_batch_tokens=300)
+    assert ner.pipe.max_length == 64 and ner.row_limit == 300
+    long_text = " ".join(["Alice met Bob in Paris."] * 25)  # about 175 tokens: three windows of 64
+    good, too_long = ner.infer([{"text": rows(long_text)}, {"text": rows("word " * 400)}])
+    assert [json.loads(r[0]) for r in good["result"]] == [ner.pipe(long_text, aggregation_strategy="simple")]
+    assert "row 0 is 402 tokens long, over this model's limit of 300 tokens" in str(too_long)
+
+    qa = ServedModel.load(qa_checkpoint, "question-answering", max_batch_tokens=300)
+    context = " ".join(["The cat sat on the mat."] * 20) + " Paris is the capital of France."
+    answer, long_question, missing = qa.infer([
+        {"question": rows("What is the capital of France?"), "context": rows(context)},
+        {"question": rows("why " * 70), "context": rows("Because.")},
+        {"question": rows("Where?")}])
+    assert [json.loads(r[0]) for r in answer["result"]] == [
+        qa.pipe(question="What is the capital of France?", context=context)]
+    assert isinstance(long_question, RequestError) and "more than max_question_len=64" in str(long_question)
+    assert "input 'context' is missing" in str(missing)
+
+
+def test_rerank_rows_are_pairs_of_any_queries(cross_encoder_checkpoint):
+    served = ServedModel.load(cross_encoder_checkpoint, "rerank")
+    queries, documents = ["cats", "cats", "stocks"], ["The cat sat.", "Stocks fell.", "Stocks fell."]
+    result, = served.infer([{"query": rows(*queries), "document": rows(*documents)}])
+    assert result["score"].shape == (3, 1)
+    for (query, document), score in zip(zip(queries, documents), result["score"][:, 0]):
+        assert score == pytest.approx(served.pipe(query, [document])[0]["score"], abs=1e-6)
+    assert served.pipe.score_pairs(queries, documents) == pytest.approx(result["score"][:, 0].tolist(), abs=1e-6)
+    with pytest.raises(ValueError, match="one query per document, got 1 queries and 2 documents"):
+        served.pipe.score_pairs(["cats"], documents[:2])

@@ -38,10 +38,10 @@ def rows(texts) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, free_ports, tiny_vocab_checkpoint, tiny_long_checkpoint, minilm_dir):
+def server(tmp_path_factory, free_ports, tiny_vocab_checkpoint, tiny_long_checkpoint, minilm_dir, heads):
     """One tritonserver on a repository written by write_triton_repository(backend="python"): fill-mask and
-    next-sentence on the tiny checkpoint (the first one copied into the repository), MiniLM embeddings, and
-    "load": tiny embeddings with 512 positions and a small token budget."""
+    next-sentence on the tiny checkpoint (the first one copied into the repository), MiniLM embeddings,
+    "load": tiny embeddings with 512 positions and a small token budget, and the task heads' tasks."""
     repo = tmp_path_factory.mktemp("triton") / "repository"
     one = {"backend": "python", "threads": 1}  # one torch thread per model: the test machine's cores are shared
     write_triton_repository(tiny_vocab_checkpoint, repo, task="fill-mask", **one)
@@ -49,9 +49,11 @@ def server(tmp_path_factory, free_ports, tiny_vocab_checkpoint, tiny_long_checkp
     write_triton_repository(minilm_dir, repo, task="feature-extraction", copy_checkpoint=False, **one)
     write_triton_repository(tiny_long_checkpoint, repo, name="load", task="feature-extraction", max_queue_delay_us=2000,
                             max_batch_tokens=LOAD_BUDGET, copy_checkpoint=False, **one)
+    for task, checkpoint in heads.items():
+        write_triton_repository(checkpoint, repo, task=task, copy_checkpoint=False, **one)
     http, grpc, metrics = free_ports(3)
-    triton = TritonServer(repo, host="127.0.0.1", http_port=http, grpc_port=grpc, metrics_port=metrics,
-                          exit_timeout_s=10, log_file=repo.parent / "tritonserver.log")
+    triton = TritonServer(repo, host="127.0.0.1", http_port=http, grpc_port=grpc, metrics_port=metrics,  # 60 s:
+                          exit_timeout_s=60, log_file=repo.parent / "tritonserver.log")  # 8 stubs unload slowly
     try:
         yield triton.start(timeout_s=START_TIMEOUT_S)
     finally:
@@ -68,11 +70,19 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def pipelines(tiny_vocab_checkpoint, tiny_long_checkpoint, minilm_dir) -> dict:
+def heads(sentiment_checkpoint, ner_checkpoint, qa_checkpoint, cross_encoder_checkpoint) -> dict[str, str]:
+    """The tasks of the task heads and their checkpoints."""
+    return {"text-classification": sentiment_checkpoint, "token-classification": ner_checkpoint,
+            "question-answering": qa_checkpoint, "rerank": cross_encoder_checkpoint}
+
+
+@pytest.fixture(scope="module")
+def pipelines(tiny_vocab_checkpoint, tiny_long_checkpoint, minilm_dir, heads) -> dict:
     return {"fill-mask": bertfast.pipeline("fill-mask", model=tiny_vocab_checkpoint),
             "next-sentence": bertfast.pipeline("next-sentence", model=tiny_vocab_checkpoint),
             "feature-extraction": bertfast.pipeline("feature-extraction", model=minilm_dir),
-            "load": bertfast.pipeline("feature-extraction", model=tiny_long_checkpoint)}
+            "load": bertfast.pipeline("feature-extraction", model=tiny_long_checkpoint),
+            **{task: bertfast.pipeline(task, model=checkpoint) for task, checkpoint in heads.items()}}
 
 
 def propositions(result: list) -> list[dict]:
@@ -114,10 +124,63 @@ def test_each_task_matches_the_direct_pipeline_call(server, pipelines, protocol)
     np.testing.assert_allclose(embedding, pipelines["feature-extraction"](sentences).numpy(), atol=ATOL, rtol=0)
 
 
+def _results(output: np.ndarray) -> list:
+    return [json.loads(row[0]) for row in output]
+
+
+def assert_same_results(served: list, direct: list, score: str = "score") -> None:
+    """Equal JSON results except for the scores, which may differ by ATOL (another batch, another summation)."""
+    def without(result):
+        if isinstance(result, list):
+            return [without(r) for r in result]
+        return {k: v for k, v in result.items() if k != score}
+
+    def scores(result):
+        return [s for r in result for s in scores(r)] if isinstance(result, list) else [result[score]]
+
+    assert without(served) == without(direct)
+    np.testing.assert_allclose(scores(served), scores(direct), atol=ATOL, rtol=0)
+
+
+REVIEWS = ["I loved every minute of it.", "The service was slow — and the soup cold.", "Ça va, merci."]
+PEOPLE = ["Alice Smith met Bob in Paris.", "東京 and New York are cities.", "nothing here"]
+QUESTIONS = ["Where did the cat sit?", "What is the capital of France?", "Who wrote it?"]
+CONTEXTS = ["The cat sat on the mat all day.", " ".join(["Filler words go here."] * 20) + " Paris is the capital.",
+            "It was written long ago by someone."]
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_each_task_head_matches_the_direct_pipeline_call(server, pipelines, protocol):
+    url = server.url(protocol)
+    single = infer(url, protocol, "text-classification", {"text": rows(REVIEWS)}, ["scores", "result"])
+    assert_same_results(_results(single["result"]), pipelines["text-classification"](REVIEWS))
+    direct = pipelines["text-classification"](REVIEWS, top_k=3)
+    np.testing.assert_allclose(single["scores"], [[{r["label"]: r["score"] for r in ranked}[label] for label in
+                                                   ("NEGATIVE", "NEUTRAL", "POSITIVE")] for ranked in direct],
+                               atol=ATOL, rtol=0)
+    pair = infer(url, protocol, "text-classification", {"text": rows(REVIEWS), "text_pair": rows(PAIRS)}, ["result"])
+    assert_same_results(_results(pair["result"]), pipelines["text-classification"](REVIEWS, PAIRS))
+
+    entities = infer(url, protocol, "token-classification", {"text": rows(PEOPLE)}, ["result"])["result"]
+    expected = pipelines["token-classification"](PEOPLE, aggregation_strategy="simple")
+    assert any(expected)
+    assert_same_results(_results(entities), expected)
+
+    answers = infer(url, protocol, "question-answering", {"question": rows(QUESTIONS), "context": rows(CONTEXTS)},
+                    ["result"])["result"]
+    assert_same_results(_results(answers), pipelines["question-answering"](question=QUESTIONS, context=CONTEXTS))
+
+    queries, documents = ["cats", "cats", "capitals"], ["The cat sat on the mat.", "Paris is the capital.", "Cats."]
+    scores = infer(url, protocol, "rerank", {"query": rows(queries), "document": rows(documents)}, ["score"])["score"]
+    np.testing.assert_allclose(scores[:, 0], [pipelines["rerank"](q, [d])[0]["score"] for q, d in
+                                              zip(queries, documents)], atol=ATOL, rtol=0)
+
+
 def test_metadata_and_config_describe_the_contract(server):
     client = connect("http", server.url("http"))
     try:
-        for model, size in (("fill-mask", None), ("next-sentence", None), ("feature-extraction", 384)):
+        for model in ("fill-mask", "next-sentence", "feature-extraction", "text-classification",
+                      "token-classification", "question-answering", "rerank"):
             contract = contract_for(model)
             metadata = client.get_model_metadata(model)
             assert metadata["platform"] == "python"
@@ -129,6 +192,9 @@ def test_metadata_and_config_describe_the_contract(server):
             assert {k: v["string_value"] for k, v in parameters.items() if k.startswith("doc.")} == {
                 f"doc.{spec.name}": spec.doc for spec in (*contract.inputs, *contract.outputs)}
         assert client.get_model_metadata("feature-extraction")["outputs"][0]["shape"] == [-1, 384]
+        assert client.get_model_metadata("text-classification")["outputs"][0]["shape"] == [-1, 3]
+        inputs = client.get_model_config("text-classification")["input"]
+        assert [(t["name"], t.get("optional", False)) for t in inputs] == [("text", False), ("text_pair", True)]
     finally:
         client.close()
 
@@ -193,6 +259,9 @@ MALFORMED = [  # (protocol, model, inputs, a part of the error message)
     ("http", "load", {"text": rows(["x"] * 33)}, "batch-size must be <= 32"),
     ("grpc", "next-sentence", {"text": rows(["only half"])}, "expected 2 inputs but got 1"),
     ("http", "fill-mask", {"text": rows(["no mask at all"])}, "the text has no [MASK] token"),
+    ("grpc", "question-answering", {"question": rows(["why " * 70]), "context": rows(["Because."])},
+     "more than max_question_len=64"),
+    ("http", "rerank", {"query": rows(["cats"])}, "expected 2 inputs but got 1"),
 ]
 
 
