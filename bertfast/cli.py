@@ -27,6 +27,7 @@ from bertfast.st_config import POOLING_MODES
 from bertfast.serving.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS
 from bertfast.serving.contract import served_tasks
 from bertfast.serving.server import serve
+from bertfast.training.distributed import is_main_process, process_group
 from bertfast.training.trainer import WARMUP_FRACTION, PretrainingArguments, run_pretraining
 from bertfast.version import __version__
 
@@ -154,9 +155,12 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
     options = PretrainingArguments(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PretrainingArguments)})
-    history = run_pretraining(args.corpus, args.out, options, model=args.model, config=args.config,
-                              vocab=args.vocab, resume=args.resume, overwrite=args.overwrite,
-                              allow_data_changes=args.allow_data_changes)
+    with process_group():
+        history = run_pretraining(args.corpus, args.out, options, model=args.model, config=args.config,
+                                  vocab=args.vocab, resume=args.resume, overwrite=args.overwrite,
+                                  allow_data_changes=args.allow_data_changes)
+    if not is_main_process():
+        return
     result = {"out": args.out, "steps_run": len(history), "last_step": history[-1]}
     _emit(args, result, lambda r: [f"checkpoint: {r['out']}  ({r['steps_run']} steps run)"]
           + _table([(k, _number(v)) for k, v in r["last_step"].items()]))
@@ -177,7 +181,10 @@ def _pretrain_parser(p: argparse.ArgumentParser) -> None:
                         "vocabulary or corpus differ from the checkpoint's run")
     p.add_argument("--steps", type=int, required=True, help="total optimizer steps")
     d = PretrainingArguments()  # the defaults, written once there
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="pairs per rank and micro-batch; a step sees batch size x ranks x --grad-accum")
+    p.add_argument("--grad-accum", type=int, default=d.grad_accum,
+                   help="micro-batches accumulated per optimizer step (default: %(default)s)")
     p.add_argument("--max-seq-length", type=int, default=d.max_seq_length)
     p.add_argument("--learning-rate", "--lr", type=float, default=d.learning_rate)
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
@@ -193,6 +200,7 @@ def _pretrain_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=d.dtype, help="float32, or bfloat16 / float16 autocast on CUDA")
     p.add_argument("--save-every", type=int, help="also checkpoint every N steps")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--log-file", help="append each step's metrics to this file as JSON lines (rank 0)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_pretrain)
 
