@@ -193,3 +193,31 @@ def test_bad_input_is_an_error_that_says_what_to_fix(sentiment_files, tiny_vocab
         finetune(tiny_vocab_checkpoint, train, train, tmp_path / "d", FinetuneArguments(**{**QUICK, "batch_size": 64}))
     with pytest.raises(ValueError, match="--lora target 'attn' matches no Linear layer"):
         finetune(tiny_vocab_checkpoint, train, train, tmp_path / "e", FinetuneArguments(**QUICK, lora="4,8,attn"))
+
+
+def test_token_classification_and_question_answering_fine_tune_end_to_end(tiny_vocab_checkpoint, tmp_path):
+    """A few steps of each; the outputs load in transformers (same logits) and the metrics are the task's."""
+    rows = [{"tokens": json.dumps(["my", "name", "is", name, "and", "i", "live", "here"]),
+             "tags": json.dumps(["O", "O", "O", "B-PER", "O", "O", "O", "O"])} for name in ("wolfgang", "clara", "anna", "otto")]
+    ner_file = write_csv(tmp_path / "ner.csv", rows)
+    ner = finetune(tiny_vocab_checkpoint, ner_file, ner_file, tmp_path / "ner", FinetuneArguments(
+        task="token-classification", text_column="tokens", label_column="tags", **{**QUICK, "epochs": 1, "batch_size": 2}))
+    assert {"accuracy", "f1", "eval_loss"} <= set(ner["best"]) and ner["metric"] == "f1"
+    hf = transformers.BertForTokenClassification.from_pretrained(tmp_path / "ner").eval()
+    assert hf.config.id2label == {0: "B-PER", 1: "O"}
+    squad = tmp_path / "squad.json"
+    squad.write_text(json.dumps(SQUAD))
+    qa = finetune(tiny_vocab_checkpoint, squad, squad, tmp_path / "qa", FinetuneArguments(
+        task="question-answering", max_length=24, doc_stride=8, **{**QUICK, "epochs": 1, "batch_size": 2}))
+    assert {"exact_match", "f1"} <= set(qa["best"]) and 0 <= qa["best"]["f1"] <= 100
+    batch = bertfast.BertTokenizer.from_pretrained(tmp_path / "qa")("Who?", CONTEXT, return_tensors="pt")
+    ours = bertfast.BertForQuestionAnswering.from_pretrained(tmp_path / "qa")(**batch)
+    theirs = transformers.BertForQuestionAnswering.from_pretrained(tmp_path / "qa").eval()(**batch)
+    torch.testing.assert_close(ours.start_logits, theirs.start_logits, atol=1e-5, rtol=0)
+
+
+def test_squad_exact_match_and_f1_follow_the_official_normalisation():
+    from bertfast.training.qa_data import exact_match, token_f1
+
+    assert exact_match("The Mat!", "mat") == 1.0 and exact_match("on mat", "mat") == 0.0
+    assert token_f1("on the mat", "the mat in the kitchen") == pytest.approx(2 * (1 / 2) * (1 / 3) / (1 / 2 + 1 / 3))
