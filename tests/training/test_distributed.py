@@ -64,11 +64,11 @@ def free_port() -> int:
 
 
 def torchrun(ranks: int, *args: str) -> None:
-    """``torchrun --nproc_per_node ranks -m bertfast pretrain ...`` on this checkout, bounded in time."""
+    """``torchrun --nproc_per_node ranks -m bertfast ARGS`` on this checkout, bounded in time."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(REPO_ROOT), os.environ.get("PYTHONPATH")))),
            "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(ranks),
-               "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "bertfast", "pretrain", *args]
+               "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "bertfast", *args]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240, cwd=str(REPO_ROOT))
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -82,8 +82,8 @@ def test_two_gloo_ranks_equal_one_process_on_the_same_global_batch_across_a_resu
     ddp, log = str(tmp_path / "ddp"), str(tmp_path / "ddp.jsonl")
     common = ["--corpus", DEMO_CORPUS, "--out", ddp, "--batch-size", "2", "--max-seq-length", "32", "--lr", "1e-3",
               "--warmup-steps", "1", "--seed", "3", "--device", "cpu", "--no-progress", "--log-file", log]
-    torchrun(2, "--config", no_dropout_config, "--vocab", small_vocab, "--steps", "2", *common)
-    torchrun(2, "--resume", ddp, "--steps", str(STEPS), *common)
+    torchrun(2, "pretrain", "--config", no_dropout_config, "--vocab", small_vocab, "--steps", "2", *common)
+    torchrun(2, "pretrain", "--resume", ddp, "--steps", str(STEPS), *common)
     losses = read_log(log)
     assert len(losses) == STEPS and len({round(x, 4) for x in losses}) > 1  # a curve, not a constant
     loss_error = relative(torch.tensor(losses, dtype=torch.float64),

@@ -224,23 +224,43 @@ def test_squad_exact_match_and_f1_follow_the_official_normalisation():
     assert token_f1("on the mat", "the mat in the kitchen") == pytest.approx(2 * (1 / 2) * (1 / 3) / (1 / 2 + 1 / 3))
 
 
-def test_gradient_accumulation_2_equals_a_batch_twice_as_large(sentiment_files, tiny_vocab_checkpoint, tmp_path):
-    """Dropout off; the same rows in the same order; 48 rows = 6 full global batches of 8 (nothing left out)."""
-    from safetensors.torch import load_file
-
-    base = tmp_path / "base"
+@pytest.fixture(scope="module")
+def no_dropout_checkpoint(tiny_vocab_checkpoint, tmp_path_factory) -> str:
+    base = tmp_path_factory.mktemp("no_dropout") / "base"
     shutil.copytree(tiny_vocab_checkpoint, base)
     config = json.loads((base / "config.json").read_text())
     (base / "config.json").write_text(json.dumps({**config, "hidden_dropout_prob": 0.0,
                                                   "attention_probs_dropout_prob": 0.0}))
+    return str(base)
+
+
+def assert_same_run(a, b, results_a: dict, results_b: dict) -> None:
+    """Same per-epoch train and eval losses (1e-5 relative) and final weights."""
+    from safetensors.torch import load_file
+
+    losses = [[e[key] for e in r["epochs"] for key in ("train_loss", "eval_loss")] for r in (results_a, results_b)]
+    assert torch.allclose(torch.tensor(losses[0]), torch.tensor(losses[1]), rtol=1e-5, atol=0)
+    weights_a, weights_b = (load_file(os.path.join(d, "model.safetensors")) for d in (a, b))
+    for name in weights_b:  # the key biases: zero gradient in exact arithmetic, Adam-amplified noise (test_distributed)
+        if not name.endswith("key.bias"):  # atol: biases that start at 0 stay ~1e-3, where 1e-5 relative is 1e-8
+            torch.testing.assert_close(weights_a[name], weights_b[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_gradient_accumulation_2_and_two_gloo_ranks_equal_a_batch_twice_as_large(
+        sentiment_files, no_dropout_checkpoint, tmp_path):
+    """Dropout off; the same rows in the same order; 48 rows = 6 full global batches of 8 (nothing left out):
+    batch 8 == batch 4 x grad-accum 2 == torchrun 2 ranks x batch 4."""
+    from tests.training.test_distributed import torchrun
+
     train, eval_file = sentiment_files
     runs = {}
     for name, options in (("big", dict(batch_size=8)), ("accumulated", dict(batch_size=4, grad_accum=2))):
-        runs[name] = finetune(str(base), train, eval_file, tmp_path / name,
+        runs[name] = finetune(no_dropout_checkpoint, train, eval_file, tmp_path / name,
                               FinetuneArguments(**{**QUICK, "epochs": 2, "learning_rate": 1e-3, **options}))
-    losses = [[e[key] for e in runs[name]["epochs"] for key in ("train_loss", "eval_loss")] for name in runs]
-    assert torch.allclose(torch.tensor(losses[1]), torch.tensor(losses[0]), rtol=1e-5, atol=0)
-    accumulated, big = (load_file(tmp_path / name / "model.safetensors") for name in ("accumulated", "big"))
-    for name in big:  # the key biases: zero gradient in exact arithmetic, Adam-amplified noise (test_distributed)
-        if not name.endswith("key.bias"):  # atol: biases that start at 0 stay ~1e-3, where 1e-5 relative is 1e-8
-            torch.testing.assert_close(accumulated[name], big[name], rtol=1e-5, atol=1e-7, msg=name)
+    assert_same_run(tmp_path / "accumulated", tmp_path / "big", runs["accumulated"], runs["big"])
+    ddp = str(tmp_path / "ddp")
+    torchrun(2, "finetune", "--model", no_dropout_checkpoint, "--train", train, "--eval", eval_file, "--out", ddp,
+             "--epochs", "2", "--batch-size", "4", "--lr", "1e-3", "--warmup-ratio", "0", "--device", "cpu",
+             "--no-progress")
+    with open(os.path.join(ddp, "finetune_results.json")) as f:
+        assert_same_run(ddp, tmp_path / "big", json.load(f), runs["big"])
