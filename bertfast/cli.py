@@ -203,6 +203,12 @@ def _pretrain_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-every", type=int, help="also checkpoint every N steps")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("--log-file", help="append each step's metrics to this file as JSON lines (rank 0)")
+    p.add_argument("--stream", action="store_true", help="read the corpus in shards through a bounded shuffle "
+                                                         "buffer (memory does not grow with the corpus)")
+    p.add_argument("--cache", metavar="DIR", help="token-id cache folder: a later run reads it and does not tokenize "
+                                                  "again (implies --stream)")
+    p.add_argument("--shard-documents", type=int, default=d.shard_documents, help="streaming: documents per shard")
+    p.add_argument("--shuffle-buffer", type=int, default=d.shuffle_buffer, help="streaming: pairs in the buffer")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_pretrain)
 

@@ -35,6 +35,7 @@ from bertfast.training.checkpoints import (TRAINER_STATE, check_out_dir, check_r
                                            differences, load_trainer_state, read_manifest, verify_checkpoint,
                                            write_manifest)
 from bertfast.training.distributed import Distributed, example_seed
+from bertfast.training.streaming import StreamingCorpus, StreamingPairBatches
 from bertfast.training.pretraining import (Document, PairBatches, PretrainingCollator, check_masking_options,
                                            check_pair_options, read_documents, tokenize_documents)
 from bertfast.tokenizer import BertTokenizer
@@ -62,10 +63,19 @@ class PretrainingArguments:
     save_every: int | None = None  # also checkpoint every N steps (always at the end)
     progress: bool = True  # show a tqdm progress bar (rank 0)
     log_file: str | None = None  # rank 0 appends each step's metrics to this file, one JSON object per line
+    stream: bool = False  # read the corpus in shards through a bounded shuffle buffer (bertfast.training.streaming)
+    cache: str | None = None  # a folder of token ids: a later run reads them and never tokenizes (implies stream)
+    shard_documents: int = 1000  # streaming: documents tokenized (and paired) together
+    shuffle_buffer: int = 10000  # streaming: sentence pairs mixed before batching
+
+    def __post_init__(self) -> None:
+        if self.cache is not None:
+            self.stream = True  # the cache is read a shard at a time
 
     def validate(self) -> None:
         """Every field's type and range (numbers finite), before anything is read: a ValueError naming the field."""
         for name, low in (("steps", 1), ("batch_size", 1), ("grad_accum", 1), ("max_seq_length", 1), ("seed", 0),
+                          ("shard_documents", 2), ("shuffle_buffer", 1),
                           ("warmup_steps", 0), ("save_every", 1), ("max_predictions_per_seq", 1)):
             value = getattr(self, name)
             optional = name in ("warmup_steps", "save_every", "max_predictions_per_seq")
@@ -85,7 +95,9 @@ class PretrainingArguments:
         check_pair_options(self.max_seq_length, self.short_seq_prob)
         if self.log_file is not None and not isinstance(self.log_file, (str, os.PathLike)):
             raise ValueError(f"log_file must be None or a path, got {self.log_file!r}")
-        for name in ("whole_word_mask", "progress"):
+        if self.cache is not None and not isinstance(self.cache, (str, os.PathLike)):
+            raise ValueError(f"cache must be None or a folder path, got {self.cache!r}")
+        for name in ("whole_word_mask", "progress", "stream"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         device = resolve_device(self.device)
@@ -214,8 +226,8 @@ class Trainer:
     as one rank of a torchrun launch (``bertfast.training.distributed``): DistributedDataParallel, each rank
     running its micro-batches of every global batch; rank 0 alone writes checkpoints and logs."""
 
-    def __init__(self, model: BertForPreTraining, tokenizer: BertTokenizer, documents: Sequence[Document],
-                 args: PretrainingArguments) -> None:
+    def __init__(self, model: BertForPreTraining, tokenizer: BertTokenizer,
+                 documents: Sequence[Document] | StreamingCorpus, args: PretrainingArguments) -> None:
         args.validate()
         config = model.config
         if args.max_seq_length > config.max_position_embeddings:
@@ -228,8 +240,12 @@ class Trainer:
         self.dist = Distributed.from_environment(resolve_device(args.device))
         self.device, self.dtype = self.dist.device(resolve_device(args.device)), resolve_dtype(args.dtype)
         self.model = model.to(self.device).train()
-        self.data = PairBatches(documents, args.batch_size * self.dist.world_size * args.grad_accum,
-                                args.max_seq_length, args.short_seq_prob, args.seed)
+        global_batch = args.batch_size * self.dist.world_size * args.grad_accum
+        if isinstance(documents, StreamingCorpus):
+            self.data = StreamingPairBatches(documents, global_batch, args.max_seq_length, args.short_seq_prob,
+                                             args.seed, args.shuffle_buffer)
+        else:
+            self.data = PairBatches(documents, global_batch, args.max_seq_length, args.short_seq_prob, args.seed)
         self.collator = PretrainingCollator(tokenizer, args.mlm_probability, args.max_predictions_per_seq,
                                             args.whole_word_mask)  # each pair masked with its example_seed
         self.engine: torch.nn.Module = PretrainingSums(self.model)
@@ -242,7 +258,11 @@ class Trainer:
         self.scheduler = linear_schedule(self.optimizer, self.warmup_steps, args.steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.step = self.epoch = self.batch_index = 0  # steps done; position of the next batch
-        self.signature = data_signature(signature_arguments(args, self.dist), tokenizer, documents)
+        streamed = isinstance(documents, StreamingCorpus)
+        self.signature = data_signature(signature_arguments(args, self.dist), tokenizer,
+                                        None if streamed else documents)
+        if streamed:
+            self.signature["corpus"] = documents.signature
         self.saved_step: int | None = None  # the step of the last checkpoint written or resumed from
         self.checkpoint_dir: str | None = None  # ... and its folder, which train() may write to again
 
@@ -448,7 +468,14 @@ def run_pretraining(corpus: str | os.PathLike, out_dir: str | os.PathLike, args:
     if manifest is not None:
         check_resume_data(manifest["data"], data_signature(signature_arguments(args, dist), tokenizer),
                           allow_data_changes)
-    documents = tokenize_documents(read_documents(corpus), tokenizer)
+    if args.stream or args.cache is not None:
+        documents = StreamingCorpus(corpus, tokenizer, args.shard_documents, args.cache)
+        for turn in ("main", "others"):  # rank 0 writes the token cache; the others then read it
+            if dist.is_main == (turn == "main"):
+                documents.prepare()
+            dist.barrier()
+    else:
+        documents = tokenize_documents(read_documents(corpus), tokenizer)
     torch.manual_seed(args.seed)
     trainer = Trainer(build_model(tokenizer, model or resume, config, allow_missing_weights=resume is None),
                       tokenizer, documents, args)
