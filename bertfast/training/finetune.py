@@ -129,7 +129,11 @@ def finetune(model: str, train: str | os.PathLike, eval: str | os.PathLike, out:
     args.validate()
     dist = Distributed.from_environment(resolve_device(args.device))
     if dist.is_main:
-        check_out_dir(out, overwrite)
+        try:
+            check_out_dir(out, overwrite)
+        except FileExistsError as e:  # its message speaks of pretraining's --resume
+            raise FileExistsError(f"--out {os.fspath(out)} is not empty: choose a new --out, or pass --overwrite "
+                                  f"(overwrite=True) to replace what it holds") if "--resume" in str(e) else e
     dist.barrier()
     device, dtype = dist.device(resolve_device(args.device)), resolve_dtype(args.dtype)
     tokenizer = BertTokenizer.from_pretrained(model)

@@ -192,6 +192,10 @@ def test_bad_input_is_an_error_that_says_what_to_fix(sentiment_files, tiny_vocab
         finetune(tiny_vocab_checkpoint, train, train, tmp_path / "c", FinetuneArguments(**{**QUICK, "dtype": "float16"}))
     with pytest.raises(ValueError, match="fewer than one global batch of 64"):
         finetune(tiny_vocab_checkpoint, train, train, tmp_path / "d", FinetuneArguments(**{**QUICK, "batch_size": 64}))
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="is not empty: choose a new --out, or pass --overwrite"):
+        finetune(tiny_vocab_checkpoint, train, train, tmp_path / "full", FinetuneArguments(**QUICK))
     with pytest.raises(ValueError, match="--lora target 'attn' matches no Linear layer"):
         finetune(tiny_vocab_checkpoint, train, train, tmp_path / "e", FinetuneArguments(**QUICK, lora="4,8,attn"))
 
