@@ -210,6 +210,11 @@ def test_token_classification_and_question_answering_fine_tune_end_to_end(tiny_v
     assert {"accuracy", "f1", "eval_loss"} <= set(ner["best"]) and ner["metric"] == "f1"
     hf = transformers.BertForTokenClassification.from_pretrained(tmp_path / "ner").eval()
     assert hf.config.id2label == {0: "B-PER", 1: "O"}
+    text = "my name is clara"
+    theirs = [(e["word"], e["entity"]) for e in transformers.pipeline("token-classification", model=str(tmp_path / "ner"),
+                                                                     device="cpu")(text)]
+    ours = [(e["word"], e["entity"]) for e in bertfast.pipeline("token-classification", model=str(tmp_path / "ner"))(text)]
+    assert ours == theirs
     squad = tmp_path / "squad.json"
     squad.write_text(json.dumps(SQUAD))
     qa = finetune(tiny_vocab_checkpoint, squad, squad, tmp_path / "qa", FinetuneArguments(
@@ -268,3 +273,27 @@ def test_gradient_accumulation_2_and_two_gloo_ranks_equal_a_batch_twice_as_large
              "--no-progress")
     with open(os.path.join(ddp, "finetune_results.json")) as f:
         assert_same_run(ddp, tmp_path / "big", json.load(f), runs["big"])
+
+
+@pytest.mark.parametrize("problem_type, label, metrics", [
+    ("multi_label_classification", lambda i: json.dumps(["pos", "long"] if i % 2 else ["neg"]), {"f1", "accuracy"}),
+    ("regression", lambda i: str(float(i % 2)), {"mse", "pearson"})])
+def test_multi_label_and_regression_fine_tune_and_load_in_transformers(problem_type, label, metrics,
+                                                                        tiny_vocab_checkpoint, tmp_path):
+    rows = [{"text": r["text"], "label": label(i)} for i, r in enumerate(sentiment_rows(16))]
+    path = write_csv(tmp_path / "rows.csv", rows)
+    results = finetune(tiny_vocab_checkpoint, path, path, tmp_path / "out", FinetuneArguments(
+        problem_type=problem_type, **{**QUICK, "epochs": 1}))
+    assert metrics <= set(results["best"]) and results["metric"] == ("f1" if "multi" in problem_type else "mse")
+    hf = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "out")
+    assert hf.config.problem_type == problem_type
+    assert hf.config.num_labels == (3 if "multi" in problem_type else 1)
+
+
+def test_num_labels_names_the_ids_and_must_agree_with_labels(tiny_vocab_checkpoint, tmp_path):
+    rows = [{"text": r["text"], "label": str(i % 3)} for i, r in enumerate(sentiment_rows(12))]
+    path = write_csv(tmp_path / "rows.csv", rows)
+    finetune(tiny_vocab_checkpoint, path, path, tmp_path / "out", FinetuneArguments(num_labels=3, **{**QUICK, "epochs": 1}))
+    assert transformers.AutoConfig.from_pretrained(tmp_path / "out").id2label == {0: "0", 1: "1", 2: "2"}
+    with pytest.raises(ValueError, match="--num-labels 2 but --labels names 3 labels"):
+        FinetuneArguments(num_labels=2, labels=["a", "b", "c"]).validate()
