@@ -250,6 +250,10 @@ def assert_same_run(a, b, results_a: dict, results_b: dict) -> None:
     losses = [[e[key] for e in r["epochs"] for key in ("train_loss", "eval_loss")] for r in (results_a, results_b)]
     assert torch.allclose(torch.tensor(losses[0]), torch.tensor(losses[1]), rtol=1e-5, atol=0)
     weights_a, weights_b = (load_file(os.path.join(d, "model.safetensors")) for d in (a, b))
+    loss_error = max(abs(x - y) / abs(y) for x, y in zip(*losses))
+    weight_error = max((weights_a[n] - weights_b[n]).abs().max().item() for n in weights_b if not n.endswith("key.bias"))
+    print(f"{os.path.basename(a)} vs {os.path.basename(b)}: losses {loss_error:.2e} relative, weights {weight_error:.2e} "
+          f"absolute (max)")
     for name in weights_b:  # the key biases: zero gradient in exact arithmetic, Adam-amplified noise (test_distributed)
         if not name.endswith("key.bias"):  # atol: biases that start at 0 stay ~1e-3, where 1e-5 relative is 1e-8
             torch.testing.assert_close(weights_a[name], weights_b[name], rtol=1e-5, atol=1e-7, msg=name)
