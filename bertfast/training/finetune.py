@@ -124,7 +124,8 @@ def finetune(model: str, train: str | os.PathLike, eval: str | os.PathLike, out:
              args: FinetuneArguments | None = None, overwrite: bool = False) -> dict:
     """Fine-tune checkpoint ``model`` on ``train`` (CSV / TSV / JSON Lines; SQuAD JSON for question answering),
     evaluating on ``eval`` after each epoch; ``out`` receives the best epoch's model (or LoRA adapter). Returns
-    {"epochs": [per-epoch metrics], "best": the best epoch's, "metric": the metric compared}."""
+    {"epochs": [per-epoch metrics], "best": the best epoch's, "metric": the metric compared} (under torchrun: on
+    rank 0, which evaluates; the other ranks' lists stay empty)."""
     args = args or FinetuneArguments()
     args.validate()
     dist = Distributed.from_environment(resolve_device(args.device))
