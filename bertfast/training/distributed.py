@@ -76,6 +76,14 @@ class Distributed:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
+    def gather_to_all(self, value: T) -> list[T]:
+        """Every rank's ``value`` (a picklable object), in rank order, on every rank."""
+        if self.world_size == 1:
+            return [value]
+        values: list = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
+
     def barrier(self) -> None:
         if self.world_size > 1:
             dist.barrier()

@@ -271,11 +271,12 @@ class Trainer:
         """A HF-compatible checkpoint (config.json, model.safetensors, tokenizer files) + trainer_state.pt and the
         manifest, written beside ``directory`` and swapped in whole (the previous checkpoint there is replaced); by
         rank 0 alone, the other ranks waiting until it is in place. The masking needs no state: it is seeded per
-        example; ``torch_rng`` (dropout) is rank 0's."""
+        example; ``torch_rng`` (dropout) is each rank's, in rank order."""
+        rng = self.dist.gather_to_all(torch.get_rng_state())
         if self.dist.is_main:
             state = {"step": self.step, "epoch": self.epoch, "batch_index": self.batch_index,
                      "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                     "torch_rng": torch.get_rng_state(),
+                     "torch_rng": rng[0], "rank_torch_rng": rng,
                      "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                      "arguments": dataclasses.asdict(self.args)}
             with replacing_directory(directory) as new:
@@ -310,7 +311,8 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch, self.batch_index = state["step"], state["epoch"], state["batch_index"]
         self.scheduler = linear_schedule(self.optimizer, self.warmup_steps, self.args.steps, self.step)
-        torch.set_rng_state(state["torch_rng"])
+        ranks = state.get("rank_torch_rng", [])
+        torch.set_rng_state(ranks[self.dist.rank] if len(ranks) == self.dist.world_size else state["torch_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.saved_step, self.checkpoint_dir = self.step, os.fspath(directory)
