@@ -119,7 +119,10 @@ def _write_shard(documents: list[Document], path: str) -> None:
 
 def _read_shard(path: str) -> list[Document]:
     data = torch.load(path, weights_only=True)
-    sentences = [s.tolist() for s in data["ids"].split(data["sentence_lengths"].tolist())]
+    ids, sentences, start = data["ids"].tolist(), [], 0  # one conversion, then list slices
+    for length in data["sentence_lengths"].tolist():
+        sentences.append(ids[start:start + length])
+        start += length
     documents, start = [], 0
     for count in data["document_sentences"].tolist():
         documents.append(sentences[start:start + count])
