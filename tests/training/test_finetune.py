@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 
@@ -18,6 +19,7 @@ from bertfast.inputs import IGNORE_INDEX
 from bertfast.training.finetune import FinetuneArguments, finetune
 from bertfast.training.finetune_data import TextClassificationData, TokenClassificationData
 from bertfast.training.qa_data import QuestionAnsweringData, read_squad
+from tests.helpers import needs_cuda
 from tests.training.test_trainer import gradient_errors, grads_with_hf_names
 
 LOSS_RTOL, GRAD_RTOL = 1e-5, 1e-4
@@ -301,3 +303,16 @@ def test_num_labels_names_the_ids_and_must_agree_with_labels(tiny_vocab_checkpoi
     assert transformers.AutoConfig.from_pretrained(tmp_path / "out").id2label == {0: "0", 1: "1", 2: "2"}
     with pytest.raises(ValueError, match="--num-labels 2 but --labels names 3 labels"):
         FinetuneArguments(num_labels=2, labels=["a", "b", "c"]).validate()
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_mixed_precision_fine_tuning_on_cuda(dtype, sentiment_files, tiny_vocab_checkpoint, tmp_path):
+    """bf16 autocast, or fp16 autocast with the loss scaler; the master weights stay float32."""
+    train, eval_file = sentiment_files
+    results = finetune(tiny_vocab_checkpoint, train, eval_file, tmp_path / dtype, FinetuneArguments(
+        **{**QUICK, "device": "cuda", "dtype": dtype, "epochs": 2}))
+    assert all(math.isfinite(e["train_loss"]) and math.isfinite(e["eval_loss"]) for e in results["epochs"])
+    from safetensors.torch import load_file
+
+    assert {w.dtype for w in load_file(tmp_path / dtype / "model.safetensors").values()} == {torch.float32}
