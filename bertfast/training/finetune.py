@@ -35,6 +35,7 @@ from bertfast.training.distributed import Distributed
 from bertfast.training.finetune_data import (PROBLEM_TYPES, TextClassificationData, TokenClassificationData,
                                             label_set, read_rows)
 from bertfast.training.lora import LoraSpec, apply_lora, write_adapter
+from bertfast.training.qa_data import QuestionAnsweringData, read_squad
 from bertfast.training.trainer import build_optimizer, linear_schedule
 
 TASKS = {"text-classification": (BertForSequenceClassification, "classifier"),
@@ -94,8 +95,6 @@ class FinetuneArguments:
 def task_data(args: FinetuneArguments, tokenizer: BertTokenizer, rows: list[dict]):
     """The task's data object and its label names (question answering: none)."""
     if args.task == "question-answering":
-        from bertfast.training.qa_data import QuestionAnsweringData
-
         return QuestionAnsweringData(tokenizer, args.max_length, args.doc_stride), None
     labels = args.labels or ([str(i) for i in range(args.num_labels)] if args.num_labels else None)
     if args.task == "token-classification":
@@ -138,9 +137,7 @@ def finetune(model: str, train: str | os.PathLike, eval: str | os.PathLike, out:
     dist.barrier()
     device, dtype = dist.device(resolve_device(args.device)), resolve_dtype(args.dtype)
     tokenizer = BertTokenizer.from_pretrained(model)
-    reader = read_rows
-    if args.task == "question-answering":
-        from bertfast.training.qa_data import read_squad as reader
+    reader = read_squad if args.task == "question-answering" else read_rows
     train_rows, eval_rows = reader(train), reader(eval)
     data, labels = task_data(args, tokenizer, train_rows)
     train_features, eval_features = data.features(train_rows, train), data.features(eval_rows, eval)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -138,7 +137,3 @@ def write_adapter(directory: str, model: nn.Module, adapted: dict[str, tuple[Lor
     save_file(adapter_state(model, adapted, head), os.path.join(directory, ADAPTER_FILE), metadata={"format": "pt"})
     with open(os.path.join(directory, ADAPTER_CONFIG), "w", encoding="utf-8") as f:
         json.dump(config, f, indent=2, sort_keys=True)
-
-
-def trainable_parameters(model: nn.Module) -> Sequence[nn.Parameter]:
-    return [p for p in model.parameters() if p.requires_grad]
