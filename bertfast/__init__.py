@@ -13,6 +13,7 @@ from bertfast.training.pretraining import (PretrainingCollator, SentencePair, To
                                            tokenize_documents)
 from bertfast.encoding import BatchEncoding
 from bertfast.tokenizer import BertTokenizer
+from bertfast.training.finetune import FinetuneArguments, finetune
 from bertfast.training.trainer import PretrainingArguments, Trainer, run_pretraining
 from bertfast.version import __version__  # noqa: F401  (bertfast.__version__)
 
@@ -35,6 +36,7 @@ __all__ = [
     "ExportValidationError",
     "GraphedModel",
     "OnnxModel",
+    "FinetuneArguments",
     "PretrainingArguments",
     "PretrainingCollator",
     "SentencePair",
@@ -45,6 +47,7 @@ __all__ = [
     "optimize",
     "pipeline",
     "read_documents",
+    "finetune",
     "run_pretraining",
     "serve",
     "tokenize_documents",

@@ -27,6 +27,9 @@ from bertfast.st_config import POOLING_MODES
 from bertfast.serving.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS
 from bertfast.serving.contract import served_tasks
 from bertfast.serving.server import serve
+from bertfast.training.distributed import is_main_process, process_group
+from bertfast.training.finetune import TASKS as FINETUNE_TASKS, FinetuneArguments, finetune
+from bertfast.training.finetune_data import PROBLEM_TYPES
 from bertfast.training.trainer import WARMUP_FRACTION, PretrainingArguments, run_pretraining
 from bertfast.version import __version__
 
@@ -154,9 +157,12 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
     options = PretrainingArguments(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PretrainingArguments)})
-    history = run_pretraining(args.corpus, args.out, options, model=args.model, config=args.config,
-                              vocab=args.vocab, resume=args.resume, overwrite=args.overwrite,
-                              allow_data_changes=args.allow_data_changes)
+    with process_group():
+        history = run_pretraining(args.corpus, args.out, options, model=args.model, config=args.config,
+                                  vocab=args.vocab, resume=args.resume, overwrite=args.overwrite,
+                                  allow_data_changes=args.allow_data_changes)
+    if not is_main_process():
+        return
     result = {"out": args.out, "steps_run": len(history), "last_step": history[-1]}
     _emit(args, result, lambda r: [f"checkpoint: {r['out']}  ({r['steps_run']} steps run)"]
           + _table([(k, _number(v)) for k, v in r["last_step"].items()]))
@@ -177,7 +183,10 @@ def _pretrain_parser(p: argparse.ArgumentParser) -> None:
                         "vocabulary or corpus differ from the checkpoint's run")
     p.add_argument("--steps", type=int, required=True, help="total optimizer steps")
     d = PretrainingArguments()  # the defaults, written once there
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="pairs per rank and micro-batch; a step sees batch size x ranks x --grad-accum")
+    p.add_argument("--grad-accum", type=int, default=d.grad_accum,
+                   help="micro-batches accumulated per optimizer step (default: %(default)s)")
     p.add_argument("--max-seq-length", type=int, default=d.max_seq_length)
     p.add_argument("--learning-rate", "--lr", type=float, default=d.learning_rate)
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
@@ -193,8 +202,61 @@ def _pretrain_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=d.dtype, help="float32, or bfloat16 / float16 autocast on CUDA")
     p.add_argument("--save-every", type=int, help="also checkpoint every N steps")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--log-file", help="append each step's metrics to this file as JSON lines (rank 0)")
+    p.add_argument("--stream", action="store_true", help="read the corpus in shards through a bounded shuffle "
+                                                         "buffer (memory does not grow with the corpus)")
+    p.add_argument("--cache", metavar="DIR", help="token-id cache folder: a later run reads it and does not tokenize "
+                                                  "again (implies --stream)")
+    p.add_argument("--shard-documents", type=int, default=d.shard_documents, help="streaming: documents per shard")
+    p.add_argument("--shuffle-buffer", type=int, default=d.shuffle_buffer, help="streaming: pairs in the buffer")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_pretrain)
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    names = {f.name for f in dataclasses.fields(FinetuneArguments)}
+    options = FinetuneArguments(**{k: v for k, v in vars(args).items() if k in names})
+    with process_group():
+        results = finetune(args.model, args.train, args.eval, args.out, options, overwrite=args.overwrite)
+    if not is_main_process():
+        return
+    _emit(args, results, lambda r: [f"best epoch {r['best']['epoch']} ({r['metric']} {_number(r['best'][r['metric']])}):"
+                                    f" {args.out}"] + [
+        "  " + "  ".join(f"{k} {_number(v)}" for k, v in epoch.items()) for epoch in r["epochs"]])
+
+
+def _finetune_parser(p: argparse.ArgumentParser) -> None:
+    d = FinetuneArguments()  # the defaults, written once there
+    p.add_argument("--task", default=d.task, choices=sorted(FINETUNE_TASKS))
+    p.add_argument("--model", required=True, help="checkpoint directory or hub id to start from")
+    p.add_argument("--train", required=True, help="training file: .csv, .tsv or .jsonl (SQuAD .json for question "
+                                                 "answering)")
+    p.add_argument("--eval", required=True, help="held-out file, evaluated after each epoch")
+    p.add_argument("--out", required=True, help="output folder: the best epoch's model (or LoRA adapter)")
+    p.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    p.add_argument("--text-column", default=d.text_column, help="text column (token classification: the words)")
+    p.add_argument("--text-pair-column", default=d.text_pair_column, help="second text column (sentence pairs)")
+    p.add_argument("--label-column", default=d.label_column, help="label column (token classification: word labels)")
+    p.add_argument("--problem-type", default=d.problem_type, choices=PROBLEM_TYPES)
+    p.add_argument("--labels", type=lambda text: [t.strip() for t in text.split(",") if t.strip()],
+                   help="label names in id order, comma-separated (default: the training file's, sorted)")
+    p.add_argument("--num-labels", type=int, help="labels are the ids 0..N-1 (when --labels is not given)")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="examples per rank and micro-batch")
+    p.add_argument("--grad-accum", type=int, default=d.grad_accum)
+    p.add_argument("--learning-rate", "--lr", type=float, default=d.learning_rate)
+    p.add_argument("--warmup-ratio", type=float, default=d.warmup_ratio)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm)
+    p.add_argument("--max-length", type=int, default=d.max_length)
+    p.add_argument("--doc-stride", type=int, default=d.doc_stride, help="question answering: window overlap")
+    p.add_argument("--lora", metavar="R,ALPHA[,TARGETS]", help="train a LoRA adapter (PEFT format), e.g. 8,16,query,value")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device, help="cpu or cuda (default: %(default)s)")
+    p.add_argument("--dtype", default=d.dtype, help="float32, or bfloat16 / float16 autocast on CUDA")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_finetune)
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> None:
@@ -308,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     _pretrain_parser(sub.add_parser("pretrain", help="pretrain (MLM + NSP) on a text corpus, write a checkpoint"))
+    _finetune_parser(sub.add_parser("finetune", help="fine-tune a task head (all weights or a LoRA adapter) on a "
+                                                     "labelled file, keeping the best epoch"))
     p = sub.add_parser("export-onnx", help="export to ONNX, validated against PyTorch with onnxruntime")
     p.add_argument("model", help="checkpoint directory or hub id")
     p.add_argument("out_dir", help="new (or empty) directory for model.onnx, config.json and the tokenizer files")

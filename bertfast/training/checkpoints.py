@@ -27,8 +27,9 @@ TRAINER_STATE = "trainer_state.pt"
 MANIFEST = "checkpoint_manifest.json"
 MANIFEST_FORMAT = 1
 # The arguments the batches depend on: a resumed run that changes one no longer continues the same stream.
-DATA_ARGUMENTS = ("batch_size", "max_seq_length", "seed", "mlm_probability", "max_predictions_per_seq",
-                  "whole_word_mask", "short_seq_prob")
+DATA_ARGUMENTS = ("batch_size", "grad_accum", "world_size", "max_seq_length", "seed", "mlm_probability",
+                  "max_predictions_per_seq", "whole_word_mask", "short_seq_prob", "stream", "shard_documents",
+                  "shuffle_buffer")
 
 
 def _sha256(path: str) -> str:

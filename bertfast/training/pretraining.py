@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -131,6 +131,41 @@ def create_nsp_pairs(documents: Sequence[Document], max_seq_length: int, short_s
     for index in range(len(documents)):
         pairs.extend(_document_pairs(documents, index, max_seq_length - 3, short_seq_prob, rng))
     return pairs
+
+
+class PairBatches:
+    """The stream of global batches. Epoch e draws its pairs with ``random.Random(f"{seed}:{e}")``, shuffles them
+    and cuts them into batches of ``batch_size``, dropping the incomplete last one (so that every batch splits
+    evenly over ranks and accumulation steps), so any position (epoch, batch) can be rebuilt when a run resumes."""
+
+    def __init__(self, documents: Sequence[Document], batch_size: int, max_seq_length: int, short_seq_prob: float,
+                 seed: int) -> None:
+        check_pair_options(max_seq_length, short_seq_prob)
+        check_documents(documents)
+        self.documents, self.batch_size, self.max_seq_length = documents, batch_size, max_seq_length
+        self.short_seq_prob, self.seed = short_seq_prob, seed
+        pairs = len(self.epoch_pairs(0))
+        if pairs < batch_size:
+            raise ValueError(f"the corpus gives {pairs} sentence pairs per epoch, fewer than one global batch of "
+                             f"{batch_size} (per-rank batch x ranks x gradient accumulation): use a smaller "
+                             f"--batch-size, fewer ranks or a larger corpus")
+
+    def epoch_pairs(self, epoch: int) -> list[SentencePair]:
+        rng = random.Random(f"{self.seed}:{epoch}")
+        pairs = create_nsp_pairs(self.documents, self.max_seq_length, self.short_seq_prob, rng)
+        rng.shuffle(pairs)
+        return pairs
+
+    def epoch(self, epoch: int) -> list[list[SentencePair]]:
+        pairs = self.epoch_pairs(epoch)
+        return [pairs[i:i + self.batch_size] for i in range(0, len(pairs) - self.batch_size + 1, self.batch_size)]
+
+    def __call__(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[int, int, list[SentencePair]]]:
+        """(epoch, batch index, pairs) from batch ``start`` of ``epoch`` on, endlessly."""
+        while True:
+            for index, pairs in enumerate(self.epoch(epoch)[start:], start):
+                yield epoch, index, pairs
+            epoch, start = epoch + 1, 0
 
 
 def _document_pairs(documents: Sequence[Document], index: int, max_tokens: int, short_seq_prob: float,
@@ -299,10 +334,17 @@ class PretrainingCollator:
         self.pad_token_id = tokenizer.pad_token_id
         self.generator = generator  # the masking RNG (None: torch's global RNG)
 
-    def __call__(self, pairs: Sequence[SentencePair]) -> dict[str, torch.Tensor]:
-        """Returns input_ids, token_type_ids, attention_mask, labels (B, S) and next_sentence_label (B,), int64."""
+    def __call__(self, pairs: Sequence[SentencePair], seeds: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+        """Returns input_ids, token_type_ids, attention_mask, labels (B, S) and next_sentence_label (B,), int64.
+
+        ``seeds`` (one per pair) masks each pair on its own with a generator seeded by its seed, so a pair's masking
+        does not depend on the other pairs of the batch or the padded length (what data parallel runs need);
+        None masks the padded batch with the collator's generator.
+        """
         if not pairs:
             raise ValueError("cannot collate an empty list of sentence pairs")
+        if seeds is not None and len(seeds) != len(pairs):
+            raise ValueError(f"{len(seeds)} seeds for {len(pairs)} pairs: pass one seed per pair")
         rows = [[self.cls_token_id, *p.tokens_a, self.sep_token_id, *p.tokens_b, self.sep_token_id] for p in pairs]
         seq_len = max(map(len, rows))
         input_ids = torch.full((len(rows), seq_len), self.pad_token_id, dtype=torch.int64)
@@ -312,6 +354,12 @@ class PretrainingCollator:
             input_ids[r, :len(row)] = torch.tensor(row)
             attention_mask[r, :len(row)] = 1
             token_type_ids[r, len(pair.tokens_a) + 2:len(row)] = 1
-        masked, labels = self.masker(input_ids, attention_mask, self.generator)
+        if seeds is None:
+            masked, labels = self.masker(input_ids, attention_mask, self.generator)
+        else:
+            masked, labels = input_ids.clone(), torch.full_like(input_ids, IGNORE_INDEX)
+            for r, (row, seed) in enumerate(zip(rows, seeds)):
+                generator = torch.Generator().manual_seed(seed)
+                masked[r, :len(row)], labels[r, :len(row)] = self.masker(input_ids[r, :len(row)], None, generator)
         return {"input_ids": masked, "token_type_ids": token_type_ids, "attention_mask": attention_mask,
                 "labels": labels, "next_sentence_label": torch.tensor([p.next_sentence_label for p in pairs])}

@@ -10,30 +10,33 @@ checks them). The folder is swapped in whole with a manifest (``bertfast.trainin
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import math
 import os
-import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from bertfast.atomic import replacing_directory
 from bertfast.config import PRESETS, BertConfig, resolve_dtype
-from bertfast.heads.pretraining import BertForPreTraining, masked_lm_loss, next_sentence_loss
-from bertfast.inputs import IGNORE_INDEX
+from bertfast.heads.pretraining import BertForPreTraining
 from bertfast.ops import default_device, resolve_device
 from bertfast.training.checkpoints import (TRAINER_STATE, check_out_dir, check_resume_data, data_signature,
                                            differences, load_trainer_state, read_manifest, verify_checkpoint,
                                            write_manifest)
-from bertfast.training.pretraining import (Document, PretrainingCollator, SentencePair, check_documents,
-                                           check_masking_options, check_pair_options, create_nsp_pairs,
-                                           read_documents, tokenize_documents)
+from bertfast.training.distributed import Distributed, example_seed
+from bertfast.training.losses import (PretrainingLoss, PretrainingSums, _metrics, batch_counts,  # noqa: F401
+                                      evaluate, pretraining_loss, pretraining_sums)
+from bertfast.training.pretraining import (Document, PairBatches, PretrainingCollator, check_masking_options,
+                                           check_pair_options, read_documents, tokenize_documents)
+from bertfast.training.streaming import StreamingCorpus, StreamingPairBatches
 from bertfast.tokenizer import BertTokenizer
 
 WARMUP_FRACTION = 0.1  # of the steps, when warmup_steps is not given
@@ -42,7 +45,8 @@ WARMUP_FRACTION = 0.1  # of the steps, when warmup_steps is not given
 @dataclass
 class PretrainingArguments:
     steps: int = 1000  # optimizer steps in total; a resumed run continues up to this count
-    batch_size: int = 32  # sentence pairs per step
+    batch_size: int = 32  # sentence pairs per rank and micro-batch: a step sees batch_size x ranks x grad_accum
+    grad_accum: int = 1  # micro-batches whose gradients are summed before each optimizer step
     max_seq_length: int = 128  # tokens per pair, the 3 special tokens included
     learning_rate: float = 1e-4  # peak learning rate, reached at the end of the warm-up
     warmup_steps: int | None = None  # linear warm-up from 0 (None: WARMUP_FRACTION of steps), then decay to 0
@@ -56,11 +60,21 @@ class PretrainingArguments:
     device: str = dataclasses.field(default_factory=default_device)  # "cpu" or "cuda" (default: cuda if present)
     dtype: str = "float32"  # "bfloat16" / "float16": autocast on CUDA (master weights stay float32)
     save_every: int | None = None  # also checkpoint every N steps (always at the end)
-    progress: bool = True  # show a tqdm progress bar
+    progress: bool = True  # show a tqdm progress bar (rank 0)
+    log_file: str | None = None  # rank 0 appends each step's metrics to this file, one JSON object per line
+    stream: bool = False  # read the corpus in shards through a bounded shuffle buffer (bertfast.training.streaming)
+    cache: str | None = None  # a folder of token ids: a later run reads them and never tokenizes (implies stream)
+    shard_documents: int = 1000  # streaming: documents tokenized (and paired) together
+    shuffle_buffer: int = 10000  # streaming: sentence pairs mixed before batching
+
+    def __post_init__(self) -> None:
+        if self.cache is not None:
+            self.stream = True  # the cache is read a shard at a time
 
     def validate(self) -> None:
         """Every field's type and range (numbers finite), before anything is read: a ValueError naming the field."""
-        for name, low in (("steps", 1), ("batch_size", 1), ("max_seq_length", 1), ("seed", 0),
+        for name, low in (("steps", 1), ("batch_size", 1), ("grad_accum", 1), ("max_seq_length", 1), ("seed", 0),
+                          ("shard_documents", 2), ("shuffle_buffer", 1),
                           ("warmup_steps", 0), ("save_every", 1), ("max_predictions_per_seq", 1)):
             value = getattr(self, name)
             optional = name in ("warmup_steps", "save_every", "max_predictions_per_seq")
@@ -78,7 +92,11 @@ class PretrainingArguments:
                 raise ValueError(f"{name} must be {allowed} (a finite number), got {value!r}")
         check_masking_options(self.mlm_probability, self.max_predictions_per_seq)  # before the corpus is read
         check_pair_options(self.max_seq_length, self.short_seq_prob)
-        for name in ("whole_word_mask", "progress"):
+        if self.log_file is not None and not isinstance(self.log_file, (str, os.PathLike)):
+            raise ValueError(f"log_file must be None or a path, got {self.log_file!r}")
+        if self.cache is not None and not isinstance(self.cache, (str, os.PathLike)):
+            raise ValueError(f"cache must be None or a folder path, got {self.cache!r}")
+        for name in ("whole_word_mask", "progress", "stream"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         device = resolve_device(self.device)
@@ -90,62 +108,6 @@ class PretrainingArguments:
 class TrainingDivergedError(ValueError):
     """The loss or the gradient norm became NaN or infinite: training stops before the step that would spread it
     into the weights (the last checkpoint on disk is kept)."""
-
-
-@dataclass
-class PretrainingLoss:
-    loss: torch.Tensor  # MLM + NSP, scalar
-    mlm_loss: torch.Tensor  # mean cross-entropy over the labelled positions
-    nsp_loss: torch.Tensor  # mean cross-entropy of the IsNext / NotNext classifier
-    mlm_correct: torch.Tensor  # number of labelled positions whose top prediction is the label
-    nsp_correct: torch.Tensor  # number of pairs whose NSP prediction is right
-
-
-def pretraining_loss(model: BertForPreTraining, batch: dict[str, torch.Tensor]) -> PretrainingLoss:
-    """The loss of ``model(**batch).loss`` (MLM + NSP, the same loss functions), from vocabulary logits at the
-    labelled positions only (about 15% of the tokens): the full (B, S, vocab) logits would dominate a small model's step.
-
-    batch: input_ids, token_type_ids, attention_mask, labels (B, S) and next_sentence_label (B,).
-    """
-    out = model.bert(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-    labels = batch["labels"]
-    selected = labels != IGNORE_INDEX  # (B, S)
-    mlm_logits = model.mlm_logits(out.last_hidden_state[selected]).float()  # (N, vocab)
-    nsp_logits = model.cls.seq_relationship(out.pooler_output).float()  # (B, 2)
-    targets, nsp_labels = labels[selected], batch["next_sentence_label"]
-    mlm_loss, nsp_loss = masked_lm_loss(mlm_logits, targets), next_sentence_loss(nsp_logits, nsp_labels)
-    return PretrainingLoss(mlm_loss + nsp_loss, mlm_loss, nsp_loss, (mlm_logits.argmax(-1) == targets).sum(),
-                           (nsp_logits.argmax(-1) == nsp_labels).sum())
-
-
-def _metrics(out: PretrainingLoss, batch: dict[str, torch.Tensor],
-             grad_norm: torch.Tensor | None = None) -> dict[str, float]:
-    """Plain floats with one host synchronisation (``tokens`` an int); ``grad_norm`` joins them when given."""
-    counts = torch.stack([(batch["labels"] != IGNORE_INDEX).sum(), batch["attention_mask"].sum()])
-    values = [out.loss.detach(), out.mlm_loss.detach(), out.nsp_loss.detach(), out.mlm_correct / counts[0],
-              out.nsp_correct / len(batch["next_sentence_label"]), counts[1].float()]
-    names = ["loss", "mlm_loss", "nsp_loss", "mlm_accuracy", "nsp_accuracy", "tokens"]
-    if grad_norm is not None:
-        values.append(grad_norm.float())
-        names.append("grad_norm")
-    metrics = dict(zip(names, torch.stack(values).tolist()))
-    metrics["tokens"] = int(metrics["tokens"])
-    return metrics
-
-
-@torch.no_grad()
-def evaluate(model: BertForPreTraining, batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, float]:
-    """Mean loss and accuracies of ``model`` in eval mode (no dropout) over fixed batches."""
-    if not batches:
-        raise ValueError("evaluate needs at least one batch")
-    was_training = model.training
-    model.eval()
-    results = []
-    for batch in batches:
-        batch = {k: v.to(model.device) for k, v in batch.items()}
-        results.append(_metrics(pretraining_loss(model, batch), batch))
-    model.train(was_training)
-    return {key: sum(r[key] for r in results) / len(results) for key in results[0]}
 
 
 def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.AdamW:
@@ -172,36 +134,13 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_s
         optimizer, functools.partial(_linear_factor, warmup=warmup_steps, total=total_steps), last_epoch=step - 1)
 
 
-class PairBatches:
-    """The stream of training batches. Epoch e draws its pairs with ``random.Random(f"{seed}:{e}")``, shuffles
-    them and cuts them into batches, so any position (epoch, batch) can be rebuilt when a run resumes."""
-
-    def __init__(self, documents: Sequence[Document], batch_size: int, max_seq_length: int, short_seq_prob: float,
-                 seed: int) -> None:
-        check_pair_options(max_seq_length, short_seq_prob)
-        check_documents(documents)
-        self.documents, self.batch_size, self.max_seq_length = documents, batch_size, max_seq_length
-        self.short_seq_prob, self.seed = short_seq_prob, seed
-
-    def epoch(self, epoch: int) -> list[list[SentencePair]]:
-        rng = random.Random(f"{self.seed}:{epoch}")
-        pairs = create_nsp_pairs(self.documents, self.max_seq_length, self.short_seq_prob, rng)
-        rng.shuffle(pairs)
-        return [pairs[i:i + self.batch_size] for i in range(0, len(pairs), self.batch_size)]
-
-    def __call__(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[int, int, list[SentencePair]]]:
-        """(epoch, batch index, pairs) from batch ``start`` of ``epoch`` on, endlessly."""
-        while True:
-            for index, pairs in enumerate(self.epoch(epoch)[start:], start):
-                yield epoch, index, pairs
-            epoch, start = epoch + 1, 0
-
-
 class Trainer:
-    """Pretrains a ``BertForPreTraining`` on tokenized documents (see ``PretrainingArguments``)."""
+    """Pretrains a ``BertForPreTraining`` on tokenized documents (see ``PretrainingArguments``), in one process or
+    as one rank of a torchrun launch (``bertfast.training.distributed``): DistributedDataParallel, each rank
+    running its micro-batches of every global batch; rank 0 alone writes checkpoints and logs."""
 
-    def __init__(self, model: BertForPreTraining, tokenizer: BertTokenizer, documents: Sequence[Document],
-                 args: PretrainingArguments) -> None:
+    def __init__(self, model: BertForPreTraining, tokenizer: BertTokenizer,
+                 documents: Sequence[Document] | StreamingCorpus, args: PretrainingArguments) -> None:
         args.validate()
         config = model.config
         if args.max_seq_length > config.max_position_embeddings:
@@ -211,34 +150,68 @@ class Trainer:
             raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
                              f"{config.vocab_size}: pass the vocabulary the model was trained with")
         self.args, self.tokenizer = args, tokenizer
-        self.device, self.dtype = resolve_device(args.device), resolve_dtype(args.dtype)
+        self.dist = Distributed.from_environment(resolve_device(args.device))
+        self.device, self.dtype = self.dist.device(resolve_device(args.device)), resolve_dtype(args.dtype)
         self.model = model.to(self.device).train()
-        self.data = PairBatches(documents, args.batch_size, args.max_seq_length, args.short_seq_prob, args.seed)
-        self.generator = torch.Generator().manual_seed(args.seed)
+        global_batch = args.batch_size * self.dist.world_size * args.grad_accum
+        if isinstance(documents, StreamingCorpus):
+            self.data = StreamingPairBatches(documents, global_batch, args.max_seq_length, args.short_seq_prob,
+                                             args.seed, args.shuffle_buffer)
+        else:
+            self.data = PairBatches(documents, global_batch, args.max_seq_length, args.short_seq_prob, args.seed)
         self.collator = PretrainingCollator(tokenizer, args.mlm_probability, args.max_predictions_per_seq,
-                                            args.whole_word_mask, self.generator)
+                                            args.whole_word_mask)  # each pair masked with its example_seed
+        self.engine: torch.nn.Module = PretrainingSums(self.model)
+        if self.dist.world_size > 1:  # rank 0's weights are broadcast to every rank here
+            self.engine = DistributedDataParallel(self.engine, device_ids=[self.device.index]
+                                                  if self.device.type == "cuda" else None)
+            torch.manual_seed(args.seed + self.dist.rank)  # dropout differs between ranks
         self.optimizer = build_optimizer(self.model, args.learning_rate, args.weight_decay)
         self.warmup_steps = int(args.steps * WARMUP_FRACTION) if args.warmup_steps is None else args.warmup_steps
         self.scheduler = linear_schedule(self.optimizer, self.warmup_steps, args.steps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.step = self.epoch = self.batch_index = 0  # steps done; position of the next batch
-        self.signature = data_signature(dataclasses.asdict(args), tokenizer, documents)
+        streamed = isinstance(documents, StreamingCorpus)
+        self.signature = data_signature(signature_arguments(args, self.dist), tokenizer,
+                                        None if streamed else documents)
+        if streamed:
+            self.signature["corpus"] = documents.signature
         self.saved_step: int | None = None  # the step of the last checkpoint written or resumed from
         self.checkpoint_dir: str | None = None  # ... and its folder, which train() may write to again
 
-    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """One optimizer step on a collated batch; returns its loss, accuracies, token count, gradient norm (before
-        clipping) and learning rate. A non-finite loss or gradient norm raises ``TrainingDivergedError`` before
+    def micro_batches(self, epoch: int, index: int, pairs: list) -> list[dict[str, torch.Tensor]]:
+        """This rank's collated micro-batches of global batch ``index`` of ``epoch``; each pair masked with the seed
+        of its place in the epoch's stream."""
+        first = index * len(pairs)
+        return [self.collator([pair for _, pair in part],
+                              [example_seed(self.args.seed, epoch, first + i) for i, _ in part])
+                for part in self.dist.micro_batches(pairs, self.args.grad_accum)]
+
+    def train_step(self, micro_batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, float]:
+        """One optimizer step on this rank's collated micro-batches of a global batch; returns the global batch's
+        loss, accuracies, token count, gradient norm (before clipping) and learning rate. Each micro-batch's loss is
+        its sums over the global counts (labelled positions, pairs), so the accumulated, rank-averaged gradient is
+        the global batch's mean loss's. A non-finite loss or gradient norm raises ``TrainingDivergedError`` before
         the optimizer step (with float16's loss scaling, an infinite gradient norm only skips the step)."""
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        batches = [{k: v.to(self.device, non_blocking=True) for k, v in b.items()} for b in micro_batches]
+        counts = self.dist.all_reduce_sum(torch.stack([batch_counts(b) for b in batches]).sum(0))  # (3,)
         lr = self.scheduler.get_last_lr()[0]
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
-            out = pretraining_loss(self.model, batch)
-        self.scaler.scale(out.loss).backward()
+        sums = torch.zeros(4, device=self.device)
+        for m, batch in enumerate(batches):
+            last = m == len(batches) - 1
+            with contextlib.nullcontext() if last or self.dist.world_size == 1 else self.engine.no_sync():
+                with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+                    part = self.engine(batch)  # (4,)
+                loss = (part[0] / counts[0] + part[1] / counts[1]) * self.dist.world_size  # DDP averages over ranks
+                self.scaler.scale(loss).backward()
+            sums += part.detach()
+        self.dist.all_reduce_sum(sums)
+        mlm_loss, nsp_loss = sums[0] / counts[0], sums[1] / counts[1]
+        out = PretrainingLoss(mlm_loss + nsp_loss, mlm_loss, nsp_loss, sums[2], sums[3])
         self.scaler.unscale_(self.optimizer)
         parameters = [p for p in self.model.parameters() if p.grad is not None]
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
-        metrics = {**_metrics(out, batch, grad_norm), "lr": lr}  # the step's one host synchronisation
+        metrics = {**_metrics(out, counts, grad_norm), "lr": lr}  # the step's one host synchronisation
         self._check_finite(metrics)
         if self.args.max_grad_norm > 0:
             torch.nn.utils.clip_grads_with_norm_(parameters, self.args.max_grad_norm, grad_norm)
@@ -266,20 +239,26 @@ class Trainer:
         ``out_dir`` must be new or empty, the folder this trainer resumed from or last saved to, or (``overwrite``)
         a folder of files to replace; it is checked before the first step.
         """
-        check_out_dir(out_dir, overwrite, self.checkpoint_dir)
+        if self.dist.is_main:
+            check_out_dir(out_dir, overwrite, self.checkpoint_dir)
+        self.dist.barrier()
         history: list[dict[str, float]] = []
         batches = self.data(self.epoch, self.batch_index)
         tokens, start = 0, time.perf_counter()
+        log = open(self.args.log_file, "a", encoding="utf-8") if self.args.log_file and self.dist.is_main else None
         with tqdm(total=self.args.steps, initial=self.step, desc="pretrain", unit="step",
-                  disable=not self.args.progress) as bar:
+                  disable=not self.args.progress or not self.dist.is_main) as bar, log or contextlib.nullcontext():
             while self.step < self.args.steps:
                 self.epoch, index, pairs = next(batches)
                 self.batch_index = index + 1
-                metrics = self.train_step(self.collator(pairs))
+                metrics = self.train_step(self.micro_batches(self.epoch, index, pairs))
                 self.step += 1
                 tokens += metrics["tokens"]
                 metrics["tokens_per_s"] = tokens / (time.perf_counter() - start)
                 history.append(metrics)
+                if log is not None:
+                    log.write(json.dumps({"step": self.step, **metrics}) + "\n")
+                    log.flush()
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}", mlm_acc=f"{metrics['mlm_accuracy']:.3f}",
                                 nsp_acc=f"{metrics['nsp_accuracy']:.2f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
                 bar.update()
@@ -290,17 +269,22 @@ class Trainer:
 
     def save(self, directory: str | os.PathLike) -> None:
         """A HF-compatible checkpoint (config.json, model.safetensors, tokenizer files) + trainer_state.pt and the
-        manifest, written beside ``directory`` and swapped in whole (the previous checkpoint there is replaced)."""
-        state = {"step": self.step, "epoch": self.epoch, "batch_index": self.batch_index,
-                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                 "masking_rng": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
-                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                 "arguments": dataclasses.asdict(self.args)}
-        with replacing_directory(directory) as new:
-            self.model.save_pretrained(new)
-            self.tokenizer.save_pretrained(new)
-            torch.save(state, os.path.join(new, TRAINER_STATE))
-            write_manifest(new, self.step, self.signature, _config_of(self.model))
+        manifest, written beside ``directory`` and swapped in whole (the previous checkpoint there is replaced); by
+        rank 0 alone, the other ranks waiting until it is in place. The masking needs no state: it is seeded per
+        example; ``torch_rng`` (dropout) is each rank's, in rank order."""
+        rng = self.dist.gather_to_all(torch.get_rng_state())
+        if self.dist.is_main:
+            state = {"step": self.step, "epoch": self.epoch, "batch_index": self.batch_index,
+                     "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                     "torch_rng": rng[0], "rank_torch_rng": rng,
+                     "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                     "arguments": dataclasses.asdict(self.args)}
+            with replacing_directory(directory) as new:
+                self.model.save_pretrained(new)
+                self.tokenizer.save_pretrained(new)
+                torch.save(state, os.path.join(new, TRAINER_STATE))
+                write_manifest(new, self.step, self.signature, _config_of(self.model))
+        self.dist.barrier()
         self.saved_step, self.checkpoint_dir = self.step, os.fspath(directory)
 
     def load_state(self, directory: str | os.PathLike, allow_data_changes: bool = False) -> None:
@@ -327,11 +311,17 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch, self.batch_index = state["step"], state["epoch"], state["batch_index"]
         self.scheduler = linear_schedule(self.optimizer, self.warmup_steps, self.args.steps, self.step)
-        self.generator.set_state(state["masking_rng"])
-        torch.set_rng_state(state["torch_rng"])
+        ranks = state.get("rank_torch_rng", [])
+        torch.set_rng_state(ranks[self.dist.rank] if len(ranks) == self.dist.world_size else state["torch_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.saved_step, self.checkpoint_dir = self.step, os.fspath(directory)
+
+
+def signature_arguments(args: PretrainingArguments, dist: Distributed) -> dict:
+    """The arguments the data signature records: the fields, and the number of ranks (global batch = batch_size x
+    ranks x grad_accum, so the stream of batches depends on it)."""
+    return {**dataclasses.asdict(args), "world_size": dist.world_size}
 
 
 def _config_of(model: BertForPreTraining) -> dict:
@@ -383,12 +373,24 @@ def run_pretraining(corpus: str | os.PathLike, out_dir: str | os.PathLike, args:
         raise ValueError("pass exactly one of --model (start from a checkpoint), --config (a new model from a "
                          "preset or config.json) and --resume (continue a run from its output directory)")
     args.validate()
-    check_out_dir(out_dir, overwrite, resume)
+    dist = Distributed.from_environment(resolve_device(args.device))
+    for turn in ("main", "others"):  # rank 0 first: checking a folder may finish or undo an interrupted save
+        if dist.is_main == (turn == "main"):
+            check_out_dir(out_dir, overwrite, resume)
+            manifest = read_manifest(resume) if resume is not None else None
+        dist.barrier()
     tokenizer = load_tokenizer(vocab, model or resume)
-    if resume is not None:
-        check_resume_data(read_manifest(resume)["data"], data_signature(dataclasses.asdict(args), tokenizer),
+    if manifest is not None:
+        check_resume_data(manifest["data"], data_signature(signature_arguments(args, dist), tokenizer),
                           allow_data_changes)
-    documents = tokenize_documents(read_documents(corpus), tokenizer)
+    if args.stream or args.cache is not None:
+        documents = StreamingCorpus(corpus, tokenizer, args.shard_documents, args.cache)
+        for turn in ("main", "others"):  # rank 0 writes the token cache; the others then read it
+            if dist.is_main == (turn == "main"):
+                documents.prepare()
+            dist.barrier()
+    else:
+        documents = tokenize_documents(read_documents(corpus), tokenizer)
     torch.manual_seed(args.seed)
     trainer = Trainer(build_model(tokenizer, model or resume, config, allow_missing_weights=resume is None),
                       tokenizer, documents, args)

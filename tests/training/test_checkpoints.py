@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 import bertfast
 from bertfast.checkpoint import CheckpointError
 from bertfast.cli import main
+from bertfast.training import losses as losses_module
 from bertfast.training import trainer as trainer_module
 from bertfast.training.checkpoints import MANIFEST, TRAINER_STATE, load_trainer_state, read_manifest, verify_checkpoint
 from bertfast.training.pretraining import DEMO_CORPUS, read_documents, tokenize_documents
@@ -195,20 +196,20 @@ def test_the_device_is_checked_up_front(device, message):
 def test_non_finite_training_stops_and_keeps_the_last_checkpoint(what, tmp_path, monkeypatch, small_vocab):
     """A NaN loss (or an infinite gradient) at step 3 of 4, checkpoints every 2 steps: the run stops before that
     step's update, and the folder holds step 2 with finite weights."""
-    loss = trainer_module.pretraining_loss
+    sums = losses_module.pretraining_sums
     calls = []
 
     def poisoned(model, batch):
-        out = loss(model, batch)
+        out = sums(model, batch)
         calls.append(1)
         if len(calls) == 3:
             if what == "loss":
-                out.loss = out.loss * math.nan
+                out = out * math.nan
             else:
                 next(model.parameters()).register_hook(lambda grad: grad * math.inf)
         return out
 
-    monkeypatch.setattr(trainer_module, "pretraining_loss", poisoned)
+    monkeypatch.setattr(losses_module, "pretraining_sums", poisoned)
     with pytest.raises(TrainingDivergedError, match=rf"step 3: the {what} is (nan|inf) .*the last checkpoint "
                                                     r"\(step 2\) is kept\. Lower --learning-rate"):
         run_pretraining(DEMO_CORPUS, tmp_path / "out", args(4, save_every=2), config="tiny", vocab=small_vocab)
