@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -86,3 +87,20 @@ def int8_engine() -> str:
         if engine in supported:
             return engine
     raise RuntimeError(f"this torch build has no x86 int8 engine (it has {supported}): int8 needs an x86 CPU build")
+
+
+def check_cpu_dtype(dtype: torch.dtype, device: torch.device) -> None:
+    """The CPU's dtype rules, applied when a model is loaded: float16 is refused (x86 CPUs compute it in software:
+    slower than float32 and less accurate), bfloat16 warns on a CPU without avx512_bf16 / AMX (torch then emulates
+    it: it runs, with bf16's numbers, but slower than float32)."""
+    if torch.device(device).type != "cpu":
+        return
+    if dtype == torch.float16:
+        raise ValueError("float16 is not supported on the CPU (x86 CPUs compute it in software: slower than float32 "
+                         "and less accurate): use dtype=torch.bfloat16 (--dtype bfloat16; fast where the CPU has "
+                         "avx512_bf16 or AMX), quantize='int8' (--quantize int8) or float32; float16 is for the GPU")
+    info = cpu_info()
+    if dtype == torch.bfloat16 and not info.native_bf16:
+        warnings.warn(f"bfloat16 on this CPU ({info.name}) will be slow: it has neither avx512_bf16 nor AMX, so torch "
+                      f"emulates bf16 matmuls (measured several times slower than float32). Use float32 or "
+                      f"quantize='int8' here; bfloat16 pays on CPUs with avx512_bf16 or AMX.", stacklevel=3)

@@ -15,6 +15,7 @@ from bertfast.adapters import merge_adapter
 from bertfast.atomic import staged_files
 from bertfast.checkpoint import CheckpointError, read_state_dict, remap_state_dict
 from bertfast.config import BertConfig, resolve_dtype
+from bertfast.cpu import check_cpu_dtype
 from bertfast.hub import resolve_file
 from bertfast.ops import resolve_device
 from bertfast.quantization import check_quantize, quantize as quantize_model
@@ -77,10 +78,12 @@ class BertPreTrainedModel(nn.Module):
         config and head); on a checkpoint without the task head (a base model) they build a new head,
         initialised randomly as transformers does, with one warning: the start of fine-tuning.
         ``adapter``: a PEFT LoRA adapter folder or hub id, merged into the weights before they are assigned
-        (bertfast.adapters). ``quantize="int8"``: the encoder's linear layers in int8 on the CPU (bertfast.quantization;
+        (bertfast.adapters). On the CPU, bfloat16 warns where the CPU lacks avx512_bf16 / AMX and float16 is refused
+        (bertfast.cpu.check_cpu_dtype). ``quantize="int8"``: the encoder's linear layers in int8 on the CPU (bertfast.quantization;
         a float32 model on the CPU only).
         """
         device = resolve_device(device)  # before any file is read: a missing GPU is not a broken checkpoint
+        check_cpu_dtype(resolve_dtype(dtype), device)
         check_quantize(quantize, resolve_dtype(dtype), device)
         config = BertConfig.from_json_file(resolve_file(name_or_path, "config.json", local_files_only=local_files_only),
                                            num_labels, id2label)
