@@ -104,3 +104,8 @@ def check_cpu_dtype(dtype: torch.dtype, device: torch.device) -> None:
         warnings.warn(f"bfloat16 on this CPU ({info.name}) will be slow: it has neither avx512_bf16 nor AMX, so torch "
                       f"emulates bf16 matmuls (measured several times slower than float32). Use float32 or "
                       f"quantize='int8' here; bfloat16 pays on CPUs with avx512_bf16 or AMX.", stacklevel=3)
+
+
+def gemm_path() -> str:
+    """The float32 matmul path of bertfast's CPU linear layers, in words (the bench header's)."""
+    return "torch F.linear (MKL sgemm)"
