@@ -90,15 +90,16 @@ def int8_engine() -> str:
 
 
 def check_cpu_dtype(dtype: torch.dtype, device: torch.device) -> None:
-    """The CPU's dtype rules, applied when a model is loaded: float16 is refused (x86 CPUs compute it in software:
-    slower than float32 and less accurate), bfloat16 warns on a CPU without avx512_bf16 / AMX (torch then emulates
-    it: it runs, with bf16's numbers, but slower than float32)."""
+    """The CPU's dtype rules, applied when a model is loaded: float16 runs but warns (x86 CPUs compute it in
+    software: slower than float32 and less accurate), bfloat16 warns on a CPU without avx512_bf16 / AMX (torch then
+    emulates it: it runs, with bf16's numbers, but slower than float32)."""
     if torch.device(device).type != "cpu":
         return
     if dtype == torch.float16:
-        raise ValueError("float16 is not supported on the CPU (x86 CPUs compute it in software: slower than float32 "
-                         "and less accurate): use dtype=torch.bfloat16 (--dtype bfloat16; fast where the CPU has "
-                         "avx512_bf16 or AMX), quantize='int8' (--quantize int8) or float32; float16 is for the GPU")
+        warnings.warn("float16 on the CPU is slow and less accurate (x86 CPUs compute it in software): use "
+                      "dtype=torch.bfloat16 (--dtype bfloat16; fast where the CPU has avx512_bf16 or AMX), "
+                      "quantize='int8' (--quantize int8) or float32; float16 is for the GPU", stacklevel=3)
+        return
     info = cpu_info()
     if dtype == torch.bfloat16 and not info.native_bf16:
         warnings.warn(f"bfloat16 on this CPU ({info.name}) will be slow: it has neither avx512_bf16 nor AMX, so torch "
@@ -106,6 +107,9 @@ def check_cpu_dtype(dtype: torch.dtype, device: torch.device) -> None:
                       f"quantize='int8' here; bfloat16 pays on CPUs with avx512_bf16 or AMX.", stacklevel=3)
 
 
+
 def gemm_path() -> str:
-    """The float32 matmul path of bertfast's CPU linear layers, in words (the bench header's)."""
-    return "torch F.linear (MKL sgemm)"
+    """The float32 matmul path of bertfast's CPU linear layers, in words (bertfast.cpu_gemm measures it)."""
+    from bertfast.cpu_gemm import gemm_path as measured
+
+    return measured()

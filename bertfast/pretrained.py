@@ -16,6 +16,7 @@ from bertfast.atomic import staged_files
 from bertfast.checkpoint import CheckpointError, read_state_dict, remap_state_dict
 from bertfast.config import BertConfig, resolve_dtype
 from bertfast.cpu import check_cpu_dtype
+from bertfast.cpu_gemm import pack_linears
 from bertfast.hub import resolve_file
 from bertfast.ops import resolve_device
 from bertfast.quantization import check_quantize, quantize as quantize_model
@@ -111,7 +112,10 @@ class BertPreTrainedModel(nn.Module):
         with torch.device("meta"):
             model = cls._build(config, state)
         model._load_state(state, allow_missing=allow_missing_weights, new_head=new_head)
-        return model.to(device=device, dtype=resolve_dtype(dtype)).eval()
+        model = model.to(device=device, dtype=resolve_dtype(dtype)).eval()
+        if model.device.type == "cpu" and model.dtype == torch.float32:
+            pack_linears(model)  # the GEMM measured fastest on this CPU (bertfast.cpu_gemm), weights packed once
+        return model
 
     def _load_state(self, state: dict[str, torch.Tensor], allow_missing: bool = False, new_head: bool = False) -> None:
         """Check a checkpoint's tensors (with its own key names) against this model's key set and every shape,

@@ -50,6 +50,7 @@ import torch
 
 from bertfast import ops
 from bertfast.atomic import replacing_directory
+from bertfast.cpu_gemm import plain_linear
 from bertfast.pretrained import BertPreTrainedModel
 from bertfast.export.int8 import MIN_COSINE, compare_int8, quantize_onnx
 from bertfast.export.onnx_model import INPUT_NAMES, ONNX_FILE, ExportTask, check_task
@@ -152,7 +153,7 @@ def export_onnx(model_or_path: str | os.PathLike | BertPreTrainedModel, out_path
     proto = _trace(traced, model.config, spec, opset)
     inputs = _random_inputs(model.config, [_input_shape(spec, b, c, s or model.config.max_position_embeddings)
                                            for (b, s), c in zip(VALIDATION_SHAPES, VALIDATION_CHOICES)])
-    with torch.inference_mode(), ops.force_backend("torch"):
+    with torch.inference_mode(), ops.force_backend("torch"), plain_linear():  # the graph's own MatMul products
         references = [traced(**x) for x in inputs]
     diffs = {"fp32": _compare("fp32", names, inputs, references, _run(proto, "fp32", names, inputs))}
     fused: dict[str, int] = {}
