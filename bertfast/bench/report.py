@@ -189,7 +189,7 @@ def _header(report: dict[str, Any]) -> list[str]:
         *([f"CPU: {m['cpu_description']}", "bertfast CPU paths: " + "; ".join(
             f"{mode}: {path}" for mode, path in m["cpu_paths"].items())] if "cpu_paths" in m and not m["gpu"] else []),
         f"timing, per case: 1 untimed parity-check call, {s['warmup']} more warm-up calls, then up to {s['repeats']} "
-        f"timed calls or {s['max_time_s']:g} s (at least {MIN_REPEATS} calls)",
+        f"timed calls or {s['max_time_s']:g} s (at least {s.get('min_repeats', MIN_REPEATS)} calls)",
         f"peak memory: {report['peak_memory']}",
     ]
 
