@@ -22,6 +22,7 @@ from bertfast.ops import default_device
 from bertfast.pipelines import DEFAULT_MODEL, pipeline
 from bertfast.pipelines.base import Pipeline
 from bertfast.pipelines.text_classification import FUNCTIONS
+from bertfast.quantization import MODES as QUANT_MODES
 from bertfast.pipelines.token_classification import AGGREGATIONS
 from bertfast.st_config import POOLING_MODES
 from bertfast.serving.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS
@@ -39,7 +40,10 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint directory or hub id (default: %(default)s)")
     parser.add_argument("--adapter", metavar="DIR", help="a PEFT LoRA adapter (directory or hub id), merged at load")
     parser.add_argument("--device", default=default_device(), help="cpu or cuda (default: %(default)s)")
-    parser.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16")
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16 (CPU: fast where it has avx512_bf16 or "
+                                                           "AMX, warns otherwise) or float16 (GPU only)")
+    parser.add_argument("--quantize", choices=QUANT_MODES, help="int8: the encoder's linear layers in int8 (CPU, "
+                                                                 "float32 model; see the README's CPU modes)")
     parser.add_argument("--batch-size", type=int, default=32, help="texts per model call (default: %(default)s)")
     parser.add_argument("--max-length", type=int, help="truncation length in tokens (default: the model's)")
     parser.add_argument("--allow-missing-weights", action="store_true",
@@ -51,7 +55,8 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 def _pipeline(task: str, args: argparse.Namespace) -> Pipeline:
     """The ``task`` pipeline for the options of ``_model_options``."""
     return pipeline(task, model=args.model, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-                    max_length=args.max_length, adapter=args.adapter, allow_missing_weights=args.allow_missing_weights)
+                    max_length=args.max_length, adapter=args.adapter, allow_missing_weights=args.allow_missing_weights,
+                    **({} if args.quantize is None else {"quantize": args.quantize}))
 
 
 def _emit(args: argparse.Namespace, result: Any, lines: Callable[[Any], list[str]]) -> None:
@@ -264,7 +269,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> None:
     if args.triton_repo:  # refuse an occupied Triton model directory before the (slow) export
         check_out_dir(os.path.join(args.triton_repo, name), args.overwrite)
     report = export_onnx(args.model, args.out_dir, task=args.task, opset=args.opset, optimize=args.optimize,
-                         fp16=args.fp16, overwrite=args.overwrite)
+                         fp16=args.fp16, overwrite=args.overwrite, quantize=args.quantize)
     triton_dir = None
     if args.triton_repo:
         triton_dir = write_triton_repository(args.out_dir, args.triton_repo, name=name,
@@ -379,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's, 20)")
     p.add_argument("--optimize", action="store_true", help="fuse operators with onnxruntime's transformers optimizer")
     p.add_argument("--fp16", action="store_true", help="float16 weights and activations, int64/float32 inputs/outputs")
+    p.add_argument("--quantize", choices=("int8",), help="int8: onnxruntime's dynamic int8 quantization (CPU serving)")
     p.add_argument("--overwrite", action="store_true", help="replace the files of an earlier export")
     p.add_argument("--triton-repo", metavar="DIR",
                    help="also write a Triton model repository: DIR/<name>/config.pbtxt and DIR/<name>/1/model.onnx")

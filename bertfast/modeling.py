@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from bertfast import ops
 from bertfast.config import BertConfig
@@ -47,6 +46,8 @@ class BertEmbeddings(nn.Module):
 def _split_qkv(module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: Any) -> None:
     """state_dict post-hook: the fused ``qkv`` parameter is saved as transformers' query/key/value."""
     for kind in ("weight", "bias"):
+        if f"{prefix}qkv.{kind}" not in state_dict:  # an int8 qkv (bertfast.quantization) has packed params instead
+            continue
         fused = state_dict.pop(f"{prefix}qkv.{kind}")
         for name, part in zip(QKV, fused.chunk(3, dim=0)):
             state_dict[f"{prefix}{name}.{kind}"] = part.clone()
@@ -77,7 +78,7 @@ class BertSelfAttention(nn.Module):
         Packed: hidden (T, H), the real tokens of B sequences, with cu_seqlens (B + 1,) int32 and max_seqlen.
         -> context of hidden's shape and, with output_attentions (padded only), probabilities (B, heads, S, S)."""
         width = hidden.shape[-1]
-        qkv = F.linear(hidden, self.qkv.weight, self.qkv.bias)  # (..., 3H)
+        qkv = self.qkv(hidden)  # (..., 3H); an nn.Linear or its CPU replacement (bertfast.quantization)
         if cu_seqlens is not None:
             if output_attentions or max_seqlen is None:
                 raise ValueError("packed attention takes max_seqlen with cu_seqlens and returns no probabilities")
@@ -102,9 +103,8 @@ class BertResidualOutput(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return ops.dense_residual_layer_norm(hidden, self.dense.weight, self.dense.bias, residual,
-                                             self.LayerNorm.weight, self.LayerNorm.bias, self.LayerNorm.eps,
-                                             self.dropout.p, self.training)
+        return ops.linear_residual_layer_norm(hidden, self.dense, residual, self.LayerNorm.weight,
+                                              self.LayerNorm.bias, self.LayerNorm.eps, self.dropout.p, self.training)
 
 
 class BertAttention(nn.Module):
@@ -128,7 +128,7 @@ class BertIntermediate(nn.Module):
         self.approximate = config.gelu_approximate
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return ops.dense_gelu(hidden, self.dense.weight, self.dense.bias, self.approximate)
+        return ops.linear_gelu(hidden, self.dense, self.approximate)
 
 
 class BertLayer(nn.Module):

@@ -18,6 +18,7 @@ import os
 from typing import Iterator
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 import kernels
@@ -125,6 +126,25 @@ def dense_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, approx
             return kernels.linear(x, weight, bias, gelu=approximate)
         return kernels.bias_gelu(F.linear(x, weight), bias, approximate)
     return F.gelu(F.linear(x, weight, bias), approximate=approximate)
+
+
+def linear_gelu(x: torch.Tensor, dense: nn.Module, approximate: str = "none") -> torch.Tensor:
+    """gelu(dense(x)) for the layer's ``dense``: an nn.Linear (``dense_gelu``, fused on the Triton path) or a CPU
+    replacement of it (bertfast.quantization: int8, packed fp32), which fuses the GELU when it has ``gelu``."""
+    if type(dense) is nn.Linear:
+        return dense_gelu(x, dense.weight, dense.bias, approximate)
+    fused = getattr(dense, "gelu", None)
+    return fused(x, approximate) if fused is not None else F.gelu(dense(x), approximate=approximate)
+
+
+def linear_residual_layer_norm(x: torch.Tensor, dense: nn.Module, residual: torch.Tensor, ln_weight: torch.Tensor,
+                               ln_bias: torch.Tensor, eps: float, dropout_p: float = 0.0,
+                               training: bool = False) -> torch.Tensor:
+    """LayerNorm(dropout(dense(x)) + residual) for an nn.Linear or a CPU replacement of it (see ``linear_gelu``)."""
+    if type(dense) is nn.Linear:
+        return dense_residual_layer_norm(x, dense.weight, dense.bias, residual, ln_weight, ln_bias, eps, dropout_p,
+                                         training)
+    return layer_norm(F.dropout(dense(x), p=dropout_p, training=training), ln_weight, ln_bias, eps, residual=residual)
 
 
 def embeddings(input_ids: torch.Tensor, *, word_weight: torch.Tensor, position_weight: torch.Tensor,

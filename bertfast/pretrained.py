@@ -15,8 +15,11 @@ from bertfast.adapters import merge_adapter
 from bertfast.atomic import staged_files
 from bertfast.checkpoint import CheckpointError, read_state_dict, remap_state_dict
 from bertfast.config import BertConfig, resolve_dtype
+from bertfast.cpu import check_cpu_dtype
+from bertfast.cpu_gemm import pack_linears
 from bertfast.hub import resolve_file
 from bertfast.ops import resolve_device
+from bertfast.quantization import check_quantize, quantize as quantize_model
 
 
 class BertPreTrainedModel(nn.Module):
@@ -65,7 +68,8 @@ class BertPreTrainedModel(nn.Module):
                         device: torch.device | str = "cpu", allow_missing_weights: bool = False,
                         local_files_only: bool = False, num_labels: int | None = None,
                         id2label: dict[int, str] | None = None,
-                        adapter: str | os.PathLike | None = None) -> "BertPreTrainedModel":
+                        adapter: str | os.PathLike | None = None,
+                        quantize: str | None = None) -> "BertPreTrainedModel":
         """Load a HuggingFace BERT checkpoint (local directory or hub id) in eval mode.
 
         The model is built on the meta device and the checkpoint tensors are assigned, so no random
@@ -75,16 +79,21 @@ class BertPreTrainedModel(nn.Module):
         config and head); on a checkpoint without the task head (a base model) they build a new head,
         initialised randomly as transformers does, with one warning: the start of fine-tuning.
         ``adapter``: a PEFT LoRA adapter folder or hub id, merged into the weights before they are assigned
-        (bertfast.adapters).
+        (bertfast.adapters). On the CPU, bfloat16 warns where the CPU lacks avx512_bf16 / AMX and float16 is refused
+        (bertfast.cpu.check_cpu_dtype). ``quantize="int8"``: the encoder's linear layers in int8 on the CPU (bertfast.quantization;
+        a float32 model on the CPU only).
         """
         device = resolve_device(device)  # before any file is read: a missing GPU is not a broken checkpoint
+        check_cpu_dtype(resolve_dtype(dtype), device)
+        check_quantize(quantize, resolve_dtype(dtype), device)
         config = BertConfig.from_json_file(resolve_file(name_or_path, "config.json", local_files_only=local_files_only),
                                            num_labels, id2label)
         state = read_state_dict(name_or_path, device=device, local_files_only=local_files_only)
         if adapter is not None:
             state = merge_adapter(state, adapter, local_files_only=local_files_only)
         new_head = num_labels is not None or id2label is not None
-        return cls._from_state(config, state, dtype, device, allow_missing_weights, new_head)
+        model = cls._from_state(config, state, dtype, device, allow_missing_weights, new_head)
+        return model if quantize is None else quantize_model(model, quantize)
 
     @classmethod
     def from_hf(cls, hf_model: nn.Module, allow_missing_weights: bool = False) -> "BertPreTrainedModel":
@@ -103,7 +112,10 @@ class BertPreTrainedModel(nn.Module):
         with torch.device("meta"):
             model = cls._build(config, state)
         model._load_state(state, allow_missing=allow_missing_weights, new_head=new_head)
-        return model.to(device=device, dtype=resolve_dtype(dtype)).eval()
+        model = model.to(device=device, dtype=resolve_dtype(dtype)).eval()
+        if model.device.type == "cpu" and model.dtype == torch.float32:
+            pack_linears(model)  # the GEMM measured fastest on this CPU (bertfast.cpu_gemm), weights packed once
+        return model
 
     def _load_state(self, state: dict[str, torch.Tensor], allow_missing: bool = False, new_head: bool = False) -> None:
         """Check a checkpoint's tensors (with its own key names) against this model's key set and every shape,
@@ -179,6 +191,10 @@ class BertPreTrainedModel(nn.Module):
         temporary name and renamed (``bertfast.atomic.staged_files``): a failed save leaves the old files whole."""
         from safetensors.torch import save_file
 
+        if getattr(self, "quantization", None) is not None:
+            raise ValueError(f"a {self.quantization} model is not saved (its weights are packed for this CPU): save "
+                             f"the float32 model and load it with quantize={self.quantization!r}, or export it with "
+                             f"export_onnx(..., quantize={self.quantization!r})")
         self.config.architectures = [type(self).__name__]
         state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
         with staged_files(directory) as staging:

@@ -13,6 +13,7 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 from typing import Callable, Sequence
 
 import numpy as np
@@ -21,6 +22,9 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# The CPU GEMM choices the suite measures (bertfast.cpu_gemm) go to a file of this run, not the user's cache.
+os.environ.setdefault("BERTFAST_CPU_CACHE", os.path.join(tempfile.mkdtemp(prefix="bertfast-test-cache-"),
+                                                         "cpu-gemm.json"))
 
 from tests.helpers import (  # noqa: E402  (imports kernels: after the line above)
     NER_LABELS, REPO_ROOT, SENTIMENT_LABELS, TINY, copy_tokenizer, hf_pretraining_model, hf_task_model,

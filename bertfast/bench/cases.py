@@ -28,7 +28,8 @@ class Timing:
     device: torch.device
     warmup: int  # untimed calls after the parity-check call
     repeats: int  # most timed calls
-    max_time_s: float  # stop timing after this once MIN_REPEATS calls are timed
+    max_time_s: float  # stop timing after this once min_repeats calls are timed
+    min_repeats: int = MIN_REPEATS  # timed calls per case even past max_time_s (--quick: QUICK_MIN_REPEATS)
 
 
 @dataclass
@@ -53,6 +54,9 @@ class CaseResult:
     peak_memory_mb: float | None = None
     tflops: float | None = None  # model FLOPs on real tokens / median
     floor_ms: float | None = None  # model FLOPs / matmul peak of this dtype
+    precision: str | None = None  # what the provider computes in: the run's dtype, or its own (bfloat16, int8)
+    rule: str | None = None  # the accuracy rule it was checked by (bertfast.bench.parity)
+    min_cosine: float | None = None  # smallest cosine of a compared row with transformers fp32's
 
     def fail(self, error: Exception) -> None:
         """The provider raised: reported as failed with the error, the run goes on."""
@@ -84,12 +88,15 @@ def _passes_check(provider: Provider, case: Case, result: CaseResult) -> bool:
     """Run ``provider`` once and compare with the reference; a wrong or raising provider is marked in ``result``."""
     try:
         with torch.inference_mode():
-            verdict = parity.check(provider.run(case.batch), case.batch["attention_mask"], case.reference, case.dtype)
+            verdict = parity.check(provider.run(case.batch), case.batch["attention_mask"], case.reference, case.dtype,
+                                   provider.precision)
     except Exception as e:  # e.g. out of memory on the largest shape
         result.fail(e)
         return False
     finite = math.isfinite(verdict.max_abs_error)  # JSON has no inf: None, and the reason says why
     result.max_abs_error, result.allowed_error = verdict.max_abs_error if finite else None, verdict.allowed
+    result.precision, result.rule = provider.precision or dtype_name(case.dtype), verdict.rule
+    result.min_cosine = verdict.min_cosine if math.isfinite(verdict.min_cosine) else None
     if not verdict.ok:
         result.status, result.reason = "wrong", f"output differs from transformers fp32: {verdict}"
     return verdict.ok
@@ -115,7 +122,7 @@ def measure(provider: Provider, case: Case, timing: Timing) -> CaseResult:
     try:
         with torch.inference_mode(), PeakMemory(timing.device) as memory:
             times = time_calls(lambda: provider.run(case.batch), timing.device, timing.warmup, timing.repeats,
-                               timing.max_time_s)
+                               timing.max_time_s, timing.min_repeats)
     except Exception as e:
         result.fail(e)
         return result
@@ -127,13 +134,13 @@ def measure_interleaved(providers: list[Provider], case: Case, timing: Timing) -
     """Check every provider on one case, then time those within tolerance in turns (one call each per round,
     the order rotating), so that a machine whose load changes slows them all alike. Peak memory is not
     measured: every provider is resident at once. Stops after ``timing.repeats`` rounds, or once
-    ``timing.max_time_s`` per provider has passed and MIN_REPEATS rounds are done."""
+    ``timing.max_time_s`` per provider has passed and ``timing.min_repeats`` rounds are done."""
     results = [case.result(p.name) for p in providers]
     live = [(p, r) for p, r in zip(providers, results) if _passes_check(p, case, r)]
     times: dict[str, list[float]] = {p.name: [] for p, _ in live}
     rounds = -timing.warmup  # negative rounds are warm-up: untimed
     deadline = time.perf_counter() + timing.max_time_s * (len(live) + timing.warmup)
-    while live and rounds < timing.repeats and (rounds < MIN_REPEATS or time.perf_counter() < deadline):
+    while live and rounds < timing.repeats and (rounds < timing.min_repeats or time.perf_counter() < deadline):
         shift = rounds % len(live)
         for provider, result in live[shift:] + live[:shift]:
             try:

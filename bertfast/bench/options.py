@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from bertfast.bench.timing import MIN_REPEATS
+from bertfast.bench.timing import MIN_REPEATS, QUICK_MIN_REPEATS
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Defaults:
 
 FULL = Defaults(batches=(1, 8, 32), seqs=(32, 128, 512), warmup=3, repeats=30, max_time_s=10.0, interleave=False,
                 slow_providers=True)
-QUICK = Defaults(batches=(1, 8), seqs=(128,), warmup=0, repeats=5, max_time_s=2.0, interleave=True,
+QUICK = Defaults(batches=(1, 8), seqs=(128,), warmup=0, repeats=10, max_time_s=2.0, interleave=True,
                  slow_providers=False)
 DTYPES = {"cpu": ("float32",), "cuda": ("float16", "bfloat16")}  # --dtype, by device
 # --task: the encoder alone, or a task model and its head (bertfast.bench.tasks says what each measures)
@@ -59,9 +59,9 @@ Writes a table to the terminal and <out>/<machine>-<date>.{json,md,png}."""
 EPILOG = f"""\
 defaults: {_grid(FULL)}, mixed lengths at every batch size > 1; {' and '.join(DTYPES['cpu'])} on CPU,
 {' and '.join(DTYPES['cuda'])} on CUDA. Every case starts with one untimed call (the parity check), then
---warmup more. --quick: {_grid(QUICK)}, --warmup {QUICK.warmup}, at most {QUICK.repeats} timed calls or
-{QUICK.max_time_s:g} s per case (at least {MIN_REPEATS} calls), --interleave, and no torch.compile (it takes
-minutes); explicit options still win.
+--warmup more (at least {MIN_REPEATS} timed calls). --quick: {_grid(QUICK)}, --warmup {QUICK.warmup},
+{QUICK.repeats} timed calls per case (at least {QUICK_MIN_REPEATS}, past {QUICK.max_time_s:g} s if need be),
+--interleave, and no torch.compile (it takes minutes); explicit options still win.
 examples:
   bertfast bench --quick
   bertfast bench --batch 8 --seq 128 --providers bertfast-torch,transformers-eager

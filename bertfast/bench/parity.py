@@ -5,6 +5,10 @@ at padding positions by design; padded providers leave unused values there); wit
 (bertfast.bench.tasks), at real positions when it has a sequence axis, whole otherwise. A provider passes when:
 - float32: max |out - ref| <= 1e-4 * max(1, max |ref|);
 - float16 / bfloat16: max |out - ref| <= 2 x (transformers' own error in that dtype vs its fp32) + atol.
+A provider with a precision of its own (``Provider.precision``, measured in the float32 run) has that precision's
+rule instead: "bfloat16" the bf16 rule above; "int8" a cosine rule, every compared row (a real token's hidden
+state, or a row of a head's output) at least ``INT8_MIN_COSINE`` from transformers fp32's. The min cosine and the
+max abs error are reported for every provider.
 """
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ from bertfast.bench.tasks import BenchTask, bench_task
 FEATURE_EXTRACTION = bench_task()  # the default: BertModel's last_hidden_state
 FP32_RTOL = 1e-4
 HALF_ATOL = {torch.float16: 1e-3, torch.bfloat16: 1e-2}
+INT8_MIN_COSINE = 0.99
+PRECISIONS = {"bfloat16": torch.bfloat16, "int8": None}  # a provider's own precision -> its dtype (int8: none)
 
 
 @dataclass
@@ -26,19 +32,26 @@ class Reference:
     real: torch.Tensor  # (T, H) float32 on CPU: last_hidden_state[attention_mask == 1]
     half_error: float | None  # max |transformers in dtype - transformers fp32| at real positions; None for fp32
     per_token: bool = True  # False: an output without a sequence axis (a --task head's), compared whole
+    bf16_error: float | None = None  # transformers' own bf16 error, for bfloat16-precision providers in a fp32 run
 
 
 @dataclass
 class Verdict:
     ok: bool
     max_abs_error: float
-    allowed: float
+    allowed: float | None  # the max abs error allowed; None under the int8 (cosine) rule
+    min_cosine: float = float("nan")  # the smallest cosine of a compared row with transformers fp32's
+    rule: str = "float32"  # the rule applied: "float32", "float16", "bfloat16" or "int8 (cosine)"
 
     def __str__(self) -> str:
         if self.max_abs_error == float("inf"):
-            return f"non-finite values (NaN or inf) at real positions; allowed error {self.allowed:.3g}"
+            return f"non-finite values (NaN or inf) at real positions ({self.rule} rule)"
         relation = "<=" if self.ok else ">"
-        return f"max abs error {self.max_abs_error:.3g} {relation} allowed {self.allowed:.3g}"
+        if self.allowed is None:
+            relation = ">=" if self.ok else "<"
+            return (f"min cosine {self.min_cosine:.5f} {relation} {INT8_MIN_COSINE} ({self.rule} rule; max abs error "
+                    f"{self.max_abs_error:.3g})")
+        return f"max abs error {self.max_abs_error:.3g} {relation} allowed {self.allowed:.3g} ({self.rule} rule)"
 
 
 def real_positions(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -68,13 +81,32 @@ def allowed_error(reference: Reference, dtype: torch.dtype) -> float:
     return 2 * reference.half_error + HALF_ATOL[dtype]
 
 
+def min_cosine(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """The smallest cosine similarity between matching rows (last axis) of two outputs."""
+    rows = out.double().reshape(-1, out.shape[-1]), ref.double().reshape(-1, ref.shape[-1])
+    return torch.nn.functional.cosine_similarity(*rows, dim=-1).min().item()
+
+
 def check(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor, reference: Reference,
-          dtype: torch.dtype) -> Verdict:
+          dtype: torch.dtype, precision: str | None = None) -> Verdict:
     """Is a provider's (B, S, H) output within tolerance of the reference at real positions (or whole, for an
-    output without a sequence axis)?"""
-    error = max_abs_error(compared(last_hidden_state, attention_mask, reference.per_token), reference.real)
-    allowed = allowed_error(reference, dtype)
-    return Verdict(error <= allowed, error, allowed)
+    output without a sequence axis)? ``precision``: the provider's own ("bfloat16", "int8"), whose rule applies."""
+    out = compared(last_hidden_state, attention_mask, reference.per_token)
+    error = max_abs_error(out, reference.real)
+    cosine = min_cosine(out, reference.real) if out.numel() else float("nan")
+    if precision is None:
+        allowed = allowed_error(reference, dtype)
+        return Verdict(error <= allowed, error, allowed, cosine, dtype_rule(dtype))
+    if precision not in PRECISIONS:
+        raise ValueError(f"no rule for precision {precision!r}; known: {sorted(PRECISIONS)}")
+    if precision == "int8":
+        return Verdict(cosine >= INT8_MIN_COSINE and error < float("inf"), error, None, cosine, "int8 (cosine)")
+    allowed = allowed_error(Reference(reference.real, reference.bf16_error), torch.bfloat16)
+    return Verdict(error <= allowed, error, allowed, cosine, "bfloat16")
+
+
+def dtype_rule(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def load_transformers(model_dir: str, dtype: torch.dtype, device: torch.device, attention: str = "eager",

@@ -20,6 +20,7 @@ import bertfast
 from bertfast.bench.options import DEFAULT_TASK, TASKS
 from bertfast.bench.parity import FEATURE_EXTRACTION, load_transformers
 from bertfast.bench.tasks import BenchTask
+from bertfast.cpu import cpu_info
 from bertfast.ops import force_backend
 from kernels.launch import triton_installed
 
@@ -34,6 +35,9 @@ class Provider:
     torch_memory: ClassVar[bool] = True  # its GPU memory goes through torch's allocator (measurable)
     tasks: ClassVar[tuple[str, ...]] = (DEFAULT_TASK,)  # the --task values it measures
     task: BenchTask = FEATURE_EXTRACTION  # what prepare loads and run returns; set by the runner for --task
+    # A precision of its own ("bfloat16", "int8"): it runs in the float32 run and is checked by that precision's
+    # rule (bertfast.bench.parity.check), not by float32's. None: the run's dtype.
+    precision: ClassVar[str | None] = None
 
     def available(self, device: torch.device, dtype: torch.dtype) -> str | None:
         """None when this provider can run with ``dtype`` on ``device`` here, else the reason it cannot."""
@@ -65,6 +69,18 @@ def _missing(module: str, install: str) -> str | None:
     return None if importlib.util.find_spec(module) else f"{module} is not installed (pip install {install})"
 
 
+def _own_precision(provider: Provider, device: torch.device, dtype: torch.dtype) -> str | None:
+    """Why a provider with its own precision cannot run in this (device, dtype) run, or None."""
+    if device.type != "cpu":
+        return f"a CPU mode ({provider.precision}); on the GPU use --dtype float16 / bfloat16"
+    if dtype != torch.float32:
+        return f"runs in {provider.precision} whatever the run's dtype: measured in the float32 run"
+    if provider.precision == "bfloat16" and not cpu_info().native_bf16:
+        return (f"this CPU ({cpu_info().name}) has neither avx512_bf16 nor AMX: torch emulates bf16 matmuls, several "
+                f"times slower than float32 (see README, CPU modes)")
+    return None
+
+
 class _Bertfast(Provider):
     backend: ClassVar[str]  # forced for each call with bertfast.ops.force_backend (this thread only)
     tasks = TASKS
@@ -83,6 +99,35 @@ class BertfastTorch(_Bertfast):
     name = "bertfast-torch"
     description = "bertfast, torch reference ops (backend forced to torch), padding-free"
     backend = "torch"
+
+
+@register
+class BertfastBf16(_Bertfast):
+    name = "bertfast-bf16"
+    description = "bertfast in bfloat16 on the CPU (fp32 accumulation, LayerNorm / softmax statistics), padding-free"
+    backend = "torch"
+    precision = "bfloat16"
+
+    def available(self, device: torch.device, dtype: torch.dtype) -> str | None:
+        return _own_precision(self, device, dtype)
+
+    def prepare(self, model_dir: str, dtype: torch.dtype, device: torch.device) -> None:
+        super().prepare(model_dir, torch.bfloat16, device)
+
+
+@register
+class BertfastInt8(_Bertfast):
+    name = "bertfast-int8"
+    description = "bertfast quantize='int8': the encoder's linears in dynamic int8 (torch's engine), padding-free"
+    backend = "torch"
+    precision = "int8"
+
+    def available(self, device: torch.device, dtype: torch.dtype) -> str | None:
+        return _own_precision(self, device, dtype)
+
+    def prepare(self, model_dir: str, dtype: torch.dtype, device: torch.device) -> None:
+        self.model = self.task.model_class.from_pretrained(model_dir, device=device, local_files_only=True,
+                                                           quantize="int8")
 
 
 @register
@@ -143,6 +188,39 @@ class TransformersSdpa(_Transformers):
 
 
 @register
+class TransformersBf16(_Transformers):
+    name = "transformers-bf16"
+    description = "transformers BertModel in bfloat16 on the CPU, SDPA attention"
+    attention = "sdpa"
+    precision = "bfloat16"
+
+    def available(self, device: torch.device, dtype: torch.dtype) -> str | None:
+        return _own_precision(self, device, dtype) or super().available(device, dtype)
+
+    def prepare(self, model_dir: str, dtype: torch.dtype, device: torch.device) -> None:
+        super().prepare(model_dir, torch.bfloat16, device)
+
+
+@register
+class TransformersInt8(_Transformers):
+    name = "transformers-int8"
+    description = "transformers BertModel (SDPA) + torch.ao.quantization.quantize_dynamic(nn.Linear, qint8)"
+    attention = "sdpa"
+    precision = "int8"
+
+    def available(self, device: torch.device, dtype: torch.dtype) -> str | None:
+        return _own_precision(self, device, dtype) or super().available(device, dtype)
+
+    def prepare(self, model_dir: str, dtype: torch.dtype, device: torch.device) -> None:
+        import warnings
+
+        super().prepare(model_dir, torch.float32, device)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao's notice that eager quantization moves to torchao
+            self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+@register
 class TransformersCompile(_Transformers):
     name = "transformers-compile"
     description = "torch.compile of transformers BertModel (SDPA attention, inductor)"
@@ -170,6 +248,7 @@ class _OnnxRuntime(Provider):
     torch tensors in place (IO binding), so a call times the onnxruntime session."""
 
     optimize: ClassVar[bool]
+    quantize: ClassVar[str | None] = None  # export_onnx(quantize=)
     torch_memory = False  # onnxruntime allocates from its own arena
     tasks = TASKS
 
@@ -177,6 +256,8 @@ class _OnnxRuntime(Provider):
         missing = _missing("onnxruntime", "onnxruntime-gpu" if device.type == "cuda" else "onnxruntime")
         if missing:
             return missing
+        if self.precision is not None:
+            return _own_precision(self, device, dtype)
         if dtype == torch.bfloat16:
             return "bertfast.export_onnx writes float32 or float16 models, not bfloat16"
         if dtype == torch.float16 and device.type != "cuda":
@@ -189,7 +270,7 @@ class _OnnxRuntime(Provider):
         self.workdir = tempfile.TemporaryDirectory(prefix="bertfast-bench-onnx-")
         export_dir = os.path.join(self.workdir.name, "export")
         bertfast.export_onnx(model_dir, export_dir, task=self.task.name, optimize=self.optimize,
-                             fp16=dtype == torch.float16)
+                             fp16=dtype == torch.float16, quantize=self.quantize)
         self.session = bertfast.OnnxModel(export_dir, provider=device.type, device_id=device.index or 0,
                                           session_options=_session_options(device))
 
@@ -234,3 +315,52 @@ class OnnxRuntimeOptimized(_OnnxRuntime):
     name = "onnxruntime-optimized"
     description = "onnxruntime on the export passed through onnxruntime's transformers optimizer"
     optimize = True
+
+
+@register
+class OnnxRuntimeInt8(_OnnxRuntime):
+    name = "onnxruntime-int8"
+    description = "onnxruntime on the export quantized by onnxruntime.quantization.quantize_dynamic (int8, per channel)"
+    optimize = False
+    quantize = "int8"
+    precision = "int8"
+
+
+@register
+class OpenVino(_OnnxRuntime):
+    """OpenVINO's CPU plugin compiling bertfast.export_onnx's float32 file (inference precision pinned to f32, so
+    that it does not switch to bf16 on a CPU that has it)."""
+
+    name = "openvino"
+    description = "OpenVINO (CPU plugin) reading bertfast.export_onnx's float32 model, f32 inference precision"
+    optimize = False
+
+    def available(self, device: torch.device, dtype: torch.dtype) -> str | None:
+        if device.type != "cpu":
+            return "the OpenVINO provider runs on the CPU"
+        if dtype != torch.float32:
+            return "measured in float32 (the ONNX file is float32)"
+        return _missing("openvino", "openvino") or _missing("onnxruntime", "onnxruntime")
+
+    def prepare(self, model_dir: str, dtype: torch.dtype, device: torch.device) -> None:
+        import openvino
+
+        self.workdir = tempfile.TemporaryDirectory(prefix="bertfast-bench-openvino-")
+        export_dir = os.path.join(self.workdir.name, "export")
+        report = bertfast.export_onnx(model_dir, export_dir, task=self.task.name)
+        config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "INFERENCE_PRECISION_HINT": "f32",
+                  "PERFORMANCE_HINT": "LATENCY"}
+        self.compiled = openvino.Core().compile_model(report.path, "CPU", config)
+        self.names = report.outputs
+
+    def run(self, batch: Batch) -> torch.Tensor:
+        results = self.compiled({k: v.numpy() for k, v in batch.items()})
+        outputs = {name: torch.from_numpy(results[self.compiled.output(name)]) for name in self.names}
+        return self.task.select(_Outputs(outputs))
+
+
+class _Outputs:
+    """Output tensors by name, read as attributes (what ``task.select`` takes)."""
+
+    def __init__(self, outputs: dict[str, torch.Tensor]):
+        self.__dict__.update(outputs)

@@ -13,17 +13,26 @@ import torch
 
 import bertfast
 from bertfast.bench.cases import BASELINE
-from bertfast.bench.timing import MIN_REPEATS
+from bertfast.bench.timing import MIN_REPEATS, QUANTILE_MIN_CALLS
+from bertfast.cpu import cpu_info
 
-COLUMNS = ["provider", "median ms [q20, q80]", "p90 ms", "p99 ms", "seq/s", "tokens/s", "vs eager", "peak MB",
-           "TFLOP/s", "max err"]
+COLUMNS = ["provider", "precision", "median ms [q20, q80]", "p90 ms", "p99 ms", "seq/s", "tokens/s", "vs eager",
+           "peak MB", "TFLOP/s", "max err", "min cos", "rule"]
 LEGEND = [
     "median ms [q20, q80]: latency of one call (median and its 0.2 / 0.8 quantiles); p90, p99 likewise",
     "tokens/s counts real tokens only (not padding); seq/s = batch / median",
     f"vs eager: {BASELINE} median / this median, same inputs, same dtype (>1 = faster)",
     "TFLOP/s: model FLOPs on real tokens / median; floor: model FLOPs / the matmul peak measured in this run",
-    "max err: max |output - transformers fp32| over real tokens of last_hidden_state (checked before timing)",
+    "max err: max |output - transformers fp32| over real tokens of last_hidden_state (checked before timing); "
+    "min cos: the smallest cosine of a real token's output with transformers fp32's",
+    "rule: the accuracy rule checked before timing: float32 (max err <= 1e-4 x max |ref|), bfloat16 / float16 (max "
+    "err <= 2x transformers' own error in that precision + atol), int8 (cosine: min cos >= 0.99)",
+    f"quantiles are printed only from enough timed calls ({', '.join(f'{k} >= {v}' for k, v in QUANTILE_MIN_CALLS.items())}); "
+    "the JSON has them all, with n",
+    "fastest: the provider with the lowest median per workload; bertfast / best peer: the best bertfast row's speed "
+    "over the best other provider's (>1 = bertfast faster)",
 ]
+BERTFAST = "bertfast"  # the prefix of our providers' names
 
 
 def slugify(name: str) -> str:
@@ -63,11 +72,24 @@ def machine_info(device: torch.device, load_start: tuple[float, float, float]) -
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cpu_features": sorted(cpu_info().flags),
+        "cpu_description": cpu_info().describe(),
+        "cpu_paths": cpu_paths(),
         "load_average_start": list(load_start),
         "load_average_end": list(os.getloadavg()),
         "versions": {"python": platform.python_version(), "bertfast": bertfast.__version__, "torch": torch.__version__,
                      **{p: _version(p) for p in ("transformers", "onnxruntime", "onnxruntime-gpu", "triton")}},
     }
+
+
+def cpu_paths() -> dict[str, str]:
+    """What bertfast runs its CPU matmuls with, per mode (the bench header's "GEMM path")."""
+    from bertfast.cpu import gemm_path, int8_engine
+
+    return {"float32": gemm_path(), "bfloat16": "torch F.linear in bf16 (oneDNN), fp32 accumulation"
+            + ("" if cpu_info().native_bf16 else "; emulated: no avx512_bf16 / AMX here"),
+            "int8": f"torch.ops.quantized.linear_dynamic, engine {int8_engine()}"
+            + ("" if cpu_info().vnni else " (no VNNI here: AVX2 int8 dot products)")}
 
 
 def _fmt(x: float | None) -> str:
@@ -89,9 +111,50 @@ def _cells(r: dict[str, Any]) -> list[str]:
         return [r["provider"], f"{r['status'].upper()} (not timed): {_short(r['reason'])}"]
     t = r["latency_ms"]
     speedup = "-" if r["speedup_vs_eager"] is None else f"{r['speedup_vs_eager']:.2f}x"
-    return [r["provider"], f"{_fmt(t['median'])} [{_fmt(t['q20'])}, {_fmt(t['q80'])}]", _fmt(t["p90"]),
-            _fmt(t["p99"]), _fmt(r["sequences_per_s"]), _fmt(r["tokens_per_s"]), speedup, _fmt(r["peak_memory_mb"]),
-            _fmt(r["tflops"]), f"{r['max_abs_error']:.2g}"]
+    cosine = "-" if r.get("min_cosine") is None else f"{r['min_cosine']:.5f}"
+    return [r["provider"], r.get("precision") or r["dtype"],
+            f"{_fmt(t['median'])} [{_quantile(t, 'q20')}, {_quantile(t, 'q80')}] (n={t['n']})", _quantile(t, "p90"),
+            _quantile(t, "p99"), _fmt(r["sequences_per_s"]), _fmt(r["tokens_per_s"]), speedup,
+            _fmt(r["peak_memory_mb"]), _fmt(r["tflops"]), f"{r['max_abs_error']:.2g}", cosine, r.get("rule") or "-"]
+
+
+def _quantile(t: dict[str, Any], name: str) -> str:
+    """A latency quantile, or "-" where too few calls were timed to support it."""
+    return _fmt(t[name]) if t["n"] >= QUANTILE_MIN_CALLS[name] else "-"
+
+
+def case_line(r: dict[str, Any]) -> str:
+    """One finished case on one line (printed as it finishes when stdout is not a terminal)."""
+    head = f"[case] {r['dtype']} {r['workload']} {r['provider']} ({r.get('precision') or r['dtype']})"
+    if r["status"] != "ok":
+        return f"{head}: {r['status'].upper()}: {_short(r['reason'] or '')}"
+    t = r["latency_ms"]
+    speedup = "" if r["speedup_vs_eager"] is None else f", {r['speedup_vs_eager']:.2f}x eager"
+    cosine = "" if r.get("min_cosine") is None else f", min cos {r['min_cosine']:.5f}"
+    return (f"{head}: median {_fmt(t['median'])} ms (n={t['n']}), {_fmt(r['tokens_per_s'])} tokens/s, max err "
+            f"{r['max_abs_error']:.2g}{cosine} [{r.get('rule')}]{speedup}")
+
+
+def fastest(report: dict[str, Any]) -> list[str]:
+    """Per dtype x workload: the fastest provider, and the best bertfast row's speed over the best peer's."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in report["results"]:
+        if r["status"] == "ok":
+            groups.setdefault((r["dtype"], r["workload"]), []).append(r)
+    lines = []
+    for (dtype, workload), rows in groups.items():
+        best = min(rows, key=lambda r: r["latency_ms"]["median"])
+        ours = [r for r in rows if r["provider"].startswith(BERTFAST)]
+        peers = [r for r in rows if not r["provider"].startswith(BERTFAST)]
+        line = (f"fastest, {dtype} {workload}: {best['provider']} ({best.get('precision') or dtype}) "
+                f"{_fmt(best['latency_ms']['median'])} ms")
+        if ours and peers:
+            mine = min(ours, key=lambda r: r["latency_ms"]["median"])
+            peer = min(peers, key=lambda r: r["latency_ms"]["median"])
+            ratio = peer["latency_ms"]["median"] / mine["latency_ms"]["median"]
+            line += (f"; bertfast / best peer: {mine['provider']} vs {peer['provider']} = {ratio:.2f}x")
+        lines.append(line)
+    return lines
 
 
 def _groups(report: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -123,8 +186,10 @@ def _header(report: dict[str, Any]) -> list[str]:
         f"itself adds up to its {m['torch_threads']} threads)"
         + (": other processes were using the machine, timings are noisy" if load > 0.5 else ""),
         f"matmul peak measured in this run (TFLOP/s): {peaks}",
+        *([f"CPU: {m['cpu_description']}", "bertfast CPU paths: " + "; ".join(
+            f"{mode}: {path}" for mode, path in m["cpu_paths"].items())] if "cpu_paths" in m and not m["gpu"] else []),
         f"timing, per case: 1 untimed parity-check call, {s['warmup']} more warm-up calls, then up to {s['repeats']} "
-        f"timed calls or {s['max_time_s']:g} s (at least {MIN_REPEATS} calls)",
+        f"timed calls or {s['max_time_s']:g} s (at least {s.get('min_repeats', MIN_REPEATS)} calls)",
         f"peak memory: {report['peak_memory']}",
     ]
 
@@ -169,7 +234,7 @@ def terminal(report: dict[str, Any]) -> str:
     for title, results in _groups(report):
         lines += ["", title] + _align([COLUMNS] + [_cells(r) for r in results])
     if report["results"]:
-        lines += [""] + _align(_speedups(report))
+        lines += [""] + _align(_speedups(report)) + [""] + fastest(report)
     return "\n".join(lines + [""] + _footer(report) + LEGEND)
 
 
@@ -178,45 +243,44 @@ def markdown(report: dict[str, Any]) -> str:
     for title, results in _groups(report):
         lines += ["", f"## {title}", ""] + _markdown_table([COLUMNS] + [_cells(r) for r in results])
     if report["results"]:
-        lines += ["", "## Summary", ""] + _markdown_table(_speedups(report))
+        lines += ["", "## Summary", ""] + _markdown_table(_speedups(report)) + [""] + [
+            f"- {line}" for line in fastest(report)]
     return "\n".join(lines + [""] + [f"- {line}" for line in _footer(report) + LEGEND]) + "\n"
 
 
 def plot(report: dict[str, Any], path: str) -> None:
-    """Throughput (real tokens/s) vs sequence length, one colour per provider, one panel per dtype x batch size:
-    lines join the fixed-length workloads; a cross marks the mixed-length workload at its mean length."""
+    """Throughput (real tokens/s) as horizontal bars, one panel per dtype x workload (mixed-length workloads say so
+    in their title), one bar per provider and precision, its value written beside it: nothing overlaps."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    dtypes, batches, seqs = (report["settings"][k] for k in ("dtypes", "batches", "seqs"))
-    colors = {p["name"]: f"C{i % 10}" for i, p in enumerate(report["providers"])}  # one colour per provider
-    fig, axes = plt.subplots(len(dtypes), len(batches), figsize=(4.5 * len(batches), 3.6 * len(dtypes)),
-                             squeeze=False)
-    for row, dtype in enumerate(dtypes):
-        for col, batch in enumerate(batches):
-            ax = axes[row][col]
-            timed = [r for r in report["results"] if r["dtype"] == dtype and r["batch"] == batch
-                     and r["tokens_per_s"] is not None]
-            for provider in dict.fromkeys(r["provider"] for r in timed):
-                mine = [r for r in timed if r["provider"] == provider]
-                points = sorted((r["seq_len"], r["tokens_per_s"]) for r in mine if not r["mixed"])
-                if points:
-                    ax.plot(*zip(*points), marker="o", label=provider, color=colors[provider])
-                for r in (r for r in mine if r["mixed"]):
-                    ax.plot(r["real_tokens"] / r["batch"], r["tokens_per_s"], marker="x", markersize=9,
-                            color=colors[provider], label=None if points else provider)
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(seqs, [str(s) for s in seqs])
-            ax.set_ylim(0, 1.15 * max((r["tokens_per_s"] for r in timed), default=1.0))
-            ax.set_title(f"{dtype}, batch {batch}")
-            ax.set_xlabel("sequence length (tokens); x: mixed lengths, at their mean", fontsize=8)
-            ax.set_ylabel("real tokens / s")
-            ax.grid(True, alpha=0.3)
-            if timed:
-                ax.legend(fontsize=7)
-    fig.suptitle(f"{report['model']['name']} on {report['machine']['gpu'] or report['machine']['cpu']}")
+    workloads = {w["name"]: w for w in report["workloads"]}
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in report["results"]:
+        if r["tokens_per_s"] is not None:
+            groups.setdefault((r["dtype"], r["workload"]), []).append(r)
+    colors = {p["name"]: f"C{i % 10}" for i, p in enumerate(report["providers"])}
+    panels = list(groups.items()) or [(("-", "-"), [])]
+    height = max(len(rows) for _, rows in panels) * 0.38 + 1.2
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), height), squeeze=False)
+    for ax, ((dtype, name), rows) in zip(axes[0], panels):
+        rows = sorted(rows, key=lambda r: r["tokens_per_s"])
+        labels = [f"{r['provider']} ({r.get('precision') or dtype})" for r in rows]
+        values = [r["tokens_per_s"] for r in rows]
+        ax.barh(range(len(rows)), values, color=[colors.get(r["provider"], "C0") for r in rows])
+        ax.set_yticks(range(len(rows)), labels, fontsize=8)
+        for i, v in enumerate(values):
+            ax.text(v, i, f" {v:,.0f}", va="center", fontsize=7)
+        w = workloads.get(name)
+        kind = "" if w is None else (f"mixed lengths {min(w['lengths'])}-{w['seq_len']}" if w["mixed"]
+                                     else f"{w['batch']} x {w['seq_len']} tokens")
+        ax.set_title(f"{dtype}, {name}: {kind}", fontsize=9)
+        ax.set_xlabel("real tokens / s (higher is better)", fontsize=8)
+        ax.set_xlim(0, 1.25 * max(values, default=1.0))
+        ax.grid(True, axis="x", alpha=0.3)
+    fig.suptitle(f"{report['model']['name']} on {report['machine']['gpu'] or report['machine']['cpu']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -23,7 +23,8 @@ from bertfast.bench.cases import (Case, CaseResult, Timing, add_speedups, descri
                               measure_interleaved)
 from bertfast.bench.providers import REGISTRY, Provider
 from bertfast.bench.tasks import bench_task, task_checkpoint
-from bertfast.bench.timing import PeakMemory, matmul_peak_tflops, release_memory
+from bertfast.bench.timing import (MIN_REPEATS, QUICK_MIN_REPEATS, PeakMemory, matmul_peak_tflops,
+                                   release_memory)
 from bertfast.bench.workloads import FLOPS_FORMULA, build_workloads, model_flops
 from bertfast.checkpoint import WEIGHT_FILES
 from bertfast.config import PRESETS, BertConfig, resolve_dtype
@@ -71,8 +72,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         names = list(dict.fromkeys(args.providers))
     else:
         names = [n for n, cls in REGISTRY.items() if defaults.slow_providers or not cls.slow_to_prepare]
-    timing = Timing(device, warmup=_given(args.warmup, defaults.warmup), repeats=_given(args.repeats, defaults.repeats),
-                    max_time_s=_given(args.max_time, defaults.max_time_s))
+    repeats = _given(args.repeats, defaults.repeats)
+    if args.quick and repeats < QUICK_MIN_REPEATS:
+        raise ValueError(f"--quick times at least {QUICK_MIN_REPEATS} calls per case: --repeats {repeats} is too few")
+    timing = Timing(device, warmup=_given(args.warmup, defaults.warmup), repeats=repeats,
+                    max_time_s=_given(args.max_time, defaults.max_time_s),
+                    min_repeats=QUICK_MIN_REPEATS if args.quick else MIN_REPEATS)
     return Settings(model=args.model, dtypes=dtypes, batches=list(args.batch or defaults.batches),
                     seqs=list(args.seq or defaults.seqs), mixed=args.mixed, providers=names, timing=timing,
                     interleave=_given(args.interleave, defaults.interleave), seed=args.seed, out_dir=args.out,
@@ -161,14 +166,19 @@ def run(settings: Settings) -> dict[str, Any]:
             for dtype in settings.dtypes:
                 bar.set_postfix_str(f"transformers reference outputs, {dtype_name(dtype)}")
                 refs = parity.references(model_dir, batches, fp32, dtype, settings.device, task)
+                if any(p.precision == "bfloat16" for p in runs[dtype]):  # their rule needs transformers' bf16 error
+                    bar.set_postfix_str("transformers reference outputs, bfloat16 (for the bf16 providers)")
+                    for ref, bf16 in zip(refs, parity.references(model_dir, batches, fp32, torch.bfloat16,
+                                                                 settings.device, task)):
+                        ref.bf16_error = bf16.half_error
                 release_memory(settings.device)  # the reference models
                 cases = [Case(w, b, ref, dtype, f, peaks[dtype])
                          for w, b, ref, f in zip(workloads, batches, refs, flops)]
                 if settings.interleave:
-                    results += _run_interleaved(runs[dtype], model_dir, cases, settings.timing, bar)
+                    results += _finished(_run_interleaved(runs[dtype], model_dir, cases, settings.timing, bar))
                 else:
                     for provider in runs[dtype]:
-                        results += _run_provider(provider, model_dir, cases, settings.timing, bar)
+                        results += _finished(_run_provider(provider, model_dir, cases, settings.timing, bar))
     add_speedups(results)
     return {
         "schema": SCHEMA,
@@ -181,7 +191,8 @@ def run(settings: Settings) -> dict[str, Any]:
                      "dtypes": [dtype_name(d) for d in settings.dtypes],
                      "batches": settings.batches, "seqs": settings.seqs, "mixed": settings.mixed,
                      "warmup": settings.timing.warmup, "repeats": settings.timing.repeats,
-                     "max_time_s": settings.timing.max_time_s, "interleave": settings.interleave,
+                     "max_time_s": settings.timing.max_time_s, "min_repeats": settings.timing.min_repeats,
+                     "interleave": settings.interleave,
                      "seed": settings.seed, "quick": settings.quick},
         "flops_formula": FLOPS_FORMULA,
         "peak_memory": (INTERLEAVED_MEMORY if settings.interleave else PeakMemory.describe(settings.device)),
@@ -192,6 +203,14 @@ def run(settings: Settings) -> dict[str, Any]:
         "skipped": skipped,
         "results": [dataclasses.asdict(r) for r in results],
     }
+
+
+def _finished(results: list[CaseResult]) -> list[CaseResult]:
+    """When stdout is not a terminal (a log, CI), one line per finished case as soon as it is done."""
+    if not sys.stdout.isatty():
+        for r in results:
+            print(report.case_line(dataclasses.asdict(r)), flush=True)
+    return results
 
 
 def _prepare(provider: Provider, model_dir: str, dtype: torch.dtype, device: torch.device) -> str | None:

@@ -19,6 +19,9 @@ import numpy as np
 import torch
 
 MIN_REPEATS = 3  # timed calls per case even when --max-time is exceeded
+QUICK_MIN_REPEATS = 10  # ... with --quick (its repeats too): enough for a median and the 0.2 / 0.8 quantiles
+# The fewest timed calls a quantile is printed from (fewer: "-"); the JSON keeps every value with its n.
+QUANTILE_MIN_CALLS = {"q20": 5, "q80": 5, "p90": 10, "p99": 100}
 MATMUL_SIZE = {"cuda": 8192, "cpu": 2048}  # square matmul edge for the peak (1024 is short of it on CPU)
 
 
@@ -51,14 +54,14 @@ def synchronize(device: torch.device) -> None:
 
 
 def time_calls(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int,
-               max_time_s: float) -> list[float]:
+               max_time_s: float, min_repeats: int = MIN_REPEATS) -> list[float]:
     """Run ``fn`` ``warmup`` times untimed, then time up to ``repeats`` calls (ms each), stopping early once
-    ``max_time_s`` seconds of timing have passed and at least ``MIN_REPEATS`` calls were timed."""
+    ``max_time_s`` seconds of timing have passed and at least ``min_repeats`` calls were timed."""
     for _ in range(warmup):
         fn()
     times: list[float] = []  # (time_one waits for the device before each timed call)
     deadline = time.perf_counter() + max_time_s
-    while len(times) < repeats and (len(times) < MIN_REPEATS or time.perf_counter() < deadline):
+    while len(times) < repeats and (len(times) < min_repeats or time.perf_counter() < deadline):
         times.append(time_one(fn, device))
     return times
 

@@ -23,6 +23,8 @@ measure (onnxruntime 1.31, CPU):
 - plain fp32 export: 1e-5 / 1e-4; measured hidden 4.5e-6 (bert-base) and 7.5e-6 (MiniLM), logits 3.8e-6;
 - ``optimize=True``: the same 1e-5 / 1e-4 (the fused kernels accumulate in float32 too); measured hidden
   4.5e-6 and 7.3e-6, logits 3.6e-6;
+- ``quantize="int8"``: onnxruntime's dynamic int8 (bertfast.export.int8), held to a cosine of at least 0.99
+  against PyTorch float32 per output and shape (the max abs diff is reported);
 - ``fp16=True``: 5e-2 / 1e-1; measured hidden 8.6e-3 and 6.2e-3, logits 4.3e-3 (real checkpoints have larger
   activations than random ones, hence the margin). Plus, for MLM logits, identical top-5 tokens at every real
   token position up to swapped near-ties: a token float16 ranks differently must have an fp32 logit within
@@ -48,7 +50,9 @@ import torch
 
 from bertfast import ops
 from bertfast.atomic import replacing_directory
+from bertfast.cpu_gemm import plain_linear
 from bertfast.pretrained import BertPreTrainedModel
+from bertfast.export.int8 import MIN_COSINE, compare_int8, quantize_onnx
 from bertfast.export.onnx_model import INPUT_NAMES, ONNX_FILE, ExportTask, check_task
 from bertfast.hub import resolve_file
 from bertfast.inputs import random_batch
@@ -85,6 +89,7 @@ class ExportReport:
     # fp16 MLM logits: real-token positions compared, those whose top-5 tokens are PyTorch's in order, and the
     # largest fp32 logit gap between tokens float16 ranked differently (near-ties, see _check_top_k)
     top_k: dict[str, float] | None = None
+    int8_cosine: dict[str, float] | None = None  # quantize="int8": output -> min cosine vs PyTorch float32
 
     def summary(self) -> str:
         stages = [s for s in self.max_abs_diff if s != "fp32"]
@@ -92,7 +97,9 @@ class ExportReport:
                  f"validated with onnxruntime against PyTorch on (batch, sequence) {self.shapes}:"]
         for stage, diffs in self.max_abs_diff.items():
             for name, diff in diffs.items():
-                lines.append(f"  {stage:<9} {name:<24} max|diff| {diff:.2e}  (tolerance {tolerance(stage, name):.0e})")
+                rule = (f"cosine {self.int8_cosine[name]:.5f}, at least {MIN_COSINE}" if stage == "int8"
+                        else f"tolerance {tolerance(stage, name):.0e}")
+                lines.append(f"  {stage:<9} {name:<24} max|diff| {diff:.2e}  ({rule})")
         if self.top_k:
             lines.append(f"  fp16      top-{TOP_K} tokens identical at {self.top_k['identical']:.0f} of "
                          f"{self.top_k['positions']:.0f} positions, the rest up to swapped near-ties (largest fp32 "
@@ -110,7 +117,7 @@ def tolerance(stage: str, output: str) -> float:
 
 def export_onnx(model_or_path: str | os.PathLike | BertPreTrainedModel, out_path: str | os.PathLike,
                 task: str = "feature-extraction", opset: int | None = None, optimize: bool = False,
-                fp16: bool = False, overwrite: bool = False) -> ExportReport:
+                fp16: bool = False, overwrite: bool = False, quantize: str | None = None) -> ExportReport:
     """Export a checkpoint (directory or hub id) or a loaded model to ``out_path/model.onnx``, validated.
 
     Inputs ``input_ids``, ``attention_mask``, ``token_type_ids``: int64 (batch_size, sequence_length), or
@@ -126,6 +133,8 @@ def export_onnx(model_or_path: str | os.PathLike | BertPreTrainedModel, out_path
     ``optimize``: onnxscript's onnxruntime fusions (they fuse our packed-QKV attention into
     MultiHeadAttention, which onnxruntime's BERT fuser cannot match), then onnxruntime's transformers
     optimizer (``model_type="bert"``). ``fp16``: float16 conversion with float32/int64 graph inputs and outputs.
+    ``quantize="int8"``: onnxruntime's dynamic int8 quantization (after the optimizer when both are asked), for
+    serving on a CPU; inputs and outputs stay int64 / float32.
     Every stage is validated (see the module docstring); a failed check raises ``ExportValidationError``
     listing the diffs. The file's ``metadata_props`` hold the task, the config, the bertfast version, the opset
     and the measured diffs; ``config.json`` and the source's tokenizer files are written beside it.
@@ -133,6 +142,10 @@ def export_onnx(model_or_path: str | os.PathLike | BertPreTrainedModel, out_path
     """
     spec = check_task(task)
     _check_opset(opset)
+    if quantize not in (None, "int8"):
+        raise ValueError(f"quantize={quantize!r}: the ONNX export quantizes to 'int8' only (or None)")
+    if quantize and fp16:
+        raise ValueError("fp16=True and quantize='int8' do not go together: pick one (int8 for a CPU, fp16 for a GPU)")
     out_dir = check_out_dir(out_path, overwrite)
     model = _load(model_or_path, task, spec)
     names = tuple(n for n in spec.outputs if n != "pooler_output" or model.pooler is not None)
@@ -140,7 +153,7 @@ def export_onnx(model_or_path: str | os.PathLike | BertPreTrainedModel, out_path
     proto = _trace(traced, model.config, spec, opset)
     inputs = _random_inputs(model.config, [_input_shape(spec, b, c, s or model.config.max_position_embeddings)
                                            for (b, s), c in zip(VALIDATION_SHAPES, VALIDATION_CHOICES)])
-    with torch.inference_mode(), ops.force_backend("torch"):
+    with torch.inference_mode(), ops.force_backend("torch"), plain_linear():  # the graph's own MatMul products
         references = [traced(**x) for x in inputs]
     diffs = {"fp32": _compare("fp32", names, inputs, references, _run(proto, "fp32", names, inputs))}
     fused: dict[str, int] = {}
@@ -154,8 +167,13 @@ def export_onnx(model_or_path: str | os.PathLike | BertPreTrainedModel, out_path
         diffs["fp16"] = _compare("fp16", names, inputs, references, results)
         top_k = _check_top_k([i for i, n in enumerate(names) if "vocab_size" in spec.outputs[n]], inputs,
                              references, results)
+    cosines = None
+    if quantize:
+        proto = quantize_onnx(proto)
+        diffs["int8"], cosines = compare_int8(names, inputs, references, _run(proto, "int8", names, inputs),
+                                              ExportValidationError)
     report = ExportReport(os.path.join(out_dir, ONNX_FILE), task, _opset_of(proto), names,
-                          [tuple(x["input_ids"].shape) for x in inputs], diffs, fused, top_k)
+                          [tuple(x["input_ids"].shape) for x in inputs], diffs, fused, top_k, cosines)
     _write(proto, report, model, model_or_path, out_dir)
     return report
 
@@ -194,6 +212,9 @@ def _load(model_or_path: Any, task: str, spec: ExportTask) -> BertPreTrainedMode
         raise TypeError(f"model_or_path must be a checkpoint directory, a hub id or a bertfast model, got "
                         f"{type(model_or_path).__name__}")
     model = model_or_path
+    if getattr(model, "quantization", None) is not None:
+        raise ValueError(f"the model is quantized ({model.quantization}) for torch: export the float32 model with "
+                         f"quantize={model.quantization!r} for onnxruntime's own int8 graph")
     if task == "feature-extraction":
         model = model.base_model
     if not isinstance(model, spec.model_class):
@@ -375,7 +396,7 @@ def _write(proto: Any, report: ExportReport, model: BertPreTrainedModel, source:
     onnx.helper.set_model_props(proto, {
         "task": report.task, "bertfast_version": __version__, "opset": str(report.opset),
         "config": json.dumps(model.config.to_dict(), sort_keys=True), "optimized": str(bool(report.fused_operators)),
-        "fp16": str("fp16" in report.max_abs_diff), "validation_max_abs_diff": json.dumps(report.max_abs_diff),
+        "fp16": str("fp16" in report.max_abs_diff), "int8": str("int8" in report.max_abs_diff), "validation_max_abs_diff": json.dumps(report.max_abs_diff),
         "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}"})
     with replacing_directory(out_dir, owned=WRITTEN_FILES) as new:
         onnx.save_model(proto, os.path.join(new, ONNX_FILE))

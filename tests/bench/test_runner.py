@@ -91,7 +91,7 @@ def test_bench_end_to_end(tmp_path, tiny_checkpoint, capsys):
     assert "skipped:" in out and "Triton kernels need a GPU" in out and "b2-mixed" in out
     [md] = (tmp_path / "results").glob("*.md")
     [png] = (tmp_path / "results").glob("*.png")
-    assert "| provider | median ms [q20, q80] |" in md.read_text()
+    assert "| provider | precision | median ms [q20, q80] |" in md.read_text()
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -179,7 +179,8 @@ def test_unset_options_take_their_defaults_from_options_and_given_ones_win():
     full = settings_from_args(parse("--device", "cpu"))
     assert (full.timing.warmup, full.timing.repeats, full.timing.max_time_s) == (3, 30, 10.0)
     quick = settings_from_args(parse("--quick", "--device", "cpu"))
-    assert (quick.timing.warmup, quick.timing.repeats, quick.timing.max_time_s) == (0, 5, 2.0)
+    assert (quick.timing.warmup, quick.timing.repeats, quick.timing.max_time_s) == (0, 10, 2.0)
+    assert quick.timing.min_repeats == 10 and full.timing.min_repeats == 3
     given = settings_from_args(parse("--device", "cpu", "--warmup", "0", "--repeats", "7", "--max-time", "0.5",
                                      "--no-interleave", "--seed", "3"))
     assert (given.timing.warmup, given.timing.repeats, given.timing.max_time_s) == (0, 7, 0.5)
