@@ -150,7 +150,8 @@ class PackedLinear(nn.Linear):
                 or (torch.is_grad_enabled() and (w.requires_grad or x.requires_grad)) or _PLAIN.get()
                 or ops.exporting()):
             return None
-        key = (w.data_ptr(), w._version)
+        # inference tensors (made under torch.inference_mode) have no version counter: keyed by storage alone
+        key = (w.data_ptr(), None if w.is_inference() else w._version)
         if getattr(self, "_packed_key", None) != key:
             with torch.inference_mode(False), torch.no_grad():
                 self._packed = torch.ops.mkldnn._reorder_linear_weight(w.detach())

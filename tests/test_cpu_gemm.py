@@ -136,3 +136,15 @@ def test_packed_linear_follows_its_weight_and_trains_as_nn_linear():
         clone = copy.deepcopy(packed)
     with torch.inference_mode():
         torch.testing.assert_close(clone(x), plain(x), atol=1e-5, rtol=0)
+
+
+def test_packed_linear_built_under_inference_mode_runs():
+    """A model loaded inside torch.inference_mode has inference-tensor weights, which have no version counter."""
+    torch.manual_seed(0)
+    plain = torch.nn.Linear(16, 24)
+    x = torch.randn(3, 16)
+    with torch.inference_mode():
+        packed = PackedLinear(16, 24)
+        packed.load_state_dict(plain.state_dict())
+        assert packed.weight.is_inference()
+        torch.testing.assert_close(packed(x), plain(x), atol=1e-5, rtol=0)

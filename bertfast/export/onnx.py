@@ -21,8 +21,9 @@ diff tolerances (hidden states / logits), and what a random bert-base-shaped che
 measure (onnxruntime 1.31, CPU):
 
 - plain fp32 export: 1e-5 / 1e-4; measured hidden 4.5e-6 (bert-base) and 7.5e-6 (MiniLM), logits 3.8e-6;
-- ``optimize=True``: the same 1e-5 / 1e-4 (the fused kernels accumulate in float32 too); measured hidden
-  4.5e-6 and 7.3e-6, logits 3.6e-6;
+- ``optimize=True``: 2e-5 / 1e-4 (the fused kernels accumulate in float32 too, but in another order); measured
+  hidden 4.5e-6 and 7.3e-6, logits 3.6e-6 on an AVX-512 CPU, and 1.24e-5 (MiniLM at 512 tokens) on an AVX2-only
+  AMD EPYC, where onnxruntime's fused kernels take other code paths;
 - ``quantize="int8"``: onnxruntime's dynamic int8 (bertfast.export.int8), held to a cosine of at least 0.99
   against PyTorch float32 per output and shape (the max abs diff is reported);
 - ``fp16=True``: 5e-2 / 1e-1; measured hidden 8.6e-3 and 6.2e-3, logits 4.3e-3 (real checkpoints have larger
@@ -65,7 +66,7 @@ EXAMPLE_CHOICES = 3  # ... and its number of choices (multiple-choice)
 VALIDATION_SHAPES = ((1, 1), (3, 7), (5, 33), (1, None))  # None = max_position_embeddings
 VALIDATION_CHOICES = (1, 2, 4, 2)  # the number of choices of each validation shape (multiple-choice)
 HIDDEN_OUTPUTS = ("last_hidden_state", "pooler_output")
-TOLERANCES = {"fp32": (1e-5, 1e-4), "optimized": (1e-5, 1e-4), "fp16": (5e-2, 1e-1)}  # (hidden, logits)
+TOLERANCES = {"fp32": (1e-5, 1e-4), "optimized": (2e-5, 1e-4), "fp16": (5e-2, 1e-1)}  # (hidden, logits)
 TOP_K = 5
 WRITTEN_FILES = (ONNX_FILE, "config.json", *TOKENIZER_FILES)
 REPORTED_FUSIONS = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "BiasGelu", "EmbedLayerNormalization")

@@ -21,10 +21,12 @@ import shutil
 from typing import Any, Callable
 
 from bertfast.atomic import replacing_directory
-from bertfast.config import BertConfig
+from bertfast.config import BertConfig, resolve_dtype
 from bertfast.export.onnx import check_out_dir
 from bertfast.export.onnx_model import ONNX_FILE, resolve_onnx_path
 from bertfast.hub import resolve_file
+from bertfast.ops import resolve_device
+from bertfast.quantization import check_quantize
 
 INSTANCE_KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 TRITON_FILES = ("config.pbtxt", "1")  # what a model directory receives (version 1 holds model.onnx)
@@ -135,9 +137,10 @@ def write_python_repository(model: str | os.PathLike, repo_dir: str | os.PathLik
     to the GPU for a CUDA ``device``, else the CPU. ``threads``: torch threads per instance on the CPU (0: the
     cores divided by the instances). ``repo_dir/<name>`` must be new or empty unless
     ``overwrite=True``."""
-    from bertfast.serving.batching import load_options
+    from bertfast.serving.contract import contract_for  # the serving package builds on this module
 
-    load_options(task, quantize)  # refuse an option this build lacks before writing anything
+    contract_for(task)  # refuse an unknown task or a bad option before writing anything
+    check_quantize(quantize, resolve_dtype(dtype), resolve_device(device))
     name = name or task
     kind = kind or ("gpu" if str(device).startswith("cuda") else "cpu")
     source = os.fspath(model)

@@ -17,14 +17,13 @@ run more tokens than the budget. ``max_batch_tokens`` must be at least ``max_len
 """
 from __future__ import annotations
 
-import inspect
 import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from bertfast.pipelines import PIPELINES, pipeline
+from bertfast.pipelines import pipeline
 from bertfast.pipelines.base import Pipeline
 from bertfast.serving.contract import TaskContract, contract_for
 
@@ -42,18 +41,6 @@ class Prepared:
 
     rows: dict[str, list[str]]
     lengths: list[int]
-
-
-def load_options(task: str, quantize: str | None) -> dict[str, Any]:
-    """``from_pretrained`` keyword arguments for the serve options that depend on this build of bertfast."""
-    if quantize is None:
-        return {}
-    contract_for(task)  # an unknown task is named before the option
-    loader = PIPELINES[task].model_class.from_pretrained
-    if "quantize" not in inspect.signature(loader).parameters:
-        raise ValueError(f"--quantize {quantize} is not available in this build of bertfast (from_pretrained has "
-                         f"no quantize= parameter yet): serve without --quantize")
-    return {"quantize": quantize}
 
 
 def decode_rows(name: str, array: np.ndarray | None) -> list[str]:
@@ -107,7 +94,7 @@ class ServedModel:
              max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS) -> "ServedModel":
         contract = contract_for(task)
         pipe = pipeline(task, model=model, device=device, dtype=dtype, batch_size=max_batch_size,
-                        **load_options(task, quantize))
+                        **({} if quantize is None else {"quantize": quantize}))
         return cls(pipe, contract, max_batch_tokens)
 
     def infer(self, requests: Sequence[dict[str, np.ndarray | None]]) -> list[dict[str, np.ndarray] | Exception]:

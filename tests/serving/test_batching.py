@@ -3,16 +3,14 @@ errors that stay with their request."""
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 
 import numpy as np
 import pytest
-import torch
 
 import bertfast
-from bertfast.pipelines import PIPELINES
-from bertfast.serving.batching import RequestError, ServedModel, decode_rows, load_options, token_chunks
+from bertfast.export.triton_repo import write_triton_repository
+from bertfast.serving.batching import RequestError, ServedModel, decode_rows, token_chunks
 from bertfast.serving.load import mixed_length_texts
 
 
@@ -111,76 +109,17 @@ def test_a_token_budget_below_the_longest_text_is_refused(tiny_long_checkpoint):
         ServedModel.load(tiny_long_checkpoint, "feature-extraction", max_batch_tokens=100)
 
 
-def test_quantize_goes_to_from_pretrained_only_where_this_build_has_it(monkeypatch):
-    assert load_options("fill-mask", None) == {}
-    has_it = "quantize" in inspect.signature(PIPELINES["fill-mask"].model_class.from_pretrained).parameters
-    if has_it:
-        assert load_options("fill-mask", "int8") == {"quantize": "int8"}
-    else:
-        with pytest.raises(ValueError, match="--quantize int8 is not available in this build of bertfast"):
-            load_options("fill-mask", "int8")
-
-    class Quantizable(bertfast.BertForMaskedLM):
-        @classmethod
-        def from_pretrained(cls, name_or_path, dtype=torch.float32, device="cpu", quantize=None):
-            raise AssertionError("not called")
-
-    monkeypatch.setattr(PIPELINES["fill-mask"], "model_class", Quantizable)
-    assert load_options("fill-mask", "int8") == {"quantize": "int8"}
-    with pytest.raises(ValueError, match="unknown task 'nope'"):
-        load_options("nope", "int8")
-
-
-def test_requests_with_and_without_the_optional_pair_are_served_in_separate_model_calls(sentiment_checkpoint,
-                                                                                       monkeypatch):
-    served = ServedModel.load(sentiment_checkpoint, "text-classification")
-    calls, run = [], served.contract.run
-
-    def counted(pipe, r):
-        calls.append(sorted(r))
-        return run(pipe, r)
-
-    monkeypatch.setattr(served, "contract", dataclasses.replace(served.contract, run=counted))
-    single, pair, single_again = served.infer([{"text": rows("I loved it.", "Awful."), "text_pair": None},
-                                               {"text": rows("Good food."), "text_pair": rows("Slow service.")},
-                                               {"text": rows("Fine.")}])
-    assert sorted(calls) == [["text"], ["text", "text_pair"]]  # the two single-text requests share one call
-    for result, expected in ((single, served.pipe(["I loved it.", "Awful."])), (single_again, served.pipe(["Fine."])),
-                             (pair, served.pipe(["Good food."], ["Slow service."]))):
-        got = [json.loads(r[0]) for r in result["result"]]
-        assert [r["label"] for r in got] == [r["label"] for r in expected]
-        np.testing.assert_allclose([r["score"] for r in got], [r["score"] for r in expected], atol=1e-5, rtol=0)
-    uneven = served.infer([{"text": rows("a", "b"), "text_pair": rows("c")}])[0]
-    assert "inputs must have the same number of rows, got {'text': 2, 'text_pair': 1}" in str(uneven)
-
-
-def test_windowed_tasks_take_rows_longer_than_one_window_up_to_the_token_budget(ner_checkpoint, qa_checkpoint):
-    ner = ServedModel.load(ner_checkpoint, "token-classification", max_batch_tokens=300)
-    assert ner.pipe.max_length == 64 and ner.row_limit == 300
-    long_text = " ".join(["Alice met Bob in Paris."] * 25)  # about 175 tokens: three windows of 64
-    good, too_long = ner.infer([{"text": rows(long_text)}, {"text": rows("word " * 400)}])
-    assert [json.loads(r[0]) for r in good["result"]] == [ner.pipe(long_text, aggregation_strategy="simple")]
-    assert "row 0 is 402 tokens long, over this model's limit of 300 tokens" in str(too_long)
-
-    qa = ServedModel.load(qa_checkpoint, "question-answering", max_batch_tokens=300)
-    context = " ".join(["The cat sat on the mat."] * 20) + " Paris is the capital of France."
-    answer, long_question, missing = qa.infer([
-        {"question": rows("What is the capital of France?"), "context": rows(context)},
-        {"question": rows("why " * 70), "context": rows("Because.")},
-        {"question": rows("Where?")}])
-    assert [json.loads(r[0]) for r in answer["result"]] == [
-        qa.pipe(question="What is the capital of France?", context=context)]
-    assert isinstance(long_question, RequestError) and "more than max_question_len=64" in str(long_question)
-    assert "input 'context' is missing" in str(missing)
-
-
-def test_rerank_rows_are_pairs_of_any_queries(cross_encoder_checkpoint):
-    served = ServedModel.load(cross_encoder_checkpoint, "rerank")
-    queries, documents = ["cats", "cats", "stocks"], ["The cat sat.", "Stocks fell.", "Stocks fell."]
-    result, = served.infer([{"query": rows(*queries), "document": rows(*documents)}])
-    assert result["score"].shape == (3, 1)
-    for (query, document), score in zip(zip(queries, documents), result["score"][:, 0]):
-        assert score == pytest.approx(served.pipe(query, [document])[0]["score"], abs=1e-6)
-    assert served.pipe.score_pairs(queries, documents) == pytest.approx(result["score"][:, 0].tolist(), abs=1e-6)
-    with pytest.raises(ValueError, match="one query per document, got 1 queries and 2 documents"):
-        served.pipe.score_pairs(["cats"], documents[:2])
+def test_an_int8_served_model_answers_as_the_int8_pipeline(tiny_long_checkpoint, tmp_path):
+    served = ServedModel.load(tiny_long_checkpoint, "feature-extraction", quantize="int8")
+    texts = ["an int8 model", "served as its pipeline would answer"]
+    result, = served.infer([{"text": rows(*texts)}])
+    direct = bertfast.pipeline("feature-extraction", model=tiny_long_checkpoint, quantize="int8")(texts).numpy()
+    np.testing.assert_allclose(result["embedding"], direct, atol=1e-5, rtol=0)
+    fp32 = bertfast.pipeline("feature-extraction", model=tiny_long_checkpoint)(texts).numpy()
+    assert np.abs(result["embedding"] - fp32).max() > 1e-6  # it did run in int8
+    for bad, message in (({"quantize": "int4"}, "quantize='int4' is not a quantization mode"),
+                         ({"quantize": "int8", "dtype": "bfloat16"}, "quantizes a float32 model")):
+        with pytest.raises(ValueError, match=message):
+            write_triton_repository(tiny_long_checkpoint, tmp_path / "repo", task="feature-extraction",
+                                    backend="python", **bad)
+        assert not (tmp_path / "repo").exists()  # refused before anything was written
