@@ -24,7 +24,8 @@ setup(
     ],
     extras_require={
         # `bertfast bench`: transformers is the reference and the baseline; onnxruntime runs the exported model.
-        "bench": ["transformers>=4.44", "onnx", "onnxscript", "onnxruntime", "matplotlib"],
+        # openvino: a peer provider (it reads the exported ONNX)
+        "bench": ["transformers>=4.44", "onnx", "onnxscript", "onnxruntime", "openvino", "matplotlib"],
         # bertfast.export_onnx / OnnxModel / pipeline(..., backend="onnxruntime")
         "export": ["onnx", "onnxscript", "onnxruntime"],
         # `bertfast serve`: the nvidia-pytriton wheel ships tritonserver and its Python backend; tritonclient for
@@ -35,6 +36,7 @@ setup(
             "onnx",
             "onnxscript",
             "onnxruntime",
+            "openvino",  # the OpenVINO bench provider's test
             "matplotlib",
             "pytest",
             "pytest-benchmark",
