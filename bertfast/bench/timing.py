@@ -18,11 +18,16 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from bertfast.cpu import cpu_info
+
 MIN_REPEATS = 3  # timed calls per case even when --max-time is exceeded
 QUICK_MIN_REPEATS = 10  # ... with --quick (its repeats too): enough for a median and the 0.2 / 0.8 quantiles
 # The fewest timed calls a quantile is printed from (fewer: "-"); the JSON keeps every value with its n.
 QUANTILE_MIN_CALLS = {"q20": 5, "q80": 5, "p90": 10, "p99": 100}
 MATMUL_SIZE = {"cuda": 8192, "cpu": 2048}  # square matmul edge for the peak (1024 is short of it on CPU)
+# ... for a half-precision matmul the CPU has no instructions for (torch emulates it, several times slower than
+# float32; at 2048 one call takes seconds, more on one thread): the peak of what the CPU can do in it anyway
+EMULATED_MATMUL_SIZE = 512
 
 
 @dataclass
@@ -106,10 +111,18 @@ def time_one(fn: Callable[[], object], device: torch.device) -> float:
     return (time.perf_counter() - begin) * 1e3
 
 
+def emulated_half(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether torch emulates ``dtype`` matmuls on this device: float16 on any CPU, bfloat16 on a CPU without
+    avx512_bf16 / AMX."""
+    if device.type != "cpu" or dtype == torch.float32:
+        return False
+    return not (dtype == torch.bfloat16 and cpu_info().native_bf16)
+
+
 def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, size: int | None = None) -> float:
     """Best TFLOP/s of an n x n x n matmul in ``dtype`` on ``device`` (n = ``MATMUL_SIZE``): the machine's
     practical matmul peak, measured in the same run as the models."""
-    n = size or MATMUL_SIZE[device.type]
+    n = size or (EMULATED_MATMUL_SIZE if emulated_half(device, dtype) else MATMUL_SIZE[device.type])
     a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
     times = time_calls(lambda: torch.mm(a, b), device, warmup=2, repeats=10, max_time_s=3.0)
     return 2 * n**3 / (min(times) * 1e-3) / 1e12

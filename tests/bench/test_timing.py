@@ -6,7 +6,9 @@ import os
 import pytest
 import torch
 
+import bertfast.bench.timing as timing
 from bertfast.bench.timing import MIN_REPEATS, PeakMemory, Summary, matmul_peak_tflops, time_calls
+from bertfast.cpu import CpuInfo
 from tests.helpers import needs_cuda
 
 CPU = torch.device("cpu")
@@ -52,3 +54,19 @@ def test_cuda_timing_and_memory():
         del y
     assert peak.mb >= 256
     assert matmul_peak_tflops(device, torch.float16) > 1
+
+
+def test_the_matmul_peak_of_an_emulated_half_dtype_is_measured_on_a_smaller_matmul(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(timing, "cpu_info", lambda: CpuInfo("Test CPU", frozenset({"avx2"}), "AVX2"))
+    assert [timing.emulated_half(cpu, d) for d in (torch.float32, torch.bfloat16, torch.float16)] == [False, True, True]
+    assert not timing.emulated_half(cuda, torch.bfloat16)
+    monkeypatch.setattr(timing, "cpu_info", lambda: CpuInfo("Test CPU", frozenset({"avx512_bf16"}), "AVX512"))
+    assert [timing.emulated_half(cpu, d) for d in (torch.bfloat16, torch.float16)] == [False, True]
+    sizes = []
+    monkeypatch.setattr(timing, "time_calls", lambda fn, *a, **k: sizes.append(1) or [1.0])
+    real_randn = torch.randn
+    monkeypatch.setattr(torch, "randn", lambda n, m, **k: sizes.append(n) or real_randn(2, 2))
+    matmul_peak_tflops(cpu, torch.float16)
+    matmul_peak_tflops(cpu, torch.float32)
+    assert sizes == [timing.EMULATED_MATMUL_SIZE] * 2 + [1] + [timing.MATMUL_SIZE["cpu"]] * 2 + [1]
