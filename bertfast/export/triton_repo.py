@@ -20,12 +20,13 @@ import re
 import shutil
 from typing import Any, Callable
 
+import torch
+
 from bertfast.atomic import replacing_directory
 from bertfast.config import BertConfig, resolve_dtype
 from bertfast.export.onnx import check_out_dir
 from bertfast.export.onnx_model import ONNX_FILE, resolve_onnx_path
 from bertfast.hub import resolve_file
-from bertfast.ops import resolve_device
 from bertfast.quantization import check_quantize
 
 INSTANCE_KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
@@ -140,7 +141,7 @@ def write_python_repository(model: str | os.PathLike, repo_dir: str | os.PathLik
     from bertfast.serving.contract import contract_for  # the serving package builds on this module
 
     contract_for(task)  # refuse an unknown task or a bad option before writing anything
-    check_quantize(quantize, resolve_dtype(dtype), resolve_device(device))
+    check_quantize(quantize, resolve_dtype(dtype), torch.device(device))  # the device may be another machine's
     name = name or task
     kind = kind or ("gpu" if str(device).startswith("cuda") else "cpu")
     source = os.fspath(model)
