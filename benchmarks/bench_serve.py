@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 import bertfast
+from bertfast.atomic import staged_files
 from bertfast.bench.report import machine_info
 from bertfast.bench.timing import Summary
 from bertfast.export.triton_repo import write_triton_repository
@@ -123,11 +124,13 @@ def main(argv: list[str] | None = None) -> dict:
               "direct_texts_per_s": direct, "served": served, "ratio": float(np.median(ratios))}
     print(markdown(report))
     if args.out:
-        stem = os.path.join(args.out, f"serve-{machine['slug']}-{date}")
-        with open(stem + ".json", "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
-        with open(stem + ".md", "w", encoding="utf-8") as f:
-            f.write(markdown(report))
+        name = f"serve-{machine['slug']}-{date}"
+        with staged_files(args.out) as staging:  # renamed into args.out once both are complete
+            with open(os.path.join(staging, name + ".json"), "w", encoding="utf-8") as f:
+                json.dump(report, f, indent=2)
+            with open(os.path.join(staging, name + ".md"), "w", encoding="utf-8") as f:
+                f.write(markdown(report))
+        stem = os.path.join(args.out, name)
         print(f"written: {stem}.json, {stem}.md")
     return report
 

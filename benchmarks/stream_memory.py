@@ -15,6 +15,8 @@ import sys
 import tempfile
 import time
 
+from bertfast.atomic import staged_files
+
 WORKER = """
 import json, resource, sys, time
 import torch
@@ -91,10 +93,12 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(text)
-        with open(os.path.splitext(args.out)[0] + ".json", "w", encoding="utf-8") as f:
-            json.dump(rows, f, indent=2)
+        name = os.path.basename(args.out)
+        with staged_files(os.path.dirname(os.path.abspath(args.out))) as staging:  # renamed in once both are written
+            with open(os.path.join(staging, name), "w", encoding="utf-8") as f:
+                f.write(text)
+            with open(os.path.join(staging, os.path.splitext(name)[0] + ".json"), "w", encoding="utf-8") as f:
+                json.dump(rows, f, indent=2)
 
 
 if __name__ == "__main__":

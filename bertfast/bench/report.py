@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 import bertfast
+from bertfast.atomic import staged_files
 from bertfast.bench.cases import BASELINE
 from bertfast.bench.timing import MIN_REPEATS, QUANTILE_MIN_CALLS
 from bertfast.cpu import cpu_info
@@ -293,10 +294,12 @@ def write(report: dict[str, Any], out_dir: str) -> list[str]:
     if os.path.exists(stem + ".json"):
         stem += time.strftime("-%H%M%S")
     paths = [stem + ".json", stem + ".md", stem + ".png"]
-    with open(paths[0], "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2, allow_nan=False)
-        f.write("\n")
-    with open(paths[1], "w", encoding="utf-8") as f:
-        f.write(markdown(report))
-    plot(report, paths[2])
+    with staged_files(out_dir) as staging:  # all three appear together, or none (a crash leaves no half file)
+        staged = [os.path.join(staging, os.path.basename(p)) for p in paths]
+        with open(staged[0], "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2, allow_nan=False)
+            f.write("\n")
+        with open(staged[1], "w", encoding="utf-8") as f:
+            f.write(markdown(report))
+        plot(report, staged[2])
     return paths
