@@ -40,8 +40,9 @@ class Provider:
     precision: ClassVar[str | None] = None
 
     def available(self, device: torch.device, dtype: torch.dtype) -> str | None:
-        """None when this provider can run with ``dtype`` on ``device`` here, else the reason it cannot."""
-        return None
+        """None when this provider can run with ``dtype`` on ``device`` here, else the reason it cannot (for a
+        provider with a precision of its own: that precision's conditions)."""
+        return None if self.precision is None else _own_precision(self, device, dtype)
 
     def prepare(self, model_dir: str, dtype: torch.dtype, device: torch.device) -> None:
         raise NotImplementedError
@@ -108,9 +109,6 @@ class BertfastBf16(_Bertfast):
     backend = "torch"
     precision = "bfloat16"
 
-    def available(self, device: torch.device, dtype: torch.dtype) -> str | None:
-        return _own_precision(self, device, dtype)
-
     def prepare(self, model_dir: str, dtype: torch.dtype, device: torch.device) -> None:
         super().prepare(model_dir, torch.bfloat16, device)
 
@@ -121,9 +119,6 @@ class BertfastInt8(_Bertfast):
     description = "bertfast quantize='int8': the encoder's linears in dynamic int8 (torch's engine), padding-free"
     backend = "torch"
     precision = "int8"
-
-    def available(self, device: torch.device, dtype: torch.dtype) -> str | None:
-        return _own_precision(self, device, dtype)
 
     def prepare(self, model_dir: str, dtype: torch.dtype, device: torch.device) -> None:
         self.model = self.task.model_class.from_pretrained(model_dir, device=device, local_files_only=True,
@@ -164,7 +159,7 @@ class _Transformers(Provider):
     tasks = TASKS
 
     def available(self, device: torch.device, dtype: torch.dtype) -> str | None:
-        return _missing("transformers", "transformers")
+        return _missing("transformers", "transformers") or super().available(device, dtype)
 
     def prepare(self, model_dir: str, dtype: torch.dtype, device: torch.device) -> None:
         self.model = load_transformers(model_dir, dtype, device, self.attention, self.task)
@@ -194,9 +189,6 @@ class TransformersBf16(_Transformers):
     attention = "sdpa"
     precision = "bfloat16"
 
-    def available(self, device: torch.device, dtype: torch.dtype) -> str | None:
-        return _own_precision(self, device, dtype) or super().available(device, dtype)
-
     def prepare(self, model_dir: str, dtype: torch.dtype, device: torch.device) -> None:
         super().prepare(model_dir, torch.bfloat16, device)
 
@@ -207,9 +199,6 @@ class TransformersInt8(_Transformers):
     description = "transformers BertModel (SDPA) + torch.ao.quantization.quantize_dynamic(nn.Linear, qint8)"
     attention = "sdpa"
     precision = "int8"
-
-    def available(self, device: torch.device, dtype: torch.dtype) -> str | None:
-        return _own_precision(self, device, dtype) or super().available(device, dtype)
 
     def prepare(self, model_dir: str, dtype: torch.dtype, device: torch.device) -> None:
         import warnings
@@ -257,7 +246,7 @@ class _OnnxRuntime(Provider):
         if missing:
             return missing
         if self.precision is not None:
-            return _own_precision(self, device, dtype)
+            return super().available(device, dtype)
         if dtype == torch.bfloat16:
             return "bertfast.export_onnx writes float32 or float16 models, not bfloat16"
         if dtype == torch.float16 and device.type != "cuda":
