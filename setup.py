@@ -7,12 +7,12 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["bertfast", "bertfast.*", "kernels", "kernels.*"]),
-    # Packages live at the top of the repository. Saying so explicitly makes an editable install a plain path entry
-    # (the repository folder on sys.path) instead of setuptools' import hook: a clone named `bertfast` then still
-    # imports as the package when Python starts in its parent folder, where the hook came too late and the clone
-    # itself was imported as an empty namespace package ("module 'bertfast' has no attribute 'pipeline'").
-    package_dir={"": "."},
+    # The top-level kernels/ folder installs as `bertfast_kernels`: the name `kernels` belongs to the hub-kernels
+    # distribution (transformers >= 5.25 requires it). kernels/ has no __init__.py, so from a cwd or a sys.path entry
+    # at the repository root it is at most a namespace portion, and a regular `kernels` package anywhere on the path
+    # (hub-kernels) always wins over it; `bertfast_kernels` is a namespace package of the op modules.
+    packages=find_packages(include=["bertfast", "bertfast.*"]) + ["bertfast_kernels"],
+    package_dir={"": ".", "bertfast_kernels": "kernels"},
     package_data={"bertfast": ["data/*.txt"]},
     install_requires=[
         "torch>=2.4",
@@ -51,5 +51,10 @@ setup(
         # GPU machines: not together with onnxruntime (both install the `onnxruntime` module; see the README)
         "gpu": ["triton", "onnxruntime-gpu"],
     },
+    # An editable install is a tree of links under build/ on a plain sys.path entry (setuptools' "strict" mode), not
+    # an import hook: a hook (the lenient mode a renamed folder needs) runs after the path, so a clone named
+    # `bertfast` would import as an empty namespace package from its parent folder. A new module needs the install
+    # command again to be linked.
+    options={"editable_wheel": {"mode": "strict"}},
     entry_points={"console_scripts": ["bertfast=bertfast.cli:main"]},
 )

@@ -7,7 +7,7 @@
 On CUDA: fp16, 4096x768 and 4096x3072 for layer_norm / bias_gelu; B=32, H=12, S=128 and 512, D=64 for
 attention, with and without padding, and varlen attention on the padded case's lengths packed (against
 SDPA on the padded batch, what the padding-free path replaces); bert-base's projections in fp16 and bf16: the
-intermediate dense (M = 4096 and 128 tokens, K = 768, N = 3072) as kernels.linear's fused GELU epilogue against cuBLAS +
+intermediate dense (M = 4096 and 128 tokens, K = 768, N = 3072) as bertfast_kernels.linear's fused GELU epilogue against cuBLAS +
 bias_gelu (bertfast.ops' default) and cuBLAS + F.gelu, which decides ``AUTO_GEMM`` in bertfast/ops.py,
 and the QKV / output projections without activation; the embedding layer (B=32, S=128, bert-base
 tables). Without CUDA the Triton provider runs in the interpreter, on tiny shapes, only to keep this
@@ -27,19 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from bertfast.bench.timing import pedantic_summary, throughput_info
-from kernels import (
-    attention,
-    attention_ref,
-    varlen_attention,
-    bias_gelu,
-    bias_gelu_ref,
-    embedding_layer_norm,
-    embedding_layer_norm_ref,
-    layer_norm,
-    layer_norm_ref,
-    linear,
-    linear_ref,
-)
+from bertfast_kernels.attention import attention, attention_ref, varlen_attention
+from bertfast_kernels.embedding import embedding_layer_norm, embedding_layer_norm_ref
+from bertfast_kernels.gelu import bias_gelu, bias_gelu_ref
+from bertfast_kernels.layer_norm import layer_norm, layer_norm_ref
+from bertfast_kernels.linear import linear, linear_ref
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")

@@ -1,5 +1,5 @@
 """Without CUDA the "triton" provider runs through the interpreter, which Triton picks at ``@triton.jit``
-time: set ``TRITON_INTERPRET=1`` before the benchmark module imports ``kernels``."""
+time: set ``TRITON_INTERPRET=1`` before the benchmark module imports ``bertfast_kernels``."""
 import os
 
 import torch

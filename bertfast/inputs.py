@@ -12,7 +12,7 @@ import torch
 
 from bertfast.config import BertConfig
 from bertfast.ops import exporting
-from kernels.launch import ID_DTYPES
+from bertfast_kernels.launch import ID_DTYPES
 
 INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 IGNORE_INDEX = -100  # label of positions that carry no loss (transformers' ignore_index)

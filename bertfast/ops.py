@@ -2,11 +2,11 @@
 
 Rule: a CUDA tensor with Triton importable uses the Triton kernel; anything else uses the torch
 reference. ``BERTFAST_BACKEND=torch|triton`` forces one; forcing Triton on CPU tensors needs
-``TRITON_INTERPRET=1`` (set before ``kernels`` is imported), which runs the kernels through Triton's
+``TRITON_INTERPRET=1`` (set before ``bertfast_kernels`` is imported), which runs the kernels through Triton's
 interpreter: that is how CI tests them. Tracing for ONNX / torch.export always uses the reference.
 
 On the Triton path the intermediate projection (``dense_gelu``) has two implementations, picked by
-``gemm_choice``: "cublas" (``F.linear``, then the ``kernels.bias_gelu`` pass) or "triton" (``kernels.linear``,
+``gemm_choice``: "cublas" (``F.linear``, then the ``bertfast_kernels.gelu.bias_gelu`` pass) or "triton" (``bertfast_kernels.linear.linear``,
 one Triton GEMM with the bias + GELU epilogue). ``BERTFAST_GEMM=cublas|triton`` forces one; ``auto``
 (the default) follows ``AUTO_GEMM``.
 """
@@ -21,9 +21,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import kernels
-from kernels.gelu import APPROXIMATIONS
-from kernels.launch import interpreting, triton_installed
+from bertfast_kernels.attention import attention as triton_attention
+from bertfast_kernels.attention import attention_ref, varlen_attention_ref
+from bertfast_kernels.attention import varlen_attention as triton_varlen_attention
+from bertfast_kernels.embedding import embedding_layer_norm, embedding_layer_norm_ref
+from bertfast_kernels.gelu import APPROXIMATIONS, bias_gelu
+from bertfast_kernels.layer_norm import layer_norm as triton_layer_norm
+from bertfast_kernels.layer_norm import layer_norm_ref
+from bertfast_kernels.linear import linear as triton_linear
+from bertfast_kernels.launch import interpreting, triton_installed
 
 BACKENDS = ("auto", "torch", "triton")
 _FORCED: contextvars.ContextVar[str | None] = contextvars.ContextVar("bertfast_backend", default=None)
@@ -46,7 +52,7 @@ GEMMS = ("auto", "cublas", "triton")
 # at both bert-base row counts (M = 4096 and 128, N = 3072, K = 768; fp16 and bf16), with
 #     python -m pytest benchmarks/bench_kernels.py -k dense_gelu --benchmark-enable \
 #         --benchmark-json=benchmarks/results/<gpu>.json
-# (providers "triton" = kernels.linear, "cublas+bias_gelu" = this default, "cublas+gelu" = torch alone).
+# (providers "triton" = bertfast_kernels.linear, "cublas+bias_gelu" = this default, "cublas+gelu" = torch alone).
 # Flip it only where the medians say so; make it a rule on the row count if the winner depends on it.
 AUTO_GEMM = "cublas"
 
@@ -105,8 +111,8 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
                residual: torch.Tensor | None = None) -> torch.Tensor:
     """LayerNorm(x + residual) over the last dim."""
     if backend_for(x) == "triton":
-        return kernels.layer_norm(x, weight, bias, eps, residual=residual)
-    return kernels.layer_norm_ref(x, weight, bias, eps, residual=residual)
+        return triton_layer_norm(x, weight, bias, eps, residual=residual)
+    return layer_norm_ref(x, weight, bias, eps, residual=residual)
 
 
 def gemm_choice() -> str:
@@ -123,8 +129,8 @@ def dense_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, approx
         raise ValueError(f"approximate must be one of {APPROXIMATIONS}, got {approximate!r}")
     if backend_for(x) == "triton":
         if gemm_choice() == "triton":
-            return kernels.linear(x, weight, bias, gelu=approximate)
-        return kernels.bias_gelu(F.linear(x, weight), bias, approximate)
+            return triton_linear(x, weight, bias, gelu=approximate)
+        return bias_gelu(F.linear(x, weight), bias, approximate)
     return F.gelu(F.linear(x, weight, bias), approximate=approximate)
 
 
@@ -163,8 +169,8 @@ def embeddings(input_ids: torch.Tensor, *, word_weight: torch.Tensor, position_w
                   ln_weight=ln_weight, ln_bias=ln_bias, eps=eps, token_type_ids=token_type_ids,
                   position_ids=position_ids, padding_idx=padding_idx)
     if backend_for(word_weight) == "triton":
-        return kernels.embedding_layer_norm(input_ids, **kwargs)
-    return kernels.embedding_layer_norm_ref(input_ids, **kwargs)
+        return embedding_layer_norm(input_ids, **kwargs)
+    return embedding_layer_norm_ref(input_ids, **kwargs)
 
 
 def dense_residual_layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor,
@@ -184,10 +190,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mas
     materialises the probabilities, so ``need_weights=True`` (and attention dropout) use the reference.
     """
     if need_weights:
-        return kernels.attention_ref(q, k, v, key_padding_mask, scale, dropout_p, need_weights=True)
+        return attention_ref(q, k, v, key_padding_mask, scale, dropout_p, need_weights=True)
     if dropout_p == 0.0 and backend_for(q) == "triton":
-        return kernels.attention(q, k, v, key_padding_mask, scale), None
-    return kernels.attention_ref(q, k, v, key_padding_mask, scale, dropout_p), None
+        return triton_attention(q, k, v, key_padding_mask, scale), None
+    return attention_ref(q, k, v, key_padding_mask, scale, dropout_p), None
 
 
 def varlen_attention(qkv: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
@@ -199,5 +205,5 @@ def varlen_attention(qkv: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: in
     """
     q, k, v = qkv.unbind(1)  # each (T, heads, D)
     if backend_for(qkv) == "triton":
-        return kernels.varlen_attention(q, k, v, cu_seqlens, max_seqlen, scale)
-    return kernels.varlen_attention_ref(q, k, v, cu_seqlens, scale)
+        return triton_varlen_attention(q, k, v, cu_seqlens, max_seqlen, scale)
+    return varlen_attention_ref(q, k, v, cu_seqlens, scale)

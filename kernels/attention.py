@@ -23,7 +23,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kernels.launch import DTYPES, attention_launch_settings, cdiv, check_launchable, jit, next_power_of_2, tl
+from bertfast_kernels.launch import DTYPES, attention_launch_settings, cdiv, check_launchable, jit, next_power_of_2, tl
 
 LOG2E = math.log2(math.e)  # the kernel computes exp(x) as exp2(x * log2(e))
 MAX_HEAD_DIM = 128
@@ -182,18 +182,18 @@ def _check_qkv(op: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layou
     """Raise on a rank other than ``len(layout)``, unequal D/H/B, a dtype mix or an unsupported head dim."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if t.dim() != len(layout):
-            raise ValueError(f"kernels.{op}: {name} must be {layout}-shaped ({len(layout)} dims), got {tuple(t.shape)}")
+            raise ValueError(f"{op}: {name} must be {layout}-shaped ({len(layout)} dims), got {tuple(t.shape)}")
     if k.shape != v.shape:
-        raise ValueError(f"kernels.{op}: k {tuple(k.shape)} and v {tuple(v.shape)} shapes differ")
+        raise ValueError(f"{op}: k {tuple(k.shape)} and v {tuple(v.shape)} shapes differ")
     same = [i for i, axis in enumerate(layout) if axis != "S"]  # every axis but the padded sequence must agree
     if [q.shape[i] for i in same] != [k.shape[i] for i in same]:
         axes = "".join(layout[i] for i in same)
-        raise ValueError(f"kernels.{op}: q {tuple(q.shape)} and k {tuple(k.shape)} must match on axes {axes}")
+        raise ValueError(f"{op}: q {tuple(q.shape)} and k {tuple(k.shape)} must match on axes {axes}")
     if not q.dtype == k.dtype == v.dtype or q.dtype not in DTYPES:
-        raise TypeError(f"kernels.{op}: q/k/v must share one dtype of {DTYPES}, got {q.dtype}/{k.dtype}/{v.dtype}")
+        raise TypeError(f"{op}: q/k/v must share one dtype of {DTYPES}, got {q.dtype}/{k.dtype}/{v.dtype}")
     head_dim = q.shape[-1]
     if head_dim > MAX_HEAD_DIM or head_dim != next_power_of_2(head_dim):
-        raise ValueError(f"kernels.{op}: head dim must be a power of two <= {MAX_HEAD_DIM}, got {head_dim}")
+        raise ValueError(f"{op}: head dim must be a power of two <= {MAX_HEAD_DIM}, got {head_dim}")
 
 
 def attention(
@@ -215,12 +215,12 @@ def attention(
     if key_padding_mask is not None:
         if key_padding_mask.dtype != torch.bool:
             raise TypeError(
-                f"kernels.attention: key_padding_mask must be torch.bool (True = real token), got "
+                f"bertfast_kernels.attention: key_padding_mask must be torch.bool (True = real token), got "
                 f"{key_padding_mask.dtype}; for a 1/0 attention mask pass mask.bool()"
             )
         if tuple(key_padding_mask.shape) != (k.shape[0], k.shape[2]):
             raise ValueError(
-                f"kernels.attention: key_padding_mask must be (B, S_k) = {(k.shape[0], k.shape[2])}, "
+                f"bertfast_kernels.attention: key_padding_mask must be (B, S_k) = {(k.shape[0], k.shape[2])}, "
                 f"got {tuple(key_padding_mask.shape)}"
             )
     scale = q.shape[-1] ** -0.5 if scale is None else scale
@@ -231,18 +231,18 @@ def _check_cu_seqlens(cu_seqlens: torch.Tensor, max_seqlen: int, total: int) -> 
     """Raise on a malformed cu_seqlens; its values are checked only off CUDA (that would sync the device)."""
     if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2 or cu_seqlens.dtype != torch.int32:
         raise ValueError(
-            f"kernels.varlen_attention: cu_seqlens must be (B + 1,) int32, got {tuple(cu_seqlens.shape)} "
+            f"bertfast_kernels.varlen_attention: cu_seqlens must be (B + 1,) int32, got {tuple(cu_seqlens.shape)} "
             f"{cu_seqlens.dtype}"
         )
     if max_seqlen < 0:
-        raise ValueError(f"kernels.varlen_attention: max_seqlen must be >= 0, got {max_seqlen}")
+        raise ValueError(f"bertfast_kernels.varlen_attention: max_seqlen must be >= 0, got {max_seqlen}")
     if cu_seqlens.is_cuda:
         return
     lengths = cu_seqlens.diff()  # (B,)
     if cu_seqlens[0] != 0 or cu_seqlens[-1] != total or bool((lengths < 0).any()):
-        raise ValueError(f"kernels.varlen_attention: cu_seqlens must rise from 0 to {total}, got {cu_seqlens.tolist()}")
+        raise ValueError(f"bertfast_kernels.varlen_attention: cu_seqlens must rise from 0 to {total}, got {cu_seqlens.tolist()}")
     if int(lengths.max()) > max_seqlen:
-        raise ValueError(f"kernels.varlen_attention: a sequence is longer than max_seqlen={max_seqlen}")
+        raise ValueError(f"bertfast_kernels.varlen_attention: a sequence is longer than max_seqlen={max_seqlen}")
 
 
 def varlen_attention(

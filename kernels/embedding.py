@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels.launch import DTYPES, ID_DTYPES, cdiv, check_launchable, check_vector, jit, row_launch_settings, tl
-from kernels.layer_norm import normalize_rows
+from bertfast_kernels.launch import DTYPES, ID_DTYPES, cdiv, check_launchable, check_vector, jit, row_launch_settings, tl
+from bertfast_kernels.layer_norm import normalize_rows
 
 
 @jit
@@ -155,22 +155,22 @@ def _check_embedding_inputs(
     ids = {"input_ids": input_ids, "token_type_ids": token_type_ids, "position_ids": position_ids}
     for name, t in ids.items():
         if t is not None and t.dtype not in ID_DTYPES:
-            raise TypeError(f"kernels.embedding_layer_norm: {name} must be an int64 or int32 tensor, got {t.dtype}")
+            raise TypeError(f"bertfast_kernels.embedding_layer_norm: {name} must be an int64 or int32 tensor, got {t.dtype}")
     if input_ids.dim() != 2:
-        raise ValueError(f"kernels.embedding_layer_norm: input_ids must be (B, S), got {tuple(input_ids.shape)}")
+        raise ValueError(f"bertfast_kernels.embedding_layer_norm: input_ids must be (B, S), got {tuple(input_ids.shape)}")
     for name in ("token_type_ids", "position_ids"):
         t = ids[name]
         if t is not None and not _broadcasts_to(t.shape, input_ids.shape):
             raise ValueError(
-                f"kernels.embedding_layer_norm: {name} {tuple(t.shape)} does not broadcast to input_ids "
+                f"bertfast_kernels.embedding_layer_norm: {name} {tuple(t.shape)} does not broadcast to input_ids "
                 f"{tuple(input_ids.shape)}"
             )
     width = tables["word_weight"].shape[-1]
     for name, t in tables.items():
         if t.dim() != 2 or t.shape[1] != width:
-            raise ValueError(f"kernels.embedding_layer_norm: {name} must be (rows, {width}), got {tuple(t.shape)}")
+            raise ValueError(f"bertfast_kernels.embedding_layer_norm: {name} must be (rows, {width}), got {tuple(t.shape)}")
         if t.dtype != tables["word_weight"].dtype or t.dtype not in DTYPES:
-            raise TypeError(f"kernels.embedding_layer_norm: the tables must share one dtype of {DTYPES}")
+            raise TypeError(f"bertfast_kernels.embedding_layer_norm: the tables must share one dtype of {DTYPES}")
     check_vector("ln_weight", ln_weight, width)
     check_vector("ln_bias", ln_bias, width)
 

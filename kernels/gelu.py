@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from kernels.launch import (
+from bertfast_kernels.launch import (
     as_rows,
     cdiv,
     check_launchable,

@@ -51,16 +51,16 @@ def check_launchable(op: str, *tensors: torch.Tensor | None) -> None:
     """Raise a clear RuntimeError unless Triton can run ``op`` on these tensors."""
     if triton is None:
         raise RuntimeError(
-            f"kernels.{op} needs Triton, which is not installed: `pip install triton`, "
-            f"or call kernels.{op}_ref (the torch reference)"
+            f"{op} needs Triton, which is not installed: `pip install triton`, "
+            f"or call {op}_ref (the torch reference)"
         )
     present = [t for t in tensors if t is not None]
     devices = {t.device for t in present}
     if len(devices) > 1:
-        raise ValueError(f"kernels.{op}: all tensors must be on one device, got {sorted(map(str, devices))}")
+        raise ValueError(f"{op}: all tensors must be on one device, got {sorted(map(str, devices))}")
     if not interpreting() and not all(t.is_cuda for t in present):
         raise RuntimeError(
-            f"kernels.{op} runs on CUDA tensors; set TRITON_INTERPRET=1 before importing kernels to run it on CPU"
+            f"{op} runs on CUDA tensors; set TRITON_INTERPRET=1 before importing kernels to run it on CPU"
         )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels.launch import (
+from bertfast_kernels.launch import (
     as_rows,
     cdiv,
     check_launchable,

@@ -18,11 +18,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels.launch import (DTYPES, as_rows, cdiv, check_launchable, check_vector, gemm_autotune, gemm_m_bucket, jit,
+from bertfast_kernels.launch import (DTYPES, as_rows, cdiv, check_launchable, check_vector, gemm_autotune, gemm_m_bucket, jit,
                             tl)
-from kernels.gelu import APPROXIMATIONS, bias_gelu_bwd, gelu_f32
+from bertfast_kernels.gelu import APPROXIMATIONS, bias_gelu_bwd, gelu_f32
 
-# The epilogues: None (no activation) or GELU named by its ``approximate`` (F.gelu's and kernels.bias_gelu's words)
+# The epilogues: None (no activation) or GELU named by its ``approximate`` (F.gelu's and bertfast_kernels.bias_gelu's words)
 EPILOGUES = (None, *APPROXIMATIONS)
 
 
@@ -147,16 +147,16 @@ class _LinearFn(torch.autograd.Function):
 def _check_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: str | None) -> None:
     """Raise on an unknown epilogue, mismatched shapes, or a dtype mix / unsupported dtype."""
     if gelu not in EPILOGUES:
-        raise ValueError(f"kernels.linear: gelu must be one of {list(EPILOGUES)}, got {gelu!r}")
+        raise ValueError(f"bertfast_kernels.linear: gelu must be one of {list(EPILOGUES)}, got {gelu!r}")
     if weight.dim() != 2 or x.dim() < 1 or x.shape[-1] != weight.shape[1]:
         raise ValueError(
-            f"kernels.linear: x (..., K) and weight (N, K) do not fit: x {tuple(x.shape)}, weight {tuple(weight.shape)}"
+            f"bertfast_kernels.linear: x (..., K) and weight (N, K) do not fit: x {tuple(x.shape)}, weight {tuple(weight.shape)}"
         )
     check_vector("bias", bias, weight.shape[0])
     dtypes = {t.dtype for t in (x, weight, bias) if t is not None}
     if len(dtypes) != 1 or x.dtype not in DTYPES:
         raise TypeError(
-            f"kernels.linear: x, weight and bias must share one dtype of {DTYPES}, got {sorted(map(str, dtypes))}"
+            f"bertfast_kernels.linear: x, weight and bias must share one dtype of {DTYPES}, got {sorted(map(str, dtypes))}"
         )
 
 

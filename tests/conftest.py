@@ -4,7 +4,7 @@ without Triton or compile them for GPU targets (no GPU needed).
 
 Without CUDA the Triton kernels run through the interpreter on CPU tensors. Triton decides at
 ``@triton.jit`` time whether to interpret, so ``TRITON_INTERPRET=1`` is set here, before any test
-module imports ``kernels`` (an explicit ``TRITON_INTERPRET=0`` in the environment is respected).
+module imports ``bertfast_kernels`` (an explicit ``TRITON_INTERPRET=0`` in the environment is respected).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ if not torch.cuda.is_available():
 os.environ.setdefault("BERTFAST_CPU_CACHE", os.path.join(tempfile.mkdtemp(prefix="bertfast-test-cache-"),
                                                          "cpu-gemm.json"))
 
-from tests.helpers import (  # noqa: E402  (imports kernels: after the line above)
+from tests.helpers import (  # noqa: E402  (imports bertfast_kernels: after the line above)
     NER_LABELS, REPO_ROOT, SENTIMENT_LABELS, TINY, copy_tokenizer, hf_pretraining_model, hf_task_model,
     save_task_checkpoint)
 
@@ -109,13 +109,13 @@ def leaf() -> Callable[[torch.Tensor | None], torch.Tensor | None]:
 @pytest.fixture
 def check_without_triton() -> Callable[[str, Sequence[str], Sequence[str]], None]:
     """``check(setup, reference_checks, kernel_calls)`` in a subprocess where ``import triton`` fails: after
-    ``import torch, kernels`` and ``setup``, every statement of ``reference_checks`` must run (the torch
+    ``import torch`` and ``setup`` (which imports the kernels), every statement of ``reference_checks`` must run (the torch
     references need no Triton) and every expression of ``kernel_calls`` must raise a RuntimeError that says
     ``pip install triton``."""
 
     def check(setup: str, reference_checks: Sequence[str], kernel_calls: Sequence[str]) -> None:
         calls = ", ".join(f"lambda: {call}" for call in kernel_calls)
-        code = "\n".join(["import sys", "sys.modules['triton'] = None", "import torch, kernels", setup,
+        code = "\n".join(["import sys", "sys.modules['triton'] = None", "import torch", setup,
                           *reference_checks, f"for call in ({calls},):", "    try:", "        call()",
                           "    except RuntimeError as e:", "        assert 'pip install triton' in str(e), e",
                           "        print('raised')"])

@@ -99,9 +99,9 @@ def test_dense_gelu_triton_path_matches_torch_path(gemm, approximate, triton_pat
 
 
 def test_dense_gelu_takes_the_chosen_gemm(triton_path, monkeypatch):
-    """BERTFAST_GEMM=triton calls kernels.linear with the GELU epilogue; cublas never does."""
+    """BERTFAST_GEMM=triton calls bertfast_kernels.linear.linear with the GELU epilogue; cublas never does."""
     calls = []
-    monkeypatch.setattr(ops.kernels, "linear", lambda *args, **kwargs: calls.append(kwargs["gelu"]))
+    monkeypatch.setattr(ops, "triton_linear", lambda *args, **kwargs: calls.append(kwargs["gelu"]))
     x, weight, bias = torch.randn(3, 8, device=triton_path), torch.randn(16, 8, device=triton_path), None
     monkeypatch.setenv("BERTFAST_GEMM", "cublas")
     ops.dense_gelu(x, weight, bias, "tanh")

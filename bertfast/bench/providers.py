@@ -22,7 +22,7 @@ from bertfast.bench.parity import FEATURE_EXTRACTION, load_transformers
 from bertfast.bench.tasks import BenchTask
 from bertfast.cpu import cpu_info
 from bertfast.ops import force_backend
-from kernels.launch import triton_installed
+from bertfast_kernels.launch import triton_installed
 
 Batch = dict[str, torch.Tensor]
 REGISTRY: dict[str, type["Provider"]] = {}

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import bertfast
 from bertfast import ops
-from kernels.launch import triton_installed
+from bertfast_kernels.launch import triton_installed
 from tests.helpers import HIDDEN_ATOL, TINY, assert_close, fuzz
 
 PATTERNS = ("full", "right", "left", "middle", "all_padding")

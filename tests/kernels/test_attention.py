@@ -1,4 +1,4 @@
-"""kernels.attention / kernels.varlen_attention (Triton) against fp64 and same-dtype torch references."""
+"""bertfast_kernels.attention / bertfast_kernels.varlen_attention (Triton) against fp64 and same-dtype torch references."""
 from __future__ import annotations
 
 import random
@@ -7,8 +7,8 @@ from typing import Callable
 import pytest
 import torch
 
-from kernels import attention, attention_ref, varlen_attention, varlen_attention_ref
-from kernels.launch import attention_launch_settings
+from bertfast_kernels.attention import attention, attention_ref, varlen_attention, varlen_attention_ref
+from bertfast_kernels.launch import attention_launch_settings
 from tests.helpers import needs_cuda
 
 DTYPES = [torch.float32, torch.float16]
@@ -235,13 +235,14 @@ def test_bad_input(device):
 def test_without_triton(check_without_triton):
     """The references import and run without Triton; both kernels raise a RuntimeError naming the fix."""
     check_without_triton(
+        "from bertfast_kernels.attention import attention, attention_ref, varlen_attention, varlen_attention_ref\n"
         "q = torch.randn(1, 2, 5, 16)\n"
         "x = q[0].transpose(0, 1)  # packed (T, H, D)\n"
         "cu = torch.tensor([0, 5], dtype=torch.int32)\n"
         "expected = torch.nn.functional.scaled_dot_product_attention(q, q, q)",
-        ["torch.testing.assert_close(kernels.attention_ref(q, q, q), expected)",
-         "torch.testing.assert_close(kernels.varlen_attention_ref(x, x, x, cu), expected[0].transpose(0, 1))"],
-        ["kernels.attention(q, q, q)", "kernels.varlen_attention(x, x, x, cu, 5)"],
+        ["torch.testing.assert_close(attention_ref(q, q, q), expected)",
+         "torch.testing.assert_close(varlen_attention_ref(x, x, x, cu), expected[0].transpose(0, 1))"],
+        ["attention(q, q, q)", "varlen_attention(x, x, x, cu, 5)"],
     )
 
 
@@ -260,7 +261,7 @@ def test_compiles_for_gpu(compile_for_gpu):
         }
         types = {"mask_ptr": "*u8", "cu_seqlens_ptr": "*i32", "qk_scale": "fp32"}
         variants.append({"dtype": dtype, "types": types, "constexprs": constexprs, "num_warps": cfg.num_warps})
-    result = compile_for_gpu("kernels.attention", "_attention_fwd_kernel", variants)
+    result = compile_for_gpu("bertfast_kernels.attention", "_attention_fwd_kernel", variants)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "compiled 8"
 

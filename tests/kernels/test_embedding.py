@@ -1,11 +1,11 @@
-"""kernels.embedding_layer_norm (Triton gathers + sum + LayerNorm) against fp64 and same-dtype torch references."""
+"""bertfast_kernels.embedding_layer_norm (Triton gathers + sum + LayerNorm) against fp64 and same-dtype torch references."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from kernels import embedding_layer_norm, embedding_layer_norm_ref
-from kernels.launch import row_launch_settings
+from bertfast_kernels.embedding import embedding_layer_norm, embedding_layer_norm_ref
+from bertfast_kernels.launch import row_launch_settings
 from tests.helpers import needs_cuda
 
 DTYPES = [torch.float32, torch.float16]
@@ -131,12 +131,13 @@ def test_bad_input(device):
 def test_without_triton(check_without_triton):
     """The reference imports and runs without Triton; the kernel raises a RuntimeError naming the fix."""
     check_without_triton(
+        "from bertfast_kernels.embedding import embedding_layer_norm, embedding_layer_norm_ref\n"
         "ids, w, p, t = torch.tensor([[3, 1]]), torch.randn(5, 4), torch.randn(8, 4), torch.randn(2, 4)\n"
         "kw = dict(word_weight=w, position_weight=p, token_type_weight=t, ln_weight=torch.ones(4), "
         "ln_bias=torch.zeros(4))\n"
         "expected = torch.nn.functional.layer_norm(w[ids] + t[0] + p[:2], (4,), kw['ln_weight'], kw['ln_bias'], 1e-12)",
-        ["torch.testing.assert_close(kernels.embedding_layer_norm_ref(ids, **kw), expected)"],
-        ["kernels.embedding_layer_norm(ids, **kw)"],
+        ["torch.testing.assert_close(embedding_layer_norm_ref(ids, **kw), expected)"],
+        ["embedding_layer_norm(ids, **kw)"],
     )
 
 
@@ -151,7 +152,7 @@ def test_compiles_for_gpu(compile_for_gpu):
         constexprs = {"HAS_TYPE_IDS": given, "HAS_POSITION_IDS": given, "BLOCK_M": cfg.block_rows,
                       "BLOCK_N": cfg.block_cols}
         variants.append({"dtype": dtype, "types": types, "constexprs": constexprs, "num_warps": cfg.num_warps})
-    result = compile_for_gpu("kernels.embedding", "_embedding_layer_norm_fwd_kernel", variants)
+    result = compile_for_gpu("bertfast_kernels.embedding", "_embedding_layer_norm_fwd_kernel", variants)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "compiled 4"
 

@@ -1,4 +1,4 @@
-"""kernels.bias_gelu (Triton, forward and backward) against fp64 and same-dtype torch references."""
+"""bertfast_kernels.bias_gelu (Triton, forward and backward) against fp64 and same-dtype torch references."""
 from __future__ import annotations
 
 from typing import Callable
@@ -6,8 +6,8 @@ from typing import Callable
 import pytest
 import torch
 
-from kernels import bias_gelu, bias_gelu_ref
-from kernels.launch import row_launch_settings
+from bertfast_kernels.gelu import bias_gelu, bias_gelu_ref
+from bertfast_kernels.launch import row_launch_settings
 from tests.helpers import needs_cuda
 
 WIDTHS = [32, 96, 384, 781]
@@ -111,9 +111,10 @@ def test_bad_input(device):
 def test_without_triton(check_without_triton):
     """The reference imports and runs without Triton; the kernel raises a RuntimeError naming the fix."""
     check_without_triton(
+        "from bertfast_kernels.gelu import bias_gelu, bias_gelu_ref\n"
         "x, b = torch.randn(2, 8), torch.randn(8)",
-        ["torch.testing.assert_close(kernels.bias_gelu_ref(x, b), torch.nn.functional.gelu(x + b))"],
-        ["kernels.bias_gelu(x, b)"],
+        ["torch.testing.assert_close(bias_gelu_ref(x, b), torch.nn.functional.gelu(x + b))"],
+        ["bias_gelu(x, b)"],
     )
 
 
@@ -126,7 +127,7 @@ def test_compiles_for_gpu(kernel, compile_for_gpu):
         constexprs = {"HAS_BIAS": bias, "TANH": tanh, "BLOCK_M": cfg.block_rows, "BLOCK_N": cfg.block_cols}
         types = {"dbias_ptr": "*fp32"}
         variants.append({"dtype": dtype, "types": types, "constexprs": constexprs, "num_warps": cfg.num_warps})
-    result = compile_for_gpu("kernels.gelu", kernel, variants)
+    result = compile_for_gpu("bertfast_kernels.gelu", kernel, variants)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "compiled 4"
 

@@ -1,4 +1,4 @@
-"""kernels.layer_norm (Triton, forward and backward) against fp64 and same-dtype torch references."""
+"""bertfast_kernels.layer_norm (Triton, forward and backward) against fp64 and same-dtype torch references."""
 from __future__ import annotations
 
 from typing import Callable
@@ -6,8 +6,8 @@ from typing import Callable
 import pytest
 import torch
 
-from kernels import layer_norm, layer_norm_ref
-from kernels.launch import MAX_ROW_COLS, row_launch_settings
+from bertfast_kernels.layer_norm import layer_norm, layer_norm_ref
+from bertfast_kernels.launch import MAX_ROW_COLS, row_launch_settings
 from tests.helpers import needs_cuda
 
 WIDTHS = [32, 96, 384, 781]
@@ -127,10 +127,11 @@ def test_bad_input(device):
 def test_without_triton(check_without_triton):
     """The reference imports and runs without Triton; the kernel raises a RuntimeError naming the fix."""
     check_without_triton(
+        "from bertfast_kernels.layer_norm import layer_norm, layer_norm_ref\n"
         "x, w, b = torch.randn(2, 8), torch.ones(8), torch.zeros(8)\n"
         "expected = torch.nn.functional.layer_norm(x, (8,), w, b, 1e-5)",
-        ["torch.testing.assert_close(kernels.layer_norm_ref(x, w, b, 1e-5), expected)"],
-        ["kernels.layer_norm(x, w, b, 1e-5)"],
+        ["torch.testing.assert_close(layer_norm_ref(x, w, b, 1e-5), expected)"],
+        ["layer_norm(x, w, b, 1e-5)"],
     )
 
 
@@ -143,7 +144,7 @@ def test_compiles_for_gpu(kernel, compile_for_gpu):
         cfg = row_launch_settings(width, whole_row=True)
         constexprs = {"HAS_RESIDUAL": residual, "BLOCK_M": cfg.block_rows, "BLOCK_N": cfg.block_cols}
         variants.append({"dtype": dtype, "types": stats, "constexprs": constexprs, "num_warps": cfg.num_warps})
-    result = compile_for_gpu("kernels.layer_norm", kernel, variants)
+    result = compile_for_gpu("bertfast_kernels.layer_norm", kernel, variants)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "compiled 4"
 

@@ -1,4 +1,4 @@
-"""kernels.linear (Triton GEMM with bias + GELU epilogue, forward and backward) against fp64 and same-dtype torch."""
+"""bertfast_kernels.linear (Triton GEMM with bias + GELU epilogue, forward and backward) against fp64 and same-dtype torch."""
 from __future__ import annotations
 
 from typing import Callable
@@ -6,9 +6,10 @@ from typing import Callable
 import pytest
 import torch
 
-from kernels import launch, linear, linear_ref
-from kernels.launch import gemm_m_bucket, interpreting
-from kernels.linear import _linear_fwd_tuned
+from bertfast_kernels import launch
+from bertfast_kernels.linear import linear, linear_ref
+from bertfast_kernels.launch import gemm_m_bucket, interpreting
+from bertfast_kernels.linear import _linear_fwd_tuned
 from tests.helpers import needs_cuda
 
 DTYPES = [torch.float32, torch.float16]
@@ -139,10 +140,11 @@ def test_autotuning_only_on_cuda(monkeypatch):
 def test_without_triton(check_without_triton):
     """The reference imports and runs without Triton; the kernel raises a RuntimeError naming the fix."""
     check_without_triton(
+        "from bertfast_kernels.linear import linear, linear_ref\n"
         "x, w, b = torch.randn(2, 8), torch.randn(4, 8), torch.randn(4)\n"
         "expected = torch.nn.functional.gelu(x @ w.T + b)",
-        ["torch.testing.assert_close(kernels.linear_ref(x, w, b, 'none'), expected)"],
-        ["kernels.linear(x, w, b, 'none')"],
+        ["torch.testing.assert_close(linear_ref(x, w, b, 'none'), expected)"],
+        ["linear(x, w, b, 'none')"],
     )
 
 
@@ -161,7 +163,7 @@ def test_compiles_for_gpu(compile_for_gpu):
         }
         variants.append({"dtype": dtype, "types": {}, "constexprs": constexprs, "num_warps": warps,
                          "num_stages": stages})
-    result = compile_for_gpu("kernels.linear", "_linear_fwd_kernel", variants)
+    result = compile_for_gpu("bertfast_kernels.linear", "_linear_fwd_kernel", variants)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "compiled 4"
 

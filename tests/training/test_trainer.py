@@ -17,7 +17,7 @@ from bertfast.cli import main
 from bertfast.training.pretraining import DEMO_CORPUS, PretrainingCollator, create_nsp_pairs
 from bertfast.training.trainer import (TRAINER_STATE, PretrainingArguments, Trainer, build_model, evaluate, linear_schedule,
                               pretraining_loss, run_pretraining)
-from kernels.launch import triton_installed
+from bertfast_kernels.launch import triton_installed
 from tests.helpers import LOGITS_ATOL, PRETRAIN_QUICK, REPO_ROOT, TINY, needs_cuda
 
 ROOT = str(REPO_ROOT)
