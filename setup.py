@@ -33,6 +33,10 @@ setup(
         "serve": ["nvidia-pytriton>=0.7", "tritonclient[grpc]"],
         "dev": [
             "transformers>=4.44",
+            # the hub-kernels distribution (transformers >= 5.25 requires it): it owns the top-level name `kernels`,
+            # and tests/test_packaging.py runs bertfast and transformers next to it
+            "kernels",
+            "setuptools>=64",  # tests/test_packaging.py builds an editable wheel with it (PEP 660, strict mode)
             "onnx",
             "onnxscript",
             "onnxruntime",
