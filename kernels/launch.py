@@ -33,7 +33,7 @@ ID_DTYPES = (torch.int64, torch.int32)  # the index dtypes of embedding lookups 
 
 
 def triton_installed() -> bool:
-    """True when the `triton` package was importable when kernels loaded (it is optional)."""
+    """True when the `triton` package was importable when bertfast_kernels loaded (it is optional)."""
     return triton is not None
 
 
@@ -60,7 +60,7 @@ def check_launchable(op: str, *tensors: torch.Tensor | None) -> None:
         raise ValueError(f"{op}: all tensors must be on one device, got {sorted(map(str, devices))}")
     if not interpreting() and not all(t.is_cuda for t in present):
         raise RuntimeError(
-            f"{op} runs on CUDA tensors; set TRITON_INTERPRET=1 before importing kernels to run it on CPU"
+            f"{op} runs on CUDA tensors; set TRITON_INTERPRET=1 before importing bertfast_kernels (or bertfast) to run it on CPU"
         )
 
 
