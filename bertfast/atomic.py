@@ -14,6 +14,11 @@ into place, so a crash, a kill or a full disk leaves the previous version whole 
   the new one is written, so it is moved in; without it, the old folder is moved back. Any other
   ``target.tmp-*`` is an unfinished write and is deleted.
 
+Final files and folders get the permissions a plain ``open()`` / ``mkdir()`` would give under the process
+umask (``finalize_modes``; 0644 / 0755 under umask 022), set just before the rename: the staging folder is
+private (mkdtemp: 0700) and so are files some libraries write (safetensors: 0600) until then. Entries carried
+over from the old folder keep their modes (hard links share the user's inode).
+
 One writer per target at a time: a second writer's recovery would delete the first one's unfinished folder.
 Renames within one folder are atomic on POSIX (and on Windows for files; folders are only renamed onto
 names that do not exist).
@@ -21,14 +26,59 @@ names that do not exist).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
+import stat
 import tempfile
 import warnings
 from collections.abc import Collection, Iterator
 
 TMP = ".tmp-"  # beside the target: a version being written
 OLD = ".old-"  # beside the target: the previous version, moved aside during a swap
+PROC_STATUS = "/proc/self/status"  # Linux: its "Umask:" line shows the umask without changing it
+
+
+def current_umask() -> int:
+    """The process umask: read from /proc/self/status where Linux has it (no change, so no race with threads
+    creating files), else set and restored once and cached (a later change of the umask is not seen there)."""
+    try:
+        with open(PROC_STATUS, encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return _swapped_umask()
+
+
+@functools.cache
+def _swapped_umask() -> int:
+    old = os.umask(0o022)  # for that moment, the usual umask rather than none
+    os.umask(old)
+    return old
+
+
+def finalize_modes(path: str | os.PathLike) -> None:
+    """Give ``path`` (a file, or a folder and everything in it) the modes a plain ``open()`` / ``mkdir()`` would
+    have given it under the umask: files 0o666 & ~umask, folders 0o777 & ~umask. Symlinks are never followed
+    and, like other special files, left alone. Run on a staged file or folder before it is renamed into place
+    (while it is still private, so no other user can swap an entry in between)."""
+    mask = current_umask()
+
+    def finalize(entry: str) -> None:
+        mode = os.lstat(entry).st_mode
+        if stat.S_ISDIR(mode):
+            os.chmod(entry, 0o777 & ~mask)
+        elif stat.S_ISREG(mode):
+            os.chmod(entry, 0o666 & ~mask)
+
+    path = os.fspath(path)
+    finalize(path)
+    if os.path.isdir(path) and not os.path.islink(path):
+        for root, dirs, files in os.walk(path):  # does not enter symlinked folders
+            for name in dirs + files:
+                finalize(os.path.join(root, name))
 
 
 def _fsync(path: str) -> None:
@@ -123,6 +173,7 @@ def replacing_directory(target: str | os.PathLike, owned: Collection[str] | None
     new = tempfile.mkdtemp(prefix=name + TMP, dir=parent)
     try:
         yield new
+        finalize_modes(new)  # before the carry-over: what the user had keeps its modes
         if owned is not None and os.path.isdir(target):
             _carry_over(target, new, owned)
         _fsync_tree(new)
@@ -168,6 +219,7 @@ def staged_files(directory: str | os.PathLike) -> Iterator[str]:
         for name in names:
             if os.path.isdir(os.path.join(staging, name)):
                 raise IsADirectoryError(f"staged_files moves files only; {name} is a folder")
+            finalize_modes(os.path.join(staging, name))
             _fsync(os.path.join(staging, name))
         for name in names:
             os.replace(os.path.join(staging, name), os.path.join(directory, name))

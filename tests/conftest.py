@@ -14,7 +14,7 @@ import random
 import subprocess
 import sys
 import tempfile
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pytest
@@ -64,6 +64,18 @@ def _seed() -> None:
     torch.manual_seed(0)
     random.seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture
+def umask(request) -> Iterator[int]:
+    """The process umask for the test: 0o022, or the value given by ``parametrize("umask", [...], indirect=True)``;
+    the old one is restored afterwards. Check the written modes with ``tests.helpers.assert_umask_modes``."""
+    value = getattr(request, "param", 0o022)
+    old = os.umask(value)
+    try:
+        yield value
+    finally:
+        os.umask(old)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,21 @@ def task_batch(class_name: str, vocab_size: int, lengths: list[int], num_choices
 # Label sets of the random task checkpoints: sentiment classes, and CoNLL's BIO entity tags.
 SENTIMENT_LABELS = {0: "NEGATIVE", 1: "NEUTRAL", 2: "POSITIVE"}
 NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC", 5: "B-ORG", 6: "I-ORG", 7: "B-MISC", 8: "I-MISC"}
+
+
+def assert_umask_modes(path: str | os.PathLike, umask: int) -> None:
+    """``path`` (a file, or a folder and everything in it) has the modes a plain open() / mkdir() gives under
+    ``umask``: files 0o666 & ~umask, folders 0o777 & ~umask (symlinks are not followed, nor checked)."""
+    path = os.fspath(path)
+    entries = [path] + [os.path.join(root, name) for root, dirs, files in os.walk(path) for name in dirs + files]
+    wrong = {}
+    for entry in entries:
+        mode = os.lstat(entry).st_mode
+        if not stat.S_ISLNK(mode):
+            expected = 0o777 & ~umask if stat.S_ISDIR(mode) else 0o666 & ~umask
+            if stat.S_IMODE(mode) != expected:
+                wrong[os.path.relpath(entry, path)] = f"{stat.S_IMODE(mode):o}, not {expected:o}"
+    assert wrong == {}, f"modes under {path} (umask {umask:03o}): {wrong}"
 
 
 def copy_tokenizer(source: str, target: str | os.PathLike) -> None:

@@ -1,11 +1,18 @@
-"""All-or-nothing writes: folder swaps, staged files, and the recovery of every state a kill can leave."""
+"""All-or-nothing writes: folder swaps, staged files, the recovery of every state a kill can leave, and the
+final files' permissions (the umask's, whatever the staging used)."""
 from __future__ import annotations
 
 import os
+import stat
+import tempfile
 
 import pytest
 
-from bertfast.atomic import OLD, TMP, recover_directory, replacing_directory, staged_files
+from bertfast import atomic
+from bertfast.atomic import OLD, TMP, current_umask, recover_directory, replacing_directory, staged_files
+from tests.helpers import assert_umask_modes
+
+UMASKS = pytest.mark.parametrize("umask", [0o022, 0o027, 0o077], indirect=True, ids=["022", "027", "077"])
 
 
 def write_folder(path, files: dict[str, str]) -> None:
@@ -116,3 +123,80 @@ def test_staged_files_clean_up_what_a_kill_left(tmp_path):
         with staged_files(tmp_path / "m") as staging:
             (tmp_path / "m" / os.path.basename(staging) / "config.json").write_text("new")
     assert read_folder(tmp_path / "m") == {"config.json": "new"}
+
+
+def private_file(path, text: str = "x") -> None:
+    """A file as mkstemp or safetensors write it: mode 0600."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+@UMASKS
+def test_a_swapped_in_folder_gets_the_umask_modes_and_carried_over_entries_keep_theirs(tmp_path, umask):
+    target = tmp_path / "export"
+    write_folder(target, {"model.onnx": "old"})
+    private_file(target / "notes.txt", "mine")  # the user's, carried over: a hard link to their inode
+    (target / "private").mkdir(mode=0o700)
+    private_file(tmp_path / "outside", "elsewhere")
+    with replacing_directory(target, owned=("model.onnx", "sub")) as new:
+        assert mode(new) == 0o700  # private while it is written
+        private_file(os.path.join(new, "model.onnx"))
+        os.mkdir(os.path.join(new, "sub"), 0o700)
+        fd, _ = tempfile.mkstemp(dir=os.path.join(new, "sub"))
+        os.close(fd)
+        os.symlink(tmp_path / "outside", os.path.join(new, "sub", "link"))
+    assert_umask_modes(target / "model.onnx", umask)
+    assert_umask_modes(target / "sub", umask)
+    assert mode(target) == 0o777 & ~umask
+    assert mode(target / "notes.txt") == 0o600 and mode(target / "private") == 0o700
+    assert mode(tmp_path / "outside") == 0o600  # a symlink's target is never changed
+
+
+@UMASKS
+def test_staged_files_get_the_umask_modes_and_the_folder_s_other_files_keep_theirs(tmp_path, umask):
+    directory = tmp_path / "model"
+    with staged_files(directory) as staging:
+        assert mode(staging) == 0o700
+        private_file(os.path.join(staging, "model.safetensors"))
+        (tmp_path / "model" / os.path.basename(staging) / "config.json").write_text("{}")
+    assert_umask_modes(directory, umask)
+    private_file(directory / "notes.txt")
+    with staged_files(directory) as staging:
+        private_file(os.path.join(staging, "config.json"))
+    assert mode(directory / "config.json") == 0o666 & ~umask and mode(directory / "notes.txt") == 0o600
+
+
+def test_a_swap_completed_by_recovery_has_the_final_modes(tmp_path, umask):
+    """A kill between the two renames of the swap: the new folder that recovery moves in had its modes already."""
+    target = tmp_path / "ckpt"
+    write_folder(target, {"a": "old"})
+    pid = os.fork()
+    if pid == 0:  # the writer, killed as it renames the new folder into place
+        try:
+            rename = os.rename
+            os.rename = lambda source, dest: os._exit(0) if TMP in source else rename(source, dest)
+            with replacing_directory(target) as new:
+                private_file(os.path.join(new, "a"), "new")
+        finally:
+            os._exit(1)
+    assert os.waitpid(pid, 0)[1] == 0
+    with pytest.warns(UserWarning, match="kept the new version"):
+        recover_directory(target)
+    assert read_folder(target) == {"a": "new"}
+    assert_umask_modes(target, umask)
+
+
+@UMASKS
+def test_the_umask_is_read_from_proc_or_else_set_and_restored(umask, monkeypatch):
+    assert current_umask() == umask
+    monkeypatch.setattr(atomic, "PROC_STATUS", "/nonexistent/status")  # no /proc: set and restored, once
+    atomic._swapped_umask.cache_clear()
+    try:
+        assert current_umask() == umask and os.umask(umask) == umask  # restored
+    finally:
+        atomic._swapped_umask.cache_clear()
