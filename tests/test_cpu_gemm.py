@@ -13,7 +13,7 @@ import torch
 import bertfast
 import bertfast.cpu_gemm as cpu_gemm
 from bertfast.cpu_gemm import PackedLinear
-from tests.helpers import HIDDEN_ATOL, TINY, hf_pretraining_model, padded_batch
+from tests.helpers import HIDDEN_ATOL, TINY, assert_umask_modes, hf_pretraining_model, padded_batch
 
 needs_onednn = pytest.mark.skipif(not cpu_gemm._onednn_available(), reason="this torch build has no oneDNN linear")
 
@@ -81,6 +81,14 @@ def test_the_cache_is_written_atomically(fresh_cache, counted, monkeypatch):
         cpu_gemm.gemm_for(64, 32)
     assert fresh_cache.read_text() == before  # the old file, whole
     assert [p.name for p in fresh_cache.parent.iterdir()] == ["cpu-gemm.json"]  # no leftovers
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077], indirect=True, ids=["022", "077"])
+def test_the_cache_file_and_its_folder_get_the_umask_modes(fresh_cache, umask):
+    for data in ({"machine": {}}, {"machine": {"48x32": {}}}):  # written, then replaced
+        cpu_gemm._write_cache(str(fresh_cache), data)
+        assert_umask_modes(fresh_cache.parent, umask)
+    assert json.loads(fresh_cache.read_text()) == {"machine": {"48x32": {}}}
 
 
 def test_forced_gemm(fresh_cache, counted, monkeypatch, tiny_checkpoint):

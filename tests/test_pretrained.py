@@ -15,8 +15,8 @@ from safetensors.torch import load_file, save_file
 
 import bertfast
 from bertfast.config import resolve_dtype
-from tests.helpers import (HIDDEN_ATOL, LOGITS_ATOL, TINY, assert_close_real, copy_config, hf_pretraining_model,
-                           padded_batch)
+from tests.helpers import (HIDDEN_ATOL, LOGITS_ATOL, TINY, assert_close_real, assert_umask_modes, copy_config,
+                           hf_pretraining_model, padded_batch)
 
 
 def test_from_hf_converts_in_memory_models():
@@ -209,3 +209,15 @@ def test_a_failed_save_leaves_the_old_files_whole(tiny_checkpoint, tmp_path, mon
     with pytest.raises(OSError, match="No space left"):
         model.save_pretrained(tmp_path)
     assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == before
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027], indirect=True, ids=["022", "027"])
+def test_a_saved_model_and_tokenizer_get_the_umask_modes(tiny_checkpoint, tokenizer, tmp_path, umask):
+    """What a plain open() / mkdir() gives (0644 / 0755 under umask 022; safetensors alone writes 0600), so a server
+    running as another user can read the model."""
+    out = tmp_path / "model"
+    bertfast.BertForPreTraining.from_pretrained(tiny_checkpoint).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    assert sorted(os.listdir(out)) == ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                                       "vocab.txt"]
+    assert_umask_modes(out, umask)

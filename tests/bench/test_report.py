@@ -6,6 +6,7 @@ import os
 import pytest
 
 from bertfast.bench.report import slugify
+from tests.helpers import assert_umask_modes
 
 
 def test_machine_slugs():
@@ -14,7 +15,7 @@ def test_machine_slugs():
     assert slugify("AMD EPYC 7763 64-Core Processor") == "amd-epyc-7763-64-core-processor"
 
 
-def test_results_are_written_together_or_not_at_all(tmp_path, monkeypatch):
+def test_results_are_written_together_or_not_at_all(tmp_path, monkeypatch, umask):
     from bertfast.bench import report
 
     monkeypatch.setattr(report, "markdown", lambda r: "# table\n")
@@ -23,6 +24,8 @@ def test_results_are_written_together_or_not_at_all(tmp_path, monkeypatch):
     paths = report.write(results, str(tmp_path))
     assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in paths)
     assert [open(p, "rb").read() for p in paths[1:]] == [b"# table\n", b"png"]
+    for path in paths:
+        assert_umask_modes(path, umask)
 
     def broken(r, path):
         raise RuntimeError("matplotlib failed")

@@ -27,7 +27,7 @@ from bertfast.export import triton_repo
 from bertfast.export.onnx import ExportValidationError, _check_top_k, _compare, _write, export_onnx
 from bertfast.export.triton_repo import write_triton_repository
 from bertfast.export.onnx_model import INPUT_NAMES
-from tests.helpers import TINY, padded_batch, task_batch
+from tests.helpers import TINY, assert_umask_modes, padded_batch, task_batch
 from tests.helpers import exported
 
 ELEM_TYPES = {onnx.TensorProto.INT64: "int64", onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
@@ -317,3 +317,23 @@ def test_a_kill_during_writes_leaves_the_old_or_the_new_export_never_a_mix(old_e
         config = json.load(open(os.path.join(target, "config.json")))
         assert meta["initializer_range"] == config["initializer_range"] > 0
         assert sorted(os.listdir(os.path.dirname(target))) == ["export"]
+
+
+def test_an_export_gets_the_umask_modes(tmp_path, tiny_checkpoint, umask):
+    out = tmp_path / "out"
+    export_onnx(tiny_checkpoint, out, task="next-sentence")
+    assert sorted(os.listdir(out)) == ["config.json", "model.onnx"]
+    assert_umask_modes(out, umask)
+
+
+@pytest.mark.parametrize("umask", [0o027], indirect=True, ids=["027"])
+def test_files_copied_into_an_export_get_the_umask_modes_too(old_export, tmp_path, umask):
+    """A tokenizer file copied from a private source (0600) ends up as a plain open() would make it."""
+    out, report, model = old_export
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "vocab.txt").write_text("[PAD]\n")
+    (source / "vocab.txt").chmod(0o600)
+    _write(onnx.load(os.path.join(out, "model.onnx")), report, model, str(source), str(tmp_path / "fresh"))
+    assert sorted(os.listdir(tmp_path / "fresh")) == ["config.json", "model.onnx", "vocab.txt"]
+    assert_umask_modes(tmp_path / "fresh", umask)

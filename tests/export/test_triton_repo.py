@@ -14,7 +14,7 @@ from bertfast.export import triton_repo
 from bertfast.export.onnx_model import INPUT_NAMES
 from bertfast.export.triton_repo import CHECKPOINT_DIR, MODEL_PY, write_triton_repository
 from bertfast.serving.contract import contract_for
-from tests.helpers import exported
+from tests.helpers import assert_umask_modes, exported
 
 
 def parse(model_dir) -> model_config_pb2.ModelConfig:
@@ -115,3 +115,15 @@ def test_task_repositories_give_each_output_its_dims(task, tmp_path_factory, tmp
     assert {o.name: list(o.dims) for o in config.output} == outputs
     assert all(o.data_type == model_config_pb2.TYPE_FP32 for o in config.output)
     assert bertfast.OnnxModel(tmp_path / "repo" / "bert" / "1" / "model.onnx").task == task
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027], indirect=True, ids=["022", "027"])
+def test_repositories_get_the_umask_modes(tmp_path_factory, tmp_path, task_checkpoint, tiny_vocab_checkpoint, umask):
+    """Both backends, the copied checkpoint included (whatever the modes of its source files)."""
+    out, _ = exported(tmp_path_factory, task_checkpoint("BertForSequenceClassification"), "text-classification")
+    write_triton_repository(out, tmp_path / "repo", name="onnx", kind="cpu")
+    write_triton_repository(tiny_vocab_checkpoint, tmp_path / "repo", name="python", backend="python",
+                            task="next-sentence")
+    assert sorted(os.listdir(tmp_path / "repo")) == ["onnx", "python"]
+    assert os.path.isfile(tmp_path / "repo" / "python" / "1" / CHECKPOINT_DIR / "model.safetensors")
+    assert_umask_modes(tmp_path / "repo", umask)

@@ -25,7 +25,7 @@ from bertfast.training.checkpoints import MANIFEST, TRAINER_STATE, load_trainer_
 from bertfast.training.pretraining import DEMO_CORPUS, read_documents, tokenize_documents
 from bertfast.training.trainer import (PretrainingArguments, Trainer, TrainingDivergedError, build_model,
                                       run_pretraining)
-from tests.helpers import PRETRAIN_QUICK
+from tests.helpers import PRETRAIN_QUICK, assert_umask_modes
 
 
 def args(steps: int, **overrides) -> PretrainingArguments:
@@ -262,3 +262,9 @@ def test_a_trainer_may_train_on_into_the_folder_it_saved(tmp_path, small_vocab):
     trainer.train(tmp_path / "out")
     trainer.args.steps = 2
     assert len(trainer.train(tmp_path / "out")) == 1 and read_manifest(tmp_path / "out")["step"] == 2
+
+
+def test_a_checkpoint_gets_the_umask_modes(tmp_path, small_vocab, umask):
+    run_pretraining(DEMO_CORPUS, tmp_path / "ckpt", args(1), config="tiny", vocab=small_vocab)
+    assert {MANIFEST, TRAINER_STATE, "model.safetensors"} <= set(os.listdir(tmp_path / "ckpt"))
+    assert_umask_modes(tmp_path / "ckpt", umask)
