@@ -15,6 +15,16 @@ PAIR_KEYS = ("text", "text_pair")
 TextItem = str | tuple[str, str] | Mapping[str, str]
 
 
+class _BestLabel:
+    """The default of ``top_k`` (transformers' "not given"): each input's best label as one dict."""
+
+    def __repr__(self) -> str:
+        return "BEST_LABEL"
+
+
+BEST_LABEL = _BestLabel()
+
+
 def default_function(config: BertConfig) -> str:
     """transformers' choice: none for regression, sigmoid for multi-label or one label, softmax otherwise."""
     if config.problem_type == "regression":
@@ -78,28 +88,36 @@ class TextClassificationPipeline(Pipeline):
     model_class = BertForSequenceClassification
 
     def __call__(self, text: TextItem | Sequence[TextItem], text_pair: str | Sequence[str] | None = None,
-                 top_k: int | None = None, function_to_apply: str | None = None):
+                 top_k: int | None | _BestLabel = BEST_LABEL, function_to_apply: str | None = None):
         """Classify texts or text pairs: a text is a string, a ``(text, text_pair)`` tuple or a
         ``{"text", "text_pair"}`` dict (or give ``text_pair=``); a list of them is a batch.
 
-        ``top_k`` None: the best label, ``{"label", "score"}``; an int: the ``top_k`` best labels, a list sorted by
-        score. ``function_to_apply`` "softmax" / "sigmoid" / "none"; None chooses as transformers does (none for
+        As transformers' TextClassificationPipeline: without ``top_k``, each input's best label as a
+        ``{"label", "score"}`` dict, and one string (with or without ``text_pair=``) gives a list of that one dict,
+        one pair (tuple or dict) the dict itself; ``top_k=None``: every label, ``top_k`` an int: the ``top_k`` best
+        (all if there are fewer), either way a list sorted best first per input (for one input, that list).
+        ``function_to_apply`` "softmax" / "sigmoid" / "none"; None chooses as transformers does (none for
         regression, sigmoid for multi-label or a single label, softmax otherwise). One result per input for a list.
         Inputs longer than ``max_length`` tokens are truncated.
         """
-        check_top_k(top_k)
+        best_only = top_k is BEST_LABEL
+        if not best_only:
+            check_top_k(top_k)
         function = default_function(self.model.config) if function_to_apply is None else check_function(
             function_to_apply)
         texts, pairs, single = text_pairs(text, text_pair)
-        results = self._run(texts, pairs, top_k=top_k, function=function)
-        return results[0] if single else results
+        results = self._run(texts, pairs, top_k=1 if best_only else top_k, function=function)
+        if best_only:
+            results = [ranked[0] for ranked in results]
+        if not single:
+            return results
+        return [results[0]] if best_only and isinstance(text, str) else results[0]
 
     def _process(self, batch: dict[str, torch.Tensor], top_k: int | None = None,
-                 function: str = "softmax") -> list[Any]:
+                 function: str = "softmax") -> list[list[dict[str, Any]]]:
+        """Per row, the ``top_k`` best labels (all for None), best first; ties keep the lower label id first."""
         scores = apply_function(self.model(**batch).logits, function)  # (B, num_labels)
         labels = self.model.config.id2label
-        k = 1 if top_k is None else min(top_k, scores.shape[-1])
-        best, ids = scores.sort(dim=-1, descending=True, stable=True)  # (B, num_labels); ties keep the lower id first
-        rows = [[{"label": labels[i], "score": s} for s, i in zip(row_scores[:k], row_ids[:k])]
+        best, ids = scores.sort(dim=-1, descending=True, stable=True)  # (B, num_labels)
+        return [[{"label": labels[i], "score": s} for s, i in zip(row_scores[:top_k], row_ids[:top_k])]
                 for row_scores, row_ids in zip(best.tolist(), ids.tolist())]
-        return [row[0] for row in rows] if top_k is None else rows

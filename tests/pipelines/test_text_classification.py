@@ -41,6 +41,19 @@ def assert_same_labels(ours, theirs) -> float:
     return diff
 
 
+def assert_same_results(ours, theirs) -> None:
+    """The same shape as transformers' result (dicts and lists nested alike), labels equal, scores within
+    SCORE_ATOL."""
+    assert type(ours) is type(theirs), (ours, theirs)
+    if isinstance(theirs, dict):
+        assert list(ours) == list(theirs) == ["label", "score"] and ours["label"] == theirs["label"]
+        assert abs(ours["score"] - theirs["score"]) <= SCORE_ATOL
+        return
+    assert len(ours) == len(theirs)
+    for o, t in zip(ours, theirs):
+        assert_same_results(o, t)
+
+
 @pytest.fixture(scope="module")
 def classify(sentiment_checkpoint):
     return bertfast.pipeline("text-classification", model=sentiment_checkpoint)
@@ -54,25 +67,37 @@ def hf_classify(sentiment_checkpoint):
 def test_labels_and_scores_match_transformers(classify, hf_classify):
     results = classify(TEXTS)
     assert len({r["label"] for r in results}) > 1  # the scaled head tells the texts apart
-    for text, result in zip(TEXTS, results):
-        expected = hf_classify(text, truncation=True)  # a list of one dict for one text (legacy shape)
-        assert isinstance(result, dict)
-        assert_same_labels(result, expected)
-        assert_same_labels(classify(text), expected)
-    for result, expected in zip(results, hf_classify(TEXTS, truncation=True)):
-        assert_same_labels(result, expected)
+    assert_same_results(results, hf_classify(TEXTS, truncation=True))  # a list of dicts
+    for text in TEXTS:
+        assert_same_results(classify(text), hf_classify(text, truncation=True))  # a list of one dict
 
 
+TOP_K_CALLS = {  # transformers' shapes for each top_k: not given (its "legacy" shape), None (every label), ints
+    "default": {}, "all": {"top_k": None}, **{f"top_k={k}": {"top_k": k} for k in (1, 2, 3, 5)}}
+
+
+@pytest.mark.parametrize("call", TOP_K_CALLS)
 @pytest.mark.parametrize("function", [None, "softmax", "sigmoid", "none", "SIGMOID"])
-def test_top_k_and_function_to_apply_match_transformers(classify, hf_classify, function):
-    for top_k in (1, 2, 3, 5):
-        for text in TEXTS[:3]:
-            ours = classify(text, top_k=top_k, function_to_apply=function)
-            assert isinstance(ours, list) and len(ours) == min(top_k, 3)
-            assert_same_labels(ours, hf_classify(text, top_k=top_k, function_to_apply=function, truncation=True))
-        batch = classify(TEXTS[:3], top_k=top_k, function_to_apply=function)
-        assert [len(r) for r in batch] == [min(top_k, 3)] * 3
-        assert_same_labels(batch[0], classify(TEXTS[0], top_k=top_k, function_to_apply=function))
+def test_every_top_k_and_function_to_apply_give_transformers_results(classify, hf_classify, call, function):
+    kwargs = {**TOP_K_CALLS[call], "function_to_apply": function}
+    pair = {"text": TEXTS[0], "text_pair": TEXTS[1]}
+    for inputs in (TEXTS[2], TEXTS[:3], pair, [pair, pair]):
+        ours, theirs = classify(inputs, **kwargs), hf_classify(inputs, truncation=True, **kwargs)
+        assert_same_results(ours, theirs)
+    if "top_k" in kwargs:  # a list per input, sorted best first, min(top_k, 3) long (all three for None)
+        ranked = classify(TEXTS[:3], **kwargs)
+        assert [len(r) for r in ranked] == [min(kwargs["top_k"] or 3, 3)] * 3
+        assert all([d["score"] for d in r] == sorted((d["score"] for d in r), reverse=True) for r in ranked)
+    one = hf_classify(TEXTS[0], text_pair=TEXTS[1], truncation=True, **kwargs)  # a string and text_pair=
+    assert_same_results(classify(TEXTS[0], text_pair=TEXTS[1], **kwargs), one)
+    assert_same_results(classify((TEXTS[0], TEXTS[1]), **kwargs), hf_classify(pair, truncation=True, **kwargs))
+
+
+def test_top_k_none_gives_every_label_as_top_k_num_labels_does(classify):
+    assert classify(TEXTS, top_k=None) == classify(TEXTS, top_k=3) == classify(TEXTS, top_k=30)
+    assert {d["label"] for d in classify(TEXTS[0], top_k=None)} == {"NEGATIVE", "NEUTRAL", "POSITIVE"}
+    assert classify(TEXTS, top_k=1) == [[best] for best in classify(TEXTS)]
+    assert classify(TEXTS[0]) == classify([TEXTS[0]]) == classify(TEXTS[0], top_k=1)
 
 
 def test_text_pairs_in_every_form_match_transformers(classify, hf_classify):
@@ -86,7 +111,7 @@ def test_text_pairs_in_every_form_match_transformers(classify, hf_classify):
                   classify(firsts, text_pair=seconds)):
         for ours, want in zip(batch, expected):
             assert_same_labels(ours, want)
-    assert classify({"text": firsts[0]}) == classify(firsts[0])
+    assert [classify({"text": firsts[0]})] == classify(firsts[0])  # a dict in, a dict out; a string, a list
 
 
 def test_default_function_follows_problem_type_and_labels_as_transformers(sentiment_checkpoint,

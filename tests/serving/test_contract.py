@@ -72,7 +72,7 @@ def test_each_entry_returns_its_outputs_with_the_specs_types_and_dims(task, chec
         np.testing.assert_allclose(outputs["logits"], [r["logits"] for r in expected], atol=1e-6, rtol=0)
     if task == "text-classification":
         assert _json(outputs) == pipe(ROWS["text"])
-        expected = pipe(ROWS["text"], top_k=None, function_to_apply=None)
+        expected = pipe(ROWS["text"], function_to_apply=None)  # top_k not given: the best label per text
         assert [r["label"] for r in expected] == [pipe.model.config.id2label[i] for i in outputs["scores"].argmax(1)]
         np.testing.assert_allclose(outputs["scores"].max(1), [r["score"] for r in expected], atol=1e-6, rtol=0)
         np.testing.assert_allclose(outputs["scores"].sum(1), 1.0, atol=1e-5)  # softmax over three labels
