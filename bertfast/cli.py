@@ -27,7 +27,7 @@ from bertfast.pipelines.token_classification import AGGREGATIONS
 from bertfast.st_config import POOLING_MODES
 from bertfast.serving.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS
 from bertfast.serving.contract import served_tasks
-from bertfast.serving.server import serve
+from bertfast.serving.server import LOOPBACK, serve
 from bertfast.training.distributed import is_main_process, process_group
 from bertfast.training.finetune import TASKS as FINETUNE_TASKS, FinetuneArguments, finetune
 from bertfast.training.finetune_data import PROBLEM_TYPES
@@ -290,7 +290,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         return
     code = serve(args.model, args.task, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                  metrics_port=args.metrics_port, instances=args.instances, exit_timeout_s=args.exit_timeout_secs,
-                 **options)
+                 log_file=args.log_file, **options)
     if code:
         raise SystemExit(code)
 
@@ -402,7 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16")
     p.add_argument("--device", default=default_device(), help="cpu or cuda (default: %(default)s)")
     p.add_argument("--quantize", metavar="MODE", help="load the model quantized (e.g. int8), where this build has it")
-    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
+    p.add_argument("--host", default=LOOPBACK, help="address HTTP, gRPC and metrics listen on (default: "
+                                                        "%(default)s, this machine only; 0.0.0.0: every address, "
+                                                        "e.g. in a container)")
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--grpc-port", type=int, default=8001)
     p.add_argument("--metrics-port", type=int, default=8002)
@@ -416,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "divided by the instances)")
     p.add_argument("--exit-timeout-secs", type=int, default=30,
                    help="after SIGTERM, how long in-flight requests and open connections may take")
+    p.add_argument("--log-file", metavar="FILE", help="append tritonserver's log to FILE (default: a temporary "
+                                                       "file, removed after a clean exit)")
     p.add_argument("--write-repository", metavar="DIR",
                    help="write a Triton model repository (Python backend) for a stock Triton container and exit")
     p.add_argument("--overwrite", action="store_true", help="with --write-repository: replace DIR/<name>")
