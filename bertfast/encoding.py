@@ -70,6 +70,28 @@ def as_ids(ids: TokenIds) -> int | list[int]:
         raise TypeError(f"expected a token id or a flat sequence / 1-D tensor of token ids, got {ids!r:.80}") from err
 
 
+def _is_row(value: Any) -> bool:
+    """A sequence of ids inside a batch: a list / tuple, or a tensor / array of at least one dimension."""
+    return isinstance(value, (list, tuple)) or getattr(value, "ndim", 0) >= 1
+
+
+def as_id_rows(ids: Any) -> tuple[list[list[int]], bool]:
+    """(rows of ids, whether ``ids`` was a batch), by transformers 5's ``decode`` rule: a batch is a sequence whose
+    first item is a sequence (a list of lists or of 1-D tensors, a 2-D tensor or array); an id, a flat sequence or
+    a 1-D tensor is one row; an encoding (a mapping) stands for its ``input_ids``."""
+    if isinstance(ids, Mapping):
+        if "input_ids" not in ids:
+            raise TypeError(f"expected a token id or a flat sequence / 1-D tensor of token ids, or an encoding with "
+                            f"input_ids, got a mapping with the keys {sorted(ids)}")
+        ids = ids["input_ids"]
+    if hasattr(ids, "tolist") and not isinstance(ids, (list, tuple)):  # tensors, numpy arrays and scalars
+        ids = ids.tolist()
+    if isinstance(ids, (list, tuple)) and ids and _is_row(ids[0]):
+        return [[row] if isinstance(row, int) else row for row in map(as_ids, ids)], True
+    row = as_ids(ids)
+    return [[row] if isinstance(row, int) else row], False
+
+
 def clean_up_tokenization(text: str) -> str:
     """transformers' ``clean_up_tokenization``: drop the spaces decoding leaves before punctuation/contractions."""
     for dirty, clean in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),

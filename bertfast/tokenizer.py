@@ -25,7 +25,7 @@ from tokenizers import AddedToken, Encoding, Tokenizer, decoders, normalizers, p
 from tokenizers.models import WordPiece
 
 from bertfast.atomic import staged_files
-from bertfast.encoding import (ENCODING_FIELDS, BatchEncoding, TextInput, TokenIds, as_batch, as_ids,
+from bertfast.encoding import (ENCODING_FIELDS, BatchEncoding, TextInput, TokenIds, as_batch, as_id_rows, as_ids,
                                clean_up_tokenization, is_texts, to_tensor, unicode_error)
 from bertfast.hub import resolve_file
 from bertfast.tokenizer_files import (CONFIG_FILE, OPTION_KEYS, SPECIAL_TOKENS, SPECIAL_TOKENS_FILE, TOKENIZER_FILE,
@@ -317,17 +317,37 @@ class BertTokenizer:
             raise TypeError(f"convert_tokens_to_ids takes a str or a list/tuple of str, got {tokens!r:.80}")
         return [self.convert_tokens_to_ids(t) for t in tokens]
 
-    def decode(self, ids: TokenIds, skip_special_tokens: bool = False,
-               clean_up_tokenization_spaces: bool | None = None) -> str:
-        """Text of a sequence of ids (or one id). ``clean_up_tokenization_spaces`` None uses the tokenizer's
-        setting (False unless the config says otherwise, as in transformers 5)."""
-        return self.batch_decode([ids], skip_special_tokens, clean_up_tokenization_spaces)[0]
+    def encode(self, text: TextInput, text_pair: TextInput | None = None, add_special_tokens: bool = True,
+               padding: bool | str = False, truncation: bool | str | None = None, max_length: int | None = None,
+               stride: int = 0, return_tensors: str | None = None,
+               **kwargs: Any) -> list[int] | list[list[int]] | torch.Tensor:
+        """The ``input_ids`` of ``__call__`` with the same arguments (``kwargs``: its other options), as transformers'
+        ``encode``: a list of ids for a text or a pair, a list of lists for a batch, a (B, S) tensor with
+        ``return_tensors="pt"``."""
+        return self(text, text_pair, padding=padding, truncation=truncation, max_length=max_length, stride=stride,
+                    return_tensors=return_tensors, add_special_tokens=add_special_tokens, **kwargs)["input_ids"]
+
+    def decode(self, token_ids: TokenIds | Sequence[TokenIds] | Mapping[str, Any], skip_special_tokens: bool = False,
+               clean_up_tokenization_spaces: bool | None = None) -> str | list[str]:
+        """Text of a sequence of ids (a list, a 1-D tensor or array, one id, or an encoding's ``input_ids``); for a
+        batch (a list of sequences, a (B, S) tensor or array) a list of texts, as transformers 5's ``decode``.
+        The ``tokenizers`` WordPiece decoder joins the pieces; ``clean_up_tokenization_spaces`` None uses the
+        tokenizer's setting (False unless tokenizer_config.json says otherwise, as in transformers 5)."""
+        rows, batched = as_id_rows(token_ids)
+        texts = self._decode_rows(rows, skip_special_tokens, clean_up_tokenization_spaces)
+        return texts if batched else texts[0]
 
     def batch_decode(self, sequences: Sequence[TokenIds] | torch.Tensor, skip_special_tokens: bool = False,
                      clean_up_tokenization_spaces: bool | None = None) -> list[str]:
-        """``decode`` for each row of a list of id sequences or of a (B, S) tensor."""
-        sequences = sequences.tolist() if torch.is_tensor(sequences) else sequences  # (B, S) -> B lists
-        rows = [[ids] if isinstance(ids, int) else ids for ids in map(as_ids, sequences)]
+        """``decode`` for each row of a list of id sequences or of a (B, S) tensor or array; a flat sequence is one
+        row and an empty batch gives [], as in transformers."""
+        rows, batched = as_id_rows(sequences)
+        if not batched and rows == [[]]:
+            return []
+        return self._decode_rows(rows, skip_special_tokens, clean_up_tokenization_spaces)
+
+    def _decode_rows(self, rows: list[list[int]], skip_special_tokens: bool,
+                     clean_up_tokenization_spaces: bool | None) -> list[str]:
         texts = self._tokenizer.decode_batch(rows, skip_special_tokens=skip_special_tokens)
         if clean_up_tokenization_spaces is None:
             clean_up_tokenization_spaces = self.clean_up_tokenization_spaces

@@ -44,6 +44,7 @@ TEXTS = {
     "numbers": "3.14159 1,000,000 2024-01-01 42nd 0x1F",
     "mixed_case": "BERT Bert bErT McDonald's",
     "special_tokens": "a [MASK] b [mask] [CLS][SEP] [PAD] [UNK] [unused0] [unused1]",
+    "unknown_chars": "⅋ ꙮ 𝔘𝔫𝔦 ☃ ⸘ and ǅ",  # characters outside the vocabulary: [UNK]
     "url_email": "https://example.com/path?q=1&r=2 user@mail.org #tag @user",
     "long": " ".join(["tokenization is fun"] * 200),  # 600+ tokens: past model_max_length
 }
@@ -133,14 +134,19 @@ def test_text_matches_transformers(variant, name):
     assert ours.tokenize(text) == hf.tokenize(text)
     for kwargs in ({}, {"return_tensors": "pt"}, {"add_special_tokens": False}, {"truncation": True}):
         assert_same(ours(text, **kwargs), hf(text, **kwargs))
+    for kwargs in ({}, {"add_special_tokens": False}, {"truncation": True, "max_length": 8}, {"max_length": 5}):
+        assert ours.encode(text, **kwargs) == hf.encode(text, **kwargs)
+    assert torch.equal(ours.encode(text, return_tensors="pt"), hf.encode(text, return_tensors="pt"))
     ids = hf(text)["input_ids"]
     assert ours.convert_ids_to_tokens(ids) == hf.convert_ids_to_tokens(ids)
     assert ours.convert_tokens_to_ids(hf.tokenize(text)) == hf.convert_tokens_to_ids(hf.tokenize(text))
     for skip in (False, True):
+        assert ours.convert_ids_to_tokens(ids, skip_special_tokens=skip) == hf.convert_ids_to_tokens(ids, skip)
         for cleanup in (None, False, True):
             expected = hf.decode(ids, skip_special_tokens=skip, clean_up_tokenization_spaces=cleanup)
             assert ours.decode(ids, skip_special_tokens=skip, clean_up_tokenization_spaces=cleanup) == expected
             assert ours.decode(torch.tensor(ids), skip, cleanup) == expected
+            assert ours.decode(np.array(ids), skip, cleanup) == expected
 
 
 @pytest.mark.parametrize("name", PAIRS)
@@ -150,6 +156,11 @@ def test_pair_matches_transformers(variant, name):
     for kwargs in ({}, {"return_tensors": "pt"}, {"truncation": True, "max_length": 20}, {"add_special_tokens": False}):
         assert_same(ours(first, second, **kwargs), hf(first, second, **kwargs))
         assert_same(ours([first], [second], **kwargs), hf([first], [second], **kwargs))
+        if "return_tensors" not in kwargs:
+            assert ours.encode(first, second, **kwargs) == hf.encode(first, second, **kwargs)
+    ids = hf.encode(first, second)
+    for skip in (False, True):
+        assert ours.decode(ids, skip_special_tokens=skip) == hf.decode(ids, skip_special_tokens=skip)
 
 
 def test_batches_match_transformers(variant):
@@ -161,10 +172,17 @@ def test_batches_match_transformers(variant):
         assert_same(ours(texts, **kwargs), hf(texts, **kwargs))
         assert_same(ours(*pairs, **kwargs), hf(*pairs, **kwargs))
         assert_same(ours(tuple(texts), **kwargs), hf(tuple(texts), **kwargs))
+        if "return_tensors" not in kwargs:
+            assert ours.encode(texts, **kwargs) == hf.encode(texts, **kwargs)
+            assert ours.encode(*pairs, **kwargs) == hf.encode(*pairs, **kwargs)
     ids = hf(texts, padding=True, return_tensors="pt")["input_ids"]
+    assert torch.equal(ours.encode(texts, padding=True, return_tensors="pt"), ids)
     for skip in (False, True):
-        assert ours.batch_decode(ids, skip_special_tokens=skip) == hf.batch_decode(ids, skip_special_tokens=skip)
-        assert ours.batch_decode(ids.tolist(), skip) == hf.batch_decode(ids.tolist(), skip)
+        expected = hf.batch_decode(ids, skip_special_tokens=skip)
+        for batch in (ids, ids.tolist(), ids.numpy(), list(ids)):  # (B, S) tensor / array, lists, 1-D tensors
+            assert ours.batch_decode(batch, skip_special_tokens=skip) == expected
+            assert ours.decode(batch, skip_special_tokens=skip) == hf.decode(batch, skip_special_tokens=skip)
+        assert hf.decode(ids, skip_special_tokens=skip) == expected  # transformers 5 decodes a batch to a list
 
 
 def test_vocabulary_and_special_tokens_match_transformers(variant):
@@ -194,8 +212,37 @@ def test_id_and_token_conversions_accept_every_container(main):
     assert ours.convert_tokens_to_ids(tokens) == hf.convert_tokens_to_ids(tokens)
     assert ours.convert_tokens_to_ids(tuple(tokens)) == hf.convert_tokens_to_ids(tokens)
     assert ours.convert_tokens_to_ids("notatokenatall") == hf.convert_tokens_to_ids("notatokenatall")
-    assert ours.decode(7592) == ours.decode(torch.tensor(7592)) == hf.decode(7592)
-    assert ours.decode([]) == hf.decode([])
+    assert ours.decode(7592) == ours.decode(torch.tensor(7592)) == ours.decode(np.int64(7592)) == hf.decode(7592)
+    assert ours.decode([]) == hf.decode([]) == ""
+    assert ours.convert_ids_to_tokens(np.int64(7592)) == "hello"
+
+
+@pytest.mark.parametrize("ids", [
+    [101, 7592, 103, 102], (101, 7592), [np.int64(101), np.int64(7592)], [torch.tensor(101), torch.tensor(7592)],
+    [[101, 7592, 102], [101, 102]], [[101, 7592], (102,), []], [[]], torch.tensor([[101, 7592, 102]]),
+    np.array([[101, 103], [7592, 102]]), [torch.tensor([101, 7592]), torch.tensor([102, 0])], [],
+], ids=["list", "tuple", "numpy_ints", "0d_tensors", "lists", "ragged", "one_empty_row", "2d_tensor", "2d_array",
+        "1d_tensors", "empty"])
+def test_decode_and_batch_decode_take_what_transformers_takes(main, ids):
+    ours, hf = main
+    for skip in (False, True):
+        assert ours.decode(ids, skip_special_tokens=skip) == hf.decode(ids, skip_special_tokens=skip)
+        # batch_decode: a flat sequence is one row (transformers warns it will be refused), an empty batch is []
+        assert ours.batch_decode(ids, skip_special_tokens=skip) == hf.batch_decode(ids, skip_special_tokens=skip)
+
+
+def test_decode_takes_an_encoding_and_follows_the_cleanup_setting(main):
+    ours, hf = main
+    encoding = hf(TEXTS["accents"])
+    assert ours.decode(ours(TEXTS["accents"])) == ours.decode(encoding) == hf.decode(encoding) == (
+        "[CLS] cafe naive resume [SEP]")
+    for text in ("a [MASK] b", "the quick brown fox.", "don't stop"):
+        assert ours.decode(ours.encode(text), skip_special_tokens=True) == hf.decode(hf.encode(text), True)
+    assert ours.clean_up_tokenization_spaces is hf.clean_up_tokenization_spaces is False  # transformers 5's default
+    ids = ours.encode("don't stop.")
+    plain, cleaned = (ours.decode(ids, True, cleanup) for cleanup in (None, True))
+    assert (plain, cleaned) == (hf.decode(ids, True), hf.decode(ids, True, clean_up_tokenization_spaces=True)) == (
+        "don ' t stop.", "don't stop.")
 
 
 OPTION_INPUTS = {
@@ -495,10 +542,11 @@ def test_bad_call_arguments_raise_clear_errors(main, name):
 
 
 @pytest.mark.parametrize("call", [
-    lambda tok: tok.decode("hello"), lambda tok: tok.decode(torch.ones(2, 3, dtype=torch.long)),
+    lambda tok: tok.decode("hello"), lambda tok: tok.decode(torch.ones(2, 3, 4, dtype=torch.long)),
     lambda tok: tok.decode([1.5]), lambda tok: tok.convert_ids_to_tokens(["a"]),
-    lambda tok: tok.batch_decode([[101], "x"]),
-], ids=["decode_str", "decode_2d_tensor", "decode_float", "ids_to_tokens_str", "batch_decode_str_row"])
+    lambda tok: tok.batch_decode([[101], "x"]), lambda tok: tok.decode({"ids": [101]}),
+], ids=["decode_str", "decode_3d_tensor", "decode_float", "ids_to_tokens_str", "batch_decode_str_row",
+        "decode_mapping_without_input_ids"])
 def test_bad_ids_raise_type_error(main, call):
     with pytest.raises(TypeError, match="expected a token id or a flat sequence"):
         call(main[0])
