@@ -1,16 +1,13 @@
 """bertfast on a real Triton Inference Server (the tritonserver binary of the nvidia-pytriton wheel) over
-loopback: each task over HTTP and gRPC against the direct pipeline call, the load test, malformed requests,
-disconnecting clients and the SIGTERM drain. Every server is started and stopped here."""
+loopback: each task over HTTP and gRPC against the direct pipeline call, the load test, malformed requests and
+their statuses, disconnecting clients. Every server is started and stopped here."""
 from __future__ import annotations
 
 import json
-import re
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -23,7 +20,6 @@ from bertfast.export.triton_repo import write_triton_repository
 from bertfast.serving import TritonServer
 from bertfast.serving.contract import contract_for
 from bertfast.serving.load import connect, infer_inputs, mixed_length_texts, run_load
-from tests.helpers import REPO_ROOT
 
 ATOL = 1e-5
 START_TIMEOUT_S = 240
@@ -52,8 +48,8 @@ def server(tmp_path_factory, free_ports, tiny_vocab_checkpoint, tiny_long_checkp
     for task, checkpoint in heads.items():
         write_triton_repository(checkpoint, repo, task=task, copy_checkpoint=False, **one)
     http, grpc, metrics = free_ports(3)
-    triton = TritonServer(repo, host="127.0.0.1", http_port=http, grpc_port=grpc, metrics_port=metrics,  # 60 s:
-                          exit_timeout_s=60, log_file=repo.parent / "tritonserver.log")  # 8 stubs unload slowly
+    triton = TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics,  # 60 s: 8 stubs unload
+                          exit_timeout_s=60, log_file=repo.parent / "tritonserver.log")  # slowly
     try:
         yield triton.start(timeout_s=START_TIMEOUT_S)
     finally:
@@ -279,6 +275,41 @@ def test_malformed_requests_get_errors_while_a_concurrent_client_is_served(serve
     assert still["embedding"].shape == (1, 32)
 
 
+def _json(inputs: list[dict]) -> bytes:
+    return json.dumps({"inputs": inputs}).encode()
+
+
+def _text(data: list, name: str = "text") -> dict:
+    return {"name": name, "shape": [len(data), 1], "datatype": "BYTES", "data": data}
+
+
+STATUSES = [  # (HTTP body, its status, the request over gRPC or None, a part of the error) as measured: Triton's
+    # HTTP front end answers 500 to a body it cannot parse, 400 to a request it or the model refuses; gRPC refuses
+    # each with INVALID_ARGUMENT
+    (b"this is not json", 500, None, "failed to parse the request JSON buffer"),
+    (b'{"inputs": {}}', 500, None, "Unable to parse 'inputs': attempt to access JSON non-array as array"),
+    (_json([_text([{"a": 1}])]), 500, None, "Unable to parse JSON bytes array"),
+    (_json([_text(["hello"], "txt")]), 400, {"txt": rows(["hello"])}, "unexpected inference input 'txt'"),
+    (_json([]), 400, {}, "expected 1 inputs but got 0 inputs for model 'load'"),
+    (_json([_text(["x"] * 33)]), 400, {"text": rows(["x"] * 33)}, "batch-size must be <= 32"),
+    (_json([_text(["word " * 5000])]), 400, {"text": rows(["word " * 5000])}, "row 0 is 5002 tokens long"),
+    (_json([_text([""])]), 400, {"text": rows([""])}, "row 0 is empty"),
+]
+
+
+@pytest.mark.parametrize("body, status, grpc_request, message", STATUSES)
+def test_malformed_requests_get_the_measured_http_status_and_grpc_code(server, body, status, grpc_request, message):
+    request = urllib.request.Request(f"http://{server.url('http')}/v2/models/load/infer", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request, timeout=60)
+    assert (error.value.code, message in json.loads(error.value.read())["error"]) == (status, True)
+    if grpc_request is not None:
+        with pytest.raises(InferenceServerException) as refused:
+            infer(server.url("grpc"), "grpc", "load", grpc_request, [])
+        assert (refused.value.status(), message in refused.value.message()) == ("StatusCode.INVALID_ARGUMENT", True)
+
+
 def _http_request(server, body: bytes) -> bytes:
     return (f"POST /v2/models/load/infer HTTP/1.1\r\nHost: {server.url('http')}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode() + body
@@ -296,57 +327,3 @@ def test_clients_disconnecting_mid_request_lose_nothing_for_the_others(server, p
     assert background.failures == [] and background.answered > 0
     out = infer(server.url("grpc"), "grpc", "load", {"text": rows(texts)}, ["embedding"])["embedding"]
     np.testing.assert_allclose(out, pipelines["load"](texts).numpy(), atol=ATOL, rtol=0)
-
-
-def _pending(metrics_url: str, model: str) -> int:
-    with urllib.request.urlopen(f"http://{metrics_url}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    match = re.search(rf'nv_inference_pending_request_count{{model="{model}",version="1"}} (\S+)', text)
-    return int(float(match.group(1))) if match else 0
-
-
-def test_sigterm_drains_the_requests_in_flight_and_exits_0(tiny_vocab_checkpoint, free_ports, tmp_path):
-    http, grpc, metrics = free_ports(3)
-    command = [sys.executable, "-m", "bertfast", "serve", tiny_vocab_checkpoint, "--task", "next-sentence",
-               "--host", "127.0.0.1", "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port",
-               str(metrics), "--max-queue-delay-us", "5000000", "--exit-timeout-secs", "20", "--threads", "1"]
-    log = open(tmp_path / "serve.log", "wb")
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while b"bertfast serve: next-sentence" not in (tmp_path / "serve.log").read_bytes():
-            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-            time.sleep(0.2)
-        urls = {"http": f"127.0.0.1:{http}", "grpc": f"127.0.0.1:{grpc}"}
-        results: dict[int, object] = {}
-
-        def one(i: int) -> None:
-            protocol = ("http", "grpc")[i % 2]
-            request = {"text": rows([TEXTS[i % 3]]), "text_pair": rows([PAIRS[i % 3]])}
-            try:
-                results[i] = infer(urls[protocol], protocol, "next-sentence", request, ["logits"])["logits"]
-            except InferenceServerException as e:
-                results[i] = e
-
-        threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(4)]
-        for thread in threads:
-            thread.start()
-        for _ in range(200):  # the batcher holds them for 5 s: wait until all four are queued
-            if _pending(f"127.0.0.1:{metrics}", "next-sentence") == 4:
-                break
-            time.sleep(0.02)
-        assert _pending(f"127.0.0.1:{metrics}", "next-sentence") == 4
-        process.send_signal(signal.SIGTERM)
-        for thread in threads:
-            thread.join(timeout=60)
-        assert process.wait(timeout=60) == 0
-        expected = bertfast.pipeline("next-sentence", model=tiny_vocab_checkpoint)(TEXTS, PAIRS)
-        for i in range(4):
-            np.testing.assert_allclose(results[i][0], expected[i % 3]["logits"], atol=ATOL, rtol=0)
-        with pytest.raises(OSError):  # gone: nothing listens any more
-            socket.create_connection(("127.0.0.1", http), timeout=2).close()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
-        log.close()
