@@ -51,6 +51,19 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, modes: Sequence[str]) -> torc
     return torch.cat(out, dim=-1)
 
 
+def output_kind(convert_to_numpy: bool | None, convert_to_tensor: bool | None, tokens: bool) -> tuple[str, bool]:
+    """(what an embedding call returns, whether on the CPU). Neither flag given (this pipeline's default): a
+    "tensor" on the CPU. Else ``SentenceTransformer.encode``'s choice, its defaults (numpy True, tensor False)
+    standing for the missing flag: "tensor" (convert_to_tensor wins) on the model's device, "numpy", or "list"
+    (both off) on the model's device. Token embeddings (pooling "none") are always a "list"."""
+    if convert_to_numpy is None and convert_to_tensor is None:
+        return ("list" if tokens else "tensor"), True
+    numpy = convert_to_numpy is not False  # sentence-transformers' default: True
+    if tokens or not (convert_to_tensor or numpy):
+        return "list", False
+    return ("tensor", False) if convert_to_tensor else ("numpy", True)
+
+
 class SentenceConfigPipeline(Pipeline):
     """A pipeline that follows a sentence-transformers folder of its ``model_type`` (``pipeline()`` reads the
     configuration): the folder's ``max_seq_length`` applies unless ``max_length`` is given."""
@@ -101,17 +114,24 @@ class FeatureExtractionPipeline(SentenceConfigPipeline):
                              f"size is {hidden}: is 1_Pooling/config.json from this model?")
 
     def __call__(self, text: str | Sequence[str], pooling: str | Sequence[str] | None = None,
-                 normalize: bool | None = None, prompt: str | None = None, prompt_name: str | None = None):
-        """Sentence embeddings: (D,) for a string, (N, D) for a list.
+                 normalize: bool | None = None, prompt: str | None = None, prompt_name: str | None = None,
+                 convert_to_numpy: bool | None = None, convert_to_tensor: bool | None = None):
+        """Sentence embeddings: (D,) for a string, (N, D) for a list; by default float32 torch tensors on the CPU.
+
+        ``convert_to_numpy`` / ``convert_to_tensor``: as ``SentenceTransformer.encode``, whenever either is given
+        (its defaults, True / False, fill in the other): ``convert_to_tensor=True`` wins and gives a tensor on
+        the model's device; else ``convert_to_numpy=True`` a float32 numpy array; both False a list of (D,)
+        tensors on the model's device (for one string, its (D,) tensor).
 
         ``pooling``: one of ``POOLINGS`` or a sequence of them (concatenated); None = the folder's. "mean"
         averages the real tokens (padding excluded), "cls" takes the first token, "max" the element-wise
         maximum, "mean_sqrt_len_tokens" divides the sum by sqrt(length), "weightedmean" weighs position p by p,
-        "lasttoken" takes the last real token ([SEP]); "none" returns each text's (tokens, H) hidden states
-        (no Dense layers, not normalised unless ``normalize=True``). The folder's Dense layers follow any other
-        pooling. ``normalize``: L2-normalise (cosine similarity = dot product); None = the folder's Normalize.
-        ``prompt`` (a text) or ``prompt_name`` (one of the folder's prompts) is prepended to every text; by
-        default the folder's default prompt, if it has one.
+        "lasttoken" takes the last real token ([SEP]); "none" returns each text's (tokens, H) hidden states, a
+        list for a list whatever the convert flags (sentence-transformers' token embeddings; on the CPU unless a
+        flag is given), no Dense layers, not normalised unless ``normalize=True``. The folder's Dense layers
+        follow any other pooling. ``normalize``: L2-normalise (cosine similarity = dot product); None = the
+        folder's Normalize. ``prompt`` (a text) or ``prompt_name`` (one of the folder's prompts) is prepended to
+        every text; by default the folder's default prompt, if it has one.
         """
         config = self.sentence_config
         modes = config.pooling if pooling is None else ((pooling,) if isinstance(pooling, str) else tuple(pooling))
@@ -123,14 +143,16 @@ class FeatureExtractionPipeline(SentenceConfigPipeline):
         if config.dense and not tokens and config.dense[0].weight.shape[1] != width:
             raise ValueError(f"the folder's Dense layer takes {config.dense[0].weight.shape[1]}-wide vectors, pooling "
                              f"{modes} gives {width}: choose a pooling of the folder's width")
+        output, to_cpu = output_kind(convert_to_numpy, convert_to_tensor, tokens)
         normalize = (config.normalize and not tokens) if normalize is None else normalize
         prefix = config.prompt_text(prompt, prompt_name)
         texts, single = self._texts(text, prefix)
         skip = self._prompt_length(prefix) if prefix and not config.include_prompt else 0
-        results = self._run(texts, modes=modes, normalize=normalize, skip=skip)
-        if single:
-            return results[0]
-        return results if tokens else torch.stack(results)
+        results = self._run(texts, modes=modes, normalize=normalize, skip=skip, to_cpu=to_cpu)
+        if output == "list":
+            return results[0] if single else results
+        stacked = results[0] if single else torch.stack(results)  # (D,) or (N, D)
+        return stacked.numpy() if output == "numpy" else stacked
 
     def _prompt_length(self, prompt: str) -> int:
         """Tokens of the prompt at the start of every input: [CLS] and its pieces (its trailing [SEP] is not)."""
@@ -138,12 +160,15 @@ class FeatureExtractionPipeline(SentenceConfigPipeline):
         return len(self.tokenizer(prompt)["input_ids"]) - 1
 
     def _process(self, batch: dict[str, torch.Tensor], modes: tuple[str, ...] = ("mean",), normalize: bool = False,
-                 skip: int = 0) -> list[torch.Tensor]:
+                 skip: int = 0, to_cpu: bool = True) -> list[torch.Tensor]:
+        """One (D,) embedding per row, or its (tokens, H) vectors for pooling "none"; moved to the CPU if
+        ``to_cpu``, else left on the model's device."""
         hidden = self.model(**batch).last_hidden_state.float()  # (B, S, H)
         mask = batch["attention_mask"]
         if modes == ("none",):
             rows = [h[m.bool()] for h, m in zip(hidden, mask)]
-            return [F.normalize(r, dim=-1).cpu() if normalize else r.cpu() for r in rows]
+            rows = [F.normalize(r, dim=-1) if normalize else r for r in rows]
+            return [r.cpu() for r in rows] if to_cpu else rows
         if skip:  # include_prompt false: the prompt's tokens are not pooled
             mask = mask.clone()
             mask[:, :skip] = 0
@@ -151,4 +176,4 @@ class FeatureExtractionPipeline(SentenceConfigPipeline):
         for layer in self.sentence_config.dense:
             pooled = layer(pooled)
         pooled = F.normalize(pooled, dim=-1) if normalize else pooled
-        return list(pooled.cpu())
+        return list(pooled.cpu() if to_cpu else pooled)

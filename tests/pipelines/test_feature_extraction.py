@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -81,6 +82,56 @@ def test_all_minilm_matches_sentence_transformers_beyond_its_256_token_limit(min
     assert similarity[0, 1] > similarity[0, 2] + 0.3
     torch.testing.assert_close(embed(SENTENCES[0]), ours[0])
     torch.testing.assert_close(bertfast.pipeline("feature-extraction", model=minilm_dir)(TEXTS), ours)
+
+
+CONVERT_FLAGS = {"numpy": {"convert_to_numpy": True}, "tensor": {"convert_to_tensor": True},
+                 "tensor_wins": {"convert_to_numpy": True, "convert_to_tensor": True},
+                 "not_numpy": {"convert_to_numpy": False}, "not_tensor": {"convert_to_tensor": False},
+                 "neither": {"convert_to_numpy": False, "convert_to_tensor": False}}
+
+
+def assert_same_output(ours, expected) -> None:
+    """The same container as sentence-transformers' (numpy array, tensor, or list of tensors), same dtype, same
+    device, values within HIDDEN_ATOL."""
+    assert type(ours) is type(expected)
+    if isinstance(expected, list):
+        assert len(ours) == len(expected)
+        for got, want in zip(ours, expected):
+            assert_same_output(got, want)
+    elif isinstance(expected, np.ndarray):
+        assert ours.dtype == expected.dtype == np.float32 and ours.shape == expected.shape
+        np.testing.assert_allclose(ours, expected, atol=HIDDEN_ATOL, rtol=0)
+    else:
+        assert ours.dtype == expected.dtype and ours.device == expected.device
+        assert_close(ours, expected, HIDDEN_ATOL)
+
+
+@pytest.fixture(scope="module")
+def minilm(minilm_dir):
+    from sentence_transformers import SentenceTransformer
+
+    return bertfast.pipeline("sentence-embedding", model=minilm_dir), SentenceTransformer(minilm_dir, device="cpu")
+
+
+@pytest.mark.parametrize("flags", CONVERT_FLAGS)
+def test_convert_flags_return_what_sentence_transformers_returns(minilm, flags):
+    embed, model = minilm
+    kwargs = CONVERT_FLAGS[flags]
+    for inputs in (TEXTS, TEXTS[0]):  # a list: (N, D) or N (D,) tensors; a string: (D,)
+        assert_same_output(embed(inputs, **kwargs), model.encode(inputs, **kwargs))
+        # token embeddings are a list of (tokens, H) tensors (one for a string) whatever the flags
+        expected = model.encode(inputs, output_value="token_embeddings", **kwargs)
+        assert_same_output(embed(inputs, pooling="none", normalize=False, **kwargs), expected)
+
+
+def test_without_convert_flags_embeddings_are_cpu_tensors(minilm):
+    embed, model = minilm
+    ours = embed(TEXTS)
+    assert torch.is_tensor(ours) and ours.shape == (len(TEXTS), 384) and ours.device.type == "cpu"
+    np.testing.assert_allclose(ours.numpy(), model.encode(TEXTS), atol=HIDDEN_ATOL, rtol=0)  # its numpy default
+    assert torch.is_tensor(embed(TEXTS[0])) and embed(TEXTS[0]).shape == (384,)
+    tokens = embed(TEXTS, pooling="none")
+    assert isinstance(tokens, list) and all(torch.is_tensor(t) and t.device.type == "cpu" for t in tokens)
 
 
 def test_explicit_arguments_win_over_the_folder(minilm_dir):
