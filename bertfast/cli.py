@@ -103,7 +103,8 @@ def cmd_embed(args: argparse.Namespace) -> None:
 def cmd_classify(args: argparse.Namespace) -> None:
     classify = _pipeline("text-classification", args)
     pairs = None if args.text_pair is None else [args.text_pair] * len(args.texts)
-    results = classify(args.texts, text_pair=pairs, top_k=args.top_k, function_to_apply=args.function_to_apply)
+    top_k = {} if args.top_k is None else {"top_k": args.top_k}  # not given: the best label, as transformers
+    results = classify(args.texts, text_pair=pairs, function_to_apply=args.function_to_apply, **top_k)
     _emit(args, results, lambda rows: [
         f"{text[:40]:<40} " + "  ".join(f"{p['label']} {p['score']:.4f}" for p in (r if args.top_k else [r]))
         for text, r in zip(args.texts, rows)])
