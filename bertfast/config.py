@@ -15,6 +15,19 @@ PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "r
 DEFAULT_NUM_LABELS = 2  # transformers' default when a config names no labels
 # hidden_act (checkpoint vocabulary) -> GELU's `approximate`, the one vocabulary of ops.py and kernels/ ("none" | "tanh")
 GELU_APPROXIMATE = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
+# The largest value each size field may take: far above any real BERT (bert-large / Megatron-BERT 3.9B in the
+# comments), so that only a damaged or foreign config.json is refused, at load and at once, instead of building a
+# model of a billion layers for minutes (or running out of memory).
+SIZE_LIMITS = {
+    "vocab_size": 1 << 22,  # 4,194,304 tokens (bert-base 30,522; multilingual vocabularies up to ~500,000)
+    "hidden_size": 1 << 16,  # 65,536 (bert-large 1,024; Megatron-BERT 2,560)
+    "num_hidden_layers": 256,  # (bert-large 24; Megatron-BERT 48)
+    "num_attention_heads": 1024,  # (bert-large 16; Megatron-BERT 40)
+    "intermediate_size": 1 << 18,  # 262,144 (bert-large 4,096; Megatron-BERT 10,240)
+    "max_position_embeddings": 1 << 17,  # 131,072 positions (BERT 512; long-context BERTs 8,192)
+    "type_vocab_size": 1024,  # token type ids (BERT 2)
+}
+MAX_LABELS = 1 << 20  # 1,048,576: num_labels without id2label (its LABEL_i names are built at load)
 
 
 @dataclass
@@ -54,6 +67,8 @@ class BertConfig:
             count = DEFAULT_NUM_LABELS if self.num_labels is None else self.num_labels
             if not isinstance(count, int) or isinstance(count, bool) or count < 1:
                 raise ValueError(f"config.num_labels must be a positive integer, got {count!r}")
+            if count > MAX_LABELS:
+                raise ValueError(f"config.num_labels is {count:,}, above bertfast's limit of {MAX_LABELS:,} labels")
             self.id2label = {i: f"LABEL_{i}" for i in range(count)}
         self.id2label = _int_keys(self.id2label)
         if self.num_labels is not None and self.num_labels != len(self.id2label):
@@ -90,11 +105,13 @@ class BertConfig:
         if self.model_type != "bert":
             raise ValueError(f"model_type is {self.model_type!r}; bertfast runs BERT checkpoints "
                              f"(model_type 'bert') only")
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                     "max_position_embeddings", "type_vocab_size"):
+        for name, limit in SIZE_LIMITS.items():
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"config.{name} must be a positive integer, got {value!r}")
+            if value > limit:
+                raise ValueError(f"config.{name} is {value:,}, above bertfast's limit of {limit:,} (bertfast.config."
+                                 f"SIZE_LIMITS): is config.json damaged, or from another kind of model?")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) is not a multiple of num_attention_heads "
@@ -161,9 +178,11 @@ class BertConfig:
             raise ValueError(f"{path} is not UTF-8 text ({e}); is it a HuggingFace config.json?") from e
         except json.JSONDecodeError as e:
             raise ValueError(f"{path} is not valid JSON ({e}); is it a HuggingFace config.json?") from e
+        if id2label is not None:
+            id2label = _int_keys(id2label)  # the caller's argument: its TypeError is not the file's
         try:
             return cls.from_dict(data, num_labels, id2label)
-        except ValueError as e:
+        except (ValueError, TypeError) as e:  # TypeError: an id2label of the wrong shape (a list, "a" keys)
             raise ValueError(f"{path}: {e}") from e
 
     @classmethod

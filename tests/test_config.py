@@ -8,7 +8,7 @@ import pytest
 import torch
 import transformers
 
-from bertfast.config import BertConfig, resolve_dtype
+from bertfast.config import SIZE_LIMITS, BertConfig, resolve_dtype
 
 
 @pytest.mark.parametrize("name, dtype", [(None, torch.float32), (torch.float16, torch.float16),
@@ -94,6 +94,9 @@ def test_from_dict_relabels_as_from_pretrained_asks():
     ('{"hidden_act": ["gelu"]}', r"config.hidden_act must be a string, got \['gelu'\]"),
     ('{"tie_word_embeddings": "yes"}', r"config.tie_word_embeddings must be true or false"),
     ('{"architectures": "BertModel"}', r"config.architectures must be a list of class names"),
+    ('{"id2label": ["NEG", "POS"]}', r"config.json: id2label must be a non-empty dict \{id: name\}"),
+    ('{"id2label": {"neg": "NEG", "pos": "POS"}}', r"config.json: id2label keys must be label ids .*got 'neg'"),
+    ('{"num_labels": 1000000000}', r"config.num_labels is 1,000,000,000, above bertfast's limit of 1,048,576"),
     ('{"vocab_size": ', r"config.json is not valid JSON"),
     (b"\xff\xfe{}", r"config.json is not UTF-8 text"),
 ])
@@ -104,3 +107,20 @@ def test_a_malformed_config_json_names_the_file_and_the_field(content, message, 
     with pytest.raises(ValueError, match=message) as caught:
         BertConfig.from_json_file(path)
     assert str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize("name", list(SIZE_LIMITS))
+def test_absurd_sizes_are_refused_at_once_naming_the_field_and_its_limit(name, tmp_path):
+    """A billion layers (or rows, heads...) would build a model for minutes before failing; a value above the field's
+    documented limit is refused before anything is built. The limits are far above real checkpoints."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({name: 1_000_000_000}))
+    with pytest.raises(ValueError, match=rf"config.{name} is 1,000,000,000, above bertfast's limit of "
+                                         rf"{SIZE_LIMITS[name]:,} \(bertfast.config.SIZE_LIMITS\)") as caught:
+        BertConfig.from_json_file(path)
+    assert str(path) in str(caught.value)
+    big = {"bert-large-uncased": BertConfig.from_preset("bert-large-uncased"),
+           "megatron-bert-3.9b": BertConfig(vocab_size=250_000, hidden_size=2560, num_hidden_layers=48,
+                                            num_attention_heads=40, intermediate_size=10240,
+                                            max_position_embeddings=8192, type_vocab_size=16)}
+    assert all(getattr(config, name) < SIZE_LIMITS[name] for config in big.values())
