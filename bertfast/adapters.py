@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from safetensors.torch import load_file
 
-from bertfast.checkpoint import CheckpointError, _model_key
+from bertfast.checkpoint import CheckpointError, _model_key, check_readable
 from bertfast.hub import resolve_file
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -86,10 +86,29 @@ def _check_config(config: dict, where: str) -> None:
                       f"(out, in) weights, so it is ignored, as peft does")
 
 
+def _check_ranks(config: dict, path: str) -> None:
+    """r (and rank_pattern's ranks) positive integers, lora_alpha (and alpha_pattern's) finite numbers: the scaling
+    is alpha / r."""
+    for key in ("rank_pattern", "alpha_pattern"):
+        if not isinstance(config.get(key) or {}, dict):
+            raise AdapterError(f"{path}: {key} must be an object (module name pattern -> value), got "
+                               f"{config[key]!r}")
+    ranks = {"r": config.get("r"), **{f"rank_pattern[{k!r}]": v for k, v in (config.get("rank_pattern") or {}).items()}}
+    for name, value in ranks.items():
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise AdapterError(f"{path}: {name} must be a positive integer (the LoRA rank), got {value!r}")
+    alphas = {"lora_alpha": config.get("lora_alpha", 8),
+              **{f"alpha_pattern[{k!r}]": v for k, v in (config.get("alpha_pattern") or {}).items()}}
+    for name, value in alphas.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise AdapterError(f"{path}: {name} must be a finite number, got {value!r}")
+
+
 def _read_weights(name_or_path: str | os.PathLike, local_files_only: bool) -> dict[str, torch.Tensor]:
     for filename in ADAPTER_WEIGHTS:
         path = resolve_file(name_or_path, filename, required=False, local_files_only=local_files_only)
         if path is not None:
+            check_readable(path)
             try:
                 return load_file(path) if filename.endswith(".safetensors") else torch.load(
                     path, map_location="cpu", weights_only=True)
@@ -102,9 +121,16 @@ def _read_weights(name_or_path: str | os.PathLike, local_files_only: bool) -> di
 def read_adapter(name_or_path: str | os.PathLike, local_files_only: bool = False) -> LoraAdapter:
     """Read a PEFT LoRA adapter folder (local directory or hub id) and check that bertfast can merge it."""
     where = f"the adapter {os.fspath(name_or_path)!r}"
-    with open(resolve_file(name_or_path, ADAPTER_CONFIG, local_files_only=local_files_only), encoding="utf-8") as f:
-        config = json.load(f)
+    path = resolve_file(name_or_path, ADAPTER_CONFIG, local_files_only=local_files_only)
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise AdapterError(f"{path} is not valid UTF-8 JSON ({e}); re-download the adapter or fix the file") from e
+    if not isinstance(config, dict):
+        raise AdapterError(f"{path} must hold a JSON object (option name -> value), got a {type(config).__name__}")
     _check_config(config, where)
+    _check_ranks(config, path)
     adapter = LoraAdapter(config)
     saved_copies = {}
     for original, tensor in _read_weights(name_or_path, local_files_only).items():
@@ -127,7 +153,13 @@ def read_adapter(name_or_path: str | os.PathLike, local_files_only: bool = False
     for module, parts in adapter.lora.items():
         if "A" not in parts or "B" not in parts:
             raise AdapterError(f"{where}: {module} has lora_{'A' if 'A' not in parts else 'B'} missing")
+        if parts["A"].ndim != 2 or parts["B"].ndim != 2:
+            raise AdapterError(f"{where}: {module} has lora_A {tuple(parts['A'].shape)} and lora_B "
+                               f"{tuple(parts['B'].shape)}; LoRA's A and B are matrices (2-D)")
         rank = parts["A"].shape[0]
+        if rank == 0:
+            raise AdapterError(f"{where}: {module} has lora_A {tuple(parts['A'].shape)}, of rank 0: a LoRA update "
+                               f"needs rank r >= 1; re-train or re-save the adapter")
         if parts["B"].shape[1] != rank or (config.get("r") not in (None, rank) and not config.get("rank_pattern")):
             raise AdapterError(f"{where}: {module} has lora_A {tuple(parts['A'].shape)} and lora_B "
                                f"{tuple(parts['B'].shape)}, not of the rank r={config.get('r')} of its config")

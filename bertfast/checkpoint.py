@@ -49,9 +49,17 @@ def _corrupt(path: str, error: Exception) -> CheckpointError:
                            f"corrupt? re-download it)")
 
 
+def check_readable(path: str) -> None:
+    """Open and close ``path``, so that an access error surfaces as itself (a PermissionError naming the file):
+    safetensors reports every failure to open a file as a FileNotFoundError."""
+    with open(path, "rb"):
+        pass
+
+
 def _read_cpu(path: str) -> object:
     """A weight file's contents, read on the CPU: any error here is the file's."""
     if path.endswith(".safetensors"):
+        check_readable(path)
         try:
             return load_file(path)
         except SafetensorError as e:
@@ -85,7 +93,7 @@ def _load_one(path: str, device: torch.device | str) -> dict[str, torch.Tensor]:
     return {name: state.pop(name).to(device) for name in list(state)}  # one tensor at a time on the host
 
 
-def _is_inside(shard: str) -> bool:
+def is_inside(shard: str) -> bool:
     """A shard name from an index that stays inside the checkpoint folder: relative (no leading separator, no
     drive), no ``..`` component."""
     parts = re.split(r"[\\/]", shard)
@@ -104,7 +112,7 @@ def read_weight_map(path: str) -> dict[str, str]:
             isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
         raise CheckpointError(f"{path} has no usable 'weight_map' field (a non-empty object mapping tensor names to "
                               f"shard file names); re-download it")
-    outside = sorted({shard for shard in weight_map.values() if not _is_inside(shard)})
+    outside = sorted({shard for shard in weight_map.values() if not is_inside(shard)})
     if outside:
         raise CheckpointError(f"{path} lists shards outside the checkpoint folder ({', '.join(outside)}): refused; "
                               f"an index may only name files inside its own folder")
@@ -128,6 +136,22 @@ def read_state_dict(name_or_path: str | os.PathLike, device: torch.device | str 
             state.update(_load_one(shard_path, device))
         return state
     raise FileNotFoundError(f"no weights found for {os.fspath(name_or_path)!r}: looked for {', '.join(WEIGHT_FILES)}")
+
+
+def check_weight_values(state: dict[str, torch.Tensor], origin: dict[str, str], where: str) -> None:
+    """Every tensor of ``state`` (the weights a model is about to take) floating point and finite: an integer
+    tensor or a NaN / infinity is a damaged checkpoint, refused naming the tensor (its checkpoint name, ``origin``)
+    instead of giving NaN outputs. One pass over each tensor (``isfinite().all()``)."""
+    integral = [f"{origin[k]} ({t.dtype})" for k, t in state.items() if not t.is_floating_point()]
+    if integral:
+        raise CheckpointError(f"{where}: checkpoint weights are not floating point: {', '.join(integral[:5])}"
+                              f"{' ...' if len(integral) > 5 else ''}. BERT weights are float32, float16 or bfloat16: "
+                              f"is the file damaged, or quantized by another tool? Re-save it in floating point")
+    broken = [origin[k] for k, t in state.items() if not bool(t.isfinite().all())]
+    if broken:
+        raise CheckpointError(f"{where}: checkpoint weights hold NaN or infinite values: {', '.join(broken[:5])}"
+                              f"{' ...' if len(broken) > 5 else ''}. The checkpoint is damaged (or was saved from a "
+                              f"diverged training run): load an intact or earlier checkpoint")
 
 
 def _model_key(key: str, bert_prefix: bool) -> str:

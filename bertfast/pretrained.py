@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from bertfast.adapters import merge_adapter
 from bertfast.atomic import staged_files
-from bertfast.checkpoint import CheckpointError, read_state_dict, remap_state_dict
+from bertfast.checkpoint import CheckpointError, check_weight_values, read_state_dict, remap_state_dict
 from bertfast.config import BertConfig, resolve_dtype
 from bertfast.cpu import check_cpu_dtype
 from bertfast.cpu_gemm import pack_linears
@@ -92,7 +92,7 @@ class BertPreTrainedModel(nn.Module):
         if adapter is not None:
             state = merge_adapter(state, adapter, local_files_only=local_files_only)
         new_head = num_labels is not None or id2label is not None
-        model = cls._from_state(config, state, dtype, device, allow_missing_weights, new_head)
+        model = cls._from_state(config, state, dtype, device, allow_missing_weights, new_head, os.fspath(name_or_path))
         return model if quantize is None else quantize_model(model, quantize)
 
     @classmethod
@@ -107,19 +107,21 @@ class BertPreTrainedModel(nn.Module):
 
     @classmethod
     def _from_state(cls, config: BertConfig, state: dict[str, torch.Tensor], dtype: torch.dtype | str,
-                    device: torch.device | str, allow_missing_weights: bool,
-                    new_head: bool = False) -> "BertPreTrainedModel":
+                    device: torch.device | str, allow_missing_weights: bool, new_head: bool = False,
+                    source: str | None = None) -> "BertPreTrainedModel":
         with torch.device("meta"):
             model = cls._build(config, state)
-        model._load_state(state, allow_missing=allow_missing_weights, new_head=new_head)
+        model._load_state(state, allow_missing=allow_missing_weights, new_head=new_head, source=source)
         model = model.to(device=device, dtype=resolve_dtype(dtype)).eval()
         if model.device.type == "cpu" and model.dtype == torch.float32:
             pack_linears(model)  # the GEMM measured fastest on this CPU (bertfast.cpu_gemm), weights packed once
         return model
 
-    def _load_state(self, state: dict[str, torch.Tensor], allow_missing: bool = False, new_head: bool = False) -> None:
-        """Check a checkpoint's tensors (with its own key names) against this model's key set and every shape,
-        then assign them (no copies).
+    def _load_state(self, state: dict[str, torch.Tensor], allow_missing: bool = False, new_head: bool = False,
+                    source: str | None = None) -> None:
+        """Check a checkpoint's tensors (with its own key names) against this model's key set and every shape, and
+        the values taken (floating point, finite: ``check_weight_values``, naming ``source``), then assign them (no
+        copies).
 
         The model may live on the meta device. Weights of parts this architecture lacks (``other_part_prefixes``)
         are ignored with an info message, other unused ones with a warning. Weights the checkpoint lacks are an
@@ -159,7 +161,9 @@ class BertPreTrainedModel(nn.Module):
                 f"--allow-missing-weights) to initialise them randomly (the outputs that use them are then "
                 f"meaningless until trained)."
             )
-        self.load_state_dict({k: state[k] for k in expected if k in state}, strict=False, assign=True)
+        taken = {k: state[k] for k in expected if k in state}
+        check_weight_values(taken, origin, f"{name} from {source}" if source else name)
+        self.load_state_dict(taken, strict=False, assign=True)
         if missing:
             if new_head and head_only:
                 warnings.warn(f"{name}: the checkpoint has no task head; new weights {missing} are initialised "

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from safetensors.torch import load_file
 
+from bertfast.checkpoint import check_readable, is_inside
 from bertfast.hub import resolve_file
 
 # sentence-transformers' pooling modes, in the order it concatenates them when several are on
@@ -82,11 +83,35 @@ class SentenceConfig:
 
 def _read_json(name_or_path: str | os.PathLike, filename: str, local_files_only: bool,
                required: bool = False) -> dict | list | None:
+    """A JSON file of the folder (None when absent and not ``required``); a file that is not JSON names itself."""
     path = resolve_file(name_or_path, filename, required=required, local_files_only=local_files_only)
     if path is None:
         return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not valid UTF-8 JSON ({e}); re-download the model folder or fix the file") from e
+
+
+def _read_modules(name_or_path: str | os.PathLike, local_files_only: bool) -> list[dict] | None:
+    """modules.json's entries (None without one), checked: a list of {"type": str, "path": str, "idx": int}, every
+    path a folder inside the model folder."""
+    modules = _read_json(name_or_path, "modules.json", local_files_only)
+    if modules is None:
+        return None
+    where = os.path.join(os.fspath(name_or_path), "modules.json")
+    entry = (lambda m: isinstance(m, dict) and isinstance(m.get("type"), str) and isinstance(m.get("path", ""), str)
+             and isinstance(m.get("idx", 0), int))
+    if not isinstance(modules, list) or not modules or not all(entry(m) for m in modules):
+        raise ValueError(f"{where} must be a non-empty JSON list of modules, each like {{\"idx\": 1, \"path\": "
+                         f"\"1_Pooling\", \"type\": \"sentence_transformers.models.Pooling\"}}; got "
+                         f"{json.dumps(modules)[:200]}")
+    outside = [m["path"] for m in modules if m.get("path") and not is_inside(m["path"])]
+    if outside:
+        raise ValueError(f"{where} names module folders outside the model folder ({', '.join(outside)}): refused; a "
+                         f"module's path is a subfolder of the model folder, such as '1_Pooling'")
+    return modules
 
 
 def _pooling_modes(config: dict) -> tuple[str, ...]:
@@ -116,6 +141,7 @@ def _dense_layer(name_or_path: str | os.PathLike, path: str, local_files_only: b
     weights = resolve_file(name_or_path, f"{path}/model.safetensors", required=False,
                            local_files_only=local_files_only)
     if weights is not None:
+        check_readable(weights)
         state = load_file(weights)
     else:
         weights = resolve_file(name_or_path, f"{path}/pytorch_model.bin", local_files_only=local_files_only)
@@ -135,8 +161,15 @@ def _module_configs(name_or_path: str | os.PathLike, modules: list[dict],
     for module in sorted(modules, key=lambda m: m.get("idx", 0)):
         kind, path = module["type"].rsplit(".", 1)[-1], module.get("path", "")
         config = {} if kind == "Transformer" or not path else (
-            _read_json(name_or_path, f"{path}/config.json", local_files_only) or {})
-        entries.append((kind, path, config))
+            _read_json(name_or_path, f"{path}/config.json", local_files_only))
+        if kind == "Pooling" and config is None:  # sentence-transformers cannot load a Pooling without it either
+            raise FileNotFoundError(f"{os.path.join(os.fspath(name_or_path), 'modules.json')} names the Pooling module "
+                                    f"folder {path!r}, but {path or '(no folder)'}/config.json is not there: restore "
+                                    f"it (re-download the model folder)")
+        if config is not None and not isinstance(config, dict):
+            raise ValueError(f"{os.path.join(os.fspath(name_or_path), path, 'config.json')} must hold a JSON object "
+                             f"(option name -> value), got a {type(config).__name__}")
+        entries.append((kind, path, config or {}))
     return [kind for kind, _, _ in entries], entries
 
 
@@ -156,7 +189,7 @@ def read_sentence_config(name_or_path: str | os.PathLike,
                          local_files_only: bool = False) -> SentenceConfig | None:
     """The sentence-transformers configuration of a model folder (local or hub id), or None when it has no
     ``modules.json`` (a plain transformers checkpoint)."""
-    modules = _read_json(name_or_path, "modules.json", local_files_only)
+    modules = _read_modules(name_or_path, local_files_only)
     if modules is None:
         return None
     kinds, entries = _module_configs(name_or_path, modules, local_files_only)

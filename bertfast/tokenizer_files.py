@@ -18,14 +18,20 @@ OPTION_KEYS = ("do_lower_case", "strip_accents", "tokenize_chinese_chars", "mode
                "clean_up_tokenization_spaces", *SPECIAL_TOKENS)
 
 
-def load_vocab(vocab_file: str | os.PathLike) -> dict[str, int]:
-    """Read a WordPiece ``vocab.txt`` (one token per line, id = line number) exactly as transformers reads it."""
+def load_vocab(vocab_file: str | os.PathLike, unk_token: str = "[UNK]") -> dict[str, int]:
+    """Read a WordPiece ``vocab.txt`` (one token per line, id = line number) exactly as transformers reads it. It
+    must hold ``unk_token``: WordPiece gives it to every word it cannot split, and without it the first such word
+    fails (an empty vocabulary is left to the caller, which names it)."""
     try:
         with open(vocab_file, encoding="utf-8") as f:
             lines = f.readlines()
     except UnicodeDecodeError as err:
         raise ValueError(f"{vocab_file} is not a UTF-8 text vocabulary: {err}") from err
-    return {line.rstrip("\n"): index for index, line in enumerate(lines)}
+    vocab = {line.rstrip("\n"): index for index, line in enumerate(lines)}
+    if vocab and unk_token not in vocab:
+        raise ValueError(f"{vocab_file} has no {unk_token} line, the token of unknown words (id 100 in BERT's "
+                         f"vocabularies): add that line; without it the first word WordPiece cannot split fails")
+    return vocab
 
 
 def read_json(path: str | None) -> dict[str, Any]:

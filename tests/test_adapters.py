@@ -167,3 +167,43 @@ def test_adapters_that_cannot_be_merged_are_clear_errors(tmp_path):
         bertfast.BertModel.from_pretrained(base, adapter=classifier)
     with pytest.raises(FileNotFoundError, match="adapter_config.json not found"):
         bertfast.BertModel.from_pretrained(base, adapter=tmp_path)
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"r": 0}, r"adapter_config.json: r must be a positive integer \(the LoRA rank\), got 0"),
+    ({"r": -2}, r"adapter_config.json: r must be a positive integer"),
+    ({"rank_pattern": {"query": 0}}, r"adapter_config.json: rank_pattern\['query'\] must be a positive integer"),
+    ({"lora_alpha": "16"}, r"adapter_config.json: lora_alpha must be a finite number, got '16'"),
+    ({"alpha_pattern": ["query"]}, r"adapter_config.json: alpha_pattern must be an object"),
+], ids=["r_0", "r_negative", "rank_pattern_0", "alpha_a_string", "alpha_pattern_a_list"])
+def test_a_rank_or_alpha_that_cannot_scale_is_refused_naming_the_file(edit, message, tmp_path):
+    """The merge scales by alpha / r: r 0 was a ZeroDivisionError."""
+    base = saved(hf_model("BertModel"), tmp_path / "base")
+    adapter = make_adapter(hf_model("BertModel"), tmp_path / "adapter", r=2, target_modules=["query"])
+    config_path = os.path.join(adapter, "adapter_config.json")
+    with open(config_path, encoding="utf-8") as f:
+        config = json.load(f)
+    with open(config_path, "w", encoding="utf-8") as f:
+        json.dump({**config, **edit}, f)
+    with pytest.raises(AdapterError, match=message):
+        bertfast.BertModel.from_pretrained(base, adapter=adapter)
+
+
+def test_rank_0_matrices_and_a_config_that_is_not_json_are_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    base = saved(hf_model("BertModel"), tmp_path / "base")
+    adapter = make_adapter(hf_model("BertModel"), tmp_path / "adapter", r=2, target_modules=["query"])
+    config_path = os.path.join(adapter, "adapter_config.json")
+    with open(config_path, encoding="utf-8") as f:
+        config = json.load(f)
+    with open(config_path, "w", encoding="utf-8") as f:
+        json.dump({**config, "r": None}, f)  # the matrices' own rank, then
+    weights = os.path.join(adapter, "adapter_model.safetensors")
+    save_file({k: v[:0] if "lora_A" in k else v[:, :0] for k, v in load_file(weights).items()}, weights)
+    with pytest.raises(AdapterError, match=r"query has lora_A \(0, 32\), of rank 0: a LoRA update needs rank r >= 1"):
+        bertfast.BertModel.from_pretrained(base, adapter=adapter)
+    with open(config_path, "w", encoding="utf-8") as f:
+        f.write('{"peft_type": "LORA", "r": ')
+    with pytest.raises(AdapterError, match=r"adapter_config.json is not valid UTF-8 JSON"):
+        bertfast.BertModel.from_pretrained(base, adapter=adapter)

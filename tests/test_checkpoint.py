@@ -174,6 +174,44 @@ def test_truncated_safetensors_is_a_clear_error(tiny_checkpoint, tmp_path):
         bertfast.BertModel.from_pretrained(tmp_path)
 
 
+QUERY = "bert.encoder.layer.1.attention.self.query.weight"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.to(torch.int32), rf"weights are not floating point: {QUERY} \(torch.int32\)"),
+    (lambda t: t.index_fill(1, torch.tensor([3]), float("nan")), rf"hold NaN or infinite values: {QUERY}\."),
+    (lambda t: t.index_fill(0, torch.tensor([0]), float("-inf")), rf"hold NaN or infinite values: {QUERY}\."),
+], ids=["int32", "nan", "inf"])
+def test_integer_nan_and_infinite_weights_are_refused_at_load_naming_the_tensor(edit, message, tiny_checkpoint,
+                                                                                tmp_path):
+    """Not torch's "Only Tensors of floating point..." RuntimeError, nor NaN scores at the first call."""
+    from safetensors.torch import save_file
+
+    copy_config(tiny_checkpoint, tmp_path)
+    state = load_file(os.path.join(tiny_checkpoint, "model.safetensors"))
+    save_file({**state, QUERY: edit(state[QUERY])}, tmp_path / "model.safetensors")
+    for cls in (bertfast.BertModel, bertfast.BertForPreTraining):
+        with pytest.raises(bertfast.CheckpointError, match=message) as caught:
+            cls.from_pretrained(tmp_path)
+        assert f"{cls.__name__} from {tmp_path}" in str(caught.value)
+
+
+def test_an_unreadable_safetensors_file_is_a_permission_error_not_a_missing_one(tiny_checkpoint, monkeypatch):
+    """safetensors calls a file it may not open "No such file or directory"; bertfast opens it first. (Tests run as
+    root, who may read a mode-000 file: the refusal is simulated.)"""
+    weights = os.path.join(tiny_checkpoint, "model.safetensors")
+
+    def refuse(path, *args, **kwargs):
+        if os.fspath(path) == weights:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "open", refuse, raising=False)
+    with pytest.raises(PermissionError) as caught:
+        bertfast.BertModel.from_pretrained(tiny_checkpoint)
+    assert caught.value.filename == weights
+
+
 @pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5, 0.9])
 def test_a_truncated_bin_is_a_clear_error(fraction, tiny_checkpoint, tmp_path):
     """torch.load raises EOFError, RuntimeError or even OSError(EINVAL) on these: all become CheckpointError."""

@@ -1,0 +1,26 @@
+"""bertfast/tokenizer_files.py: a vocab.txt is refused at load when it cannot tokenize every text (the tokenizer
+itself is compared with transformers in tests/test_tokenizer.py)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import bertfast
+from bertfast.tokenizer_files import load_vocab
+
+
+def test_a_vocab_without_unk_is_refused_at_load_not_at_the_first_unknown_word(minilm_dir, tmp_path):
+    lines = Path(minilm_dir, "vocab.txt").read_text(encoding="utf-8").splitlines()
+    assert load_vocab(os.path.join(minilm_dir, "vocab.txt"))["[UNK]"] == 100
+    path = tmp_path / "vocab.txt"
+    path.write_text("".join(f"{line}\n" for line in lines if line != "[UNK]"), encoding="utf-8")
+    message = rf"{path} has no \[UNK\] line, the token of unknown words .*: add that line"
+    with pytest.raises(ValueError, match=message):
+        load_vocab(path)
+    with pytest.raises(ValueError, match=message):
+        bertfast.BertTokenizer(path)
+    with pytest.raises(ValueError, match=message):
+        bertfast.BertTokenizer.from_pretrained(tmp_path)  # a folder with vocab.txt alone
+    assert "[UNK]" not in load_vocab(path, unk_token="[SEP]")  # where another unknown token is named
