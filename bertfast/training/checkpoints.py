@@ -9,12 +9,15 @@ leaves the previous checkpoint or the new one, never a mix; a resume checks ever
 """
 from __future__ import annotations
 
+import array
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import pickle
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -32,6 +35,47 @@ DATA_ARGUMENTS = ("batch_size", "grad_accum", "world_size", "max_seq_length", "s
                   "shuffle_buffer")
 
 
+# How a full disk reads in the messages of writers that do not raise OSError(ENOSPC): safetensors' SafetensorError
+# ("I/O error: No space left on device (os error 28)") and a quota's equivalent.
+DISK_FULL_TEXTS = ("No space left on device", "os error 28", "Disk quota exceeded", "os error 122")
+
+
+def _disk_full(error: BaseException | None) -> bool:
+    """Whether ``error``, or an error it was raised from or during, is a full disk (or quota)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(text in str(error) for text in DISK_FULL_TEXTS):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+@contextlib.contextmanager
+def disk_full_message(directory: str | os.PathLike, option: str = "--out") -> Iterator[None]:
+    """Around a save that swaps ``directory`` in whole (``replacing_directory``, inside this block): a full disk,
+    however the writer reports it (OSError, SafetensorError, torch's RuntimeError raised while its file's OSError was
+    handled), becomes one OSError (errno ENOSPC) naming the folder; other errors pass unchanged."""
+    try:
+        yield
+    except Exception as e:
+        if not _disk_full(e):
+            raise
+        error = OSError(f"no space left on {os.path.abspath(os.fspath(directory))}: the save failed, and what the "
+                        f"folder held before is kept as it was; free some space there, or point {option} elsewhere")
+        error.errno = errno.ENOSPC
+        raise error from e
+
+
+def save_torch(obj: Any, path: str) -> None:
+    """``torch.save`` through a file of ours, so that a full disk is the file's OSError (ENOSPC) and not only torch's
+    "unexpected pos" RuntimeError."""
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+
+
 def _sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -47,10 +91,17 @@ def vocabulary_signature(tokenizer: BertTokenizer) -> dict[str, Any]:
     return {"tokens": len(tokens), "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
 
 
-def corpus_signature(documents: Sequence[Sequence[Sequence[int]]]) -> dict[str, int]:
-    """Document, sentence and token counts of a tokenized corpus."""
-    sentences = [sentence for document in documents for sentence in document]
-    return {"documents": len(documents), "sentences": len(sentences), "tokens": sum(map(len, sentences))}
+def corpus_signature(documents: Sequence[Sequence[Sequence[int]]]) -> dict[str, Any]:
+    """Document, sentence and token counts of a tokenized corpus, and the SHA-256 of its token ids (each document's
+    sentence count, then each sentence's length and ids, as int64): two corpora of equal counts differ in it."""
+    digest = hashlib.sha256()
+    sentences = tokens = 0
+    for document in documents:
+        digest.update(array.array("q", [len(document)]).tobytes())
+        for sentence in document:
+            digest.update(array.array("q", [len(sentence), *sentence]).tobytes())
+            sentences, tokens = sentences + 1, tokens + len(sentence)
+    return {"documents": len(documents), "sentences": sentences, "tokens": tokens, "sha256": digest.hexdigest()}
 
 
 def data_signature(arguments: Mapping[str, Any], tokenizer: BertTokenizer,
@@ -126,11 +177,18 @@ def load_trainer_state(directory: str | os.PathLike, manifest: dict[str, Any]) -
 
 
 def _describe(value: Any) -> str:
-    if isinstance(value, dict) and "sha256" in value:
-        return f"{value['tokens']} tokens (sha256 {value['sha256'][:12]})"
-    if isinstance(value, dict):
-        return ", ".join(f"{v} {k}" for k, v in value.items())
+    if isinstance(value, dict):  # a signature: its counts, then the start of its digest
+        counts = ", ".join(f"{v} {k}" for k, v in value.items() if k != "sha256")
+        return counts + (f" (sha256 {value['sha256'][:12]})" if "sha256" in value else "")
     return repr(value)
+
+
+def _corpus_differs(saved: Any, current: Any) -> bool:
+    """Two corpus signatures compared on the fields both record: a manifest written before the corpus digest existed
+    has the counts only."""
+    if not isinstance(saved, dict) or not isinstance(current, dict):
+        return saved != current
+    return any(saved[k] != current[k] for k in set(saved) & set(current))
 
 
 def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
@@ -139,7 +197,7 @@ def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[st
     for key in sorted(set(saved) & set(current)):
         if key == "arguments":
             out += differences(saved[key], current[key])
-        elif saved[key] != current[key]:
+        elif _corpus_differs(saved[key], current[key]) if key == "corpus" else saved[key] != current[key]:
             out.append(f"{key}: {_describe(saved[key])} -> {_describe(current[key])}")
     return out
 

@@ -25,12 +25,13 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from bertfast.atomic import replacing_directory
-from bertfast.config import resolve_dtype
+from bertfast.config import BertConfig, resolve_dtype
+from bertfast.hub import resolve_file
 from bertfast.heads.tasks import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification
 from bertfast.ops import default_device, resolve_device
 from bertfast.tokenizer import BertTokenizer
 from bertfast.training import metrics as task_metrics
-from bertfast.training.checkpoints import check_out_dir
+from bertfast.training.checkpoints import check_out_dir, disk_full_message
 from bertfast.training.distributed import Distributed
 from bertfast.training.finetune_data import (PROBLEM_TYPES, TextClassificationData, TokenClassificationData,
                                             label_set, read_rows)
@@ -42,6 +43,9 @@ TASKS = {"text-classification": (BertForSequenceClassification, "classifier"),
          "token-classification": (BertForTokenClassification, "classifier"),
          "question-answering": (BertForQuestionAnswering, "qa_outputs")}
 RESULTS_FILE = "finetune_results.json"
+# Tokens per example (question answering: per window, as transformers' run_qa.py) when max_length is not given;
+# at most the model's max_position_embeddings.
+DEFAULT_MAX_LENGTH = {"question-answering": 384, "text-classification": 128, "token-classification": 128}
 
 
 @dataclass
@@ -54,8 +58,10 @@ class FinetuneArguments:
     warmup_ratio: float = 0.1  # fraction of the optimizer steps spent warming up linearly from 0
     weight_decay: float = 0.01  # AdamW's decoupled weight decay; never on biases and LayerNorm weights
     max_grad_norm: float = 1.0  # clip the global gradient L2 norm to this; 0 turns clipping off
-    max_length: int = 128  # tokens per example (question answering: per window), special tokens included
-    doc_stride: int = 128  # question answering: tokens shared by consecutive windows of a long context
+    max_length: int | None = None  # tokens per example (QA: per window), special tokens included; None: the
+    # task's DEFAULT_MAX_LENGTH, or the model's max_position_embeddings where that is less
+    doc_stride: int | None = None  # question answering: context tokens consecutive windows share; None: min(128,
+    # max_length // 2), as the question-answering pipeline
     seed: int = 0  # seeds the new head, LoRA's A matrices, the order of the examples and dropout
     device: str = dataclasses.field(default_factory=default_device)  # "cpu" or "cuda"
     dtype: str = "float32"  # "bfloat16" / "float16": autocast on CUDA (master weights stay float32)
@@ -75,7 +81,8 @@ class FinetuneArguments:
             raise ValueError(f"unknown problem type {self.problem_type!r}: use one of {', '.join(PROBLEM_TYPES)}")
         for name in ("epochs", "batch_size", "grad_accum", "max_length", "doc_stride"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if (value is not None or name not in ("max_length", "doc_stride")) and (
+                    not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
         for name, ok, allowed in (("learning_rate", lambda v: 0 < v <= 1, "in (0, 1]"),
                                   ("warmup_ratio", lambda v: 0 <= v <= 1, "in [0, 1]"),
@@ -83,6 +90,9 @@ class FinetuneArguments:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
                 raise ValueError(f"{name} must be {allowed}, got {value!r}")
+        if self.num_labels is not None and (not isinstance(self.num_labels, int) or isinstance(self.num_labels, bool)
+                                            or self.num_labels < 1):
+            raise ValueError(f"--num-labels (num_labels) must be an int >= 1, got {self.num_labels!r}")
         if self.num_labels is not None and self.labels is not None and self.num_labels != len(self.labels):
             raise ValueError(f"--num-labels {self.num_labels} but --labels names {len(self.labels)} labels")
         if self.lora is not None:
@@ -107,6 +117,32 @@ def task_data(args: FinetuneArguments, tokenizer: BertTokenizer, rows: list[dict
                          f"name the label column with --label-column")
     return TextClassificationData(tokenizer, names, args.problem_type, args.text_column, args.text_pair_column,
                                   args.label_column, args.max_length), names
+
+
+def check_classes(args: FinetuneArguments, labels: list[str] | None, train: str | os.PathLike) -> None:
+    """Single-label text classification and token classification choose one label of several: one label alone is
+    an error (its softmax always says 1: a loss of 0 and an accuracy of 1, whatever the model does)."""
+    single = args.task == "token-classification" or (args.task == "text-classification"
+                                                     and args.problem_type == "single_label_classification")
+    if not single or labels is None or len(labels) >= 2:
+        return
+    source = ("--labels (labels)" if args.labels else "--num-labels (num_labels)" if args.num_labels
+              else f"the training file {os.fspath(train)}")
+    other = " (or --problem-type regression for one numeric output)" if args.task == "text-classification" else ""
+    raise ValueError(f"{source} gives one label only ({labels[0]!r}): {args.task} needs at least two classes; add "
+                     f"rows of the other classes, or name every label with --labels{other}")
+
+
+def resolved_lengths(model: str, args: FinetuneArguments) -> FinetuneArguments:
+    """``args`` with max_length (checked against the model's positions, max_position_embeddings of its config.json,
+    or the task's default, at most that many) and doc_stride (default: min(128, max_length // 2)) filled in."""
+    limit = BertConfig.from_json_file(resolve_file(model, "config.json")).max_position_embeddings
+    if args.max_length is not None and args.max_length > limit:
+        raise ValueError(f"--max-length (max_length) {args.max_length} is above the model's limit of {limit} tokens "
+                         f"(max_position_embeddings in the config.json of {model}): pass --max-length {limit} or less")
+    max_length = min(DEFAULT_MAX_LENGTH[args.task], limit) if args.max_length is None else args.max_length
+    doc_stride = min(128, max_length // 2) if args.doc_stride is None else args.doc_stride
+    return dataclasses.replace(args, max_length=max_length, doc_stride=doc_stride)
 
 
 def load_model(model: str, args: FinetuneArguments, labels: list[str] | None):
@@ -136,10 +172,12 @@ def finetune(model: str, train: str | os.PathLike, eval: str | os.PathLike, out:
                                   f"(overwrite=True) to replace what it holds") if "--resume" in str(e) else e
     dist.barrier()
     device, dtype = dist.device(resolve_device(args.device)), resolve_dtype(args.dtype)
+    args = resolved_lengths(model, args)
     tokenizer = BertTokenizer.from_pretrained(model)
     reader = read_squad if args.task == "question-answering" else read_rows
     train_rows, eval_rows = reader(train), reader(eval)
     data, labels = task_data(args, tokenizer, train_rows)
+    check_classes(args, labels, train)
     train_features, eval_features = data.features(train_rows, train), data.features(eval_rows, eval)
     global_batch = args.batch_size * dist.world_size * args.grad_accum
     if len(train_features) < global_batch:
@@ -216,7 +254,7 @@ def _step(engine, net, data, micro_features, optimizer, scheduler, scaler, args,
 def _save(out, net, tokenizer, results, adapted, spec, head, task, base_model, save_model: bool) -> None:
     """The folder ``out`` swapped in whole: the best model (or adapter) and the results so far; when this epoch is
     not the best, the best model's files are carried over unchanged and only the results are new."""
-    with replacing_directory(out, owned=None if save_model else [RESULTS_FILE]) as new:
+    with disk_full_message(out), replacing_directory(out, owned=None if save_model else [RESULTS_FILE]) as new:
         if save_model and adapted is not None:
             write_adapter(new, net, adapted, spec, head, task, os.fspath(base_model))
             tokenizer.save_pretrained(new)

@@ -31,24 +31,45 @@ def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
     extension = os.path.splitext(path)[1].lower()
     if not os.path.isfile(path):
         raise FileNotFoundError(f"data file {path} not found")
+    if extension not in (".csv", ".tsv", ".jsonl", ".json"):
+        raise ValueError(f"{path}: unknown data format {extension!r}; use .csv, .tsv or .jsonl")
     with open(path, encoding="utf-8", newline="") as f:
-        if extension in (".csv", ".tsv"):
-            rows = list(csv.DictReader(f, delimiter="\t" if extension == ".tsv" else ","))
-        elif extension in (".jsonl", ".json"):
-            rows = []
-            for number, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise ValueError(f"{path} line {number} is not a JSON object ({e}): write one object per "
-                                         f"line (JSON Lines)") from e
-        else:
-            raise ValueError(f"{path}: unknown data format {extension!r}; use .csv, .tsv or .jsonl")
+        try:
+            rows = _table_rows(f, path, extension) if extension in (".csv", ".tsv") else _json_lines(f, path)
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path} is not UTF-8 text ({e}): save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from e
     if not rows:
         raise ValueError(f"{path} holds no rows")
     if not all(isinstance(row, dict) for row in rows):
         raise ValueError(f"{path}: every line must be a JSON object with named fields")
+    return rows
+
+
+def _table_rows(f: Any, path: str, extension: str) -> list[dict[str, Any]]:
+    """The rows of a CSV / TSV file under its header; a row with more fields than the header names is an error."""
+    reader = csv.DictReader(f, delimiter="\t" if extension == ".tsv" else ",")
+    rows = []
+    try:
+        for row in reader:
+            if None in row:  # DictReader's key for the fields beyond the header
+                raise ValueError(f"{path} line {reader.line_num} has {len(row) - 1 + len(row[None])} fields but the "
+                                 f"header names {len(reader.fieldnames)} ({', '.join(reader.fieldnames)}): quote a "
+                                 f"field that holds the delimiter, or fix the row")
+            rows.append(row)
+    except csv.Error as e:
+        raise ValueError(f"{path} line {reader.line_num} is not valid {extension[1:].upper()} ({e})") from e
+    return rows
+
+
+def _json_lines(f: Any, path: str) -> list[Any]:
+    rows = []
+    for number, line in enumerate(f, 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path} line {number} is not a JSON object ({e}): write one object per "
+                                 f"line (JSON Lines)") from e
     return rows
 
 

@@ -22,6 +22,7 @@ import torch
 from bertfast.tokenizer import BertTokenizer
 from bertfast.training.finetune_data import pad, read_rows
 
+PAIR_SPECIAL_TOKENS = 3  # [CLS] question [SEP] context [SEP]
 MAX_ANSWER_TOKENS = 30  # the longest span considered when decoding
 
 
@@ -63,7 +64,24 @@ class QuestionAnsweringData:
     def __init__(self, tokenizer: BertTokenizer, max_length: int = 384, doc_stride: int = 128) -> None:
         self.tokenizer, self.max_length, self.doc_stride = tokenizer, max_length, doc_stride
 
+    def check_windows(self, examples: Sequence[dict], path: str | os.PathLike) -> None:
+        """Each question leaves room for context tokens in a window, more than the windows share (``doc_stride``);
+        the errors name the options as the command line spells them (the tokenizer's would say stride= and
+        max_length=, after a panic of its Rust side)."""
+        questions = self.tokenizer([e["question"] for e in examples], add_special_tokens=False,
+                                   return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        for number, question in enumerate(questions, 1):
+            room = self.max_length - PAIR_SPECIAL_TOKENS - len(question)  # context tokens per window
+            if room <= self.doc_stride:
+                fix = ("raise --max-length or shorten the question" if room < 1 else
+                       f"lower --doc-stride (doc_stride) below {room}, or raise --max-length")
+                raise ValueError(f"{os.fspath(path)} example {number}: its question is {len(question)} tokens, so a "
+                                 f"window of --max-length (max_length) {self.max_length} tokens holds {max(room, 0)} "
+                                 f"context tokens, not more than the --doc-stride (doc_stride) {self.doc_stride} "
+                                 f"that windows share: {fix}")
+
     def features(self, examples: Sequence[dict], path: str | os.PathLike) -> list[dict[str, Any]]:
+        self.check_windows(examples, path)
         encoded = self.tokenizer([e["question"] for e in examples], [e["context"] for e in examples],
                                  truncation="only_second", max_length=self.max_length, stride=self.doc_stride,
                                  return_overflowing_tokens=True, return_offsets_mapping=True)

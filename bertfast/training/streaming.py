@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import random
 from collections.abc import Iterator
 
@@ -23,7 +24,7 @@ import torch
 
 from bertfast.atomic import replacing_directory
 from bertfast.tokenizer import BertTokenizer
-from bertfast.training.checkpoints import vocabulary_signature
+from bertfast.training.checkpoints import disk_full_message, save_torch, vocabulary_signature
 from bertfast.training.pretraining import Document, SentencePair, create_nsp_pairs, tokenize_documents
 
 COMPLETE = "complete.json"
@@ -91,7 +92,7 @@ class StreamingCorpus:
         """Write the cache, one shard in memory at a time, unless it is complete already (no cache: nothing)."""
         if self.cache is None or os.path.isfile(os.path.join(self.cache, COMPLETE)):
             return
-        with replacing_directory(self.cache) as new:
+        with disk_full_message(self.cache, "--cache"), replacing_directory(self.cache) as new:
             count = 0
             for count, shard in enumerate(self._tokenized(), 1):
                 _write_shard(shard, os.path.join(new, f"shard-{count - 1}.pt"))
@@ -104,27 +105,43 @@ class StreamingCorpus:
             yield from self._tokenized()
             return
         self.prepare()
-        with open(os.path.join(self.cache, COMPLETE), encoding="utf-8") as f:
-            count = json.load(f)["shards"]
+        path = os.path.join(self.cache, COMPLETE)
+        try:
+            with open(path, encoding="utf-8") as f:
+                count = json.load(f)["shards"]
+            if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+                raise ValueError(f"'shards' is {count!r}, not a count")
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError) as e:  # json.JSONDecodeError is a ValueError
+            raise _damaged(path, self.cache, e) from e
         for n in range(count):
-            yield _read_shard(os.path.join(self.cache, f"shard-{n}.pt"))
+            yield _read_shard(os.path.join(self.cache, f"shard-{n}.pt"), self.cache)
 
 
 def _write_shard(documents: list[Document], path: str) -> None:
     sentences = [sentence for document in documents for sentence in document]
-    torch.save({"ids": torch.tensor([t for s in sentences for t in s], dtype=torch.int32),
+    save_torch({"ids": torch.tensor([t for s in sentences for t in s], dtype=torch.int32),
                 "sentence_lengths": torch.tensor([len(s) for s in sentences], dtype=torch.int32),
                 "document_sentences": torch.tensor([len(d) for d in documents], dtype=torch.int32)}, path)
 
 
-def _read_shard(path: str) -> list[Document]:
-    data = torch.load(path, weights_only=True)
-    ids, sentences, start = data["ids"].tolist(), [], 0  # one conversion, then list slices
-    for length in data["sentence_lengths"].tolist():
+def _damaged(path: str, cache: str, error: Exception) -> ValueError:
+    return ValueError(f"token cache file {path} is damaged ({type(error).__name__}: {error}): delete the folder "
+                      f"{cache}, and the next run writes it again")
+
+
+def _read_shard(path: str, cache: str) -> list[Document]:
+    try:
+        data = torch.load(path, weights_only=True)
+        ids, lengths, counts = (data[key].tolist() for key in ("ids", "sentence_lengths", "document_sentences"))
+    except (FileNotFoundError, pickle.UnpicklingError, EOFError, RuntimeError, KeyError, TypeError,
+            AttributeError) as e:  # missing, truncated or not a shard (an access error surfaces as itself)
+        raise _damaged(path, cache, e) from e
+    sentences, start = [], 0  # one conversion, then list slices
+    for length in lengths:
         sentences.append(ids[start:start + length])
         start += length
     documents, start = [], 0
-    for count in data["document_sentences"].tolist():
+    for count in counts:
         documents.append(sentences[start:start + count])
         start += count
     return documents

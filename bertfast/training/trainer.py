@@ -29,8 +29,8 @@ from bertfast.config import PRESETS, BertConfig, resolve_dtype
 from bertfast.heads.pretraining import BertForPreTraining
 from bertfast.ops import default_device, resolve_device
 from bertfast.training.checkpoints import (TRAINER_STATE, check_out_dir, check_resume_data, data_signature,
-                                           differences, load_trainer_state, read_manifest, verify_checkpoint,
-                                           write_manifest)
+                                           differences, disk_full_message, load_trainer_state, read_manifest,
+                                           save_torch, verify_checkpoint, write_manifest)
 from bertfast.training.distributed import Distributed, example_seed
 from bertfast.training.losses import (PretrainingLoss, PretrainingSums, _metrics, batch_counts,  # noqa: F401
                                       evaluate, pretraining_loss, pretraining_sums)
@@ -279,10 +279,10 @@ class Trainer:
                      "torch_rng": rng[0], "rank_torch_rng": rng,
                      "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                      "arguments": dataclasses.asdict(self.args)}
-            with replacing_directory(directory) as new:
+            with disk_full_message(directory), replacing_directory(directory) as new:
                 self.model.save_pretrained(new)
                 self.tokenizer.save_pretrained(new)
-                torch.save(state, os.path.join(new, TRAINER_STATE))
+                save_torch(state, os.path.join(new, TRAINER_STATE))
                 write_manifest(new, self.step, self.signature, _config_of(self.model))
         self.dist.barrier()
         self.saved_step, self.checkpoint_dir = self.step, os.fspath(directory)

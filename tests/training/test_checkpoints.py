@@ -2,6 +2,7 @@
 when the resumed run's data differ; the --out rule; non-finite arguments and training stopped cleanly."""
 from __future__ import annotations
 
+import errno
 import json
 import math
 import multiprocessing
@@ -21,7 +22,8 @@ from bertfast.checkpoint import CheckpointError
 from bertfast.cli import main
 from bertfast.training import losses as losses_module
 from bertfast.training import trainer as trainer_module
-from bertfast.training.checkpoints import MANIFEST, TRAINER_STATE, load_trainer_state, read_manifest, verify_checkpoint
+from bertfast.training.checkpoints import (MANIFEST, TRAINER_STATE, corpus_signature, differences, load_trainer_state,
+                                           read_manifest, verify_checkpoint)
 from bertfast.training.pretraining import DEMO_CORPUS, read_documents, tokenize_documents
 from bertfast.training.trainer import (PretrainingArguments, Trainer, TrainingDivergedError, build_model,
                                       run_pretraining)
@@ -61,20 +63,35 @@ def test_a_checkpoint_has_a_manifest_of_every_file_and_no_leftovers(checkpoint):
     assert leftovers(os.path.dirname(checkpoint)) == []
 
 
-def test_a_failed_save_keeps_the_previous_checkpoint(checkpoint, tmp_path, monkeypatch, small_vocab):
+@pytest.mark.parametrize("torch_error", [None, RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos "
+                                                           "9856 vs 9748")], ids=["OSError", "torch_RuntimeError"])
+def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint_and_says_so(torch_error, checkpoint, tmp_path,
+                                                                             monkeypatch, capsys):
+    """The disk fills half way through trainer_state.pt (simulated: the write raises OSError(ENOSPC); torch raises its
+    own RuntimeError while handling it, as measured on a full tmpfs). One line naming the folder, not a
+    traceback; the previous checkpoint stays whole."""
     out = copy_of(checkpoint, tmp_path)
     before = {name: open(os.path.join(out, name), "rb").read() for name in os.listdir(out)}
 
-    def torch_save_fails_half_way(state, path):
-        with open(path, "wb") as f:
-            f.write(b"PK\x03\x04 half a file")
-        raise OSError(28, "No space left on device")
+    def torch_save_fails_half_way(state, f):
+        f.write(b"PK\x03\x04 half a file")
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            if torch_error is None:
+                raise
+            raise torch_error
 
     monkeypatch.setattr(trainer_module.torch, "save", torch_save_fails_half_way)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OSError, match=rf"^no space left on {out}: the save failed, and what the folder held before is "
+                                      r"kept as it was; free some space there, or point --out elsewhere$") as caught:
         run_pretraining(DEMO_CORPUS, out, args(3), resume=out)
+    assert caught.value.errno == errno.ENOSPC
     assert {name: open(os.path.join(out, name), "rb").read() for name in os.listdir(out)} == before
     assert leftovers(tmp_path) == []
+    assert main(["pretrain", "--corpus", DEMO_CORPUS, "--steps", "3", "--batch-size", "4", "--max-seq-length", "32",
+                 "--resume", out, "--out", out, "--no-progress"]) == 1
+    assert capsys.readouterr().err == f"bertfast pretrain: error: {caught.value}\n"
 
 
 def test_resume_refuses_weights_from_another_step(checkpoint, tmp_path):
@@ -243,6 +260,29 @@ def test_resume_with_another_vocabulary_or_corpus_is_refused(checkpoint, tmp_pat
     corpus.write_text(open(DEMO_CORPUS).read().split("\n\n", 1)[1])  # without its first document
     with pytest.raises(ValueError, match=r"corpus: \d+ documents.* -> \d+ documents"):
         run_pretraining(corpus, out, args(3), resume=out)
+
+
+def test_resume_with_another_corpus_of_the_same_counts_is_refused(checkpoint, tmp_path, small_vocab):
+    """The words of every sentence in reverse order: as many documents, sentences and tokens, other token ids (the
+    check compared the counts alone)."""
+    out = copy_of(checkpoint, tmp_path)
+    corpus = tmp_path / "reversed.txt"
+    corpus.write_text("\n".join(" ".join(reversed(line.split())) for line in open(DEMO_CORPUS).read().split("\n")))
+    tokenizer = bertfast.BertTokenizer(small_vocab)
+    old, new = (corpus_signature(tokenize_documents(read_documents(path), tokenizer)) for path in (DEMO_CORPUS, corpus))
+    assert {k: v for k, v in old.items() if k != "sha256"} == {k: v for k, v in new.items() if k != "sha256"}
+    with pytest.raises(ValueError, match=rf"corpus: {old['documents']} documents, .* \(sha256 {old['sha256'][:12]}\) "
+                                         rf"-> .* \(sha256 {new['sha256'][:12]}\)"):
+        run_pretraining(corpus, out, args(3), resume=out)
+    assert len(run_pretraining(DEMO_CORPUS, out, args(3), resume=out)) == 1  # the same corpus resumes
+
+
+def test_a_manifest_without_the_corpus_digest_compares_the_counts():
+    """Checkpoints written before the digest existed still resume on the same corpus, and refuse another count."""
+    counts = {"documents": 3, "sentences": 9, "tokens": 80}
+    assert differences({"corpus": counts}, {"corpus": {**counts, "sha256": "ab" * 32}}) == []
+    assert differences({"corpus": counts}, {"corpus": {**counts, "tokens": 81, "sha256": "ab" * 32}}) == [
+        "corpus: 3 documents, 9 sentences, 80 tokens -> 3 documents, 9 sentences, 81 tokens (sha256 abababababab)"]
 
 
 def test_resume_into_a_model_with_another_config_says_what_changed(checkpoint, tmp_path):

@@ -4,6 +4,7 @@ pipeline), LoRA adapters that peft loads, and the errors."""
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import math
 import os
@@ -12,6 +13,7 @@ import shutil
 import pytest
 import torch
 import transformers
+from safetensors import SafetensorError
 
 import bertfast
 from bertfast.cli import main
@@ -316,3 +318,81 @@ def test_mixed_precision_fine_tuning_on_cuda(dtype, sentiment_files, tiny_vocab_
     from safetensors.torch import load_file
 
     assert {w.dtype for w in load_file(tmp_path / dtype / "model.safetensors").values()} == {torch.float32}
+
+
+def test_limits_and_labels_that_cannot_train_are_refused_up_front(sentiment_files, tiny_vocab_checkpoint, tmp_path,
+                                                                   capsys):
+    """--max-length above the model's positions was accepted until a long row failed with Python advice; --num-labels
+    0 was ignored; a training file of one class trained a one-label softmax (loss 0, accuracy 1)."""
+    train, eval_file = sentiment_files
+    argv = ["finetune", "--model", tiny_vocab_checkpoint, "--train", train, "--eval", eval_file, "--device", "cpu",
+            "--no-progress"]
+    for options, message in ((["--max-length", "100000"], "--max-length (max_length) 100000 is above the model's "
+                                                          "limit of 64 tokens (max_position_embeddings in the "
+                                                          f"config.json of {tiny_vocab_checkpoint}): pass "
+                                                          "--max-length 64 or less"),
+                             (["--num-labels", "0"], "--num-labels (num_labels) must be an int >= 1, got 0"),
+                             (["--num-labels", "1"], "--num-labels (num_labels) gives one label only ('0'): "
+                                                     "text-classification needs at least two classes"),
+                             (["--labels", "neg"], "--labels (labels) gives one label only ('neg')")):
+        assert main([*argv, *options, "--out", str(tmp_path / "out")]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+    one_class = write_csv(tmp_path / "neg.csv", [r for r in sentiment_rows(16) if r["label"] == "neg"])
+    with pytest.raises(ValueError, match=rf"the training file {one_class} gives one label only \('neg'\): "
+                                         r"text-classification needs at least two classes.*--problem-type regression"):
+        finetune(tiny_vocab_checkpoint, one_class, one_class, tmp_path / "a", FinetuneArguments(**QUICK))
+    words = write_csv(tmp_path / "o.csv", [{"tokens": "a b", "tags": "O O"}] * 8)
+    with pytest.raises(ValueError, match=r"gives one label only \('O'\): token-classification needs at least two"):
+        finetune(tiny_vocab_checkpoint, words, words, tmp_path / "b", FinetuneArguments(
+            task="token-classification", text_column="tokens", label_column="tags", **QUICK))
+    assert not os.path.exists(tmp_path / "out") and not os.path.exists(tmp_path / "a")
+    results = finetune(tiny_vocab_checkpoint, train, eval_file, tmp_path / "c", FinetuneArguments(**{
+        **QUICK, "epochs": 1}, max_length=64))  # the limit itself is fine (the default: 128, at most the limit)
+    assert results["best"]["epoch"] == 1
+
+
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"),
+                                   SafetensorError("Error while serializing: I/O error: No space left on device "
+                                                   "(os error 28)")], ids=["OSError", "SafetensorError"])
+def test_a_full_disk_while_saving_says_so_and_keeps_what_out_held(error, sentiment_files, tiny_vocab_checkpoint,
+                                                                   tmp_path, monkeypatch):
+    """A second run's save over --out fails as a full disk makes it fail (simulated: the safetensors write raises what
+    it raises then, as measured on a full tmpfs): one message, not a SafetensorError traceback; the first run's model
+    stays whole in --out."""
+    import safetensors.torch
+
+    train, eval_file = sentiment_files
+    out = tmp_path / "out"
+    finetune(tiny_vocab_checkpoint, train, eval_file, out, FinetuneArguments(**{**QUICK, "epochs": 1}))
+    before = {name: (out / name).read_bytes() for name in os.listdir(out)}
+
+    def full_disk(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    with pytest.raises(OSError, match=rf"^no space left on {out}: the save failed, and what the folder held before is "
+                                      r"kept as it was; free some space there, or point --out elsewhere$") as caught:
+        finetune(tiny_vocab_checkpoint, train, eval_file, out, FinetuneArguments(**{**QUICK, "epochs": 1}),
+                 overwrite=True)
+    assert caught.value.errno == errno.ENOSPC
+    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
+
+
+def test_qa_windows_that_cannot_hold_the_context_name_the_options(tiny_vocab_checkpoint, tmp_path):
+    """A question longer than a window, or a --doc-stride as long as the context part of one, was the tokenizer's
+    "stride=128 must be less than..." (after a Rust panic's backtrace); the defaults fit any model."""
+    squad = tmp_path / "squad.json"
+    squad.write_text(json.dumps(SQUAD))
+    quick = {**QUICK, "epochs": 1, "batch_size": 2}
+    with pytest.raises(ValueError, match=rf"{squad} example 1: its question is 6 tokens, so a window of --max-length "
+                                         r"\(max_length\) 24 tokens holds 15 context tokens, not more than the "
+                                         r"--doc-stride \(doc_stride\) 16 that windows share: lower --doc-stride"):
+        finetune(tiny_vocab_checkpoint, squad, squad, tmp_path / "a", FinetuneArguments(
+            task="question-answering", max_length=24, doc_stride=16, **quick))
+    with pytest.raises(ValueError, match=r"holds 0 context tokens.*raise --max-length or shorten the question"):
+        finetune(tiny_vocab_checkpoint, squad, squad, tmp_path / "b", FinetuneArguments(
+            task="question-answering", max_length=8, doc_stride=2, **quick))
+    results = finetune(tiny_vocab_checkpoint, squad, squad, tmp_path / "c", FinetuneArguments(
+        task="question-answering", **quick))  # windows of 64 (the model's limit), sharing 32
+    assert results["best"]["epoch"] == 1

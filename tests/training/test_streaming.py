@@ -3,8 +3,8 @@ bounded buffer, exact resume, and a token cache that spares the second run the t
 from __future__ import annotations
 
 import os
-
 import random
+import shutil
 
 import pytest
 
@@ -84,3 +84,21 @@ def test_streaming_options_are_checked(small_vocab):
     with pytest.raises(ValueError, match="fewer sentence pairs per epoch than one global batch of 100000"):
         next(StreamingPairBatches(StreamingCorpus(DEMO_CORPUS, tok), 100000, 32, 0.1, 0)())
     assert PretrainingArguments(cache="somewhere").stream  # a cache streams
+
+
+@pytest.mark.parametrize("name", ["complete.json", "shard-0.pt"])
+def test_a_damaged_token_cache_file_names_itself_and_the_fix(name, tmp_path, small_vocab):
+    """A truncated complete.json was a bare "Unterminated string..." naming no file."""
+    tok = bertfast.BertTokenizer(small_vocab)
+    corpus = StreamingCorpus(DEMO_CORPUS, tok, shard_documents=8, cache_dir=tmp_path / "cache")
+    corpus.prepare()
+    path = os.path.join(corpus.cache, name)
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[:len(data) // 2])
+    with pytest.raises(ValueError, match=rf"token cache file {path} is damaged \(.*\): delete the folder "
+                                         rf"{corpus.cache}, and the next run writes it again"):
+        list(corpus.shards())
+    shutil.rmtree(corpus.cache)  # the fix the message gives
+    assert [d for shard in corpus.shards() for d in shard] == tokenize_documents(read_documents(DEMO_CORPUS), tok)
