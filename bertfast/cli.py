@@ -254,8 +254,12 @@ def _finetune_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-ratio", type=float, default=d.warmup_ratio)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm)
-    p.add_argument("--max-length", type=int, default=d.max_length)
-    p.add_argument("--doc-stride", type=int, default=d.doc_stride, help="question answering: window overlap")
+    p.add_argument("--max-length", type=int, default=d.max_length,
+                   help="tokens per example (question answering: per window), at most the model's "
+                        "max_position_embeddings (default: 384 for question answering, else 128; at most that limit)")
+    p.add_argument("--doc-stride", type=int, default=d.doc_stride,
+                   help="question answering: context tokens consecutive windows share (default: min(128, half of "
+                        "--max-length))")
     p.add_argument("--lora", metavar="R,ALPHA[,TARGETS]", help="train a LoRA adapter (PEFT format), e.g. 8,16,query,value")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="cpu or cuda (default: %(default)s)")
@@ -439,6 +443,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+    except PermissionError as e:  # Python's "[Errno 13] Permission denied: 'x'", said plainly with the path
+        where = e.filename if e.filename is not None else e
+        print(f"bertfast {args.command}: error: permission denied: {where} (check its permissions and owner: "
+              f"ls -l)", file=sys.stderr)
+        return 1
     except (ValueError, OSError) as e:  # bad input or missing files: a message, not a traceback
         print(f"bertfast {args.command}: error: {e}", file=sys.stderr)
         return 1

@@ -5,6 +5,7 @@ import inspect
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -56,8 +57,10 @@ def test_qa_command_matches_the_pipeline(capsys, qa_checkpoint):
     null = run_json(capsys, "qa", "How many moons does Mars have?", "Café", "--model", qa_checkpoint,
                     "--handle-impossible-answer")
     assert (null["answer"], null["start"], null["end"]) == ("", 0, 0)
-    assert main(["qa", "What is it?", " ", "--model", qa_checkpoint]) == 0
+    assert main(["qa", "What is it?", "\u200b", "--model", qa_checkpoint]) == 0  # characters, but no token
     assert "no answer" in capsys.readouterr().out
+    assert main(["qa", "What is it?", " \t ", "--model", qa_checkpoint]) == 1  # as "" is
+    assert "context 0 is empty (whitespace only)" in capsys.readouterr().err
 
 
 def test_qa_command_needs_a_qa_head_unless_told_otherwise(capsys, tiny_vocab_checkpoint, qa_checkpoint):
@@ -148,6 +151,74 @@ def test_errors_are_messages_with_a_nonzero_exit(capsys, tiny_vocab_checkpoint, 
     assert "top_k must be a positive int" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["frobnicate"])
+
+
+def broken_copy(source: str, target, config=None, weights=None) -> str:
+    """A copy of checkpoint ``source`` whose config.json is edited by ``config(dict)`` and whose weights by
+    ``weights(state)``."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(source, target)
+    if config is not None:
+        data = json.loads((target / "config.json").read_text())
+        config(data)
+        (target / "config.json").write_text(json.dumps(data))
+    if weights is not None:
+        state = load_file(target / "model.safetensors")
+        weights(state)
+        save_file(state, target / "model.safetensors")
+    return str(target)
+
+
+def one_line_error(capsys, argv, *expected: str) -> None:
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"bertfast {argv[0]}: error: "), err
+    assert all(text in err for text in expected), err
+
+
+def test_a_broken_id2label_is_one_line_from_classify_and_info(capsys, sentiment_checkpoint, tmp_path):
+    """It was a TypeError traceback from both."""
+    for name, id2label, message in (("list", ["NEGATIVE", "NEUTRAL", "POSITIVE"], "id2label must be a non-empty dict"),
+                                    ("keys", {"a": "NEGATIVE", "b": "POSITIVE"}, "id2label keys must be label ids")):
+        model = broken_copy(sentiment_checkpoint, tmp_path / name,
+                            config=lambda c: c.update(id2label=id2label, label2id=None))
+        for argv in (["classify", "good", "--model", model], ["info", model]):
+            one_line_error(capsys, argv, os.path.join(model, "config.json"), message)
+
+
+def test_nan_weights_are_refused_by_classify_not_scored_nan(capsys, sentiment_checkpoint, tmp_path):
+    model = broken_copy(sentiment_checkpoint, tmp_path / "nan",
+                        weights=lambda s: s["classifier.weight"].__setitem__((0, 0), float("nan")))
+    one_line_error(capsys, ["classify", "good", "--model", model], f"from {model}",
+                   "hold NaN or infinite values: classifier.weight")
+
+
+def test_an_unreadable_file_is_permission_denied_with_its_path(capsys, tiny_vocab_checkpoint, tmp_path,
+                                                               monkeypatch):
+    """A mode-000 file of another user was "No such file or directory" (safetensors' word for it). Tests run as root,
+    who reads any file: the refusal is simulated where bertfast opens the files."""
+    from bertfast import checkpoint
+    from bertfast.training import finetune_data
+
+    weights = os.path.join(tiny_vocab_checkpoint, "model.safetensors")
+    train = tmp_path / "train.csv"
+    train.write_text("text,label\nfine,a\nbad,b\n")
+
+    def refusing(module, path):
+        def guarded_open(file, *args, **kwargs):
+            if os.fspath(file) == os.fspath(path):
+                raise PermissionError(13, "Permission denied", os.fspath(file))
+            return open(file, *args, **kwargs)
+        monkeypatch.setattr(module, "open", guarded_open, raising=False)
+
+    refusing(checkpoint, weights)
+    one_line_error(capsys, ["fill-mask", "a [MASK].", "--model", tiny_vocab_checkpoint],
+                   f"error: permission denied: {weights} (check its permissions")
+    refusing(finetune_data, train)
+    one_line_error(capsys, ["finetune", "--model", tiny_vocab_checkpoint, "--train", str(train), "--eval",
+                            str(train), "--out", str(tmp_path / "out"), "--device", "cpu", "--no-progress"],
+                   f"error: permission denied: {train} (check its permissions")
 
 
 def test_module_entry_point_runs():

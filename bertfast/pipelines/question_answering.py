@@ -107,9 +107,10 @@ def _examples(question: Any, context: Any) -> tuple[list[tuple[str, str]], bool]
         for name, text in zip(("question", "context"), pair):
             if not isinstance(text, str):
                 raise TypeError(f"{name} {i} must be a string, got {type(text).__name__}")
-            if not text:
-                raise ValueError(f"{name} {i} is empty (zero characters): the answer is a span of the context, "
-                                 f"so pass a non-empty question and the text to find its answer in")
+            if not text.strip():
+                raise ValueError(f"{name} {i} is empty ({'zero characters' if not text else 'whitespace only'}): the "
+                                 f"answer is a span of the context, so pass a non-empty question and the text to find "
+                                 f"its answer in")
     return pairs, single
 
 

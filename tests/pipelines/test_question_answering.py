@@ -28,7 +28,7 @@ CASES: dict[str, tuple[Any, Any]] = {
     "unicode": ("Où est le café ?", "Le café naïve de Zoë est à Tōkyō, près de 東京駅 — très célèbre."),
     "cjk": ("东京在哪里？", "東京は日本の首都です。人口は約千四百万人で、東京タワーが有名です。"),
     "no_answer": ("How many moons does Mars have?", "Café"),  # the null answer wins with handle_impossible_answer
-    "no_context_tokens": ("What is it?", " \t "),  # no token of the context: no span at all
+    "no_context_tokens": ("What is it?", "\u200b\x00"),  # characters BERT drops (zero-width space, NUL): no span
 }
 OPTIONS = [
     {},
@@ -162,6 +162,8 @@ def test_onnxruntime_backend_gives_the_same_answers(tmp_path_factory, qa, qa_che
 BAD_INPUTS = {
     "empty_context": (("Where?", ""), {}, ValueError, "context 0 is empty"),
     "empty_question": (("", "Paris."), {}, ValueError, "question 0 is empty"),
+    "whitespace_context": (("Where?", " \t\n "), {}, ValueError, r"context 0 is empty \(whitespace only\)"),
+    "whitespace_question": ((" ", "Paris."), {}, ValueError, r"question 0 is empty \(whitespace only\)"),
     "long_question": ((" ".join(["why"] * 70), "Paris."), {}, ValueError, "70 tokens, more than max_question_len=64"),
     "question_longer_than_the_model": ((" ".join(["why"] * 70), "Paris."), {"max_question_len": 100}, ValueError,
                                        "no context token fits"),
