@@ -144,8 +144,8 @@ class Trainer:
         args.validate()
         config = model.config
         if args.max_seq_length > config.max_position_embeddings:
-            raise ValueError(f"max_seq_length {args.max_seq_length} exceeds the model's max_position_embeddings "
-                             f"({config.max_position_embeddings})")
+            raise ValueError(f"--max-seq-length (max_seq_length) {args.max_seq_length} exceeds the model's "
+                             f"max_position_embeddings: pass --max-seq-length {config.max_position_embeddings} or less")
         if len(tokenizer) > config.vocab_size:
             raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
                              f"{config.vocab_size}: pass the vocabulary the model was trained with")

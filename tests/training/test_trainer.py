@@ -273,7 +273,8 @@ def write(path, text: str) -> str:
     ("no_vocabulary", "needs a vocabulary: pass --vocab"),
     ("checkpoint_without_tokenizer", "Or pass --vocab"),
     ("vocabulary_larger_than_model", "the tokenizer has 30522 tokens but the model's vocab_size is 99"),
-    ("longer_than_positions", "max_seq_length 128 exceeds the model's max_position_embeddings"),
+    ("longer_than_positions", r"--max-seq-length \(max_seq_length\) 128 exceeds the model's max_position_embeddings: "
+                              r"pass --max-seq-length 64 or less"),
     ("unknown_config", "'huge' is neither a preset"),
     ("resume_without_state", "trainer_state.pt not found"),
     ("bf16_on_cpu", "autocast, which the trainer runs on CUDA only"),
