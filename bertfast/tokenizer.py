@@ -83,8 +83,11 @@ class BertTokenizer:
                                  "BertTokenizer needs a WordPiece model")
             backend.no_truncation()  # a tokenizer.json may carry its own truncation / padding: drop them
             backend.no_padding()
+            if backend.token_to_id(backend.model.unk_token) is None:
+                raise ValueError(f"{tokenizer_file}: its unknown-word token {backend.model.unk_token!r} is not in its "
+                                 "vocabulary: add it (WordPiece fails on the first word it cannot split otherwise)")
         else:
-            vocab = load_vocab(vocab_file) if vocab is None else dict(vocab)
+            vocab = load_vocab(vocab_file, unk_token) if vocab is None else dict(vocab)
             backend = Tokenizer(WordPiece(vocab, unk_token=unk_token, max_input_chars_per_word=100))
         if backend.get_vocab_size(with_added_tokens=False) == 0:
             raise ValueError(f"the vocabulary of {vocab_file or tokenizer_file or 'vocab'} is empty: "
