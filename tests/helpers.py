@@ -164,3 +164,41 @@ def assert_close_real(actual: torch.Tensor, expected: torch.Tensor, batch: dict,
     """(B, S, ...) outputs compared at real tokens: the padding-free path leaves zeros at padding positions."""
     real = batch["attention_mask"].bool()
     assert_close(actual[real], expected[real], atol)
+
+
+def st_folder(out, encoder_dir: str, pooling, dense: bool = False, normalize: bool = False, **options) -> str:
+    """A sentence-transformers folder saved by sentence-transformers itself: Transformer -> Pooling -> Dense? ->
+    Normalize? around ``encoder_dir``. ``options``: max_seq_length, do_lower_case, include_prompt, prompts,
+    default_prompt_name."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Dense, Normalize, Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    transformer = Transformer(encoder_dir, max_seq_length=options.get("max_seq_length"),
+                              do_lower_case=options.get("do_lower_case", False))
+    pooling_module = Pooling(TINY["hidden_size"], pooling_mode=pooling,
+                             include_prompt=options.get("include_prompt", True))
+    modules = [transformer, pooling_module]
+    if dense:
+        torch.manual_seed(3)
+        modules.append(Dense(pooling_module.get_embedding_dimension(), 24))
+    if normalize:
+        modules.append(Normalize())
+    model = SentenceTransformer(modules=modules, device="cpu", prompts=options.get("prompts"),
+                                default_prompt_name=options.get("default_prompt_name"))
+    model.save(str(out))
+    return str(out)
+
+
+def sparse_encoder_folder(out, mlm_dir: str, pooling: str = "max", activation: str = "relu", max_seq_length: int = 16,
+                          **prompts) -> str:
+    """A SparseEncoder (Transformer fill-mask -> SpladePooling) around ``mlm_dir``, saved by sentence-transformers;
+    ``prompts``: its prompts and default_prompt_name."""
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.sparse_encoder.modules import SpladePooling
+
+    modules = [Transformer(mlm_dir, transformer_task="fill-mask", max_seq_length=max_seq_length),
+               SpladePooling(pooling_strategy=pooling, activation_function=activation)]
+    SparseEncoder(modules=modules, device="cpu", **prompts).save(str(out))
+    return str(out)

@@ -55,6 +55,7 @@ from bertfast.cpu_gemm import plain_linear
 from bertfast.pretrained import BertPreTrainedModel
 from bertfast.export.int8 import MIN_COSINE, compare_int8, quantize_onnx
 from bertfast.export.onnx_model import INPUT_NAMES, ONNX_FILE, ExportTask, check_task
+from bertfast.export.sentence import FOLDER_FILES, module_folders, sentence_files
 from bertfast.hub import resolve_file
 from bertfast.inputs import random_batch
 from bertfast.tokenizer_files import TOKENIZER_FILES
@@ -91,6 +92,7 @@ class ExportReport:
     # largest fp32 logit gap between tokens float16 ranked differently (near-ties, see _check_top_k)
     top_k: dict[str, float] | None = None
     int8_cosine: dict[str, float] | None = None  # quantize="int8": output -> min cosine vs PyTorch float32
+    sentence_files: list[str] = field(default_factory=list)  # the sentence-transformers files carried (export.sentence)
 
     def summary(self) -> str:
         stages = [s for s in self.max_abs_diff if s != "fp32"]
@@ -107,6 +109,8 @@ class ExportReport:
                          f"logit gap between swapped tokens {self.top_k['max_swap_gap']:.1e})")
         if self.fused_operators:
             lines.append("fused operators: " + ", ".join(f"{op} {n}" for op, n in self.fused_operators.items()))
+        if self.sentence_files:
+            lines.append("sentence-transformers configuration carried: " + ", ".join(self.sentence_files))
         return "\n".join(lines)
 
 
@@ -138,7 +142,10 @@ def export_onnx(model_or_path: str | os.PathLike | BertPreTrainedModel, out_path
     serving on a CPU; inputs and outputs stay int64 / float32.
     Every stage is validated (see the module docstring); a failed check raises ``ExportValidationError``
     listing the diffs. The file's ``metadata_props`` hold the task, the config, the bertfast version, the opset
-    and the measured diffs; ``config.json`` and the source's tokenizer files are written beside it.
+    and the measured diffs; ``config.json`` and the source's tokenizer files are written beside it, and for a
+    sentence-transformers folder exported for feature-extraction or fill-mask its configuration files
+    (``bertfast.export.sentence``), so the embedding pipelines on the export follow the folder as the torch ones
+    do; a configuration they cannot run is a ValueError before anything is traced.
     ``out_path`` must be new or empty unless ``overwrite=True`` (which replaces only the files listed above).
     """
     spec = check_task(task)
@@ -148,6 +155,7 @@ def export_onnx(model_or_path: str | os.PathLike | BertPreTrainedModel, out_path
     if quantize and fp16:
         raise ValueError("fp16=True and quantize='int8' do not go together: pick one (int8 for a CPU, fp16 for a GPU)")
     out_dir = check_out_dir(out_path, overwrite)
+    carried = sentence_files(model_or_path, task) if isinstance(model_or_path, (str, os.PathLike)) else []
     model = _load(model_or_path, task, spec)
     names = tuple(n for n in spec.outputs if n != "pooler_output" or model.pooler is not None)
     traced = _Traced(model, names).eval()
@@ -174,7 +182,7 @@ def export_onnx(model_or_path: str | os.PathLike | BertPreTrainedModel, out_path
         diffs["int8"], cosines = compare_int8(names, inputs, references, _run(proto, "int8", names, inputs),
                                               ExportValidationError)
     report = ExportReport(os.path.join(out_dir, ONNX_FILE), task, _opset_of(proto), names,
-                          [tuple(x["input_ids"].shape) for x in inputs], diffs, fused, top_k, cosines)
+                          [tuple(x["input_ids"].shape) for x in inputs], diffs, fused, top_k, cosines, carried)
     _write(proto, report, model, model_or_path, out_dir)
     return report
 
@@ -389,9 +397,10 @@ def _to_fp16(proto: Any) -> Any:
 
 
 def _write(proto: Any, report: ExportReport, model: BertPreTrainedModel, source: Any, out_dir: str) -> None:
-    """model.onnx with its metadata, config.json and the source checkpoint's tokenizer files, written into a new
-    folder beside ``out_dir`` that then replaces it (``bertfast.atomic``): a failed write leaves the previous
-    export whole and nothing half-written. Files in ``out_dir`` that an export does not write are kept."""
+    """model.onnx with its metadata, config.json, the source checkpoint's tokenizer files and the
+    ``report.sentence_files``, written into a new folder beside ``out_dir`` that then replaces it
+    (``bertfast.atomic``): a failed write leaves the previous export whole and nothing half-written. Files in
+    ``out_dir`` that an export does not write are kept, except a previous export's sentence-transformers files."""
     import onnx
 
     onnx.helper.set_model_props(proto, {
@@ -399,7 +408,8 @@ def _write(proto: Any, report: ExportReport, model: BertPreTrainedModel, source:
         "config": json.dumps(model.config.to_dict(), sort_keys=True), "optimized": str(bool(report.fused_operators)),
         "fp16": str("fp16" in report.max_abs_diff), "int8": str("int8" in report.max_abs_diff), "validation_max_abs_diff": json.dumps(report.max_abs_diff),
         "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}"})
-    with replacing_directory(out_dir, owned=WRITTEN_FILES) as new:
+    owned = {*WRITTEN_FILES, *FOLDER_FILES, *module_folders(out_dir)}  # a previous export's included
+    with replacing_directory(out_dir, owned=owned | {name.split("/")[0] for name in report.sentence_files}) as new:
         onnx.save_model(proto, os.path.join(new, ONNX_FILE))
         model.config.save(new)
         if isinstance(source, (str, os.PathLike)):
@@ -407,3 +417,6 @@ def _write(proto: Any, report: ExportReport, model: BertPreTrainedModel, source:
                 path = resolve_file(source, name, required=False)
                 if path is not None:
                     shutil.copy(path, os.path.join(new, name))
+            for name in report.sentence_files:
+                os.makedirs(os.path.dirname(os.path.join(new, name)), exist_ok=True)
+                shutil.copy(resolve_file(source, name), os.path.join(new, name))

@@ -57,7 +57,9 @@ def pipeline(task: str, model: str | os.PathLike | BertPreTrainedModel | OnnxMod
 
     ``backend="onnxruntime"`` runs an export of the same task instead (``bertfast export-onnx``): ``model`` is
     its directory, its .onnx file or an ``OnnxModel``; ``device`` "cuda" picks the CUDA execution provider;
-    ``load_kwargs`` go to ``OnnxModel``; the dtype was fixed at export (``--fp16``).
+    ``load_kwargs`` go to ``OnnxModel``; the dtype was fixed at export (``--fp16``). The task options are read
+    from the export's folder, where an export of a sentence-transformers folder carries its configuration
+    (``bertfast.export.sentence``): the embedding pipelines give the same vectors on either backend.
     """
     task = ALIASES.get(task, task)
     if task not in PIPELINES:

@@ -14,7 +14,7 @@ import torch
 import bertfast
 from bertfast.st_config import read_sentence_config
 
-from tests.helpers import HIDDEN_ATOL, SENTENCES, TINY, assert_close
+from tests.helpers import HIDDEN_ATOL, SENTENCES, TINY, assert_close, exported, st_folder
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 LONG_TEXT = " ".join(["the quick brown fox jumps over the lazy dog"] * 40)  # 360+ tokens
@@ -39,30 +39,6 @@ def encoder_dir(tmp_path_factory, minilm_dir) -> str:
     for name in TOKENIZER_FILES:
         shutil.copy(os.path.join(minilm_dir, name), path)
     return str(path)
-
-
-def st_folder(out, encoder_dir: str, pooling, dense: bool = False, normalize: bool = False, **options) -> str:
-    """A sentence-transformers folder saved by sentence-transformers itself: Transformer -> Pooling -> Dense? ->
-    Normalize? around ``encoder_dir``. ``options``: max_seq_length, do_lower_case, include_prompt, prompts,
-    default_prompt_name."""
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.base.modules import Dense, Normalize, Transformer
-    from sentence_transformers.sentence_transformer.modules import Pooling
-
-    transformer = Transformer(encoder_dir, max_seq_length=options.get("max_seq_length"),
-                              do_lower_case=options.get("do_lower_case", False))
-    pooling_module = Pooling(TINY["hidden_size"], pooling_mode=pooling,
-                             include_prompt=options.get("include_prompt", True))
-    modules = [transformer, pooling_module]
-    if dense:
-        torch.manual_seed(3)
-        modules.append(Dense(pooling_module.get_embedding_dimension(), 24))
-    if normalize:
-        modules.append(Normalize())
-    model = SentenceTransformer(modules=modules, device="cpu", prompts=options.get("prompts"),
-                                default_prompt_name=options.get("default_prompt_name"))
-    model.save(str(out))
-    return str(out)
 
 
 def st_encode(folder: str, texts, **kwargs) -> torch.Tensor:
@@ -255,3 +231,43 @@ def test_bad_folders_and_arguments_are_clear_errors(tmp_path, encoder_dir, minil
         embed([])
     with pytest.raises(ValueError, match="max_length must be between 1 and the model's max_position_embeddings"):
         bertfast.pipeline("feature-extraction", model=minilm_dir, max_length=513)
+
+
+LONG_TEXTS = [LONG_TEXT, " ".join(SENTENCES * 12),
+              " ".join(f"sentence {i} is about topic {i * 7 % 13}" for i in range(60))]
+
+
+def test_an_onnxruntime_export_of_all_minilm_embeds_as_the_folder_without_arguments(tmp_path_factory, minilm_dir):
+    out, report = exported(tmp_path_factory, minilm_dir, "feature-extraction")
+    assert report.sentence_files == ["modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
+                                     "1_Pooling/config.json"]  # its 2_Normalize module has no folder
+    ours = bertfast.pipeline("sentence-embedding", model=out, backend="onnxruntime")
+    reference = bertfast.pipeline("sentence-embedding", model=minilm_dir)
+    assert ours.max_length == 256 and ours.sentence_config.normalize and ours.sentence_config.pooling == ("mean",)
+    assert min(len(reference.tokenizer(t)["input_ids"]) for t in LONG_TEXTS) > 256
+    for texts in (TEXTS, LONG_TEXTS):  # short texts, and texts the folder's 256 tokens truncate
+        check_parity(ours(texts), reference(texts))
+
+
+def test_an_export_runs_the_folders_dense_normalize_prompts_and_lower_case(tmp_path_factory, tmp_path, encoder_dir):
+    prompts = {"query": "Represent this query: ", "passage": "Passage: "}
+    folder = st_folder(tmp_path / "st", encoder_dir, "mean", dense=True, normalize=True, include_prompt=False,
+                       prompts=prompts, default_prompt_name="query")
+    with open(os.path.join(folder, "sentence_bert_config.json"), encoding="utf-8") as f:
+        options = json.load(f)
+    with open(os.path.join(folder, "sentence_bert_config.json"), "w", encoding="utf-8") as f:
+        json.dump({**options, "max_seq_length": 24, "do_lower_case": True}, f)  # as all-MiniLM-L6-v2 has them
+    out, report = exported(tmp_path_factory, folder, "feature-extraction")
+    assert {"2_Dense/config.json", "2_Dense/model.safetensors", "config_sentence_transformers.json"} <= set(
+        report.sentence_files)
+    ours = bertfast.pipeline("sentence-embedding", model=out, backend="onnxruntime")
+    reference = bertfast.pipeline("sentence-embedding", model=folder)
+    carried, source = ours.sentence_config, reference.sentence_config
+    assert prompts.items() <= carried.prompts.items() and carried.prompts == source.prompts
+    assert (carried.default_prompt_name, carried.include_prompt, carried.do_lower_case, carried.normalize,
+            ours.max_length) == ("query", False, True, True, 24)
+    torch.testing.assert_close(carried.dense[0].weight, source.dense[0].weight, rtol=0, atol=0)  # read from the export
+    texts = [t.upper() for t in TEXTS]
+    check_parity(ours(texts), reference(texts))
+    check_parity(ours(texts), st_encode(folder, texts))
+    check_parity(ours(texts, prompt_name="passage"), reference(texts, prompt_name="passage"))

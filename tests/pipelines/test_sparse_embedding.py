@@ -12,7 +12,7 @@ import torch
 import bertfast
 from bertfast.pipelines import sparse_embedding
 
-from tests.helpers import LOGITS_ATOL, SENTENCES, TINY, assert_close, exported
+from tests.helpers import HIDDEN_ATOL, LOGITS_ATOL, SENTENCES, TINY, assert_close, exported, sparse_encoder_folder
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 TEXTS = [*SENTENCES, " ".join(["a long text about nothing in particular"] * 20), "x"]
@@ -89,18 +89,6 @@ def test_onnxruntime_fill_mask_export_gives_the_same_weights(tmp_path_factory, t
                  LOGITS_ATOL)
 
 
-def sparse_encoder_folder(out, mlm_dir: str, pooling: str, activation: str) -> str:
-    """A SparseEncoder (Transformer fill-mask -> SpladePooling) saved by sentence-transformers."""
-    from sentence_transformers import SparseEncoder
-    from sentence_transformers.base.modules import Transformer
-    from sentence_transformers.sparse_encoder.modules import SpladePooling
-
-    modules = [Transformer(mlm_dir, transformer_task="fill-mask", max_seq_length=16),
-               SpladePooling(pooling_strategy=pooling, activation_function=activation)]
-    SparseEncoder(modules=modules, device="cpu").save(str(out))
-    return str(out)
-
-
 @pytest.mark.parametrize("pooling, activation", [("max", "relu"), ("sum", "log1p_relu")])
 def test_sparse_encoder_folders_match_sentence_transformers(tmp_path, mlm_dir, pooling, activation):
     from sentence_transformers import SparseEncoder
@@ -123,3 +111,48 @@ def test_folders_of_the_other_kind_are_refused(tmp_path, mlm_dir, minilm_dir):
         json.dump({"pooling_strategy": "mean"}, f)
     with pytest.raises(ValueError, match="pooling 'mean' / activation 'relu' not supported"):
         bertfast.pipeline("sparse-embedding", model=folder)
+
+
+LONG_TEXTS = [" ".join(SENTENCES * 12),
+              " ".join(f"sentence {i} is about topic {i * 7 % 13} and more" for i in range(60))]  # over 256 tokens
+
+
+@pytest.fixture(scope="module")
+def real_splade(tmp_path_factory, splade_mlm_dir) -> str:
+    """The real SPLADE model as a SparseEncoder folder (SpladePooling max / relu, 256 tokens, as its package
+    runs it), saved by sentence-transformers."""
+    return sparse_encoder_folder(tmp_path_factory.mktemp("real_splade") / "splade", splade_mlm_dir,
+                                 max_seq_length=256)
+
+
+def test_a_real_splade_encoder_and_its_export_match_sentence_transformers(tmp_path_factory, real_splade):
+    from sentence_transformers import SparseEncoder
+
+    splade = bertfast.pipeline("sparse-embedding", model=real_splade)
+    assert splade.max_length == 256 and min(len(splade.tokenizer(t)["input_ids"]) for t in LONG_TEXTS) > 256
+    expected = SparseEncoder(real_splade, device="cpu").encode([*TEXTS, *LONG_TEXTS], convert_to_tensor=True,
+                                                               convert_to_sparse_tensor=False).cpu()
+    assert_close(splade([*TEXTS, *LONG_TEXTS], return_dense=True), expected, LOGITS_ATOL)
+    out, report = exported(tmp_path_factory, real_splade, "fill-mask")
+    assert report.sentence_files == ["modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
+                                     "1_SpladePooling/config.json"]
+    ours = bertfast.pipeline("sparse-embedding", model=out, backend="onnxruntime")  # no arguments: the folder's
+    assert ours.max_length == 256
+    for texts in (TEXTS, LONG_TEXTS):  # short and over 256 tokens
+        assert_close(ours(texts, return_dense=True), splade(texts, return_dense=True), HIDDEN_ATOL)
+
+
+def test_an_export_follows_a_sparse_encoders_pooling_activation_and_prompt(tmp_path_factory, splade_mlm_dir):
+    folder = sparse_encoder_folder(tmp_path_factory.mktemp("splade_variant") / "splade", splade_mlm_dir, "sum",
+                                   "log1p_relu", 256, prompts={"query": "query: ", "document": ""},
+                                   default_prompt_name="query")
+    splade = bertfast.pipeline("sparse-embedding", model=folder)
+    texts = [*TEXTS, *LONG_TEXTS]
+    plain = splade(texts, return_dense=True, pooling="max", activation="relu", prompt="")
+    assert (splade(texts, return_dense=True) - plain).abs().max() > 1  # the folder's settings matter here
+    out, _ = exported(tmp_path_factory, folder, "fill-mask")
+    ours = bertfast.pipeline("sparse-embedding", model=out, backend="onnxruntime")
+    # a sum over up to 256 tokens of weights up to ~3: float32 sums in another order differ by up to 4e-5
+    assert_close(ours(texts, return_dense=True), splade(texts, return_dense=True), LOGITS_ATOL)
+    assert_close(ours(texts, return_dense=True, prompt_name="document"),
+                 splade(texts, return_dense=True, prompt_name="document"), LOGITS_ATOL)
