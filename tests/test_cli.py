@@ -377,3 +377,20 @@ def test_serve_writes_a_python_backend_repository_and_refuses_what_this_build_la
         assert code == 1 and "--quantize int8 is not available in this build" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["serve", tiny_vocab_checkpoint, "--task", "summarize"])
+
+
+@pytest.mark.parametrize("options, named", [
+    (["--threads", "-1"], "pass --threads 0"),
+    (["--max-batch-tokens", "1"], r"max_batch_tokens \(1\) must be at least the model's max_length \(64\) so that "
+                                  r"every accepted text fits in one model call: pass --max-batch-tokens 64 or more"),
+    (["--task", "question-answering"], r"--task question-answering: .* cannot be served for it: .*no task head"),
+], ids=["threads", "max-batch-tokens", "task"])
+def test_serve_refuses_what_the_served_model_would_refuse_before_writing(capsys, tiny_vocab_checkpoint, tmp_path,
+                                                                         options, named):
+    argv = ["serve", tiny_vocab_checkpoint, "--task", "feature-extraction", "--write-repository", str(tmp_path),
+            "--device", "cpu", *options]  # a later --task wins
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.splitlines()) == 1, captured.err
+    assert re.match(rf"bertfast serve: error: .*{named}", captured.err), captured.err
+    assert os.listdir(tmp_path) == []

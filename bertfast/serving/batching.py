@@ -85,7 +85,8 @@ class ServedModel:
     def __init__(self, pipe: Pipeline, contract: TaskContract, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS):
         if max_batch_tokens < pipe.max_length:
             raise ValueError(f"max_batch_tokens ({max_batch_tokens}) must be at least the model's max_length "
-                             f"({pipe.max_length}) so that every accepted text fits in one model call")
+                             f"({pipe.max_length}) so that every accepted text fits in one model call: pass "
+                             f"--max-batch-tokens {pipe.max_length} or more")
         self.pipe, self.contract, self.max_batch_tokens = pipe, contract, max_batch_tokens
 
     @classmethod

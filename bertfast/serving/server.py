@@ -287,7 +287,7 @@ def serve(model: str | os.PathLike, task: str, name: str | None = None, *, dtype
                                             instance_count=instances, max_queue_delay_us=max_queue_delay_us,
                                             dtype=dtype, device=device, quantize=quantize,
                                             max_batch_tokens=max_batch_tokens, threads=threads,
-                                            copy_checkpoint=False)
+                                            copy_checkpoint=False, check_load=False)  # tritonserver loads it now
         server = TritonServer(repository, host, http_port, grpc_port, metrics_port, exit_timeout_s, log_file)
         previous = {}
         if threading.current_thread() is threading.main_thread():  # the only thread that may set handlers

@@ -3,18 +3,26 @@ backend for the task exports (output dims), and the Python backend (bertfast ser
 the files, the recorded model, bad requests; it is started on the real tritonserver in tests/serving)."""
 from __future__ import annotations
 
+import json
 import os
+import re
 
+import onnxruntime
 import pytest
+import torch
 from google.protobuf import text_format
+from safetensors.torch import load_file
 from tritonclient.grpc import model_config_pb2
 
 import bertfast
+from bertfast.checkpoint import CheckpointError
 from bertfast.export import triton_repo
+from bertfast.export.sentence import PARAMETER_PREFIX
 from bertfast.export.onnx_model import INPUT_NAMES
 from bertfast.export.triton_repo import CHECKPOINT_DIR, MODEL_PY, write_triton_repository
 from bertfast.serving.contract import contract_for
-from tests.helpers import assert_umask_modes, exported
+from tests.helpers import (HIDDEN_ATOL, LOGITS_ATOL, SENTENCES, assert_close, assert_umask_modes, exported,
+                           sparse_encoder_folder, st_folder)
 
 
 def parse(model_dir) -> model_config_pb2.ModelConfig:
@@ -93,6 +101,102 @@ def test_bad_python_repository_requests_are_clear_errors(tmp_path, tiny_vocab_ch
     assert parse(write(backend="python", task="fill-mask", overwrite=True, max_batch_size=4)).max_batch_size == 4
 
 
+def test_options_the_served_model_would_refuse_are_refused_before_writing(tmp_path, tiny_vocab_checkpoint, monkeypatch):
+    def write(model=tiny_vocab_checkpoint, task="feature-extraction", **options):
+        return write_triton_repository(model, tmp_path, backend="python", task=task, **options)
+
+    with pytest.raises(ValueError, match=r"threads must be an int >= 0, got -1: pass --threads 0"):
+        write(threads=-1)
+    with pytest.raises(ValueError, match=r"max_batch_tokens must be an int >= 1, got 0: pass --max-batch-tokens"):
+        write(max_batch_tokens=0)
+    # 64 positions: the pipeline's max_length (the tokenizer's 512, at most the model's positions)
+    with pytest.raises(ValueError, match=r"max_batch_tokens \(1\) must be at least the model's max_length \(64\) .*"
+                                         r"pass --max-batch-tokens 64 or more"):
+        write(max_batch_tokens=1)
+    with pytest.raises(CheckpointError, match=r"--task question-answering: .* cannot be served for it: "
+                                              r"BertForQuestionAnswering: the checkpoint has no task head"):
+        write(task="question-answering")
+    monkeypatch.setattr(triton_repo, "resolve_file", lambda name, filename: pytest.fail("read a file of a hub id"))
+    with pytest.raises(ValueError, match="threads must be an int >= 0"):  # a hub id: refused before it is read
+        write("sentence-transformers/all-MiniLM-L6-v2", threads=-1)
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == []
+    assert parse(write(max_batch_tokens=64, threads=0)).parameters["max_batch_tokens"].string_value == "64"
+
+
+def settings(config) -> dict[str, str]:
+    """A config's sentence-transformers parameters, without their prefix."""
+    return {k.removeprefix(PARAMETER_PREFIX): v.string_value for k, v in config.parameters.items()
+            if k.startswith(PARAMETER_PREFIX)}
+
+
+def client_inputs(version_dir: str, params: dict[str, str], texts: list[str]) -> tuple[dict, int]:
+    """What a client sends, made from the parameters alone: (the encoded texts as numpy, the prompt's tokens with
+    [CLS])."""
+    tokenizer = bertfast.BertTokenizer.from_pretrained(version_dir)
+    prompt = json.loads(params["prompts"]).get(params["default_prompt_name"], "")
+    lower = (lambda t: t.lower()) if params["do_lower_case"] == "true" else (lambda t: t)
+    batch = tokenizer([lower(prompt + t) for t in texts], padding=True, truncation=True,
+                      max_length=int(params["max_seq_length"]), return_tensors="pt")
+    return {name: t.numpy() for name, t in batch.items()}, len(tokenizer(lower(prompt))["input_ids"]) - 1
+
+
+def test_a_sentence_export_says_what_the_client_does_and_carries_the_dense_weights(tmp_path_factory, tmp_path,
+                                                                                 tiny_vocab_checkpoint):
+    folder = st_folder(tmp_path / "st", tiny_vocab_checkpoint, "mean", dense=True, normalize=True,
+                       include_prompt=False, prompts={"query": "Find: "}, default_prompt_name="query",
+                       max_seq_length=20)
+    out, _ = exported(tmp_path_factory, folder, "feature-extraction")
+    config = parse(write_triton_repository(out, tmp_path / "repo", name="st", kind="cpu"))
+    params = settings(config)
+    assert {k: params[k] for k in ("model_type", "max_seq_length", "do_lower_case", "default_prompt_name", "pooling",
+                                   "include_prompt", "normalize")} == {
+        "model_type": "SentenceTransformer", "max_seq_length": "20", "do_lower_case": "false",
+        "default_prompt_name": "query", "pooling": "mean", "include_prompt": "false", "normalize": "true"}
+    assert json.loads(params["prompts"])["query"] == "Find: "
+    assert json.loads(params["dense"]) == [{"path": "2_Dense", "in_features": 32, "out_features": 24, "bias": True,
+                                            "activation": "tanh"}]
+    steps = config.parameters["client_steps"].string_value
+    assert re.search(r"1\) prepend the default prompt 'query' .* 2\) tokenize with truncation to 20 tokens .* 3\) pool "
+                     r"last_hidden_state over attention_mask: mean, leaving out the first tokens: \[CLS\] and the "
+                     r"prompt's .* 4\) apply Dense 2_Dense \(32 -> 24\): tanh\(x @ W\.T \+ b\).* 5\) L2-normalise",
+                     steps), steps
+    version_dir = str(tmp_path / "repo" / "st" / "1")
+    texts = SENTENCES + [" ".join(SENTENCES * 3)]  # the last one over 20 tokens
+    batch, skip = client_inputs(version_dir, params, texts)  # the client, from the parameters alone
+    session = onnxruntime.InferenceSession(os.path.join(version_dir, "model.onnx"), providers=["CPUExecutionProvider"])
+    hidden = torch.from_numpy(session.run(["last_hidden_state"], batch)[0])  # (N, S, H)
+    mask = torch.from_numpy(batch["attention_mask"]).float()
+    mask[:, :skip] = 0
+    pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+    dense = load_file(os.path.join(version_dir, "2_Dense", "model.safetensors"))
+    client = torch.nn.functional.normalize(torch.tanh(pooled @ dense["linear.weight"].T + dense["linear.bias"]), dim=-1)
+    reference = bertfast.pipeline("sentence-embedding", model=folder)(texts)
+    assert_close(client, reference, HIDDEN_ATOL)
+    local = bertfast.pipeline("sentence-embedding", model=version_dir, backend="onnxruntime")  # as the steps say
+    assert_close(local(texts), reference, HIDDEN_ATOL)
+
+
+def test_a_sparse_encoder_export_says_its_splade_pooling(tmp_path_factory, tmp_path, tiny_vocab_checkpoint):
+    folder = sparse_encoder_folder(tmp_path / "splade", tiny_vocab_checkpoint, "sum", "log1p_relu", 16,
+                                   prompts={"query": "query: "}, default_prompt_name="query")
+    out, _ = exported(tmp_path_factory, folder, "fill-mask")
+    config = parse(write_triton_repository(out, tmp_path / "repo", name="splade", kind="cpu"))
+    params = settings(config)
+    assert {k: params[k] for k in ("model_type", "max_seq_length", "splade_pooling", "splade_activation",
+                                   "default_prompt_name")} == {
+        "model_type": "SparseEncoder", "max_seq_length": "16", "splade_pooling": "sum",
+        "splade_activation": "log1p_relu", "default_prompt_name": "query"}
+    assert "take log(1 + relu(logits)) and log(1 + x) once more at each real token (attention_mask 1) and its sum " \
+           "over the tokens" in config.parameters["client_steps"].string_value
+    version_dir = str(tmp_path / "repo" / "splade" / "1")
+    batch, _ = client_inputs(version_dir, params, SENTENCES)
+    session = onnxruntime.InferenceSession(os.path.join(version_dir, "model.onnx"), providers=["CPUExecutionProvider"])
+    weights = torch.log1p(torch.log1p(torch.relu(torch.from_numpy(session.run(["logits"], batch)[0]))))
+    client = (weights * torch.from_numpy(batch["attention_mask"])[..., None]).sum(1)  # (N, vocab)
+    assert_close(client, bertfast.pipeline("sparse-embedding", model=folder)(SENTENCES, return_dense=True), LOGITS_ATOL)
+
+
 # task -> (class, input dims and output dims after the implicit batch axis; -1 = dynamic); 3 labels
 TASKS = {
     "text-classification": ("BertForSequenceClassification", [-1], {"logits": [3]}),
@@ -114,6 +218,7 @@ def test_task_repositories_give_each_output_its_dims(task, tmp_path_factory, tmp
         (n, model_config_pb2.TYPE_INT64, input_dims) for n in INPUT_NAMES]
     assert {o.name: list(o.dims) for o in config.output} == outputs
     assert all(o.data_type == model_config_pb2.TYPE_FP32 for o in config.output)
+    assert not config.parameters and os.listdir(tmp_path / "repo" / "bert" / "1") == ["model.onnx"]  # no client steps
     assert bertfast.OnnxModel(tmp_path / "repo" / "bert" / "1" / "model.onnx").task == task
 
 
