@@ -1,41 +1,50 @@
-"""All-or-nothing writes: what bertfast saves is written under a temporary name beside its target and renamed
-into place, so a crash, a kill or a full disk leaves the previous version whole and nothing half-written.
+"""All-or-nothing saves: what bertfast saves is written beside its target and put in place by renames, so a crash,
+a kill or a full disk leaves the previous version whole or the new one, never a mix and nothing half-written.
 
-- ``staged_files(directory)``: files written into a staging folder (``directory/.tmp-<id>``), then each
-  renamed into ``directory`` (one rename per file: every file is old or new, never truncated). For
-  ``save_pretrained``, which adds its files to a folder that may hold others.
-- ``replacing_directory(target)``: a whole folder written beside ``target`` and swapped in, so the folder is
-  old or new as a whole. For checkpoints and exports. The swap is three renames:
-  ``target.tmp-<id>`` (the new folder, written) -> ``target`` after ``target`` -> ``target.old-<id>``; then
-  the old folder is deleted.
-- ``recover_directory(target)``: finishes or undoes a swap a kill interrupted, and deletes unfinished writes.
-  Both writers call it first. A ``target.old-<id>`` without ``target`` means the kill fell between the two
-  renames: ``target.tmp-<id>`` (same id) is complete then, because the old folder is only moved aside once
-  the new one is written, so it is moved in; without it, the old folder is moved back. Any other
-  ``target.tmp-*`` is an unfinished write and is deleted.
+One save is one swap of the folder (or file) it writes. Readers other than bertfast's (transformers, Triton) read
+files by name and would ignore a manifest or commit marker inside the folder, so the set of files itself is
+swapped: every reader then finds one version whole. The new version is written into a work folder beside the
+target (``bertfast.atomic_recovery``: its layout, what a kill leaves there, and the recovery by writers and
+readers), then swapped in by two renames: ``target`` -> ``work/old`` (not on a first save) and ``work/new`` ->
+``target``.
+
+- ``replacing_directory(target, owned)``: a folder swapped in whole (checkpoints, exports, Triton models).
+  ``owned``: the names the writer owns; the old folder's other entries (the user's) are carried into the new
+  one (hard links: no copy, same inodes) before the swap, and the folder keeps its mode.
+- ``staged_files(directory)``: files replacing their namesakes in a folder of the user's (``save_pretrained``,
+  the tokenizer's): the same swap, every other entry carried over, so the files of one save change together.
+- ``replacing_file(path)``: one file, put in place by one rename (a cache).
+
+Each first runs ``recover_directory`` on its target; readers call ``current_version`` (both re-exported here).
 
 Final files and folders get the permissions a plain ``open()`` / ``mkdir()`` would give under the process
-umask (``finalize_modes``; 0644 / 0755 under umask 022), set just before the rename: the staging folder is
-private (mkdtemp: 0700) and so are files some libraries write (safetensors: 0600) until then. Entries carried
-over from the old folder keep their modes (hard links share the user's inode).
+umask (``finalize_modes``; 0644 / 0755 under umask 022), set before the new version is marked complete: the work
+folder is private (mkdtemp: 0700) and so are files some libraries write (safetensors: 0600) until then. Entries
+carried over from the old folder keep their modes (hard links share the user's inode).
 
-One writer per target at a time: a second writer's recovery would delete the first one's unfinished folder.
-Renames within one folder are atomic on POSIX (and on Windows for files; folders are only renamed onto
-names that do not exist).
+Limits: one writer per target at a time; a reader reading a folder's files while a save swaps it may get one
+file of each version (the swap guards against kills, not concurrent saves); entries added to a folder between
+the carry-over and the swap are lost; a writer on another host (a shared filesystem) counts as gone; the working
+directory, or a folder holding it, is never swapped (the process would be left in a deleted folder): refused.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import shutil
+import socket
 import stat
 import tempfile
-import warnings
 from collections.abc import Collection, Iterator
 
-TMP = ".tmp-"  # beside the target: a version being written
-OLD = ".old-"  # beside the target: the previous version, moved aside during a swap
+from bertfast.atomic_recovery import (COMPLETE, MARKER, MARKER_FORMAT, NEW, OLD, WORK, current_version,
+                                      recover_directory, recover_entries, remove_work, step)
+
+__all__ = ["current_umask", "current_version", "finalize_modes", "recover_directory", "recover_entries",
+           "replacing_directory", "replacing_file", "staged_files"]
+
 PROC_STATUS = "/proc/self/status"  # Linux: its "Umask:" line shows the umask without changing it
 
 
@@ -82,7 +91,8 @@ def finalize_modes(path: str | os.PathLike) -> None:
 
 
 def _fsync(path: str) -> None:
-    """Flush a file's data to the disk (so a power loss after the rename cannot leave it empty)."""
+    """Flush a file's data, or a folder's entries, to the disk (so a power loss after the rename cannot leave it
+    empty)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -90,10 +100,14 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
-def _fsync_tree(directory: str) -> None:
-    for root, _, files in os.walk(directory):
+def _fsync_tree(path: str) -> None:
+    if not os.path.isdir(path):
+        _fsync(path)
+        return
+    for root, _, files in os.walk(path):
         for name in files:
             _fsync(os.path.join(root, name))
+        _fsync(root)
 
 
 def _link_or_copy(source: str, target: str) -> None:
@@ -116,32 +130,28 @@ def _carry_over(old: str, new: str, owned: Collection[str]) -> None:
             _link_or_copy(source, target)
 
 
-def _leftovers(target: str, kind: str) -> dict[str, str]:
-    """id -> path of the ``target.tmp-<id>`` / ``target.old-<id>`` entries beside ``target``."""
+def _make_work(target: str) -> str:
+    """A new private work folder beside ``target``, its marker written."""
     parent, name = os.path.split(target)
-    prefix = name + kind
-    return {entry[len(prefix):]: os.path.join(parent, entry) for entry in os.listdir(parent or ".")
-            if entry.startswith(prefix)}
+    work = tempfile.mkdtemp(prefix=f".{name}{WORK}{os.getpid()}-", dir=parent)
+    try:
+        with open(os.path.join(work, MARKER), "w", encoding="utf-8") as f:
+            f.write(json.dumps({"format": MARKER_FORMAT, "target": name, "pid": os.getpid(),
+                                "host": socket.gethostname()}))
+    except BaseException:
+        remove_work(work)
+        raise
+    step()
+    return work
 
 
-def recover_directory(target: str | os.PathLike) -> None:
-    """Finish or undo an interrupted swap of ``target`` and delete unfinished writes beside it (see the module
-    docstring), each with a warning. Nothing happens when there are no leftovers."""
-    target = os.path.abspath(os.fspath(target))
-    if not os.path.isdir(os.path.dirname(target)):
-        return
-    unfinished = _leftovers(target, TMP)
-    for key, old in sorted(_leftovers(target, OLD).items()):
-        if not os.path.lexists(target):
-            source = unfinished.pop(key, None) or old
-            os.rename(source, target)
-            warnings.warn(f"{target}: completed a save that was interrupted (kept the "
-                          f"{'new' if source != old else 'previous'} version)")
-        if os.path.lexists(old):
-            shutil.rmtree(old, ignore_errors=True)
-    for path in unfinished.values():
-        shutil.rmtree(path, ignore_errors=True)
-        warnings.warn(f"removed {path}: an unfinished save (the process writing it was stopped)")
+def _mark_complete(work: str) -> None:
+    """``work/new`` is whole: from now on a kill that leaves the target missing keeps ``new``."""
+    _fsync_tree(os.path.join(work, NEW))
+    with open(os.path.join(work, COMPLETE), "w", encoding="utf-8"):
+        pass
+    _fsync(work)
+    step()
 
 
 def _check_not_a_file(target: str) -> None:
@@ -157,71 +167,85 @@ def _check_replaceable(target: str) -> None:
                          f"replacing the one you are in")
 
 
-@contextlib.contextmanager
-def replacing_directory(target: str | os.PathLike, owned: Collection[str] | None = None) -> Iterator[str]:
-    """Yield a new empty folder beside ``target``; when the block succeeds it replaces ``target`` in one swap.
-    If the block raises, or the process dies, ``target`` is left as it was.
-
-    ``owned``: the entry names the writer owns in ``target``. None: all of them (the old folder is dropped
-    whole). Otherwise the old folder's other entries are carried into the new one (hard links) before the swap.
-    """
-    target = os.path.abspath(os.fspath(target))
-    _check_replaceable(target)
-    parent, name = os.path.split(target)
-    os.makedirs(parent, exist_ok=True)
-    recover_directory(target)
-    new = tempfile.mkdtemp(prefix=name + TMP, dir=parent)
-    try:
-        yield new
-        finalize_modes(new)  # before the carry-over: what the user had keeps its modes
-        if owned is not None and os.path.isdir(target):
-            _carry_over(target, new, owned)
-        _fsync_tree(new)
-        _swap(new, target)
-    except BaseException:
-        shutil.rmtree(new, ignore_errors=True)
-        raise
-
-
-def _swap(new: str, target: str) -> None:
-    old = target + OLD + new.rsplit(TMP, 1)[1]
-    moved = os.path.isdir(target)
+def _swap(work: str, target: str) -> None:
+    """``target`` -> ``work/old`` (when it exists), ``work/new`` -> ``target``; on an error the old one back."""
+    new, old = os.path.join(work, NEW), os.path.join(work, OLD)
+    moved = os.path.lexists(target)
     if moved:
         os.rename(target, old)
+        step()
     try:
         os.rename(new, target)
     except BaseException:
         if moved:
             os.rename(old, target)
         raise
-    if moved:
-        shutil.rmtree(old, ignore_errors=True)
+    step()
+
+
+@contextlib.contextmanager
+def replacing_directory(target: str | os.PathLike, owned: Collection[str] | None = None) -> Iterator[str]:
+    """Yield a new empty folder; when the block succeeds it replaces ``target`` in one swap. If the block raises,
+    or the process dies, ``target`` is left as it was (after a kill: once recovered).
+
+    ``owned``: the entry names the writer owns in ``target``. None: all of them (the old folder is dropped
+    whole). Otherwise the old folder's other entries are carried into the new one (hard links) before the swap,
+    and the new folder takes the old one's mode. A symlink ``target`` is followed: the folder it names is swapped.
+    """
+    target = os.path.abspath(os.fspath(target))
+    if os.path.islink(target):
+        target = os.path.realpath(target)
+    _check_replaceable(target)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    recover_directory(target)
+    work = _make_work(target)
+    new = os.path.join(work, NEW)
+    try:
+        os.mkdir(new, 0o700)
+        yield new
+        step()
+        finalize_modes(new)  # before the carry-over: what the user had keeps its modes
+        if owned is not None and os.path.isdir(target):
+            _carry_over(target, new, owned)
+            os.chmod(new, stat.S_IMODE(os.stat(target).st_mode))  # the user's folder keeps its mode
+        _mark_complete(work)
+        _swap(work, target)
+    except BaseException:
+        if os.path.lexists(target) or not os.path.lexists(os.path.join(work, OLD)):
+            remove_work(work)
+        raise
+    remove_work(work)
+    step()
 
 
 @contextlib.contextmanager
 def staged_files(directory: str | os.PathLike) -> Iterator[str]:
-    """Yield a staging folder inside ``directory`` (created if needed); when the block succeeds, each file
-    written into it is renamed into ``directory`` (replacing a file of that name). If the block raises, or the
-    process dies, ``directory`` keeps its old files; the staging folder is removed (after a kill: by the next
-    write into ``directory``)."""
-    directory = os.path.abspath(os.fspath(directory))
-    _check_not_a_file(directory)
-    os.makedirs(directory, exist_ok=True)
-    for entry in os.listdir(directory):
-        if entry.startswith(TMP):
-            shutil.rmtree(os.path.join(directory, entry), ignore_errors=True)
-            warnings.warn(f"removed {os.path.join(directory, entry)}: an unfinished save (the process writing it "
-                          f"was stopped)")
-    staging = tempfile.mkdtemp(prefix=TMP, dir=directory)
-    try:
+    """Yield a staging folder; when the block succeeds, what was written into it replaces its namesakes in
+    ``directory`` (created if needed) in one swap of the folder, whose other entries are carried over: all the
+    files of the save change together, or none. If the block raises, or the process dies, ``directory`` keeps its
+    old files (after a kill: once recovered)."""
+    with replacing_directory(directory, owned=()) as staging:
         yield staging
-        names = sorted(os.listdir(staging))
-        for name in names:
-            if os.path.isdir(os.path.join(staging, name)):
-                raise IsADirectoryError(f"staged_files moves files only; {name} is a folder")
-            finalize_modes(os.path.join(staging, name))
-            _fsync(os.path.join(staging, name))
-        for name in names:
-            os.replace(os.path.join(staging, name), os.path.join(directory, name))
+
+
+@contextlib.contextmanager
+def replacing_file(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a path to write one file at; when the block succeeds the file replaces ``path`` in one rename. If the
+    block raises, or the process dies, ``path`` is left as it was."""
+    path = os.path.abspath(os.fspath(path))
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a folder; replacing_file writes one file")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    recover_directory(path)
+    work = _make_work(path)
+    new = os.path.join(work, NEW)
+    try:
+        yield new
+        step()
+        finalize_modes(new)
+        _mark_complete(work)
+        os.replace(new, path)
+        step()
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_work(work)
+    step()

@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bertfast import ops
-from bertfast.atomic import staged_files
+from bertfast.atomic import replacing_file
 from bertfast.cpu import cpu_info
 
 GEMMS = ("mkl", "onednn")
@@ -83,10 +83,8 @@ def _read_cache(path: str) -> dict:
 
 def _write_cache(path: str, data: dict) -> None:
     """The whole cache written under a temporary name and renamed into place (a crash leaves the old file)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    with staged_files(directory) as staging:
-        with open(os.path.join(staging, os.path.basename(path)), "w", encoding="utf-8") as f:
+    with replacing_file(path) as staged:
+        with open(staged, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=1, sort_keys=True)
 
 

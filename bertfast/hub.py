@@ -3,7 +3,8 @@
 Hub ids are looked up in the HF cache first, then downloaded unless ``local_files_only`` or
 ``HF_HUB_OFFLINE=1``. Before a download, one request with a short timeout checks that the hub answers: when it
 does not, the offline error comes at once instead of after huggingface_hub's retries (about 25 s). A name
-that looks like a path but is not a directory is never sent to the hub. Every failure is a
+that looks like a path but is not a directory is never sent to the hub. A local directory whose save a kill
+interrupted is read in its whole version (``bertfast.atomic.current_version``). Every failure is a
 ``FileNotFoundError`` that says what was looked for and where.
 """
 from __future__ import annotations
@@ -13,6 +14,8 @@ import os
 import huggingface_hub
 from huggingface_hub import constants as hub_constants
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError
+
+from bertfast.atomic import current_version
 
 
 HUB_PROBE_TIMEOUT = 3.0  # seconds the reachability check waits for the hub to answer
@@ -41,8 +44,9 @@ def resolve_file(name_or_path: str | os.PathLike, filename: str, required: bool 
     ``HF_HUB_OFFLINE=1``) downloaded.
     """
     name = os.fspath(name_or_path)
-    if os.path.isdir(name):
-        path = os.path.join(name, filename)
+    directory = current_version(name)  # a folder a kill left mid-swap: its whole version
+    if os.path.isdir(directory):
+        path = os.path.join(directory, filename)
         if os.path.isfile(path):
             return path
         if required:

@@ -191,8 +191,9 @@ class BertPreTrainedModel(nn.Module):
                     getattr(module, name).copy_(value)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write config.json + model.safetensors that both bertfast and transformers load. Each is written under a
-        temporary name and renamed (``bertfast.atomic.staged_files``): a failed save leaves the old files whole."""
+        """Write config.json + model.safetensors that both bertfast and transformers load, in one swap of
+        ``directory`` (``bertfast.atomic.staged_files``; its other files are kept): a failed or killed save leaves
+        the old pair whole, never the new config with the old weights."""
         from safetensors.torch import save_file
 
         if getattr(self, "quantization", None) is not None:

@@ -145,8 +145,9 @@ class BertTokenizer:
         return cls(found[VOCAB_FILE], **options)
 
     def save_pretrained(self, directory: str | os.PathLike) -> list[str]:
-        """Write ``tokenizer.json``, ``vocab.txt`` and ``tokenizer_config.json`` (loadable by transformers too), each
-        under a temporary name and renamed (``bertfast.atomic.staged_files``): a failed save leaves the old ones."""
+        """Write ``tokenizer.json``, ``vocab.txt`` and ``tokenizer_config.json`` (loadable by transformers too) in one
+        swap of ``directory`` (``bertfast.atomic.staged_files``; its other files are kept): a failed or killed save
+        leaves the old three, never a mix."""
         names = (TOKENIZER_FILE, VOCAB_FILE, CONFIG_FILE)
         with staged_files(directory) as staging:
             staged = [os.path.join(staging, name) for name in names]

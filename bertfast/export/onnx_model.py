@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from bertfast.atomic import current_version
 from bertfast.config import BertConfig
 from bertfast.heads.pretraining import BertForMaskedLM, BertForNextSentencePrediction, BertForPreTraining
 from bertfast.heads.tasks import (BertForMultipleChoice, BertForQuestionAnswering, BertForSequenceClassification,
@@ -79,8 +80,9 @@ def check_task(task: str) -> ExportTask:
 
 
 def resolve_onnx_path(path: str | os.PathLike) -> str:
-    """An export directory (holding model.onnx) or a .onnx file -> the .onnx file."""
-    path = os.fspath(path)
+    """An export directory (holding model.onnx) or a .onnx file -> the .onnx file; of an export a kill left
+    mid-swap, the whole version's (``bertfast.atomic.current_version``)."""
+    path = current_version(os.fspath(path))
     candidate = os.path.join(path, ONNX_FILE) if os.path.isdir(path) else path
     if not os.path.isfile(candidate):
         raise FileNotFoundError(f"no ONNX model at {candidate}: pass a .onnx file or a directory written by "

@@ -40,6 +40,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from bertfast.atomic import recover_entries
 from bertfast.export.triton_repo import write_python_repository
 from bertfast.serving.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS
 
@@ -179,6 +180,7 @@ class TritonServer:
         if self.process is not None:
             raise RuntimeError("this server was already started")
         dist = TritonDistribution.find()
+        recover_entries(self.repository)  # a model a kill left mid-swap: its whole version, before Triton reads it
         self._workspace = tempfile.mkdtemp(prefix="bertfast-triton-")
         try:
             backend_dir = os.path.join(self._workspace, "backends")

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from bertfast.atomic import recover_directory
+from bertfast.atomic import current_version, recover_directory
 from bertfast.checkpoint import CheckpointError
 from bertfast.tokenizer import BertTokenizer
 
@@ -126,9 +126,16 @@ def write_manifest(directory: str, step: int, data: dict[str, Any], config: dict
 
 
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
-    """The manifest of a checkpoint folder, after finishing or undoing a save a kill interrupted."""
+    """The manifest of a checkpoint folder, after finishing or undoing a save a kill interrupted (one that cannot be
+    finished here, for want of write permission, is an error naming the whole checkpoint)."""
     directory = os.fspath(directory)
-    recover_directory(directory)
+    with contextlib.suppress(OSError):  # a folder this process may not write: current_version names its version
+        recover_directory(directory)
+    found = current_version(directory)
+    if found != directory:
+        raise CheckpointError(f"{directory} is missing: a save of it was stopped between its renames and cannot be "
+                              f"finished here; the whole checkpoint is {found}: resume from it (--resume {found}), or "
+                              f"move it to {directory}")
     state_path = os.path.join(directory, TRAINER_STATE)
     if not os.path.isfile(state_path):
         raise FileNotFoundError(f"{state_path} not found: resume from a directory written by `bertfast pretrain`")

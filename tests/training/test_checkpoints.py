@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 import bertfast
+from bertfast.atomic_recovery import WORK
 from bertfast.checkpoint import CheckpointError
 from bertfast.cli import main
 from bertfast.training import losses as losses_module
@@ -48,7 +49,7 @@ def copy_of(checkpoint: str, tmp_path) -> str:
 
 def leftovers(path) -> list[str]:
     return [os.path.join(root, name) for root, dirs, files in os.walk(path) for name in dirs + files
-            if ".tmp-" in name or ".old-" in name]
+            if WORK in name]
 
 
 # ---------------------------------------------------------------- item 1: atomic checkpoints with a manifest
