@@ -12,7 +12,6 @@ LoRA on embeddings, weights the checkpoint lacks or of other shapes) is an ``Ada
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -23,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 
 from bertfast.checkpoint import CheckpointError, _model_key, check_readable
-from bertfast.hub import resolve_file
+from bertfast.hub import read_json_object, resolve_file
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
@@ -122,13 +121,7 @@ def read_adapter(name_or_path: str | os.PathLike, local_files_only: bool = False
     """Read a PEFT LoRA adapter folder (local directory or hub id) and check that bertfast can merge it."""
     where = f"the adapter {os.fspath(name_or_path)!r}"
     path = resolve_file(name_or_path, ADAPTER_CONFIG, local_files_only=local_files_only)
-    try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise AdapterError(f"{path} is not valid UTF-8 JSON ({e}); re-download the adapter or fix the file") from e
-    if not isinstance(config, dict):
-        raise AdapterError(f"{path} must hold a JSON object (option name -> value), got a {type(config).__name__}")
+    config = read_json_object(path, "re-download the adapter or fix the file", AdapterError)
     _check_config(config, where)
     _check_ranks(config, path)
     adapter = LoraAdapter(config)

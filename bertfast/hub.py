@@ -9,7 +9,9 @@ interrupted is read in its whole version (``bertfast.atomic.current_version``). 
 """
 from __future__ import annotations
 
+import json
 import os
+from typing import Any
 
 import huggingface_hub
 from huggingface_hub import constants as hub_constants
@@ -79,3 +81,16 @@ def resolve_file(name_or_path: str | os.PathLike, filename: str, required: bool 
         raise FileNotFoundError(f"{name!r} is neither a local directory nor a valid hub id ({e})") from None
     except OSError as e:  # repository not found, gated, HTTP errors
         raise FileNotFoundError(f"could not fetch {filename} for {name!r} from the hub: {e}") from e
+
+
+def read_json_object(path: str | os.PathLike, fix: str, error: type[Exception] = ValueError) -> dict[str, Any]:
+    """The JSON object in the file ``path``; a file that is not UTF-8 JSON, or holds no object, raises ``error``
+    naming the file and ``fix`` (what the user should do)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise error(f"{path} is not valid UTF-8 JSON ({err}); {fix}") from err
+    if not isinstance(data, dict):
+        raise error(f"{path} must hold a JSON object (option name -> value), got a {type(data).__name__}")
+    return data

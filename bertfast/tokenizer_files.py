@@ -2,10 +2,11 @@
 ``tokenizer_config.json`` / ``special_tokens_map.json``, checked (every error names the file and the field)."""
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from bertfast.hub import read_json_object
 
 TOKENIZER_FILE = "tokenizer.json"
 VOCAB_FILE = "vocab.txt"
@@ -36,16 +37,7 @@ def load_vocab(vocab_file: str | os.PathLike, unk_token: str = "[UNK]") -> dict[
 
 def read_json(path: str | None) -> dict[str, Any]:
     """A JSON object from a tokenizer config file ({} for None); errors name the file."""
-    if path is None:
-        return {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} is not valid UTF-8 JSON ({err}); re-download it or delete it") from err
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object (option name -> value), got a {type(data).__name__}")
-    return data
+    return {} if path is None else read_json_object(path, "re-download it or delete it")
 
 
 def _is_bool(value: Any) -> bool:

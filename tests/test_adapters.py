@@ -48,6 +48,15 @@ def peft_merged(kind: str, base_dir: str, adapter_dir: str):
     return peft.PeftModel.from_pretrained(base, adapter_dir).merge_and_unload().eval()
 
 
+
+def edit_config(adapter: str, **changes) -> None:
+    """Rewrite the adapter's adapter_config.json with ``changes`` applied."""
+    path = os.path.join(adapter, "adapter_config.json")
+    with open(path, encoding="utf-8") as f:
+        config = json.load(f)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({**config, **changes}, f)
+
 def test_lora_on_every_encoder_linear_matches_peft_merge(tmp_path):
     base = saved(hf_model("BertModel"), tmp_path / "base")
     options = dict(r=4, lora_alpha=16, target_modules=["query", "key", "value", "dense"], use_rslora=True,
@@ -123,11 +132,7 @@ def test_classifier_in_modules_to_save_and_prefix_free_matching(tmp_path):
 def test_fan_in_fan_out_is_ignored_for_linear_layers_as_peft_does(tmp_path):
     base = saved(hf_model("BertModel"), tmp_path / "base")
     adapter = make_adapter(hf_model("BertModel"), tmp_path / "adapter", r=2, target_modules=["intermediate.dense"])
-    config_path = os.path.join(adapter, "adapter_config.json")
-    with open(config_path, encoding="utf-8") as f:
-        config = json.load(f)
-    with open(config_path, "w", encoding="utf-8") as f:
-        json.dump({**config, "fan_in_fan_out": True}, f)
+    edit_config(adapter, fan_in_fan_out=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         expected = peft_merged("BertModel", base, adapter).state_dict()
@@ -158,11 +163,7 @@ def test_adapters_that_cannot_be_merged_are_clear_errors(tmp_path):
                               target_modules=["classifier"])
     with pytest.raises(AdapterError, match="changes classifier.weight, which this checkpoint does not have"):
         bertfast.BertModel.from_pretrained(base, adapter=classifier)
-    config_path = os.path.join(classifier, "adapter_config.json")
-    with open(config_path, encoding="utf-8") as f:
-        config = json.load(f)
-    with open(config_path, "w", encoding="utf-8") as f:
-        json.dump({**config, "r": 3}, f)
+    edit_config(classifier, r=3)
     with pytest.raises(AdapterError, match=r"lora_A \(2, 32\) and lora_B \(2, 2\), not of the rank r=3"):
         bertfast.BertModel.from_pretrained(base, adapter=classifier)
     with pytest.raises(FileNotFoundError, match="adapter_config.json not found"):
@@ -180,11 +181,7 @@ def test_a_rank_or_alpha_that_cannot_scale_is_refused_naming_the_file(edit, mess
     """The merge scales by alpha / r: r 0 was a ZeroDivisionError."""
     base = saved(hf_model("BertModel"), tmp_path / "base")
     adapter = make_adapter(hf_model("BertModel"), tmp_path / "adapter", r=2, target_modules=["query"])
-    config_path = os.path.join(adapter, "adapter_config.json")
-    with open(config_path, encoding="utf-8") as f:
-        config = json.load(f)
-    with open(config_path, "w", encoding="utf-8") as f:
-        json.dump({**config, **edit}, f)
+    edit_config(adapter, **edit)
     with pytest.raises(AdapterError, match=message):
         bertfast.BertModel.from_pretrained(base, adapter=adapter)
 
@@ -194,16 +191,12 @@ def test_rank_0_matrices_and_a_config_that_is_not_json_are_refused(tmp_path):
 
     base = saved(hf_model("BertModel"), tmp_path / "base")
     adapter = make_adapter(hf_model("BertModel"), tmp_path / "adapter", r=2, target_modules=["query"])
-    config_path = os.path.join(adapter, "adapter_config.json")
-    with open(config_path, encoding="utf-8") as f:
-        config = json.load(f)
-    with open(config_path, "w", encoding="utf-8") as f:
-        json.dump({**config, "r": None}, f)  # the matrices' own rank, then
+    edit_config(adapter, r=None)  # the matrices' own rank, then
     weights = os.path.join(adapter, "adapter_model.safetensors")
     save_file({k: v[:0] if "lora_A" in k else v[:, :0] for k, v in load_file(weights).items()}, weights)
     with pytest.raises(AdapterError, match=r"query has lora_A \(0, 32\), of rank 0: a LoRA update needs rank r >= 1"):
         bertfast.BertModel.from_pretrained(base, adapter=adapter)
-    with open(config_path, "w", encoding="utf-8") as f:
+    with open(os.path.join(adapter, "adapter_config.json"), "w", encoding="utf-8") as f:
         f.write('{"peft_type": "LORA", "r": ')
     with pytest.raises(AdapterError, match=r"adapter_config.json is not valid UTF-8 JSON"):
         bertfast.BertModel.from_pretrained(base, adapter=adapter)
