@@ -8,6 +8,7 @@ the tokens of a sequence are its real tokens in order.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -45,3 +46,68 @@ def pad(packed: torch.Tensor, packing: Packing) -> torch.Tensor:
     out = packed.new_zeros(packing.batch * packing.seq_len, *packed.shape[1:])
     out.index_copy_(0, packing.indices, packed)
     return out.view(packing.batch, packing.seq_len, *packed.shape[1:])  # (B, S, ...)
+
+
+@dataclass
+class PackedBatch:
+    """The model's native input: the real tokens of B sequences, one sequence after another, with where each
+    starts. Built on the host from token lists (``from_token_lists``: no device sync, the lengths are known) or
+    from a padded (B, S) batch by the thin adapter ``from_padded`` (host syncs, to find the real tokens)."""
+
+    input_ids: torch.Tensor  # (T,) int64 token ids
+    position_ids: torch.Tensor  # (T,) int64 each token's position (0.. within its sequence unless given)
+    token_type_ids: torch.Tensor  # (T,) int64 segment ids (zeros unless given)
+    cu_seqlens: torch.Tensor  # (B + 1,) int32 cumulative lengths, starting at 0
+    max_seqlen: int  # longest sequence
+    lengths: tuple[int, ...]  # the B lengths, on the host
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def device(self) -> torch.device:
+        return self.input_ids.device
+
+    @classmethod
+    def from_token_lists(cls, input_ids: Sequence[Sequence[int]],
+                         token_type_ids: Sequence[Sequence[int]] | None = None,
+                         device: torch.device | str | None = None) -> "PackedBatch":
+        """B token-id lists (and their segment ids) -> a packed batch on ``device``; positions count from 0."""
+        lengths = tuple(len(ids) for ids in input_ids)
+        if not lengths or min(lengths) == 0:
+            raise ValueError("a packed batch needs at least one sequence and no empty sequence")
+        if token_type_ids is not None and tuple(len(t) for t in token_type_ids) != lengths:
+            raise ValueError("token_type_ids must have one list per sequence, each as long as its input_ids")
+        flat = [i for ids in input_ids for i in ids]
+        types = [0] * len(flat) if token_type_ids is None else [t for row in token_type_ids for t in row]
+        positions = [p for n in lengths for p in range(n)]
+        cu = [0]
+        for n in lengths:
+            cu.append(cu[-1] + n)
+        as_long = dict(dtype=torch.long, device=device)
+        return cls(torch.tensor(flat, **as_long), torch.tensor(positions, **as_long), torch.tensor(types, **as_long),
+                   torch.tensor(cu, dtype=torch.int32, device=device), max(lengths), lengths)
+
+    @classmethod
+    def from_padded(cls, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                    token_type_ids: torch.Tensor | None = None,
+                    position_ids: torch.Tensor | None = None) -> tuple["PackedBatch", Packing]:
+        """A padded (B, S) batch -> its packed batch and the packing that pads results back. Positions are
+        the padded batch's (default 0..S-1 per row, as transformers counts them, padding included)."""
+        batch, seq_len = input_ids.shape
+        mask = (torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None
+                else attention_mask.to(torch.bool))
+        packing = packing_of(mask)
+        if position_ids is None:
+            position_ids = torch.arange(seq_len, device=input_ids.device).expand(batch, seq_len)  # (B, S)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        lengths = tuple(torch.diff(packing.cu_seqlens).tolist())
+        packed = cls(unpad(input_ids, packing), unpad(position_ids.expand(batch, seq_len), packing).long(),
+                     unpad(token_type_ids, packing).long(), packing.cu_seqlens, packing.max_seqlen, lengths)
+        return packed, packing
+
+    def to(self, device: torch.device | str) -> "PackedBatch":
+        return PackedBatch(self.input_ids.to(device), self.position_ids.to(device), self.token_type_ids.to(device),
+                           self.cu_seqlens.to(device), self.max_seqlen, self.lengths)
