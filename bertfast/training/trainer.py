@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import json
 import math
 import os
 import time
 from collections.abc import Sequence
+from typing import BinaryIO
 from dataclasses import dataclass
 
 import torch
@@ -221,12 +223,15 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return metrics
 
+    def _kept(self) -> str:
+        return ("no checkpoint was written by this run" if self.saved_step is None
+                else f"the last checkpoint (step {self.saved_step}) is kept")
+
     def _check_finite(self, metrics: dict[str, float]) -> None:
         checked = ("loss", "grad_norm") if not self.scaler.is_enabled() else ("loss",)
         bad = [name for name in checked if not math.isfinite(metrics[name])]
         if bad:
-            kept = ("no checkpoint was written by this run" if self.saved_step is None
-                    else f"the last checkpoint (step {self.saved_step}) is kept")
+            kept = self._kept()
             what = "loss" if bad[0] == "loss" else "gradient norm"
             raise TrainingDivergedError(
                 f"step {self.step + 1}: the {what} is {metrics[bad[0]]} (learning rate {metrics['lr']:g}); training "
@@ -245,7 +250,8 @@ class Trainer:
         history: list[dict[str, float]] = []
         batches = self.data(self.epoch, self.batch_index)
         tokens, start = 0, time.perf_counter()
-        log = open(self.args.log_file, "a", encoding="utf-8") if self.args.log_file and self.dist.is_main else None
+        # unbuffered: a failed write (a full disk) leaves nothing behind for close() to fail on again
+        log = open(self.args.log_file, "ab", buffering=0) if self.args.log_file and self.dist.is_main else None
         with tqdm(total=self.args.steps, initial=self.step, desc="pretrain", unit="step",
                   disable=not self.args.progress or not self.dist.is_main) as bar, log or contextlib.nullcontext():
             while self.step < self.args.steps:
@@ -257,8 +263,7 @@ class Trainer:
                 metrics["tokens_per_s"] = tokens / (time.perf_counter() - start)
                 history.append(metrics)
                 if log is not None:
-                    log.write(json.dumps({"step": self.step, **metrics}) + "\n")
-                    log.flush()
+                    self._log(log, {"step": self.step, **metrics})
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}", mlm_acc=f"{metrics['mlm_accuracy']:.3f}",
                                 nsp_acc=f"{metrics['nsp_accuracy']:.2f}", tok_s=f"{metrics['tokens_per_s']:.0f}")
                 bar.update()
@@ -266,6 +271,19 @@ class Trainer:
                     self.save(out_dir)
         self.save(out_dir)
         return history
+
+    def _log(self, log: BinaryIO, metrics: dict[str, float]) -> None:
+        """One JSON line of ``metrics`` into the open ``log_file``; a full disk is one line naming it."""
+        try:
+            log.write((json.dumps(metrics) + "\n").encode("utf-8"))
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            error = OSError(f"no space left for --log-file {os.path.abspath(self.args.log_file)} at step {self.step}: "
+                            f"training stopped and {self._kept()}; free some space there or point --log-file "
+                            f"elsewhere")
+            error.errno = e.errno
+            raise error from e
 
     def save(self, directory: str | os.PathLike) -> None:
         """A HF-compatible checkpoint (config.json, model.safetensors, tokenizer files) + trainer_state.pt and the
