@@ -50,14 +50,15 @@ from typing import Any, Iterator
 import torch
 
 from bertfast import ops
-from bertfast.atomic import replacing_directory
+from bertfast.atomic import check_out_dir as atomic_check_out_dir, replacing_directory
 from bertfast.cpu_gemm import plain_linear
 from bertfast.pretrained import BertPreTrainedModel
 from bertfast.export.int8 import MIN_COSINE, compare_int8, quantize_onnx
-from bertfast.export.onnx_model import INPUT_NAMES, ONNX_FILE, ExportTask, check_task
+from bertfast.export.onnx_model import INPUT_NAMES, ONNX_FILE, check_task
 from bertfast.export.sentence import FOLDER_FILES, module_folders, sentence_files
 from bertfast.hub import resolve_file
 from bertfast.inputs import random_batch
+from bertfast.tasks import DEFAULT_EXPORT_TASK, TaskSpec
 from bertfast.tokenizer_files import TOKENIZER_FILES
 from bertfast.version import __version__
 
@@ -121,19 +122,15 @@ def tolerance(stage: str, output: str) -> float:
 
 
 def export_onnx(model_or_path: str | os.PathLike | BertPreTrainedModel, out_path: str | os.PathLike,
-                task: str = "feature-extraction", opset: int | None = None, optimize: bool = False,
+                task: str = DEFAULT_EXPORT_TASK, opset: int | None = None, optimize: bool = False,
                 fp16: bool = False, overwrite: bool = False, quantize: str | None = None) -> ExportReport:
     """Export a checkpoint (directory or hub id) or a loaded model to ``out_path/model.onnx``, validated.
 
     Inputs ``input_ids``, ``attention_mask``, ``token_type_ids``: int64 (batch_size, sequence_length), or
     (batch_size, num_choices, sequence_length) for multiple-choice.
-    Outputs by task: feature-extraction ``last_hidden_state`` (B, S, H) and ``pooler_output`` (B, H) when the
-    model has a pooler; fill-mask ``logits`` (B, S, vocab); next-sentence ``logits`` (B, 2); pretraining
-    ``prediction_logits`` (B, S, vocab) and ``seq_relationship_logits`` (B, 2); text-classification ``logits``
-    (B, num_labels); token-classification ``logits`` (B, S, num_labels); question-answering ``start_logits``
-    and ``end_logits`` (B, S); multiple-choice ``logits`` (B, num_choices). All float32, also with
-    ``fp16=True`` (the weights and activations are float16 inside). Attention probabilities are never an
-    output (run the torch model with ``output_attentions=True`` for them).
+    Outputs: the task's ``export.outputs`` in ``bertfast.tasks`` (e.g. text-classification ``logits`` (B,
+    num_labels)), all float32, also with ``fp16=True`` (the weights and activations are float16 inside); attention
+    probabilities never (run the torch model with ``output_attentions=True`` for them).
 
     ``optimize``: onnxscript's onnxruntime fusions (they fuse our packed-QKV attention into
     MultiHeadAttention, which onnxruntime's BERT fuser cannot match), then onnxruntime's transformers
@@ -149,6 +146,7 @@ def export_onnx(model_or_path: str | os.PathLike | BertPreTrainedModel, out_path
     ``out_path`` must be new or empty unless ``overwrite=True`` (which replaces only the files listed above).
     """
     spec = check_task(task)
+    task = spec.name
     _check_opset(opset)
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize={quantize!r}: the ONNX export quantizes to 'int8' only (or None)")
@@ -157,7 +155,7 @@ def export_onnx(model_or_path: str | os.PathLike | BertPreTrainedModel, out_path
     out_dir = check_out_dir(out_path, overwrite)
     carried = sentence_files(model_or_path, task) if isinstance(model_or_path, (str, os.PathLike)) else []
     model = _load(model_or_path, task, spec)
-    names = tuple(n for n in spec.outputs if n != "pooler_output" or model.pooler is not None)
+    names = tuple(n for n in spec.export.outputs if n != "pooler_output" or model.pooler is not None)
     traced = _Traced(model, names).eval()
     proto = _trace(traced, model.config, spec, opset)
     inputs = _random_inputs(model.config, [_input_shape(spec, b, c, s or model.config.max_position_embeddings)
@@ -174,7 +172,7 @@ def export_onnx(model_or_path: str | os.PathLike | BertPreTrainedModel, out_path
         proto = _to_fp16(proto)
         results = _run(proto, "fp16", names, inputs)
         diffs["fp16"] = _compare("fp16", names, inputs, references, results)
-        top_k = _check_top_k([i for i, n in enumerate(names) if "vocab_size" in spec.outputs[n]], inputs,
+        top_k = _check_top_k([i for i, n in enumerate(names) if "vocab_size" in spec.export.outputs[n]], inputs,
                              references, results)
     cosines = None
     if quantize:
@@ -203,17 +201,13 @@ def _check_opset(opset: int | None) -> None:
 
 
 def check_out_dir(path: str | os.PathLike, overwrite: bool) -> str:
-    path = os.fspath(path)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise FileExistsError(f"{path} is a file; the output path is a directory (it receives {ONNX_FILE}, "
-                              f"config.json and the tokenizer files)")
-    if os.path.isdir(path) and os.listdir(path) and not overwrite:
-        raise FileExistsError(f"{path} exists and is not empty; choose a new directory, or pass overwrite=True "
-                              f"(--overwrite) to replace the files an export writes there")
-    return path
+    """An export's folder: new or empty, or replaced with ``overwrite`` (``bertfast.atomic.check_out_dir``)."""
+    return atomic_check_out_dir(path, overwrite, lambda where, _: (
+        f"{where} exists and is not empty; choose a new directory, or pass overwrite=True (--overwrite) to replace "
+        f"the files an export writes there"))
 
 
-def _load(model_or_path: Any, task: str, spec: ExportTask) -> BertPreTrainedModel:
+def _load(model_or_path: Any, task: str, spec: TaskSpec) -> BertPreTrainedModel:
     """The model to trace: float32, on the CPU, in eval mode (a copy when the given model is not)."""
     if isinstance(model_or_path, (str, os.PathLike)):
         return spec.model_class.from_pretrained(model_or_path)
@@ -224,8 +218,8 @@ def _load(model_or_path: Any, task: str, spec: ExportTask) -> BertPreTrainedMode
     if getattr(model, "quantization", None) is not None:
         raise ValueError(f"the model is quantized ({model.quantization}) for torch: export the float32 model with "
                          f"quantize={model.quantization!r} for onnxruntime's own int8 graph")
-    if task == "feature-extraction":
-        model = model.base_model
+    if not isinstance(model, spec.model_class) and isinstance(model.base_model, spec.model_class):
+        model = model.base_model  # the encoder of a model with heads (feature-extraction)
     if not isinstance(model, spec.model_class):
         raise TypeError(f"task {task!r} exports a {spec.model_class.__name__}, got a {type(model).__name__}: pass "
                         f"the task that matches the model, or the checkpoint path so the right class is loaded")
@@ -248,9 +242,9 @@ class _Traced(torch.nn.Module):
         return tuple(getattr(out, name) for name in self.names)
 
 
-def _input_shape(spec: ExportTask, batch: int, choices: int, seq_len: int) -> tuple[int, ...]:
+def _input_shape(spec: TaskSpec, batch: int, choices: int, seq_len: int) -> tuple[int, ...]:
     """(batch, sequence), or (batch, choices, sequence) for a task with a choices axis."""
-    return (batch, choices, seq_len) if "num_choices" in spec.inputs else (batch, seq_len)
+    return (batch, choices, seq_len) if "num_choices" in spec.export.inputs else (batch, seq_len)
 
 
 def _random_inputs(config: Any, shapes: list[tuple[int, ...]], seed: int = 0) -> list[dict[str, torch.Tensor]]:
@@ -267,11 +261,11 @@ def _random_inputs(config: Any, shapes: list[tuple[int, ...]], seed: int = 0) ->
     return batches
 
 
-def _trace(traced: _Traced, config: Any, spec: ExportTask, opset: int | None) -> Any:
+def _trace(traced: _Traced, config: Any, spec: TaskSpec, opset: int | None) -> Any:
     """torch.onnx.export(dynamo=True) with dynamic batch and sequence (and choices) axes -> onnx.ModelProto."""
     dims = {"batch_size": torch.export.Dim("batch_size"), "num_choices": torch.export.Dim("num_choices"),
             "sequence_length": torch.export.Dim("sequence_length", max=config.max_position_embeddings)}
-    axes = {i: dims[name] for i, name in enumerate(spec.inputs)}  # e.g. {0: batch_size, 1: sequence_length}
+    axes = {i: dims[name] for i, name in enumerate(spec.export.inputs)}  # e.g. {0: batch_size, 1: sequence_length}
     shape = _input_shape(spec, EXAMPLE_SHAPE[0], EXAMPLE_CHOICES, min(EXAMPLE_SHAPE[1], config.max_position_embeddings))
     example = _random_inputs(config, [shape])[0]
     registration = logging.getLogger("torch.onnx._internal.exporter._registration")
