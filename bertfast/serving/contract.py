@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from bertfast.pipelines.base import Pipeline
-from bertfast.tasks import SERVED_AGGREGATION, TASKS, TaskSpec, TensorSpec, get_task, load, task_names
+from bertfast.tasks import SERVED_AGGREGATION, TaskSpec, TensorSpec, get_task, load, task_names
 
 # Triton config data types -> the numpy dtype of the arrays an entry returns (BYTES travel as object arrays)
 NUMPY_TYPES = {"TYPE_STRING": np.object_, "TYPE_FP32": np.float32}
@@ -108,7 +108,7 @@ def rerank(pipe: Pipeline, rows: dict[str, list[str]]) -> dict[str, np.ndarray]:
 
 def served_tasks() -> list[str]:
     """The tasks that have both a pipeline and a contract."""
-    return sorted(spec.name for spec in TASKS if spec.serving is not None and spec.pipeline is not None)
+    return sorted(set(task_names("serving")) & set(task_names("pipeline")))
 
 
 def contract_for(task: str) -> TaskContract:
