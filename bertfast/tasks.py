@@ -146,6 +146,7 @@ _ROWS = "bertfast.training.finetune_data:read_rows"
 _METRICS = "bertfast.training.metrics:"
 _CLI = "bertfast.cli.tasks:"
 _PIPELINES = "bertfast.pipelines."
+_EMBEDDING_PIPELINE = _PIPELINES + "feature_extraction:FeatureExtractionPipeline"
 _LOGITS = {"logits": ("num_labels",)}
 
 TASKS: tuple[TaskSpec, ...] = (
@@ -164,13 +165,13 @@ TASKS: tuple[TaskSpec, ...] = (
                  TensorSpec("is_next_probability", "TYPE_FP32", (1,), "P(text_pair follows text)"),
                  TensorSpec("label", "TYPE_STRING", (1,), "IsNext or NotNext")), _CONTRACT + "next_sentence"),
              cli=CliSpec("nsp", "probability that TEXT_B follows TEXT_A (next-sentence prediction)", _CLI + "nsp")),
-    TaskSpec("feature-extraction", BertModel, None, pipeline=_PIPELINES + "feature_extraction:FeatureExtractionPipeline",
+    TaskSpec("feature-extraction", BertModel, None, pipeline=_EMBEDDING_PIPELINE,
              export=ExportSpec(BaseModelOutputWithPooling, {"last_hidden_state": ("sequence_length", "hidden_size"),
                                                             "pooler_output": ("hidden_size",)}),
              serving=ServingSpec((_TEXT,), (_EMBEDDING,), _CONTRACT + "embedding"), bench=("last_hidden_state",),
              cli=CliSpec("embed", "sentence embeddings, as the Python feature-extraction pipeline gives them",
                          _CLI + "embed")),
-    TaskSpec("sentence-embedding", BertModel, None, pipeline=_PIPELINES + "feature_extraction:FeatureExtractionPipeline",
+    TaskSpec("sentence-embedding", BertModel, None, pipeline=_EMBEDDING_PIPELINE,
              onnx_task="feature-extraction", serving=ServingSpec((_TEXT,), (_EMBEDDING,), _CONTRACT + "embedding")),
     TaskSpec("sparse-embedding", BertForMaskedLM, "cls.",
              pipeline=_PIPELINES + "sparse_embedding:SparseEmbeddingPipeline", onnx_task="fill-mask",

@@ -2,7 +2,7 @@
 name), the inputs it takes, and the output compared with transformers and timed.
 
 feature-extraction (the default) measures BertModel's ``last_hidden_state``; the task heads measure their outputs
-as the export contract names them (the task table's ``bench`` and ``export`` fields, bertfast.tasks): text-classification ``logits``
+as the export contract names them (the task table, bertfast.tasks): text-classification ``logits``
 (B, num_labels), token-classification ``logits`` (B, S, num_labels), question-answering ``start_logits`` and
 ``end_logits`` (stacked: (B, S, 2)), multiple-choice ``logits``, for which a workload's B sequences are the choices
 of one example: inputs (1, B, S), logits (1, B).

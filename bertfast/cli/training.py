@@ -110,7 +110,8 @@ def finetune_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--doc-stride", type=int, default=d.doc_stride,
                    help="question answering: context tokens consecutive windows share (default: min(128, half of "
                         "--max-length))")
-    p.add_argument("--lora", metavar="R,ALPHA[,TARGETS]", help="train a LoRA adapter (PEFT format), e.g. 8,16,query,value")
+    p.add_argument("--lora", metavar="R,ALPHA[,TARGETS]",
+                   help="train a LoRA adapter (PEFT format), e.g. 8,16,query,value")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="cpu or cuda (default: %(default)s)")
     p.add_argument("--dtype", default=d.dtype, help="float32, or bfloat16 / float16 autocast on CUDA")

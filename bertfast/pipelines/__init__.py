@@ -11,7 +11,7 @@ from bertfast.export.onnx_model import OnnxModel
 from bertfast.ops import resolve_device
 from bertfast.pretrained import BertPreTrainedModel
 from bertfast.pipelines.base import Pipeline
-from bertfast.tasks import ALIASES, get_task, load, task_names
+from bertfast.tasks import ALIASES, get_task, load, task_names  # ALIASES: the old name, re-exported
 from bertfast.tokenizer import BertTokenizer
 
 DEFAULT_MODEL = "bert-base-uncased"
@@ -36,9 +36,9 @@ def pipeline(task: str, model: str | os.PathLike | BertPreTrainedModel | OnnxMod
              max_length: int | None = None, **load_kwargs: Any) -> Pipeline:
     """Build a pipeline: ``pipeline("fill-mask", model="bert-base-uncased")`` (the tasks are ``PIPELINES``'
     keys, and transformers' names in ``ALIASES``; both from ``bertfast.tasks``). ``model`` is a checkpoint
-    (directory or hub id) or a loaded bertfast model; ``tokenizer`` defaults to the checkpoint's. ``batch_size`` texts go through the model at a time, each truncated to ``max_length``
-    tokens (default: the tokenizer's ``model_max_length``, capped at the model's maximum; a sentence-transformers
-    folder's ``max_seq_length``). ``load_kwargs`` go to ``from_pretrained`` (e.g. ``adapter="peft-dir"``).
+    (directory or hub id) or a loaded bertfast model; ``tokenizer`` defaults to the checkpoint's. ``batch_size``
+    texts go through the model at a time, each truncated to ``max_length`` tokens (default: the tokenizer's
+    ``model_max_length``, capped at the model's maximum; a sentence-transformers folder's ``max_seq_length``). ``load_kwargs`` go to ``from_pretrained`` (e.g. ``adapter="peft-dir"``).
 
     The model folder's task options are read too (for "feature-extraction" / "sentence-embedding" and
     "sparse-embedding": its sentence-transformers configuration); with an already loaded model, from the

@@ -129,8 +129,9 @@ def write_adapter(directory: str, model: nn.Module, adapted: dict[str, tuple[Lor
     the caller)."""
     from safetensors.torch import save_file
 
-    config = {"peft_type": "LORA", "task_type": get_task(task).finetune.peft_task_type,
-              "base_model_name_or_path": base_model, "r": spec.r, "lora_alpha": spec.alpha, "target_modules": sorted(spec.targets),
+    task_type = get_task(task).finetune.peft_task_type  # PEFT's name of the task
+    config = {"peft_type": "LORA", "task_type": task_type, "base_model_name_or_path": base_model,
+              "r": spec.r, "lora_alpha": spec.alpha, "target_modules": sorted(spec.targets),
               "modules_to_save": [head], "bias": "none", "lora_dropout": 0.0, "fan_in_fan_out": False,
               "inference_mode": True, "init_lora_weights": True, "use_rslora": False, "use_dora": False}
     save_file(adapter_state(model, adapted, head), os.path.join(directory, ADAPTER_FILE), metadata={"format": "pt"})
