@@ -10,7 +10,6 @@ import signal
 import time
 import warnings
 
-import numpy as np
 import onnx
 import onnxruntime
 import pytest
