@@ -4,9 +4,9 @@ An entry holds every fact of its task: name and aliases, model class and head pr
 (output class and dims), its serving contract (tensors; the behaviour stays in ``bertfast.serving.contract``), what
 ``bertfast bench --task`` compares, fine-tuning (data, best metric, PEFT type) and its CLI subcommand. The registries
 of the apps (``bertfast.pipelines.PIPELINES``, ``bertfast.export.onnx_model.EXPORT_TASKS``,
-``bertfast.serving.contract.CONTRACTS``, bench's ``TASKS``, finetune's ``TASKS``, lora's ``PEFT_TASK_TYPES``) are
-lookups of this table, and the CLI's task subcommands are generated from it. Adding a task is one entry here plus
-its pipeline module.
+``bertfast.serving.contract.CONTRACTS``, bench's ``TASKS``, finetune's ``TASKS``; lora and the metrics read the
+entries) are lookups of this table, and the CLI's task subcommands are generated from it. Adding a task is one
+entry here plus its pipeline module.
 
 Layer: just above the heads. Code of the app layer (pipelines, serving, training, the CLI) is named by
 ``"module:attr"`` strings and imported by the app that needs it (``load``), so this module imports no app.
