@@ -245,11 +245,11 @@ def task_names(part: str | None = None) -> list[str]:
     return [spec.name for spec in TASKS if part is None or getattr(spec, part) is not None]
 
 
-def get_task(name: str, part: str | None = None, what: str = "task") -> TaskSpec:
+def get_task(name: str, part: str | None = None) -> TaskSpec:
     """The entry of a task name or alias that has ``part``; else one ValueError naming the ones that do."""
     spec = BY_NAME.get(ALIASES.get(name, name))
     if spec is None or (part is not None and getattr(spec, part) is None):
         available = task_names(part)
         aliases = [alias for alias, task in ALIASES.items() if task in available]
-        raise ValueError(f"unknown {what} {name!r}; available: {sorted([*available, *aliases])}")
+        raise ValueError(f"unknown task {name!r}; available: {sorted([*available, *aliases])}")
     return spec

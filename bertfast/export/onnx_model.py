@@ -30,7 +30,7 @@ EXPORT_TASKS: dict[str, TaskSpec] = {task: get_task(task) for task in task_names
 
 def check_task(task: str) -> TaskSpec:
     """The table entry of an export task (an alias gives its task's); a ValueError naming the export tasks."""
-    return get_task(task, "export", what="export task")
+    return get_task(task, "export")
 
 
 def resolve_onnx_path(path: str | os.PathLike) -> str:
