@@ -37,7 +37,7 @@ import shutil
 import socket
 import stat
 import tempfile
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 
 from bertfast.atomic_recovery import (COMPLETE, MARKER, MARKER_FORMAT, NEW, OLD, WORK, current_version,
                                       recover_directory, recover_entries, remove_work, step)
@@ -181,6 +181,27 @@ def _swap(work: str, target: str) -> None:
             os.rename(old, target)
         raise
     step()
+
+
+def check_out_dir(path: str | os.PathLike, overwrite: bool, refusal: Callable[[str, list[str]], str],
+                  resume: str | os.PathLike | None = None, only_files: bool = False) -> str:
+    """Check, before the work, that a save may later swap in folder ``path`` (its interrupted saves recovered
+    first): a new or empty folder, the folder ``resume`` names, or with ``overwrite`` one that holds entries (with
+    ``only_files``: files only, as a checkpoint does). Otherwise a FileExistsError: ``refusal(path, entries)`` is
+    its message for a folder that holds entries (what it holds and the fix). Returns ``path``."""
+    path = os.fspath(path)
+    recover_directory(path)
+    _check_not_a_file(path)
+    entries = sorted(os.listdir(path)) if os.path.isdir(path) else []
+    if not entries or (resume is not None and os.path.isdir(resume) and os.path.samefile(path, resume)):
+        return path
+    folders = [name for name in entries if os.path.isdir(os.path.join(path, name))]
+    if overwrite and only_files and folders:
+        raise FileExistsError(f"{path} holds folders ({', '.join(folders)}), which overwrite (--overwrite) never "
+                              f"replaces: choose a new folder")
+    if not overwrite:
+        raise FileExistsError(refusal(path, entries))
+    return path
 
 
 @contextlib.contextmanager

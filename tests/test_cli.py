@@ -43,6 +43,19 @@ def test_nsp_and_embed_commands(capsys, tiny_vocab_checkpoint, minilm_dir):
     assert "dim=384" in out and "cosine similarity:" in out
 
 
+@pytest.mark.parametrize("command, alias", [("nsp", "next-sentence"), ("classify", "sentiment-analysis"),
+                                            ("classify", "text-classification")])
+def test_transformers_task_names_are_aliases_of_the_commands(capsys, tiny_vocab_checkpoint, sentiment_checkpoint,
+                                                            command, alias):
+    texts = ["It rained.", "The streets were wet."]
+    model = tiny_vocab_checkpoint if command == "nsp" else sentiment_checkpoint
+    assert run_json(capsys, alias, *texts, "--model", model) == run_json(capsys, command, *texts, "--model", model)
+    with pytest.raises(SystemExit) as usage:  # the same arguments: the texts are required
+        main([alias, "--model", model])
+    assert usage.value.code == 2 and f"bertfast {command}: error: the following arguments are required" in (
+        capsys.readouterr().err)
+
+
 def test_qa_command_matches_the_pipeline(capsys, qa_checkpoint):
     question, context = "Where is the cat?", "The cat sat on the mat in the kitchen."
     options = {"top_k": 2, "max_answer_len": 4, "doc_stride": 8}

@@ -11,6 +11,7 @@ import argparse
 from dataclasses import dataclass
 
 from bertfast.bench.timing import MIN_REPEATS, QUICK_MIN_REPEATS
+from bertfast.tasks import DEFAULT_EXPORT_TASK, task_names
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,8 @@ QUICK = Defaults(batches=(1, 8), seqs=(128,), warmup=0, repeats=10, max_time_s=2
                  slow_providers=False)
 DTYPES = {"cpu": ("float32",), "cuda": ("float16", "bfloat16")}  # --dtype, by device
 # --task: the encoder alone, or a task model and its head (bertfast.bench.tasks says what each measures)
-TASKS = ("feature-extraction", "text-classification", "token-classification", "question-answering",
-         "multiple-choice")
-DEFAULT_TASK = "feature-extraction"
+TASKS = tuple(task_names("bench"))  # the task table's entries with bench fields
+DEFAULT_TASK = DEFAULT_EXPORT_TASK
 
 
 def _on(flag: bool) -> str:

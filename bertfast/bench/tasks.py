@@ -2,7 +2,7 @@
 name), the inputs it takes, and the output compared with transformers and timed.
 
 feature-extraction (the default) measures BertModel's ``last_hidden_state``; the task heads measure their outputs
-as the export contract names them (bertfast.export.onnx_model.EXPORT_TASKS): text-classification ``logits``
+as the export contract names them (the task table, bertfast.tasks): text-classification ``logits``
 (B, num_labels), token-classification ``logits`` (B, S, num_labels), question-answering ``start_logits`` and
 ``end_logits`` (stacked: (B, S, 2)), multiple-choice ``logits``, for which a workload's B sequences are the choices
 of one example: inputs (1, B, S), logits (1, B).
@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from bertfast.bench.options import DEFAULT_TASK, TASKS
-from bertfast.export.onnx_model import EXPORT_TASKS
 from bertfast.modeling import BertModel
 from bertfast.pretrained import BertPreTrainedModel
+from bertfast.tasks import get_task
 
 Batch = dict[str, torch.Tensor]
 
@@ -49,10 +49,9 @@ def bench_task(name: str = DEFAULT_TASK) -> BenchTask:
     """The BenchTask of a --task value."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; bench measures {', '.join(TASKS)}")
-    spec = EXPORT_TASKS[name]
-    fields = ("last_hidden_state",) if name == "feature-extraction" else tuple(spec.outputs)
-    per_token = spec.outputs[fields[0]][0] == "sequence_length"
-    return BenchTask(name, spec.model_class, fields, per_token, choices="num_choices" in spec.inputs)
+    spec = get_task(name)
+    per_token = spec.export.outputs[spec.bench[0]][0] == "sequence_length"
+    return BenchTask(name, spec.model_class, spec.bench, per_token, choices="num_choices" in spec.export.inputs)
 
 
 def task_checkpoint(model_dir: str, scratch: str, task: BenchTask) -> str:

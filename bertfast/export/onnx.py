@@ -1,5 +1,5 @@
 """ONNX export for serving: trace, validate against PyTorch with onnxruntime, optionally optimize and convert
-to float16, and write a model repository for NVIDIA Triton Inference Server (onnxruntime backend).
+to float16, and write the export's folder (``bertfast.export.validation`` holds the checks and their tolerances).
 
 Exporter: ``torch.onnx.export(..., dynamo=True)``, the exporter torch 2.13 recommends and uses by default. It
 captures the model with ``torch.export`` (non-strict) and translates it with onnxscript; the batch and
@@ -14,23 +14,6 @@ Opsets: 17 (LayerNormalization) up to what the installed onnx knows; None = the 
 At opset 23 and above the exporter emits the ONNX ``Attention`` op, which onnxruntime 1.31's CPU kernel
 rejects with our (B, 1, 1, S) padding mask: validation then fails loudly.
 
-Validation, always: onnxruntime (CPU) runs the file on the (batch, sequence) shapes of
-``VALIDATION_SHAPES`` (multiple-choice: with ``VALIDATION_CHOICES`` choices each), all different from the
-traced example and with padding, and every output is compared with the eager torch model in float32. Max abs
-diff tolerances (hidden states / logits), and what a random bert-base-shaped checkpoint and all-MiniLM-L6-v2
-measure (onnxruntime 1.31, CPU):
-
-- plain fp32 export: 1e-5 / 1e-4; measured hidden 4.5e-6 (bert-base) and 7.5e-6 (MiniLM), logits 3.8e-6;
-- ``optimize=True``: 2e-5 / 1e-4 (the fused kernels accumulate in float32 too, but in another order); measured
-  hidden 4.5e-6 and 7.3e-6, logits 3.6e-6 on an AVX-512 CPU, and 1.24e-5 (MiniLM at 512 tokens) on an AVX2-only
-  AMD EPYC, where onnxruntime's fused kernels take other code paths;
-- ``quantize="int8"``: onnxruntime's dynamic int8 (bertfast.export.int8), held to a cosine of at least 0.99
-  against PyTorch float32 per output and shape (the max abs diff is reported);
-- ``fp16=True``: 5e-2 / 1e-1; measured hidden 8.6e-3 and 6.2e-3, logits 4.3e-3 (real checkpoints have larger
-  activations than random ones, hence the margin). Plus, for MLM logits, identical top-5 tokens at every real
-  token position up to swapped near-ties: a token float16 ranks differently must have an fp32 logit within
-  1e-1 of the one it displaces (random weights have many near-ties: 24 of 639 positions swap tokens 2e-3
-  apart on bert-base). The report counts the positions whose top-5 is exactly PyTorch's.
 """
 from __future__ import annotations
 
@@ -50,14 +33,16 @@ from typing import Any, Iterator
 import torch
 
 from bertfast import ops
-from bertfast.atomic import replacing_directory
+from bertfast.atomic import check_out_dir as atomic_check_out_dir, replacing_directory
 from bertfast.cpu_gemm import plain_linear
 from bertfast.pretrained import BertPreTrainedModel
 from bertfast.export.int8 import MIN_COSINE, compare_int8, quantize_onnx
-from bertfast.export.onnx_model import INPUT_NAMES, ONNX_FILE, ExportTask, check_task
+from bertfast.export.onnx_model import INPUT_NAMES, ONNX_FILE, check_task
 from bertfast.export.sentence import FOLDER_FILES, module_folders, sentence_files
+from bertfast.export.validation import TOP_K, ExportValidationError, check_top_k, compare, run_graph, tolerance
 from bertfast.hub import resolve_file
 from bertfast.inputs import random_batch
+from bertfast.tasks import DEFAULT_EXPORT_TASK, TaskSpec
 from bertfast.tokenizer_files import TOKENIZER_FILES
 from bertfast.version import __version__
 
@@ -66,15 +51,8 @@ EXAMPLE_SHAPE = (2, 16)  # (batch, sequence) of the traced example
 EXAMPLE_CHOICES = 3  # ... and its number of choices (multiple-choice)
 VALIDATION_SHAPES = ((1, 1), (3, 7), (5, 33), (1, None))  # None = max_position_embeddings
 VALIDATION_CHOICES = (1, 2, 4, 2)  # the number of choices of each validation shape (multiple-choice)
-HIDDEN_OUTPUTS = ("last_hidden_state", "pooler_output")
-TOLERANCES = {"fp32": (1e-5, 1e-4), "optimized": (2e-5, 1e-4), "fp16": (5e-2, 1e-1)}  # (hidden, logits)
-TOP_K = 5
 WRITTEN_FILES = (ONNX_FILE, "config.json", *TOKENIZER_FILES)
 REPORTED_FUSIONS = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "BiasGelu", "EmbedLayerNormalization")
-
-
-class ExportValidationError(ValueError):
-    """onnxruntime's outputs for the exported file are not PyTorch's (or it cannot run the file)."""
 
 
 @dataclass
@@ -114,33 +92,23 @@ class ExportReport:
         return "\n".join(lines)
 
 
-def tolerance(stage: str, output: str) -> float:
-    """Max abs diff allowed for an output at a stage ("fp32", "optimized", "fp16")."""
-    hidden, logits = TOLERANCES[stage]
-    return hidden if output in HIDDEN_OUTPUTS else logits
-
-
 def export_onnx(model_or_path: str | os.PathLike | BertPreTrainedModel, out_path: str | os.PathLike,
-                task: str = "feature-extraction", opset: int | None = None, optimize: bool = False,
+                task: str = DEFAULT_EXPORT_TASK, opset: int | None = None, optimize: bool = False,
                 fp16: bool = False, overwrite: bool = False, quantize: str | None = None) -> ExportReport:
     """Export a checkpoint (directory or hub id) or a loaded model to ``out_path/model.onnx``, validated.
 
     Inputs ``input_ids``, ``attention_mask``, ``token_type_ids``: int64 (batch_size, sequence_length), or
     (batch_size, num_choices, sequence_length) for multiple-choice.
-    Outputs by task: feature-extraction ``last_hidden_state`` (B, S, H) and ``pooler_output`` (B, H) when the
-    model has a pooler; fill-mask ``logits`` (B, S, vocab); next-sentence ``logits`` (B, 2); pretraining
-    ``prediction_logits`` (B, S, vocab) and ``seq_relationship_logits`` (B, 2); text-classification ``logits``
-    (B, num_labels); token-classification ``logits`` (B, S, num_labels); question-answering ``start_logits``
-    and ``end_logits`` (B, S); multiple-choice ``logits`` (B, num_choices). All float32, also with
-    ``fp16=True`` (the weights and activations are float16 inside). Attention probabilities are never an
-    output (run the torch model with ``output_attentions=True`` for them).
+    Outputs: the task's ``export.outputs`` in ``bertfast.tasks`` (e.g. text-classification ``logits`` (B,
+    num_labels)), all float32, also with ``fp16=True`` (the weights and activations are float16 inside); attention
+    probabilities never (run the torch model with ``output_attentions=True`` for them).
 
     ``optimize``: onnxscript's onnxruntime fusions (they fuse our packed-QKV attention into
     MultiHeadAttention, which onnxruntime's BERT fuser cannot match), then onnxruntime's transformers
     optimizer (``model_type="bert"``). ``fp16``: float16 conversion with float32/int64 graph inputs and outputs.
     ``quantize="int8"``: onnxruntime's dynamic int8 quantization (after the optimizer when both are asked), for
     serving on a CPU; inputs and outputs stay int64 / float32.
-    Every stage is validated (see the module docstring); a failed check raises ``ExportValidationError``
+    Every stage is validated (``bertfast.export.validation``); a failed check raises ``ExportValidationError``
     listing the diffs. The file's ``metadata_props`` hold the task, the config, the bertfast version, the opset
     and the measured diffs; ``config.json`` and the source's tokenizer files are written beside it, and for a
     sentence-transformers folder exported for feature-extraction or fill-mask its configuration files
@@ -149,6 +117,7 @@ def export_onnx(model_or_path: str | os.PathLike | BertPreTrainedModel, out_path
     ``out_path`` must be new or empty unless ``overwrite=True`` (which replaces only the files listed above).
     """
     spec = check_task(task)
+    task = spec.name
     _check_opset(opset)
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize={quantize!r}: the ONNX export quantizes to 'int8' only (or None)")
@@ -157,29 +126,29 @@ def export_onnx(model_or_path: str | os.PathLike | BertPreTrainedModel, out_path
     out_dir = check_out_dir(out_path, overwrite)
     carried = sentence_files(model_or_path, task) if isinstance(model_or_path, (str, os.PathLike)) else []
     model = _load(model_or_path, task, spec)
-    names = tuple(n for n in spec.outputs if n != "pooler_output" or model.pooler is not None)
+    names = tuple(n for n in spec.export.outputs if n != "pooler_output" or model.pooler is not None)
     traced = _Traced(model, names).eval()
     proto = _trace(traced, model.config, spec, opset)
     inputs = _random_inputs(model.config, [_input_shape(spec, b, c, s or model.config.max_position_embeddings)
                                            for (b, s), c in zip(VALIDATION_SHAPES, VALIDATION_CHOICES)])
     with torch.inference_mode(), ops.force_backend("torch"), plain_linear():  # the graph's own MatMul products
         references = [traced(**x) for x in inputs]
-    diffs = {"fp32": _compare("fp32", names, inputs, references, _run(proto, "fp32", names, inputs))}
+    diffs = {"fp32": compare("fp32", names, inputs, references, run_graph(proto, "fp32", names, inputs))}
     fused: dict[str, int] = {}
     if optimize:
         proto, fused = _optimize(proto, model.config)
-        diffs["optimized"] = _compare("optimized", names, inputs, references, _run(proto, "optimized", names, inputs))
+        diffs["optimized"] = compare("optimized", names, inputs, references, run_graph(proto, "optimized", names, inputs))
     top_k = None
     if fp16:
         proto = _to_fp16(proto)
-        results = _run(proto, "fp16", names, inputs)
-        diffs["fp16"] = _compare("fp16", names, inputs, references, results)
-        top_k = _check_top_k([i for i, n in enumerate(names) if "vocab_size" in spec.outputs[n]], inputs,
+        results = run_graph(proto, "fp16", names, inputs)
+        diffs["fp16"] = compare("fp16", names, inputs, references, results)
+        top_k = check_top_k([i for i, n in enumerate(names) if "vocab_size" in spec.export.outputs[n]], inputs,
                              references, results)
     cosines = None
     if quantize:
         proto = quantize_onnx(proto)
-        diffs["int8"], cosines = compare_int8(names, inputs, references, _run(proto, "int8", names, inputs),
+        diffs["int8"], cosines = compare_int8(names, inputs, references, run_graph(proto, "int8", names, inputs),
                                               ExportValidationError)
     report = ExportReport(os.path.join(out_dir, ONNX_FILE), task, _opset_of(proto), names,
                           [tuple(x["input_ids"].shape) for x in inputs], diffs, fused, top_k, cosines, carried)
@@ -203,17 +172,13 @@ def _check_opset(opset: int | None) -> None:
 
 
 def check_out_dir(path: str | os.PathLike, overwrite: bool) -> str:
-    path = os.fspath(path)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise FileExistsError(f"{path} is a file; the output path is a directory (it receives {ONNX_FILE}, "
-                              f"config.json and the tokenizer files)")
-    if os.path.isdir(path) and os.listdir(path) and not overwrite:
-        raise FileExistsError(f"{path} exists and is not empty; choose a new directory, or pass overwrite=True "
-                              f"(--overwrite) to replace the files an export writes there")
-    return path
+    """An export's folder: new or empty, or replaced with ``overwrite`` (``bertfast.atomic.check_out_dir``)."""
+    return atomic_check_out_dir(path, overwrite, lambda where, _: (
+        f"{where} exists and is not empty; choose a new directory, or pass overwrite=True (--overwrite) to replace "
+        f"the files an export writes there"))
 
 
-def _load(model_or_path: Any, task: str, spec: ExportTask) -> BertPreTrainedModel:
+def _load(model_or_path: Any, task: str, spec: TaskSpec) -> BertPreTrainedModel:
     """The model to trace: float32, on the CPU, in eval mode (a copy when the given model is not)."""
     if isinstance(model_or_path, (str, os.PathLike)):
         return spec.model_class.from_pretrained(model_or_path)
@@ -224,8 +189,8 @@ def _load(model_or_path: Any, task: str, spec: ExportTask) -> BertPreTrainedMode
     if getattr(model, "quantization", None) is not None:
         raise ValueError(f"the model is quantized ({model.quantization}) for torch: export the float32 model with "
                          f"quantize={model.quantization!r} for onnxruntime's own int8 graph")
-    if task == "feature-extraction":
-        model = model.base_model
+    if not isinstance(model, spec.model_class) and isinstance(model.base_model, spec.model_class):
+        model = model.base_model  # the encoder of a model with heads (feature-extraction)
     if not isinstance(model, spec.model_class):
         raise TypeError(f"task {task!r} exports a {spec.model_class.__name__}, got a {type(model).__name__}: pass "
                         f"the task that matches the model, or the checkpoint path so the right class is loaded")
@@ -248,9 +213,9 @@ class _Traced(torch.nn.Module):
         return tuple(getattr(out, name) for name in self.names)
 
 
-def _input_shape(spec: ExportTask, batch: int, choices: int, seq_len: int) -> tuple[int, ...]:
+def _input_shape(spec: TaskSpec, batch: int, choices: int, seq_len: int) -> tuple[int, ...]:
     """(batch, sequence), or (batch, choices, sequence) for a task with a choices axis."""
-    return (batch, choices, seq_len) if "num_choices" in spec.inputs else (batch, seq_len)
+    return (batch, choices, seq_len) if "num_choices" in spec.export.inputs else (batch, seq_len)
 
 
 def _random_inputs(config: Any, shapes: list[tuple[int, ...]], seed: int = 0) -> list[dict[str, torch.Tensor]]:
@@ -267,11 +232,11 @@ def _random_inputs(config: Any, shapes: list[tuple[int, ...]], seed: int = 0) ->
     return batches
 
 
-def _trace(traced: _Traced, config: Any, spec: ExportTask, opset: int | None) -> Any:
+def _trace(traced: _Traced, config: Any, spec: TaskSpec, opset: int | None) -> Any:
     """torch.onnx.export(dynamo=True) with dynamic batch and sequence (and choices) axes -> onnx.ModelProto."""
     dims = {"batch_size": torch.export.Dim("batch_size"), "num_choices": torch.export.Dim("num_choices"),
             "sequence_length": torch.export.Dim("sequence_length", max=config.max_position_embeddings)}
-    axes = {i: dims[name] for i, name in enumerate(spec.inputs)}  # e.g. {0: batch_size, 1: sequence_length}
+    axes = {i: dims[name] for i, name in enumerate(spec.export.inputs)}  # e.g. {0: batch_size, 1: sequence_length}
     shape = _input_shape(spec, EXAMPLE_SHAPE[0], EXAMPLE_CHOICES, min(EXAMPLE_SHAPE[1], config.max_position_embeddings))
     example = _random_inputs(config, [shape])[0]
     registration = logging.getLogger("torch.onnx._internal.exporter._registration")
@@ -297,63 +262,6 @@ def _trace(traced: _Traced, config: Any, spec: ExportTask, opset: int | None) ->
 
 def _opset_of(proto: Any) -> int:
     return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
-
-
-def _run(proto: Any, stage: str, names: tuple[str, ...], inputs: list[dict[str, torch.Tensor]]) -> list[list[Any]]:
-    import onnxruntime
-
-    try:
-        session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-        return [session.run(list(names), {k: v.numpy() for k, v in x.items()}) for x in inputs]
-    except Exception as e:  # onnxruntime raises its own exception classes (Fail, InvalidGraph, NotImplemented)
-        raise ExportValidationError(f"onnxruntime cannot run the {stage} export: {e}") from e
-
-
-def _compare(stage: str, names: tuple[str, ...], inputs: list[dict[str, torch.Tensor]],
-             references: list[tuple[torch.Tensor, ...]], results: list[list[Any]]) -> dict[str, float]:
-    """Max abs diff per output over all shapes; raises ExportValidationError (listing every diff) if one is
-    over its tolerance or not finite."""
-    worst = dict.fromkeys(names, 0.0)
-    lines, failed = [], False
-    for x, reference, result in zip(inputs, references, results):
-        for name, expected, got in zip(names, reference, result):
-            diff = (torch.from_numpy(got) - expected).abs().max().item()
-            ok = diff <= tolerance(stage, name)  # False for NaN
-            failed |= not ok
-            worst[name] = max(worst[name], diff)
-            lines.append(f"  {str(tuple(x['input_ids'].shape)):<10} {name:<24} max|diff| {diff:.2e} "
-                         f"(tolerance {tolerance(stage, name):.0e}){'' if ok else '  <-- FAIL'}")
-    if failed:
-        raise ExportValidationError(f"the {stage} ONNX export does not match PyTorch:\n" + "\n".join(lines))
-    return worst
-
-
-def _check_top_k(checked: list[int], inputs: list[dict[str, torch.Tensor]], references: list[tuple[torch.Tensor, ...]],
-                 results: list[list[Any]]) -> dict[str, float] | None:
-    """fp16 MLM logits (the outputs at indices ``checked``, each (B, S, vocab)): at every real token, the top-5
-    tokens must be PyTorch's, in order, up to swaps of near-ties: the token float16 puts at rank i must have
-    an fp32 logit within the fp16 logits tolerance of the fp32 rank-i logit. None without MLM logits."""
-    if not checked:
-        return None
-    allowed = TOLERANCES["fp16"][1]
-    positions = identical = 0
-    max_gap = 0.0
-    for x, reference, result in zip(inputs, references, results):
-        real = x["attention_mask"].bool()
-        for i in checked:
-            expected = reference[i][real].topk(TOP_K)  # values and indices (positions, k)
-            got = torch.from_numpy(result[i])[real].topk(TOP_K).indices
-            gaps = (reference[i][real].gather(1, got) - expected.values).abs().amax(dim=1)  # (positions,)
-            positions += len(gaps)
-            identical += int((got == expected.indices).all(dim=1).sum())
-            max_gap = max(max_gap, gaps.max().item())
-            bad = (gaps > allowed).nonzero().flatten().tolist()
-            if bad:
-                raise ExportValidationError(
-                    f"the fp16 export changes the top-{TOP_K} tokens beyond near-ties at {len(bad)} positions of shape "
-                    f"{tuple(x['input_ids'].shape)}, e.g. PyTorch {expected.indices[bad[0]].tolist()} vs fp16 "
-                    f"{got[bad[0]].tolist()} (fp32 logit gap {gaps[bad[0]].item():.2e} > {allowed:.0e})")
-    return {"positions": positions, "identical": identical, "max_swap_gap": max_gap}
 
 
 def _optimize(proto: Any, config: Any) -> tuple[Any, dict[str, int]]:

@@ -10,73 +10,27 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from bertfast.atomic import current_version
 from bertfast.config import BertConfig
-from bertfast.heads.pretraining import BertForMaskedLM, BertForNextSentencePrediction, BertForPreTraining
-from bertfast.heads.tasks import (BertForMultipleChoice, BertForQuestionAnswering, BertForSequenceClassification,
-                                  BertForTokenClassification, check_choice_inputs)
+from bertfast.heads.tasks import check_choice_inputs
 from bertfast.inputs import check_inputs
-from bertfast.modeling import BertModel
-from bertfast.pretrained import BertPreTrainedModel
-from bertfast.outputs import BaseModelOutputWithPooling, BertForPreTrainingOutput, MaskedLMOutput, ModelOutput
-from bertfast.outputs import (MultipleChoiceModelOutput, NextSentencePredictorOutput, QuestionAnsweringModelOutput,
-                              SequenceClassifierOutput, TokenClassifierOutput)
+from bertfast.outputs import ModelOutput
+from bertfast.tasks import CHOICE_INPUTS, TaskSpec, get_task, task_names
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 ONNX_FILE = "model.onnx"
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
-SEQUENCE_INPUTS = ("batch_size", "sequence_length")  # the dynamic axes of every input, by name
-CHOICE_INPUTS = ("batch_size", "num_choices", "sequence_length")  # ... of a multiple-choice model's
+# task -> its table entry, for the tasks that have an export: a lookup of bertfast.tasks
+EXPORT_TASKS: dict[str, TaskSpec] = {task: get_task(task) for task in task_names("export")}
 
 
-@dataclass(frozen=True)
-class ExportTask:
-    """What one export task traces and returns."""
-
-    model_class: type[BertPreTrainedModel]  # the bertfast class loaded from a checkpoint for this task
-    output_class: type[ModelOutput]  # the dataclass OnnxModel returns, as the torch model does
-    # output name -> dims after the batch axis: names in ``inputs`` are dynamic, other strings are config fields
-    outputs: dict[str, tuple[str | int, ...]]
-    inputs: tuple[str, ...] = SEQUENCE_INPUTS  # the dynamic axes of input_ids, attention_mask, token_type_ids
-
-
-EXPORT_TASKS: dict[str, ExportTask] = {
-    "feature-extraction": ExportTask(BertModel, BaseModelOutputWithPooling,
-                                     {"last_hidden_state": ("sequence_length", "hidden_size"),
-                                      "pooler_output": ("hidden_size",)}),
-    "fill-mask": ExportTask(BertForMaskedLM, MaskedLMOutput, {"logits": ("sequence_length", "vocab_size")}),
-    "next-sentence": ExportTask(BertForNextSentencePrediction, NextSentencePredictorOutput, {"logits": (2,)}),
-    "pretraining": ExportTask(BertForPreTraining, BertForPreTrainingOutput,
-                              {"prediction_logits": ("sequence_length", "vocab_size"),
-                               "seq_relationship_logits": (2,)}),
-    "text-classification": ExportTask(BertForSequenceClassification, SequenceClassifierOutput,
-                                      {"logits": ("num_labels",)}),
-    "token-classification": ExportTask(BertForTokenClassification, TokenClassifierOutput,
-                                       {"logits": ("sequence_length", "num_labels")}),
-    "question-answering": ExportTask(BertForQuestionAnswering, QuestionAnsweringModelOutput,
-                                     {"start_logits": ("sequence_length",), "end_logits": ("sequence_length",)}),
-    "multiple-choice": ExportTask(BertForMultipleChoice, MultipleChoiceModelOutput, {"logits": ("num_choices",)},
-                                  CHOICE_INPUTS),
-}
-
-
-def output_shape(task: str, name: str, config: BertConfig, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Concrete shape of output ``name`` for an input of ``input_shape``, e.g. logits (B, S, vocab)."""
-    spec = EXPORT_TASKS[task]
-    sizes = dict(zip(spec.inputs, input_shape))  # e.g. {"batch_size": 3, "sequence_length": 7}
-    return (sizes["batch_size"], *(sizes[d] if d in sizes else getattr(config, d) if isinstance(d, str) else d
-                                   for d in spec.outputs[name]))
-
-
-def check_task(task: str) -> ExportTask:
-    if task not in EXPORT_TASKS:
-        raise ValueError(f"unknown task {task!r}; available: {sorted(EXPORT_TASKS)}")
-    return EXPORT_TASKS[task]
+def check_task(task: str) -> TaskSpec:
+    """The table entry of an export task (an alias gives its task's); a ValueError naming the export tasks."""
+    return get_task(task, "export")
 
 
 def resolve_onnx_path(path: str | os.PathLike) -> str:
@@ -156,13 +110,13 @@ class OnnxModel:
             raise TypeError(f"an exported graph takes only {', '.join(INPUT_NAMES)}; got {sorted(unsupported)} "
                             f"as well: hidden states, attentions, positions and labels are not part of it, use the "
                             f"torch model for those")
-        check = check_choice_inputs if self.spec.inputs == CHOICE_INPUTS else check_inputs
+        check = check_choice_inputs if self.spec.export.inputs == CHOICE_INPUTS else check_inputs
         check(self.config, self.device, input_ids, attention_mask, token_type_ids)
         feeds = {"input_ids": input_ids,
                  "attention_mask": torch.ones_like(input_ids) if attention_mask is None else attention_mask,
                  "token_type_ids": torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids}
         feeds = {name: t.to(torch.int64).contiguous() for name, t in feeds.items()}
-        outputs = {name: torch.empty(output_shape(self.task, name, self.config, tuple(input_ids.shape)),
+        outputs = {name: torch.empty(self.spec.output_dims(name, self.config, tuple(input_ids.shape)),
                                      dtype=torch.float32, device=self.device) for name in self.output_names}
         binding = self.session.io_binding()
         device_type, device_id = self.device.type, self.device.index or 0
@@ -172,7 +126,7 @@ class OnnxModel:
         if device_type == "cuda":
             torch.cuda.current_stream(self.device).synchronize()  # inputs written on torch's stream are ready
         self.session.run_with_iobinding(binding)
-        return self.spec.output_class(**outputs)
+        return self.spec.export.output_class(**outputs)
 
     def __repr__(self) -> str:
         return f"OnnxModel({self.path!r}, task={self.task!r}, providers={self.providers})"

@@ -11,34 +11,23 @@ from bertfast.export.onnx_model import OnnxModel
 from bertfast.ops import resolve_device
 from bertfast.pretrained import BertPreTrainedModel
 from bertfast.pipelines.base import Pipeline
-from bertfast.pipelines.feature_extraction import FeatureExtractionPipeline
-from bertfast.pipelines.fill_mask import FillMaskPipeline
-from bertfast.pipelines.next_sentence import NextSentencePipeline
-from bertfast.pipelines.question_answering import QuestionAnsweringPipeline
-from bertfast.pipelines.rerank import RerankPipeline
-from bertfast.pipelines.sparse_embedding import SparseEmbeddingPipeline
-from bertfast.pipelines.text_classification import TextClassificationPipeline
-from bertfast.pipelines.token_classification import TokenClassificationPipeline
+from bertfast.tasks import ALIASES, get_task, load, task_names  # ALIASES: the old name, re-exported
 from bertfast.tokenizer import BertTokenizer
 
 DEFAULT_MODEL = "bert-base-uncased"
 PIPELINE_BACKENDS = ("torch", "onnxruntime")  # what runs a pipeline's model (not ops.BACKENDS)
 
-PIPELINES: dict[str, type[Pipeline]] = {
-    "fill-mask": FillMaskPipeline,
-    "next-sentence": NextSentencePipeline,
-    "feature-extraction": FeatureExtractionPipeline,
-    "sentence-embedding": FeatureExtractionPipeline,
-    "sparse-embedding": SparseEmbeddingPipeline,
-    "question-answering": QuestionAnsweringPipeline,
-    "text-classification": TextClassificationPipeline,
-    "token-classification": TokenClassificationPipeline,
-    "rerank": RerankPipeline,
-}
-ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}  # transformers' names
+
+def pipeline_class(task: str) -> type[Pipeline]:
+    """The pipeline class of a task name or alias (the table's ``pipeline`` entry, imported now)."""
+    return load(get_task(task, "pipeline").pipeline)
+
+
+# task -> pipeline class: a lookup of the task table, kept for code that reads this registry
+PIPELINES: dict[str, type[Pipeline]] = {task: pipeline_class(task) for task in task_names("pipeline")}
 # The export task (``export_onnx(task=...)``) whose graph a task runs with backend="onnxruntime", where it differs.
-ONNX_TASKS = {"sentence-embedding": "feature-extraction", "sparse-embedding": "fill-mask",
-              "rerank": "text-classification"}
+ONNX_TASKS = {task: spec.export_task for task in task_names("pipeline")
+              if (spec := get_task(task)).export_task != task}
 
 
 def pipeline(task: str, model: str | os.PathLike | BertPreTrainedModel | OnnxModel = DEFAULT_MODEL,
@@ -46,10 +35,10 @@ def pipeline(task: str, model: str | os.PathLike | BertPreTrainedModel | OnnxMod
              dtype: torch.dtype | str = torch.float32, batch_size: int = 32, backend: str = "torch",
              max_length: int | None = None, **load_kwargs: Any) -> Pipeline:
     """Build a pipeline: ``pipeline("fill-mask", model="bert-base-uncased")`` (the tasks are ``PIPELINES``'
-    keys, and transformers' ``ALIASES`` "sentiment-analysis" and "ner"). ``model`` is a checkpoint (directory or hub id) or a loaded bertfast model; ``tokenizer`` defaults to
-    the checkpoint's. ``batch_size`` texts go through the model at a time, each truncated to ``max_length``
-    tokens (default: the tokenizer's ``model_max_length``, capped at the model's maximum; a sentence-transformers
-    folder's ``max_seq_length``). ``load_kwargs`` go to ``from_pretrained`` (e.g. ``adapter="peft-dir"``).
+    keys, and transformers' names in ``ALIASES``; both from ``bertfast.tasks``). ``model`` is a checkpoint
+    (directory or hub id) or a loaded bertfast model; ``tokenizer`` defaults to the checkpoint's. ``batch_size``
+    texts go through the model at a time, each truncated to ``max_length`` tokens (default: the tokenizer's
+    ``model_max_length``, capped at the model's maximum; a sentence-transformers folder's ``max_seq_length``). ``load_kwargs`` go to ``from_pretrained`` (e.g. ``adapter="peft-dir"``).
 
     The model folder's task options are read too (for "feature-extraction" / "sentence-embedding" and
     "sparse-embedding": its sentence-transformers configuration); with an already loaded model, from the
@@ -61,12 +50,10 @@ def pipeline(task: str, model: str | os.PathLike | BertPreTrainedModel | OnnxMod
     from the export's folder, where an export of a sentence-transformers folder carries its configuration
     (``bertfast.export.sentence``): the embedding pipelines give the same vectors on either backend.
     """
-    task = ALIASES.get(task, task)
-    if task not in PIPELINES:
-        raise ValueError(f"unknown task {task!r}; available: {sorted([*PIPELINES, *ALIASES])}")
+    spec = get_task(task, "pipeline")
+    task, cls = spec.name, PIPELINES[spec.name]
     if backend not in PIPELINE_BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; available: {PIPELINE_BACKENDS}")
-    cls = PIPELINES[task]
     device = resolve_device(device)  # before anything is loaded
     if backend == "onnxruntime" or isinstance(model, OnnxModel):
         return _onnx_pipeline(task, model, tokenizer, device, dtype, batch_size, max_length, **load_kwargs)
@@ -77,10 +64,10 @@ def pipeline(task: str, model: str | os.PathLike | BertPreTrainedModel | OnnxMod
     else:
         folder, tokenizer = model, model if tokenizer is None else tokenizer
     options = {} if folder is None else cls.folder_options(folder, load_kwargs.get("local_files_only", False))
-    loaded = model if isinstance(model, BertPreTrainedModel) else cls.model_class.from_pretrained(
+    loaded = model if isinstance(model, BertPreTrainedModel) else spec.model_class.from_pretrained(
         model, dtype=resolve_dtype(dtype), device=device, **load_kwargs)
-    if not isinstance(loaded, cls.model_class):
-        raise TypeError(f"task {task!r} needs a {cls.model_class.__name__}, got {type(loaded).__name__}")
+    if not isinstance(loaded, spec.model_class):
+        raise TypeError(f"task {task!r} needs a {spec.model_class.__name__}, got {type(loaded).__name__}")
     return cls(loaded, _as_tokenizer(tokenizer), batch_size=batch_size, max_length=max_length, **options)
 
 
@@ -98,7 +85,7 @@ def _onnx_pipeline(task: str, model: str | os.PathLike | OnnxModel,
     if not isinstance(model, OnnxModel):
         provider = "cuda" if torch.device(device).type == "cuda" else "cpu"
         model = OnnxModel(model, provider=provider, **session_kwargs)
-    export_task = ONNX_TASKS.get(task, task)
+    export_task = get_task(task).export_task
     if model.task != export_task:
         raise ValueError(f"{model.path} is a {model.task!r} export; the {task!r} pipeline needs an export made "
                          f"with --task {export_task}")

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from bertfast.atomic import current_version, recover_directory
+from bertfast.atomic import check_out_dir as atomic_check_out_dir, current_version, recover_directory
 from bertfast.checkpoint import CheckpointError
 from bertfast.tokenizer import BertTokenizer
 
@@ -225,22 +225,11 @@ def check_resume_data(saved: Mapping[str, Any], current: Mapping[str, Any], allo
 def check_out_dir(out_dir: str | os.PathLike, overwrite: bool, resume: str | os.PathLike | None = None) -> None:
     """A checkpoint folder may be written to a new or empty ``out_dir``, to the folder being resumed, or with
     ``overwrite`` over a folder of files (never one holding sub-folders: that is not a checkpoint)."""
-    out_dir = os.path.abspath(os.fspath(out_dir))
-    recover_directory(out_dir)
-    if not os.path.lexists(out_dir):
-        return
-    if not os.path.isdir(out_dir):
-        raise FileExistsError(f"--out {out_dir} is a file; it must be a directory for the checkpoint")
-    entries = sorted(os.listdir(out_dir))
-    if not entries or (resume is not None and os.path.isdir(resume) and os.path.samefile(out_dir, resume)):
-        return
-    folders = [name for name in entries if os.path.isdir(os.path.join(out_dir, name))]
-    if overwrite and not folders:
-        return
-    if overwrite:
-        raise FileExistsError(f"--out {out_dir} holds folders ({', '.join(folders)}), so it is not a checkpoint "
-                              f"--overwrite may replace: choose a new --out")
+    atomic_check_out_dir(os.path.abspath(os.fspath(out_dir)), overwrite, _refusal, resume, only_files=True)
+
+
+def _refusal(out_dir: str, entries: list[str]) -> str:
     what = "a checkpoint" if TRAINER_STATE in entries else "files (" + ", ".join(entries[:5]) + (
         ", ..." if len(entries) > 5 else "") + ")"
-    raise FileExistsError(f"--out {out_dir} already holds {what}: pass --resume {out_dir} to continue it, "
-                          f"--overwrite to replace it, or choose a new --out")
+    return (f"--out {out_dir} already holds {what}: pass --resume {out_dir} to continue it, --overwrite to replace "
+            f"it, or choose a new --out")

@@ -24,33 +24,28 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from bertfast.atomic import replacing_directory
-from bertfast.config import BertConfig, resolve_dtype
+from bertfast.atomic import check_out_dir, replacing_directory
+from bertfast.config import PROBLEM_TYPES, BertConfig, resolve_dtype
 from bertfast.hub import resolve_file
-from bertfast.heads.tasks import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification
 from bertfast.ops import default_device, resolve_device
+from bertfast.tasks import DEFAULT_FINETUNE_TASK, TaskSpec, get_task, load, task_names
 from bertfast.tokenizer import BertTokenizer
 from bertfast.training import metrics as task_metrics
-from bertfast.training.checkpoints import check_out_dir, disk_full_message
+from bertfast.training.checkpoints import disk_full_message
 from bertfast.training.distributed import Distributed
-from bertfast.training.finetune_data import (PROBLEM_TYPES, TextClassificationData, TokenClassificationData,
-                                            label_set, read_rows)
+from bertfast.training.finetune_data import TextClassificationData, TokenClassificationData, label_set
 from bertfast.training.lora import LoraSpec, apply_lora, write_adapter
-from bertfast.training.qa_data import QuestionAnsweringData, read_squad
+from bertfast.training.qa_data import QuestionAnsweringData
 from bertfast.training.trainer import build_optimizer, linear_schedule
 
-TASKS = {"text-classification": (BertForSequenceClassification, "classifier"),
-         "token-classification": (BertForTokenClassification, "classifier"),
-         "question-answering": (BertForQuestionAnswering, "qa_outputs")}
+# task -> its table entry, for the tasks finetune trains (the entry's model class, head and ``finetune`` part)
+TASKS: dict[str, TaskSpec] = {task: get_task(task) for task in task_names("finetune")}
 RESULTS_FILE = "finetune_results.json"
-# Tokens per example (question answering: per window, as transformers' run_qa.py) when max_length is not given;
-# at most the model's max_position_embeddings.
-DEFAULT_MAX_LENGTH = {"question-answering": 384, "text-classification": 128, "token-classification": 128}
 
 
 @dataclass
 class FinetuneArguments:
-    task: str = "text-classification"  # one of TASKS
+    task: str = DEFAULT_FINETUNE_TASK  # one of TASKS
     epochs: int = 3  # passes over the training file
     batch_size: int = 16  # examples per rank and micro-batch: a step sees batch_size x ranks x grad_accum
     grad_accum: int = 1  # micro-batches whose gradients are summed before each optimizer step
@@ -59,7 +54,7 @@ class FinetuneArguments:
     weight_decay: float = 0.01  # AdamW's decoupled weight decay; never on biases and LayerNorm weights
     max_grad_norm: float = 1.0  # clip the global gradient L2 norm to this; 0 turns clipping off
     max_length: int | None = None  # tokens per example (QA: per window), special tokens included; None: the
-    # task's DEFAULT_MAX_LENGTH, or the model's max_position_embeddings where that is less
+    # task's ``finetune.max_length`` (bertfast.tasks), or the model's max_position_embeddings where that is less
     doc_stride: int | None = None  # question answering: context tokens consecutive windows share; None: min(128,
     # max_length // 2), as the question-answering pipeline
     seed: int = 0  # seeds the new head, LoRA's A matrices, the order of the examples and dropout
@@ -102,15 +97,14 @@ class FinetuneArguments:
                              f"--device cuda, or --dtype float32 on the CPU")
 
 
-def task_data(args: FinetuneArguments, tokenizer: BertTokenizer, rows: list[dict]):
-    """The task's data object and its label names (question answering: none)."""
-    if args.task == "question-answering":
-        return QuestionAnsweringData(tokenizer, args.max_length, args.doc_stride), None
-    labels = args.labels or ([str(i) for i in range(args.num_labels)] if args.num_labels else None)
-    if args.task == "token-classification":
-        words = TokenClassificationData.words
-        names = labels or sorted({tag for row in rows for tag in words(row.get(args.label_column, ""))})
-        return TokenClassificationData(tokenizer, names, args.text_column, args.label_column, args.max_length), names
+def _given_labels(args: FinetuneArguments) -> list[str] | None:
+    return args.labels or ([str(i) for i in range(args.num_labels)] if args.num_labels else None)
+
+
+def text_classification_data(args: FinetuneArguments, tokenizer: BertTokenizer,
+                             rows: list[dict]) -> tuple[TextClassificationData, list[str]]:
+    """The data object and label names of text classification (the table's ``finetune.data``)."""
+    labels = _given_labels(args)
     names = label_set(rows, args.label_column, args.problem_type, labels) if args.label_column in rows[0] else labels
     if not names:
         raise ValueError(f"the training file has no column {args.label_column!r} (columns: {', '.join(rows[0])}): "
@@ -119,16 +113,30 @@ def task_data(args: FinetuneArguments, tokenizer: BertTokenizer, rows: list[dict
                                   args.label_column, args.max_length), names
 
 
+def token_classification_data(args: FinetuneArguments, tokenizer: BertTokenizer,
+                              rows: list[dict]) -> tuple[TokenClassificationData, list[str]]:
+    """The data object and tag names of token classification."""
+    words = TokenClassificationData.words
+    names = _given_labels(args) or sorted({tag for row in rows for tag in words(row.get(args.label_column, ""))})
+    return TokenClassificationData(tokenizer, names, args.text_column, args.label_column, args.max_length), names
+
+
+def question_answering_data(args: FinetuneArguments, tokenizer: BertTokenizer,
+                            rows: list[dict]) -> tuple[QuestionAnsweringData, None]:
+    """The data object of question answering (no label names: start and end positions)."""
+    return QuestionAnsweringData(tokenizer, args.max_length, args.doc_stride), None
+
+
 def check_classes(args: FinetuneArguments, labels: list[str] | None, train: str | os.PathLike) -> None:
     """Single-label text classification and token classification choose one label of several: one label alone is
     an error (its softmax always says 1: a loss of 0 and an accuracy of 1, whatever the model does)."""
-    single = args.task == "token-classification" or (args.task == "text-classification"
-                                                     and args.problem_type == "single_label_classification")
+    by_problem = TASKS[args.task].finetune.problem_types
+    single = not by_problem or args.problem_type == "single_label_classification"
     if not single or labels is None or len(labels) >= 2:
         return
     source = ("--labels (labels)" if args.labels else "--num-labels (num_labels)" if args.num_labels
               else f"the training file {os.fspath(train)}")
-    other = " (or --problem-type regression for one numeric output)" if args.task == "text-classification" else ""
+    other = " (or --problem-type regression for one numeric output)" if by_problem else ""
     raise ValueError(f"{source} gives one label only ({labels[0]!r}): {args.task} needs at least two classes; add "
                      f"rows of the other classes, or name every label with --labels{other}")
 
@@ -140,17 +148,18 @@ def resolved_lengths(model: str, args: FinetuneArguments) -> FinetuneArguments:
     if args.max_length is not None and args.max_length > limit:
         raise ValueError(f"--max-length (max_length) {args.max_length} is above the model's limit of {limit} tokens "
                          f"(max_position_embeddings in the config.json of {model}): pass --max-length {limit} or less")
-    max_length = min(DEFAULT_MAX_LENGTH[args.task], limit) if args.max_length is None else args.max_length
+    default = TASKS[args.task].finetune.max_length
+    max_length = min(default, limit) if args.max_length is None else args.max_length
     doc_stride = min(128, max_length // 2) if args.doc_stride is None else args.doc_stride
     return dataclasses.replace(args, max_length=max_length, doc_stride=doc_stride)
 
 
 def load_model(model: str, args: FinetuneArguments, labels: list[str] | None):
-    model_class, _ = TASKS[args.task]
+    spec = TASKS[args.task]
     if labels is None:  # question answering: start and end
-        return model_class.from_pretrained(model, num_labels=2)
-    loaded = model_class.from_pretrained(model, id2label=dict(enumerate(labels)))
-    if args.task == "text-classification":
+        return spec.model_class.from_pretrained(model, num_labels=2)
+    loaded = spec.model_class.from_pretrained(model, id2label=dict(enumerate(labels)))
+    if spec.finetune.problem_types:
         loaded.config.problem_type = args.problem_type
     return loaded
 
@@ -165,18 +174,17 @@ def finetune(model: str, train: str | os.PathLike, eval: str | os.PathLike, out:
     args.validate()
     dist = Distributed.from_environment(resolve_device(args.device))
     if dist.is_main:
-        try:
-            check_out_dir(out, overwrite)
-        except FileExistsError as e:  # its message speaks of pretraining's --resume
-            raise FileExistsError(f"--out {os.fspath(out)} is not empty: choose a new --out, or pass --overwrite "
-                                  f"(overwrite=True) to replace what it holds") if "--resume" in str(e) else e
+        check_out_dir(out, overwrite, lambda where, _: f"--out {where} is not empty: choose a new --out, or pass "
+                                                       f"--overwrite (overwrite=True) to replace what it holds",
+                      only_files=True)
     dist.barrier()
     device, dtype = dist.device(resolve_device(args.device)), resolve_dtype(args.dtype)
     args = resolved_lengths(model, args)
     tokenizer = BertTokenizer.from_pretrained(model)
-    reader = read_squad if args.task == "question-answering" else read_rows
+    spec = TASKS[args.task]
+    reader = load(spec.finetune.reader)
     train_rows, eval_rows = reader(train), reader(eval)
-    data, labels = task_data(args, tokenizer, train_rows)
+    data, labels = load(spec.finetune.data)(args, tokenizer, train_rows)
     check_classes(args, labels, train)
     train_features, eval_features = data.features(train_rows, train), data.features(eval_rows, eval)
     global_batch = args.batch_size * dist.world_size * args.grad_accum
@@ -186,9 +194,9 @@ def finetune(model: str, train: str | os.PathLike, eval: str | os.PathLike, out:
                          f"--batch-size or fewer ranks")
     torch.manual_seed(args.seed)
     net = load_model(model, args, labels).to(device).train()
-    _, head = TASKS[args.task]
-    spec = LoraSpec.parse(args.lora) if args.lora else None
-    adapted = apply_lora(net, spec, head) if spec else None
+    head = spec.head
+    lora = LoraSpec.parse(args.lora) if args.lora else None
+    adapted = apply_lora(net, lora, head) if lora else None
     engine = net if dist.world_size == 1 else DistributedDataParallel(
         net, device_ids=[device.index] if device.type == "cuda" else None)
     torch.manual_seed(args.seed + dist.rank)  # dropout differs between ranks
@@ -198,7 +206,7 @@ def finetune(model: str, train: str | os.PathLike, eval: str | os.PathLike, out:
     optimizer = build_optimizer(net, args.learning_rate, args.weight_decay)
     scheduler = linear_schedule(optimizer, int(total * args.warmup_ratio), total)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    metric = task_metrics.BEST[args.task if args.task != "text-classification" else args.problem_type]
+    metric = task_metrics.best_metric(args.task, args.problem_type)
     results: dict = {"epochs": [], "best": None, "metric": metric}
     bar = tqdm(total=total, desc="finetune", unit="step", disable=not args.progress or not dist.is_main)
     for epoch in range(args.epochs):
@@ -216,11 +224,10 @@ def finetune(model: str, train: str | os.PathLike, eval: str | os.PathLike, out:
             scores = task_metrics.evaluate(net, data, eval_features, eval_rows, args, device)
             scores = {"epoch": epoch + 1, "train_loss": sum(losses) / len(losses), **scores}
             results["epochs"].append(scores)
-            better = results["best"] is None or (scores[metric] < results["best"][metric] if metric == "mse"
-                                                 else scores[metric] > results["best"][metric])
+            better = task_metrics.is_better(metric, scores[metric], results["best"] and results["best"][metric])
             if better:
                 results["best"] = scores
-            _save(out, net, tokenizer, results, adapted, spec, head, args.task, model, save_model=better)
+            _save(out, net, tokenizer, results, adapted, lora, head, args.task, model, save_model=better)
         dist.barrier()
     bar.close()
     return results

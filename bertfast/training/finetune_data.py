@@ -21,7 +21,6 @@ import torch
 from bertfast.inputs import IGNORE_INDEX
 from bertfast.tokenizer import BertTokenizer
 
-PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
 LABEL_SEPARATOR = "|"  # between the labels of a multi-label row given as a string
 
 
@@ -113,8 +112,6 @@ class TextClassificationData:
 
     def __init__(self, tokenizer: BertTokenizer, labels: Sequence[str], problem_type: str, text_column: str = "text",
                  text_pair_column: str | None = None, label_column: str = "label", max_length: int = 128) -> None:
-        if problem_type not in PROBLEM_TYPES:
-            raise ValueError(f"unknown problem type {problem_type!r}: use one of {', '.join(PROBLEM_TYPES)}")
         self.tokenizer, self.labels, self.problem_type = tokenizer, list(labels), problem_type
         self.label2id = {name: i for i, name in enumerate(self.labels)}
         self.columns = {"text-column": text_column, "text-pair-column": text_pair_column, "label-column": label_column}

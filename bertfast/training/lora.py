@@ -22,12 +22,11 @@ import torch.nn as nn
 from torch.nn.utils import parametrize
 
 from bertfast.adapters import ADAPTER_CONFIG, PEFT_PREFIX
+from bertfast.tasks import get_task
 
 ADAPTER_FILE = "adapter_model.safetensors"
 QKV_PARTS = ("query", "key", "value")  # the row blocks of a fused attention.self.qkv, in order
 DEFAULT_TARGETS = ("query", "value")  # peft's default target_modules for BERT
-PEFT_TASK_TYPES = {"text-classification": "SEQ_CLS", "token-classification": "TOKEN_CLS",
-                   "question-answering": "QUESTION_ANS"}
 
 
 @dataclass(frozen=True)
@@ -130,7 +129,8 @@ def write_adapter(directory: str, model: nn.Module, adapted: dict[str, tuple[Lor
     the caller)."""
     from safetensors.torch import save_file
 
-    config = {"peft_type": "LORA", "task_type": PEFT_TASK_TYPES[task], "base_model_name_or_path": base_model,
+    task_type = get_task(task).finetune.peft_task_type  # PEFT's name of the task
+    config = {"peft_type": "LORA", "task_type": task_type, "base_model_name_or_path": base_model,
               "r": spec.r, "lora_alpha": spec.alpha, "target_modules": sorted(spec.targets),
               "modules_to_save": [head], "bias": "none", "lora_dropout": 0.0, "fan_in_fan_out": False,
               "inference_mode": True, "init_lora_weights": True, "use_rslora": False, "use_dora": False}

@@ -14,9 +14,11 @@ from collections.abc import Sequence
 import torch
 
 from bertfast.inputs import IGNORE_INDEX
+from bertfast.tasks import get_task, load
 
-BEST = {"single_label_classification": "accuracy", "multi_label_classification": "f1", "regression": "mse",
-        "token-classification": "f1", "question-answering": "f1"}
+# the metric that picks the best epoch of text classification, by problem type (other tasks: their table entry's)
+PROBLEM_BEST = {"single_label_classification": "accuracy", "multi_label_classification": "f1", "regression": "mse"}
+LOWER_IS_BETTER = ("mse",)
 EVAL_BATCH = 64  # features per forward pass
 
 
@@ -58,11 +60,48 @@ def token_scores(predictions: torch.Tensor, labels: torch.Tensor, outside: int |
             "f1": f1_score(true_positive, tagged_p.sum().item(), tagged_l.sum().item())}
 
 
+def best_metric(task: str, problem_type: str) -> str:
+    """The metric that picks the best epoch: the task's, else its problem type's."""
+    return get_task(task).finetune.best_metric or PROBLEM_BEST[problem_type]
+
+
+def is_better(metric: str, score: float, best: float | None) -> bool:
+    """Whether ``score`` beats the best so far (None: nothing yet); mse is better lower."""
+    return best is None or (score < best if metric in LOWER_IS_BETTER else score > best)
+
+
+def text_classification_scores(outputs: list, labels: list[torch.Tensor], data, features: Sequence[dict],
+                               rows: Sequence[dict], problem_type: str) -> dict[str, float]:
+    """The problem type's metrics of the batches' logits (N, C) against their labels."""
+    logits, gold = torch.cat([o.logits.float().cpu() for o in outputs]), torch.cat(labels)
+    if problem_type == "regression":
+        return regression_scores(logits, gold)
+    if problem_type == "multi_label_classification":
+        return multi_label_scores(logits, gold)
+    return classification_scores(logits.argmax(-1), gold, logits.shape[1])
+
+
+def token_classification_scores(outputs: list, labels: list[torch.Tensor], data, features: Sequence[dict],
+                                rows: Sequence[dict], problem_type: str) -> dict[str, float]:
+    """Word accuracy and tag F1 of the batches' logits (B, S, C), padded to one length."""
+    logits = [o.logits.float().cpu() for o in outputs]
+    width = max(o.shape[1] for o in logits)
+    logits = torch.cat([torch.nn.functional.pad(o, (0, 0, 0, width - o.shape[1])) for o in logits])
+    gold = torch.cat([torch.nn.functional.pad(g, (0, width - g.shape[1]), value=IGNORE_INDEX) for g in labels])
+    return token_scores(logits.argmax(-1), gold, data.label2id.get("O"))
+
+
+def question_answering_scores(outputs: list, labels: list[torch.Tensor], data, features: Sequence[dict],
+                              rows: Sequence[dict], problem_type: str) -> dict[str, float]:
+    """SQuAD's exact match and F1 of the best spans (``bertfast.training.qa_data``)."""
+    return data.scores(features, rows, [(o.start_logits.float().cpu(), o.end_logits.float().cpu()) for o in outputs])
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data, features: Sequence[dict], rows: Sequence[dict], args,
              device: torch.device) -> dict[str, float]:
-    """The task's metrics of ``model`` (eval mode, no dropout) on held-out ``features`` and the ``rows`` they came from;
-    ``eval_loss`` is the mean of the batches' losses."""
+    """The task's metrics of ``model`` (eval mode, no dropout) on held-out ``features`` and the ``rows`` they came from
+    (the task table's ``finetune.scores``); ``eval_loss`` is the mean of the batches' losses."""
     was_training = model.training
     model.eval()
     outputs, losses, labels = [], [], []
@@ -70,23 +109,9 @@ def evaluate(model: torch.nn.Module, data, features: Sequence[dict], rows: Seque
         batch = {k: v.to(device) for k, v in data.collate(features[start:start + EVAL_BATCH]).items()}
         out = model(**batch)
         losses.append(out.loss.item())
-        if args.task == "question-answering":
-            outputs.append((out.start_logits.float().cpu(), out.end_logits.float().cpu()))
-            continue
-        outputs.append(out.logits.float().cpu())
-        labels.append(batch["labels"].cpu())
+        outputs.append(out)
+        if "labels" in batch:
+            labels.append(batch["labels"].cpu())
     model.train(was_training)
-    scores = {"eval_loss": sum(losses) / len(losses)}
-    if args.task == "question-answering":
-        return {**scores, **data.scores(features, rows, outputs)}
-    if args.task == "token-classification":
-        width = max(o.shape[1] for o in outputs)
-        logits = torch.cat([torch.nn.functional.pad(o, (0, 0, 0, width - o.shape[1])) for o in outputs])
-        gold = torch.cat([torch.nn.functional.pad(g, (0, width - g.shape[1]), value=IGNORE_INDEX) for g in labels])
-        return {**scores, **token_scores(logits.argmax(-1), gold, data.label2id.get("O"))}
-    logits, gold = torch.cat(outputs), torch.cat(labels)
-    if args.problem_type == "regression":
-        return {**scores, **regression_scores(logits, gold)}
-    if args.problem_type == "multi_label_classification":
-        return {**scores, **multi_label_scores(logits, gold)}
-    return {**scores, **classification_scores(logits.argmax(-1), gold, logits.shape[1])}
+    scores = load(get_task(args.task).finetune.scores)(outputs, labels, data, features, rows, args.problem_type)
+    return {"eval_loss": sum(losses) / len(losses), **scores}

@@ -1,14 +1,15 @@
 """The per-task contract table: every entry is served by a pipeline and returns what its specs say."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
 import bertfast
+from bertfast import tasks
 from bertfast.pipelines import PIPELINES
-from bertfast.pipelines.feature_extraction import FeatureExtractionPipeline
 from bertfast.serving.contract import CONTRACTS, NUMPY_TYPES, contract_for, served_tasks
 
 ROWS = {"text": ["The cat sat on the [MASK].", "A [MASK] of [MASK] things."],
@@ -109,7 +110,9 @@ def test_tasks_without_a_contract_are_named(monkeypatch):
     with pytest.raises(ValueError, match=r"unknown task 'summarize'; served tasks: \['feature-extraction', "
                                          r"'fill-mask', 'next-sentence', 'question-answering', "):
         contract_for("summarize")
-    monkeypatch.setitem(PIPELINES, "sentence-similarity", FeatureExtractionPipeline)  # a pipeline, no entry
+    entry = dataclasses.replace(tasks.get_task("feature-extraction"), name="sentence-similarity", serving=None)
+    monkeypatch.setattr(tasks, "TASKS", (*tasks.TASKS, entry))  # a table entry with a pipeline, no serving part
+    monkeypatch.setitem(tasks.BY_NAME, entry.name, entry)
     with pytest.raises(ValueError, match="'sentence-similarity' has a pipeline but no serving contract yet .*"
-                                         "CONTRACTS in bertfast/serving/contract.py"):
+                                         "serving= to its entry in bertfast/tasks.py"):
         contract_for("sentence-similarity")
