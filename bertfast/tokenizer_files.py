@@ -14,7 +14,8 @@ CONFIG_FILE = "tokenizer_config.json"
 SPECIAL_TOKENS_FILE = "special_tokens_map.json"
 TOKENIZER_FILES = (TOKENIZER_FILE, VOCAB_FILE, CONFIG_FILE, SPECIAL_TOKENS_FILE)  # what from_pretrained reads
 # transformers' order of the special-token attributes (it decides all_special_tokens / all_special_ids).
-SPECIAL_TOKENS = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+SPECIAL_TOKENS = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")  # BertTokenizer's
+ALL_SPECIAL_TOKENS = ("bos_token", "eos_token", *SPECIAL_TOKENS)  # every named special token, in transformers' order
 OPTION_KEYS = ("do_lower_case", "strip_accents", "tokenize_chinese_chars", "model_max_length",
                "clean_up_tokenization_spaces", *SPECIAL_TOKENS)
 
