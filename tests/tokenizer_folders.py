@@ -1,0 +1,79 @@
+"""Tiny tokenizer folders of the BERT family, built without the hub: a BPE / Unigram / WordPiece model trained by the
+`tokenizers` library on a few hundred words, saved through the transformers fast tokenizer class of each family."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import transformers
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+# A few hundred words of training text: accents, emoji, CJK, digits, punctuation, contractions.
+WORDS = ("the quick brown fox jumps over the lazy dog while a café in Zürich serves crème brûlée to naïve tourists "
+         "who write their résumé on a façade; 東京 and 北京 are cities, 日本語 is a language, 😀 and 🎉 are emoji, "
+         "numbers like 123, 4567 and 3.14 appear too. Don't stop: it's fine, we're done, they've gone, I'm here! "
+         "Tokenization splits words into pieces; encoders read those pieces and answer questions about them. "
+         "Über naïveté, señor, coöperate, ÅNGSTRÖM, İstanbul, straße, ﬁne, résumé, hello world again and again.")
+SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+MODEL_MAX_LENGTH = 48
+
+
+def corpus() -> list[str]:
+    """The training lines: the text rotated word by word, so every word meets many neighbours."""
+    words = WORDS.split()
+    return [" ".join(words[i:] + words[:i]) for i in range(len(words))]
+
+
+def _trained(model: Any, trainer: Any, pre_tokenizer: Any, normalizer: Any = None) -> dict[str, Any]:
+    tokenizer = Tokenizer(model)
+    tokenizer.pre_tokenizer = pre_tokenizer
+    if normalizer is not None:
+        tokenizer.normalizer = normalizer
+    tokenizer.train_from_iterator(corpus(), trainer)
+    return json.loads(tokenizer.to_str())["model"]
+
+
+def bpe_files() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """(vocab, merges) of a byte-level BPE as RoBERTa's."""
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIALS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    model = _trained(models.BPE(), trainer, pre_tokenizers.ByteLevel(add_prefix_space=False))
+    return model["vocab"], [tuple(merge) for merge in model["merges"]]
+
+
+def unigram_vocab() -> list[tuple[str, float]]:
+    """(piece, score) of a SentencePiece-style Unigram as XLM-R's / CamemBERT's."""
+    trainer = trainers.UnigramTrainer(vocab_size=300, special_tokens=SPECIALS, unk_token="<unk>", show_progress=False)
+    model = _trained(models.Unigram(), trainer, pre_tokenizers.Metaspace())
+    return [(piece, score) for piece, score in model["vocab"]]
+
+
+def wordpiece_vocab() -> dict[str, int]:
+    """token -> id of a lower-cased WordPiece as DistilBERT's / ELECTRA's."""
+    trainer = trainers.WordPieceTrainer(vocab_size=300, show_progress=False,
+                                        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    model = _trained(models.WordPiece(unk_token="[UNK]"), trainer, pre_tokenizers.BertPreTokenizer(),
+                     normalizers.BertNormalizer(lowercase=True))
+    return model["vocab"]
+
+
+def save_family(family: str, out: str | os.PathLike, **options: Any) -> str:
+    """Save ``family``'s tokenizer (roberta, xlm-roberta, camembert, distilbert, electra) through its transformers
+    fast class into ``out``, with a config.json naming the model_type as a checkpoint folder has; return ``out``."""
+    options.setdefault("model_max_length", MODEL_MAX_LENGTH)
+    if family == "roberta":
+        vocab, merges = bpe_files()
+        tokenizer = transformers.RobertaTokenizerFast(vocab=vocab, merges=merges, **options)
+    elif family in ("xlm-roberta", "camembert"):
+        fast_class = transformers.XLMRobertaTokenizerFast if family == "xlm-roberta" else \
+            transformers.CamembertTokenizerFast
+        tokenizer = fast_class(vocab=unigram_vocab(), **options)
+    else:
+        fast_class = transformers.DistilBertTokenizerFast if family == "distilbert" else \
+            transformers.ElectraTokenizerFast
+        tokenizer = fast_class(vocab=wordpiece_vocab(), **options)
+    tokenizer.save_pretrained(os.fspath(out))
+    with open(os.path.join(out, "config.json"), "w", encoding="utf-8") as f:
+        json.dump({"model_type": family}, f)
+    return os.fspath(out)
