@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ import transformers
 from tokenizers import Tokenizer
 
 from bertfast.fast_tokenizer import PreTrainedTokenizerFast
+from tests.kills import killed_after_each_step
 from tests.tokenizer_folders import WORDS, save_family
 
 TEXTS = {
@@ -217,3 +219,22 @@ def test_bad_input_gets_one_clear_error(tmp_path, tmp_path_factory):
     assert unpadded(["a", "a b"])["input_ids"] == reference  # the file's own template still applies
     with pytest.raises(ValueError, match="padding='longest' needs a pad token and this tokenizer has none"):
         unpadded(["a", "a b"], padding=True)
+
+
+@pytest.mark.filterwarnings("ignore:.*completed a save that was interrupted")
+def test_a_killed_save_leaves_the_old_tokenizer_or_the_new_one_whole(tmp_path_factory, tmp_path):
+    """save_pretrained killed after each step of its folder swap: a reader finds the old three files or the new."""
+    old, new = (PreTrainedTokenizerFast.from_pretrained(save_family(family, tmp_path_factory.mktemp(family)))
+                for family in ("roberta", "xlm-roberta"))
+    texts = list(TEXTS.values())
+    versions = {"old": old(texts)["input_ids"], "new": new(texts)["input_ids"]}
+    target = tmp_path / "user" / "tokenizer"
+    seen = set()
+    for killed in killed_after_each_step(lambda: new.save_pretrained(target),
+                                         lambda: (shutil.rmtree(target.parent, ignore_errors=True),
+                                                  old.save_pretrained(target))):
+        found = PreTrainedTokenizerFast.from_pretrained(target)(texts)["input_ids"]
+        assert found in versions.values(), "a mix of two saves"
+        seen.add("new" if found == versions["new"] else "old")
+        assert killed or found == versions["new"]
+    assert seen == {"old", "new"}
