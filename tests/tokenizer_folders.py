@@ -34,45 +34,43 @@ def _trained(model: Any, trainer: Any, pre_tokenizer: Any, normalizer: Any = Non
     return json.loads(tokenizer.to_str())["model"]
 
 
-def bpe_files() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """(vocab, merges) of a byte-level BPE as RoBERTa's."""
+def bpe_files() -> dict[str, Any]:
+    """vocab and merges of a byte-level BPE as RoBERTa's."""
     trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIALS, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     model = _trained(models.BPE(), trainer, pre_tokenizers.ByteLevel(add_prefix_space=False))
-    return model["vocab"], [tuple(merge) for merge in model["merges"]]
+    return {"vocab": model["vocab"], "merges": [tuple(merge) for merge in model["merges"]]}
 
 
-def unigram_vocab() -> list[tuple[str, float]]:
-    """(piece, score) of a SentencePiece-style Unigram as XLM-R's / CamemBERT's."""
+def unigram_vocab() -> dict[str, Any]:
+    """vocab, (piece, score) pairs, of a SentencePiece-style Unigram as XLM-R's / CamemBERT's."""
     trainer = trainers.UnigramTrainer(vocab_size=300, special_tokens=SPECIALS, unk_token="<unk>", show_progress=False)
     model = _trained(models.Unigram(), trainer, pre_tokenizers.Metaspace())
-    return [(piece, score) for piece, score in model["vocab"]]
+    return {"vocab": [(piece, score) for piece, score in model["vocab"]]}
 
 
-def wordpiece_vocab() -> dict[str, int]:
-    """token -> id of a lower-cased WordPiece as DistilBERT's / ELECTRA's."""
+def wordpiece_vocab() -> dict[str, Any]:
+    """vocab, token -> id, of a lower-cased WordPiece as DistilBERT's / ELECTRA's."""
     trainer = trainers.WordPieceTrainer(vocab_size=300, show_progress=False,
                                         special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
     model = _trained(models.WordPiece(unk_token="[UNK]"), trainer, pre_tokenizers.BertPreTokenizer(),
                      normalizers.BertNormalizer(lowercase=True))
-    return model["vocab"]
+    return {"vocab": model["vocab"]}
+
+
+# family -> (its transformers fast tokenizer class, the builder of that class's vocabulary arguments)
+FAMILIES = {"roberta": ("RobertaTokenizerFast", bpe_files), "xlm-roberta": ("XLMRobertaTokenizerFast", unigram_vocab),
+            "camembert": ("CamembertTokenizerFast", unigram_vocab),
+            "distilbert": ("DistilBertTokenizerFast", wordpiece_vocab),
+            "electra": ("ElectraTokenizerFast", wordpiece_vocab)}
 
 
 def save_family(family: str, out: str | os.PathLike, **options: Any) -> str:
-    """Save ``family``'s tokenizer (roberta, xlm-roberta, camembert, distilbert, electra) through its transformers
-    fast class into ``out``, with a config.json naming the model_type as a checkpoint folder has; return ``out``."""
+    """Save ``family``'s tokenizer (a FAMILIES key) through its transformers fast class into ``out``, with a
+    config.json naming the model_type as a checkpoint folder has; return ``out``."""
+    class_name, vocabulary = FAMILIES[family]
     options.setdefault("model_max_length", MODEL_MAX_LENGTH)
-    if family == "roberta":
-        vocab, merges = bpe_files()
-        tokenizer = transformers.RobertaTokenizerFast(vocab=vocab, merges=merges, **options)
-    elif family in ("xlm-roberta", "camembert"):
-        fast_class = transformers.XLMRobertaTokenizerFast if family == "xlm-roberta" else \
-            transformers.CamembertTokenizerFast
-        tokenizer = fast_class(vocab=unigram_vocab(), **options)
-    else:
-        fast_class = transformers.DistilBertTokenizerFast if family == "distilbert" else \
-            transformers.ElectraTokenizerFast
-        tokenizer = fast_class(vocab=wordpiece_vocab(), **options)
+    tokenizer = getattr(transformers, class_name)(**vocabulary(), **options)
     tokenizer.save_pretrained(os.fspath(out))
     with open(os.path.join(out, "config.json"), "w", encoding="utf-8") as f:
         json.dump({"model_type": family}, f)
