@@ -103,8 +103,8 @@ class TokenizerBase:
         "only_first", "only_second", False / None / "do_not_truncate". ``max_length`` alone turns on
         "longest_first" truncation; None means ``model_max_length`` wherever a length is needed.
         Returns ``input_ids`` and, when switched on (None: when ``model_input_names`` holds them, as in
-        transformers), ``token_type_ids`` and ``attention_mask``: lists of ints for a single example, lists of lists for a batch, or int64 tensors
-        shaped (1, S) / (B, S) with ``return_tensors="pt"``.
+        transformers), ``token_type_ids`` and ``attention_mask``: lists of ints for a single example, lists of
+        lists for a batch, or int64 tensors shaped (1, S) / (B, S) with ``return_tensors="pt"``.
 
         As transformers' fast tokenizers: ``return_special_tokens_mask`` adds ``special_tokens_mask`` (1 at
         the special tokens and padding), ``return_offsets_mapping`` adds ``offset_mapping``: each token's (start, end)

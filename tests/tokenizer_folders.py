@@ -1,5 +1,5 @@
 """Tiny tokenizer folders of the BERT family, built without the hub: a BPE / Unigram / WordPiece model trained by the
-`tokenizers` library on a few hundred words, saved through the transformers fast tokenizer class of each family."""
+`tokenizers` library on a hundred-word text (rotated into a hundred lines), saved through the transformers fast tokenizer class of each family."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ from typing import Any
 import transformers
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
-# A few hundred words of training text: accents, emoji, CJK, digits, punctuation, contractions.
+# The training text: accents, emoji, CJK, digits, punctuation, contractions.
 WORDS = ("the quick brown fox jumps over the lazy dog while a café in Zürich serves crème brûlée to naïve tourists "
          "who write their résumé on a façade; 東京 and 北京 are cities, 日本語 is a language, 😀 and 🎉 are emoji, "
          "numbers like 123, 4567 and 3.14 appear too. Don't stop: it's fine, we're done, they've gone, I'm here! "
