@@ -93,3 +93,17 @@ def test_hub_repo_ids_resolve_through_hf_hub_download(monkeypatch, tmp_path):
     ours, hf = AutoTokenizer.from_pretrained("someone/xlmr-tiny"), transformers.AutoTokenizer.from_pretrained(folder)
     assert type(ours) is PreTrainedTokenizerFast and dict(ours(TEXTS, padding=True)) == dict(hf(TEXTS, padding=True))
     assert ("someone/xlmr-tiny", "tokenizer.json") in requested
+
+
+@pytest.mark.parametrize("family,saved_as,token_types", [("electra", "ElectraTokenizerFast", True),
+                                                          ("distilbert", "DistilBertTokenizerFast", False)])
+def test_transformers_4_class_names_load_with_their_fields(tmp_path, family, saved_as, token_types):
+    """4.x wrote the family's own fast class name: it decides whether calls return token_type_ids."""
+    folder = save_family(family, tmp_path)
+    config = os.path.join(folder, "tokenizer_config.json")
+    with open(config, encoding="utf-8") as f:
+        fields = json.load(f)
+    with open(config, "w", encoding="utf-8") as f:
+        json.dump({**fields, "tokenizer_class": saved_as}, f)
+    assert_loads_as_transformers(folder, PreTrainedTokenizerFast)
+    assert ("token_type_ids" in AutoTokenizer.from_pretrained(folder)("a b")) is token_types

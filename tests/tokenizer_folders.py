@@ -1,5 +1,6 @@
-"""Tiny tokenizer folders of the BERT family, built without the hub: a BPE / Unigram / WordPiece model trained by the
-`tokenizers` library on a hundred-word text (rotated into a hundred lines), saved through the transformers fast tokenizer class of each family."""
+"""Tiny tokenizer folders of the BERT family, built without the hub: a BPE / Unigram / WordPiece model trained by
+the `tokenizers` library on a short text (rotated into as many lines as it has words), saved through the
+transformers fast tokenizer class of each family."""
 from __future__ import annotations
 
 import json
@@ -14,7 +15,17 @@ WORDS = ("the quick brown fox jumps over the lazy dog while a café in Zürich s
          "who write their résumé on a façade; 東京 and 北京 are cities, 日本語 is a language, 😀 and 🎉 are emoji, "
          "numbers like 123, 4567 and 3.14 appear too. Don't stop: it's fine, we're done, they've gone, I'm here! "
          "Tokenization splits words into pieces; encoders read those pieces and answer questions about them. "
-         "Über naïveté, señor, coöperate, ÅNGSTRÖM, İstanbul, straße, ﬁne, résumé, hello world again and again.")
+         "Über naïveté, señor, coöperate, ÅNGSTRÖM, İstanbul, straße, ﬁne, résumé, hello world again and again. "
+         "A model reads a sentence, looks at every word and its neighbours, and decides what the sentence means. "
+         "Where are the cities? The answer is in the context: Paris, Berlin, Madrid, Lisboa and Roma are capitals. "
+         "Le chat est sur la table, la voiture est rouge, nous mangeons du pain et du fromage à midi. "
+         "Der Hund läuft schnell über die Straße, und die Kinder spielen im Garten hinter dem Haus. "
+         "El niño come una manzana, la niña lee un libro, y los abuelos caminan por el parque cada mañana. "
+         "今日は天気がいいです。我们明天去公园。서울은 큰 도시입니다. Привет, мир! Γειά σου κόσμε. "
+         "Search engines rank documents for a query; a reranker scores each pair of query and passage again. "
+         "Named entities such as Marie Curie, the United Nations and New York appear in news articles every day. "
+         "Prices rose 3.5% in 2024, from $10.99 to $11.38, while the euro stayed near €1.08 per dollar. "
+         "E-mail me at someone@example.com or visit https://example.org/path?query=1 before 10:30 am.")
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 MODEL_MAX_LENGTH = 48
 
