@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
 
 from bertfast.atomic import staged_files
@@ -77,6 +77,9 @@ class BertTokenizer(TokenizerBase):
                                                         strip_accents=strip_accents, lowercase=do_lower_case)
         backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         backend.decoder = decoders.WordPiece(prefix="##")
+        # Every special token becomes a special added token with BERT's settings (even one a tokenizer.json
+        # declares otherwise); a missing one gets a new id, as transformers does.
+        backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials.values()])
         self._set_backend(backend, specials, model_max_length, clean_up_tokenization_spaces)
         backend.post_processor = processors.TemplateProcessing(
             single=f"{cls_token}:0 $A:0 {sep_token}:0",
