@@ -18,7 +18,7 @@ from bertfast.export.triton_repo import INSTANCE_KINDS, write_triton_repository
 from bertfast.heads.pretraining import BertForPreTraining
 from bertfast.hub import resolve_file
 from bertfast.modeling import BertModel
-from bertfast.ops import default_device
+from bertfast.device import default_device
 from bertfast.pipelines import DEFAULT_MODEL, pipeline
 from bertfast.pipelines.base import Pipeline
 from bertfast.pipelines.text_classification import FUNCTIONS

@@ -28,7 +28,7 @@ from bertfast.atomic import replacing_directory
 from bertfast.config import BertConfig, resolve_dtype
 from bertfast.hub import resolve_file
 from bertfast.heads.tasks import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification
-from bertfast.ops import default_device, resolve_device
+from bertfast.device import default_device, resolve_device
 from bertfast.tokenizer import BertTokenizer
 from bertfast.training import metrics as task_metrics
 from bertfast.training.checkpoints import check_out_dir, disk_full_message
