@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import bertfast
-from bertfast.export.triton_repo import write_triton_repository
+from bertfast.serving.repository import write_triton_repository
 from bertfast.serving.batching import RequestError, ServedModel, decode_rows, token_chunks
 from bertfast.serving.load import mixed_length_texts
 
