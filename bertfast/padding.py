@@ -118,13 +118,13 @@ def sequence_ids(lengths: Sequence[int], device: torch.device | str | None = Non
     return torch.tensor([b for b, n in enumerate(lengths) for _ in range(n)], dtype=torch.long, device=device)
 
 
-def pool_packed(hidden: torch.Tensor, packed: PackedBatch, modes: Sequence[str], skip: int = 0) -> torch.Tensor:
-    """Token vectors hidden (T, H) of a packed batch's B sequences (rows ``cu_seqlens[b]:cu_seqlens[b + 1]``, read
-    from its ``lengths`` on the host) -> (B, len(modes) * H), each mode as sentence-transformers' Pooling computes it over
+def pool_packed(hidden: torch.Tensor, lengths: Sequence[int], modes: Sequence[str], skip: int = 0) -> torch.Tensor:
+    """Packed token vectors hidden (T, H) of B sequences (sequence b is rows ``cu_seqlens[b]:cu_seqlens[b + 1]``,
+    given by the B ``lengths`` on the host) -> (B, len(modes) * H), each mode as sentence-transformers' Pooling computes it over
     a sequence's rows after its first ``skip`` (a prompt not pooled): "cls" (the first pooled row; the first row
     when none is), "max", "mean", "mean_sqrt_len_tokens", "weightedmean" (the row at position p from 1 weighs
     p), "lasttoken" (the last row; zeros when none is pooled). Every index is built on the host: no sync."""
-    device, lengths, batch = hidden.device, packed.lengths, packed.batch_size
+    device, batch = hidden.device, len(lengths)
     starts = [0]  # cu_seqlens, on the host
     for n in lengths:
         starts.append(starts[-1] + n)
