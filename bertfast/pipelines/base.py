@@ -47,6 +47,7 @@ class Pipeline:
     """Tokenize -> model -> postprocess, in length-sorted batches, without gradients."""
 
     model_class: type[BertPreTrainedModel] = BertModel
+    packed_input = False  # _process takes a PackedBatch on a bertfast model (an exported graph: padded tensors)
 
     def __init__(self, model: BertPreTrainedModel | OnnxModel, tokenizer: BertTokenizer, batch_size: int = 32,
                  max_length: int | None = None):
@@ -119,9 +120,16 @@ class Pipeline:
                     results[i] = result
         return results
 
-    def _model_input(self, batch: TokenBatch) -> dict[str, torch.Tensor]:
-        """What ``_process`` takes for one batch: its padded tensors on the model's device."""
+    def _model_input(self, batch: TokenBatch) -> PackedBatch | dict[str, torch.Tensor]:
+        """What ``_process`` takes for one batch, on the model's device: the packed batch where the pipeline runs
+        packed on a bertfast model, else its padded tensors."""
+        if self.packed_input and not isinstance(self.model, OnnxModel):
+            return batch.packed(self.model.device)
         return batch.padded(self.model.device, self.tokenizer.pad_token_id)
+
+    def _call_model(self, batch: PackedBatch | dict[str, torch.Tensor]) -> Any:
+        """The model's outputs for one ``_model_input``."""
+        return self.model(batch) if isinstance(batch, PackedBatch) else self.model(**batch)
 
     def _process(self, batch: dict[str, torch.Tensor], **params: Any) -> list[Any]:
         """Model outputs of one batch -> one result per row."""

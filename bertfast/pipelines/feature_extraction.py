@@ -74,6 +74,7 @@ class SentenceConfigPipeline(Pipeline):
 
 class FeatureExtractionPipeline(SentenceConfigPipeline):
     model_class = BertModel
+    packed_input = True
     model_type = "SentenceTransformer"
     other_task = "sparse-embedding"
 
@@ -153,8 +154,4 @@ class FeatureExtractionPipeline(SentenceConfigPipeline):
         if isinstance(batch, PackedBatch):
             return self.model(batch).last_hidden_state.float(), batch.lengths
         mask = batch["attention_mask"].bool()  # (B, S)
-        if isinstance(self.model, OnnxModel):
-            hidden = self.model(**batch).last_hidden_state[mask]  # (T, H)
-        else:
-            hidden = self.model(**batch, return_packed=True).last_hidden_state  # (T, H)
-        return hidden.float(), tuple(mask.sum(1).tolist())
+        return self.model(**batch).last_hidden_state[mask].float(), tuple(mask.sum(1).tolist())  # (T, H)
