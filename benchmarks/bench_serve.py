@@ -26,7 +26,7 @@ import bertfast
 from bertfast.atomic import staged_files
 from bertfast.bench.report import machine_info
 from bertfast.bench.timing import Summary
-from bertfast.export.triton_repo import write_triton_repository
+from bertfast.serving.repository import write_triton_repository
 from bertfast.serving import TritonServer
 from bertfast.serving.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS
 from bertfast.serving.load import mixed_length_texts, run_load

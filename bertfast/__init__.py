@@ -1,23 +1,37 @@
-"""bertfast: a BERT inference runtime in PyTorch + Triton with transformers' numbers."""
-from bertfast.checkpoint import CheckpointError
-from bertfast.config import BertConfig
-from bertfast.export import ExportReport, ExportValidationError, OnnxModel, export_onnx, write_triton_repository
-from bertfast.graphs import GraphedModel, optimize
-from bertfast.heads import (BertForMaskedLM, BertForMultipleChoice, BertForNextSentencePrediction, BertForPreTraining,
-                            BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification)
-from bertfast.modeling import BertModel
-from bertfast.pretrained import BertPreTrainedModel
-from bertfast.quantization import quantize
-from bertfast.pipelines import pipeline
-from bertfast.serving import serve
-from bertfast.training.pretraining import (PretrainingCollator, SentencePair, TokenMasker, create_nsp_pairs, read_documents,
-                                           tokenize_documents)
-from bertfast.encoding import BatchEncoding
-from bertfast.tokenizer import BertTokenizer
-from bertfast.training.finetune import FinetuneArguments, finetune
-from bertfast.training.trainer import PretrainingArguments, Trainer, run_pretraining
+"""bertfast: a BERT inference runtime in PyTorch + Triton with transformers' numbers.
+
+The package is lazy (PEP 562): ``import bertfast`` loads no module until one of its names is used, so importing
+the runtime loads no training, serving, export or bench module. ``bertfast.X`` imports X's module on first use
+(``_LAZY`` says which); ``bertfast.<submodule>`` imports that submodule."""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from bertfast.version import __version__  # noqa: F401  (bertfast.__version__)
 
+_LAZY: dict[str, str] = {  # public name -> the module that defines it
+    "BatchEncoding": "bertfast.encoding",
+    "BertConfig": "bertfast.config",
+    **dict.fromkeys(("BertForMaskedLM", "BertForMultipleChoice", "BertForNextSentencePrediction", "BertForPreTraining",
+                     "BertForQuestionAnswering", "BertForSequenceClassification", "BertForTokenClassification"),
+                    "bertfast.heads"),
+    "BertModel": "bertfast.modeling",
+    "BertPreTrainedModel": "bertfast.pretrained",
+    "BertTokenizer": "bertfast.tokenizer",
+    "CheckpointError": "bertfast.checkpoint",
+    **dict.fromkeys(("ExportReport", "ExportValidationError", "export_onnx"), "bertfast.export.onnx"),
+    **dict.fromkeys(("GraphedModel", "optimize"), "bertfast.graphs"),
+    "OnnxModel": "bertfast.export.onnx_model",
+    **dict.fromkeys(("FinetuneArguments", "finetune"), "bertfast.training.finetune"),
+    **dict.fromkeys(("PretrainingArguments", "Trainer", "run_pretraining"), "bertfast.training.trainer"),
+    **dict.fromkeys(("PretrainingCollator", "SentencePair", "TokenMasker", "create_nsp_pairs", "read_documents",
+                     "tokenize_documents"), "bertfast.training.pretraining"),
+    "pipeline": "bertfast.pipelines",
+    "quantize": "bertfast.quantization",
+    "serve": "bertfast.serving.server",
+    "write_triton_repository": "bertfast.serving.repository",
+}
 
 __all__ = [
     "BatchEncoding",
@@ -55,3 +69,23 @@ __all__ = [
     "tokenize_documents",
     "write_triton_repository",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """A public name from its module (kept here after the first use), or a submodule of the package."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if name.startswith("__"):  # an interpreter probe (__wrapped__, __file__ of a frozen build...): no submodule
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"{__name__}.{name}":
+            raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -12,6 +12,7 @@ import torch
 
 from bertfast.config import BertConfig
 from bertfast.ops import exporting
+from bertfast.padding import PackedBatch
 from bertfast_kernels.launch import ID_DTYPES
 
 INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
@@ -80,14 +81,47 @@ def check_inputs(config: BertConfig, device: torch.device, input_ids: torch.Tens
         checks.append(("attention_mask", attention_mask, 2))
     if inputs_trusted():
         return None if attention_mask is None else _as_bool(attention_mask)
+    bounds = _check_ranges(checks)
+    if attention_mask is None or bounds[-1][0] == 1:
+        return None
+    return _as_bool(attention_mask)
+
+
+def _check_ranges(checks: list[tuple[str, torch.Tensor, int]]) -> list[list[float]]:
+    """Each (name, tensor, limit) holds values in [0, limit), in one host sync; -> each tensor's [min, max]."""
     bounds = torch.stack([torch.stack([v.min(), v.max()]).to(torch.float64) for _, v, _ in checks]).tolist()
     for (name, _, limit), (low, high) in zip(checks, bounds):
         if low < 0 or high >= limit:
             allowed = "0 (padding) or 1 (token)" if name == "attention_mask" else f"[0, {limit})"
             raise ValueError(f"{name} has values in [{low:g}, {high:g}] but must be in {allowed}")
-    if attention_mask is None or bounds[-1][0] == 1:
-        return None
-    return _as_bool(attention_mask)
+    return bounds
+
+
+def check_packed(config: BertConfig, device: torch.device, packed: PackedBatch) -> None:
+    """Validate a PackedBatch: (T,) id tensors on the model's device, cu_seqlens (B + 1,) int32, no sequence
+    longer than max_position_embeddings; the value ranges in one host sync (skipped under ``trusted_inputs``)."""
+    tokens = packed.input_ids.shape
+    if packed.input_ids.dim() != 1 or tokens[0] == 0:
+        raise ValueError(f"PackedBatch.input_ids must be 1-D (tokens,) and non-empty, got shape {tuple(tokens)}; "
+                         f"build it with PackedBatch.from_token_lists or PackedBatch.from_padded")
+    for name in ("input_ids", "token_type_ids", "position_ids"):
+        value = getattr(packed, name)
+        _check_tensor(f"PackedBatch.{name}", value, tokens, device, integer=True)
+    if packed.cu_seqlens.dtype != torch.int32 or packed.cu_seqlens.shape != (packed.batch_size + 1,):
+        raise ValueError(f"PackedBatch.cu_seqlens must be int32 of shape ({packed.batch_size + 1},) (one more than "
+                         f"its {packed.batch_size} lengths), got {packed.cu_seqlens.dtype} "
+                         f"{tuple(packed.cu_seqlens.shape)}")
+    _check_tensor("PackedBatch.cu_seqlens", packed.cu_seqlens, None, device, integer=True)
+    if packed.max_seqlen > config.max_position_embeddings:
+        raise ValueError(f"a sequence of {packed.max_seqlen} tokens exceeds max_position_embeddings "
+                         f"({config.max_position_embeddings}); tokenize with truncation=True, "
+                         f"max_length={config.max_position_embeddings}")
+    if inputs_trusted():
+        return
+    checks = [("PackedBatch.input_ids", packed.input_ids, config.vocab_size),
+              ("PackedBatch.token_type_ids", packed.token_type_ids, config.type_vocab_size),
+              ("PackedBatch.position_ids", packed.position_ids, config.max_position_embeddings)]
+    _check_ranges(checks)
 
 
 def _as_bool(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -14,9 +14,9 @@ import torch.nn as nn
 
 from bertfast import ops
 from bertfast.config import BertConfig
-from bertfast.inputs import check_inputs, inputs_trusted
+from bertfast.inputs import check_inputs, check_packed, inputs_trusted
 from bertfast.outputs import BaseModelOutputWithPooling
-from bertfast.padding import Packing, pad, packing_of, unpad
+from bertfast.padding import PackedBatch, Packing, pad, packing_of, unpad
 from bertfast.pretrained import BertPreTrainedModel
 
 QKV = ("query", "key", "value")
@@ -177,13 +177,6 @@ class BertPooler(nn.Module):
         return torch.tanh(self.dense(hidden[:, 0]))  # (B, H) from the [CLS] position
 
 
-def _padded(hidden: torch.Tensor, key_padding_mask: torch.Tensor | None, packing: Packing | None) -> torch.Tensor:
-    """Hidden states (B, S, H), or packed (T, H) with their packing, -> (B, S, H) with zeros at padding."""
-    if packing is not None:
-        return pad(hidden, packing)
-    return hidden if key_padding_mask is None else hidden.masked_fill(~key_padding_mask[..., None], 0)
-
-
 class BertModel(BertPreTrainedModel):
     """The encoder. Hidden states at padding positions (attention_mask 0) are returned as zeros, on every
     path (transformers leaves unused values there; real positions are the same). ``padding_free``
@@ -205,65 +198,89 @@ class BertModel(BertPreTrainedModel):
         """The pooler exists when the checkpoint has one (all-MiniLM-L6-v2 does; some exports do not)."""
         return cls(config, add_pooling_layer=any(k.endswith("pooler.dense.weight") for k in state))
 
-    def _packing(self, key_padding_mask: torch.Tensor | None, output_attentions: bool) -> Packing | None:
-        """Packing for the padding-free path, or None for the padded one (no padding, attention maps
-        asked for, attention dropout in training, input validation skipped, or left padding, where the
-        pooler reads a padding position)."""
-        if (key_padding_mask is None or not self.padding_free or output_attentions or inputs_trusted()
-                or (self.training and self.config.attention_probs_dropout_prob > 0)):
-            return None
-        packing = packing_of(key_padding_mask)
-        return packing if packing.starts_real else None
+    def _packs(self, key_padding_mask: torch.Tensor | None, output_attentions: bool, padding_states: bool) -> bool:
+        """Whether a padded batch runs padding-free: not without padding, with attention maps asked for, with the
+        padding positions' states kept, with attention dropout in training, or with input validation skipped."""
+        return not (key_padding_mask is None or not self.padding_free or output_attentions or padding_states
+                    or inputs_trusted() or (self.training and self.config.attention_probs_dropout_prob > 0))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+    def forward(self, input_ids: torch.Tensor | PackedBatch | None = None, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False,
-                return_packed: bool = False, padding_states: bool = False) -> BaseModelOutputWithPooling:
-        """input_ids (B, S) -> last_hidden_state (B, S, H), pooler_output (B, H).
+                return_packed: bool = False, padding_states: bool = False,
+                packed: PackedBatch | None = None) -> BaseModelOutputWithPooling:
+        """input_ids (B, S) -> last_hidden_state (B, S, H), pooler_output (B, H); or a ``PackedBatch`` (as the
+        first argument or ``packed=``), the native input -> last_hidden_state (T, H) with its ``cu_seqlens`` and
+        ``max_seqlen``, pooler_output (B, H) from each sequence's first token, hidden_states packed.
 
-        ``output_attentions=True`` runs the reference (eager) attention, which materialises the
-        probabilities; the fused kernels never do. ``return_packed=True`` hands back the real tokens only,
-        without padding them back: last_hidden_state and each of hidden_states (T, H), the T real tokens in
-        row-major order of the batch, with ``cu_seqlens`` (B + 1,) int32 and ``max_seqlen`` (the varlen layout
-        of flash-attention kernels); the pooler output and attention maps are as without it.
-        ``padding_states=True`` runs the padded path and keeps the hidden states at padding positions as
-        transformers computes them (instead of zeros), for a loss whose softmax covers the padding (question
+        A padded batch is an adapter in front of the packed path (``PackedBatch.from_padded``, then padded back).
+        ``output_attentions=True`` runs the reference (eager) attention on the padded batch, which materialises
+        the probabilities; the fused kernels never do. ``return_packed=True`` hands a padded batch's result back
+        packed: last_hidden_state and each of hidden_states (T, H), the T real tokens in row-major order of the
+        batch, with ``cu_seqlens`` (B + 1,) int32 and ``max_seqlen``; the pooler output and attention maps are as
+        without it. ``padding_states=True`` runs the padded path and keeps the hidden states at padding positions
+        as transformers computes them (instead of zeros), for a loss whose softmax covers the padding (question
         answering's, as transformers defines it).
         """
+        if isinstance(input_ids, PackedBatch):
+            if packed is not None:
+                raise ValueError("pass the PackedBatch once: as the first argument or as packed=, not both")
+            input_ids, packed = None, input_ids
+        if packed is not None:
+            if input_ids is not None or attention_mask is not None or token_type_ids is not None or \
+                    position_ids is not None or output_attentions or padding_states:
+                raise ValueError("a PackedBatch carries the whole input and has no padding: pass it alone, without "
+                                 "input_ids/attention_mask/token_type_ids/position_ids, output_attentions or "
+                                 "padding_states (those need a padded (B, S) batch)")
+            check_packed(self.config, self.device, packed)
+            return self._forward_packed(packed, output_hidden_states)
+        if input_ids is None:
+            raise ValueError("BertModel needs input_ids (B, S) or a PackedBatch")
         if padding_states and return_packed:
             raise ValueError("padding_states=True keeps the padding positions; return_packed=True drops them: pick one")
         key_padding_mask = check_inputs(self.config, self.device, input_ids, attention_mask, token_type_ids,
                                         position_ids)
+        if self._packs(key_padding_mask, output_attentions, padding_states):
+            batch, packing = PackedBatch.from_padded(input_ids, key_padding_mask, token_type_ids, position_ids)
+            if packing.starts_real:  # left padding: the pooler reads a padding position, so the padded path runs
+                out = self._forward_packed(batch, output_hidden_states)
+                return out if return_packed else _padded_output(out, packing)
         hidden = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, S, H)
-        packing = None if padding_states else self._packing(key_padding_mask, output_attentions)
-        if packing is None:
-            last, all_hidden, all_probs = self.encoder(hidden, key_padding_mask,
-                                                       output_hidden_states=output_hidden_states,
-                                                       output_attentions=output_attentions)
-        else:  # (T, H) real tokens only
-            last, all_hidden, all_probs = self.encoder(unpad(hidden, packing), cu_seqlens=packing.cu_seqlens,
-                                                       max_seqlen=packing.max_seqlen,
-                                                       output_hidden_states=output_hidden_states)
+        last, all_hidden, all_probs = self.encoder(hidden, key_padding_mask, output_hidden_states=output_hidden_states,
+                                                   output_attentions=output_attentions)
+        pooled = None if self.pooler is None else self.pooler(last)  # position 0, padding or not, as transformers
         if return_packed:
-            return self._packed_output(key_padding_mask, packing, last, all_hidden, all_probs)
-        mask = None if padding_states else key_padding_mask
-        padded = _padded(last, mask, packing)
-        # the pooler reads position 0 before padding is zeroed: a left-padded row pools it, as in transformers
-        pooled = None if self.pooler is None else self.pooler(padded if packing is not None else last)
-        last = padded
-        all_hidden = None if all_hidden is None else tuple(_padded(h, mask, packing) for h in all_hidden)
-        return BaseModelOutputWithPooling(last, pooled, all_hidden, all_probs)
-
-    def _packed_output(self, key_padding_mask: torch.Tensor | None, packing: Packing | None, last: torch.Tensor,
-                       all_hidden: tuple[torch.Tensor, ...] | None,
-                       all_probs: tuple[torch.Tensor, ...] | None) -> BaseModelOutputWithPooling:
-        """``return_packed=True``: the encoder's result as (T, H) real tokens plus where each sequence starts."""
-        if packing is None:  # the padded path ran on (B, S, H): pack its result; the pooler reads position 0 as usual
             mask = key_padding_mask if key_padding_mask is not None else last.new_ones(last.shape[:2], dtype=torch.bool)
             packing = packing_of(mask)
-            pooled = None if self.pooler is None else self.pooler(last)
-            last = unpad(last, packing)  # (T, H)
-            all_hidden = None if all_hidden is None else tuple(unpad(h, packing) for h in all_hidden)
-        else:  # every row starts with a real token here, so position 0 is each sequence's first packed token
-            pooled = None if self.pooler is None else self.pooler(last[packing.cu_seqlens[:-1].long()][:, None])
-        return BaseModelOutputWithPooling(last, pooled, all_hidden, all_probs, packing.cu_seqlens, packing.max_seqlen)
+            return BaseModelOutputWithPooling(unpad(last, packing), pooled, _each(all_hidden, unpad, packing),
+                                              all_probs, packing.cu_seqlens, packing.max_seqlen)
+        mask = None if padding_states else key_padding_mask
+        return BaseModelOutputWithPooling(_zero_padding(last, mask), pooled,
+                                          None if all_hidden is None else tuple(_zero_padding(h, mask)
+                                                                                for h in all_hidden), all_probs)
+
+    def _forward_packed(self, packed: PackedBatch, output_hidden_states: bool) -> BaseModelOutputWithPooling:
+        """The padding-free path: packed (T,) ids -> last_hidden_state (T, H), pooler_output (B, H)."""
+        hidden = self.embeddings(packed.input_ids[None], packed.token_type_ids[None],
+                                 packed.position_ids[None])[0]  # (T, H): the lookups run on a (1, T) view
+        last, all_hidden, _ = self.encoder(hidden, cu_seqlens=packed.cu_seqlens, max_seqlen=packed.max_seqlen,
+                                           output_hidden_states=output_hidden_states)
+        pooled = None
+        if self.pooler is not None:  # each sequence's first token, as a (B, 1, H) batch for the pooler
+            pooled = self.pooler(last.index_select(0, packed.cu_seqlens[:-1].long())[:, None])
+        return BaseModelOutputWithPooling(last, pooled, all_hidden, None, packed.cu_seqlens, packed.max_seqlen)
+
+
+def _each(states: tuple[torch.Tensor, ...] | None, fn: Any, packing: Packing) -> tuple[torch.Tensor, ...] | None:
+    return None if states is None else tuple(fn(h, packing) for h in states)
+
+
+def _padded_output(out: BaseModelOutputWithPooling, packing: Packing) -> BaseModelOutputWithPooling:
+    """A packed result (T, H) padded back to the (B, S, H) batch it came from, zeros at padding."""
+    return BaseModelOutputWithPooling(pad(out.last_hidden_state, packing), out.pooler_output,
+                                      _each(out.hidden_states, pad, packing), None)
+
+
+def _zero_padding(hidden: torch.Tensor, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
+    """Hidden states (B, S, H) with zeros at padding (key_padding_mask False); None = no padding."""
+    return hidden if key_padding_mask is None else hidden.masked_fill(~key_padding_mask[..., None], 0)

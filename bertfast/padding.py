@@ -111,3 +111,53 @@ class PackedBatch:
     def to(self, device: torch.device | str) -> "PackedBatch":
         return PackedBatch(self.input_ids.to(device), self.position_ids.to(device), self.token_type_ids.to(device),
                            self.cu_seqlens.to(device), self.max_seqlen, self.lengths)
+
+
+def sequence_ids(lengths: Sequence[int], device: torch.device | str | None = None) -> torch.Tensor:
+    """(T,) int64: the sequence each packed row belongs to, built on the host from the known lengths (no sync)."""
+    return torch.tensor([b for b, n in enumerate(lengths) for _ in range(n)], dtype=torch.long, device=device)
+
+
+def pool_packed(hidden: torch.Tensor, lengths: Sequence[int], modes: Sequence[str], skip: int = 0) -> torch.Tensor:
+    """Packed token vectors hidden (T, H) of B sequences (sequence b is rows ``cu_seqlens[b]:cu_seqlens[b + 1]``,
+    given by the B ``lengths`` on the host) -> (B, len(modes) * H), each mode as sentence-transformers' Pooling computes it over
+    a sequence's rows after its first ``skip`` (a prompt not pooled): "cls" (the first pooled row; the first row
+    when none is), "max", "mean", "mean_sqrt_len_tokens", "weightedmean" (the row at position p from 1 weighs
+    p), "lasttoken" (the last row; zeros when none is pooled). Every index is built on the host: no sync."""
+    device, batch = hidden.device, len(lengths)
+    starts = [0]  # cu_seqlens, on the host
+    for n in lengths:
+        starts.append(starts[-1] + n)
+    seq = sequence_ids(lengths, device)  # (T,)
+    positions = torch.tensor([p for n in lengths for p in range(n)], device=device)  # (T,) from 0 per sequence
+    pooled = positions >= skip  # (T,)
+    weights = pooled.to(hidden.dtype).unsqueeze(-1)  # (T, 1)
+    count = torch.tensor([max(n - skip, 0) for n in lengths], dtype=hidden.dtype, device=device)
+    count = count.clamp(min=1e-9).unsqueeze(-1)  # (B, 1)
+
+    def total(x: torch.Tensor) -> torch.Tensor:  # (T, H) -> (B, H): each sequence's sum
+        return x.new_zeros(batch, x.shape[-1]).index_add_(0, seq, x)
+
+    out = []
+    for mode in modes:
+        if mode == "cls":
+            out.append(hidden[[s + (skip if skip < n else 0) for s, n in zip(starts, lengths)]])
+        elif mode == "max":
+            masked = hidden.masked_fill(~pooled.unsqueeze(-1), float("-inf"))  # (T, H)
+            init = hidden.new_full((batch, hidden.shape[-1]), float("-inf"))  # (B, H)
+            out.append(init.scatter_reduce_(0, seq.unsqueeze(-1).expand_as(masked), masked, "amax"))
+        elif mode == "mean":
+            out.append(total(hidden * weights) / count)
+        elif mode == "mean_sqrt_len_tokens":
+            out.append(total(hidden * weights) / count.sqrt())
+        elif mode == "weightedmean":
+            weighted = weights * (positions + 1).to(hidden.dtype).unsqueeze(-1)  # (T, 1)
+            out.append(total(hidden * weighted) / total(weighted).clamp(min=1e-9))
+        elif mode == "lasttoken":
+            last = [end - 1 for end in starts[1:]]
+            keep = torch.tensor([float(n > skip) for n in lengths], dtype=hidden.dtype, device=device)
+            out.append(hidden[last] * keep.unsqueeze(-1))
+        else:
+            raise ValueError(f"pooling mode {mode!r} is not one of cls, max, mean, mean_sqrt_len_tokens, "
+                             f"weightedmean, lasttoken")
+    return torch.cat(out, dim=-1)

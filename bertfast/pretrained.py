@@ -18,7 +18,7 @@ from bertfast.config import BertConfig, resolve_dtype
 from bertfast.cpu import check_cpu_dtype
 from bertfast.cpu_gemm import pack_linears
 from bertfast.hub import resolve_file
-from bertfast.ops import resolve_device
+from bertfast.device import resolve_device
 from bertfast.quantization import check_quantize, quantize as quantize_model
 
 

@@ -16,11 +16,11 @@ from bertfast.cli.tasks import add_task_commands
 from bertfast.cli.training import finetune_parser, pretrain_parser
 from bertfast.config import PRESETS, BertConfig
 from bertfast.export.onnx import check_out_dir, export_onnx
-from bertfast.export.triton_repo import INSTANCE_KINDS, write_triton_repository
+from bertfast.serving.repository import INSTANCE_KINDS, write_triton_repository
 from bertfast.heads.pretraining import BertForPreTraining
 from bertfast.hub import resolve_file
 from bertfast.modeling import BertModel
-from bertfast.ops import default_device
+from bertfast.device import default_device
 from bertfast.pipelines import DEFAULT_MODEL
 from bertfast.serving.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS
 from bertfast.serving.contract import served_tasks

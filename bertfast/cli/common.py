@@ -5,7 +5,7 @@ import argparse
 import json
 from typing import Any, Callable
 
-from bertfast.ops import default_device
+from bertfast.device import default_device
 from bertfast.pipelines import DEFAULT_MODEL, pipeline
 from bertfast.pipelines.base import Pipeline
 from bertfast.quantization import MODES as QUANT_MODES

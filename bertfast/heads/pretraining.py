@@ -10,6 +10,7 @@ from bertfast.config import BertConfig
 from bertfast.inputs import IGNORE_INDEX, check_labels
 from bertfast.modeling import BertModel
 from bertfast.pretrained import BertPreTrainedModel
+from bertfast.padding import PackedBatch
 from bertfast.outputs import BertForPreTrainingOutput, MaskedLMOutput, NextSentencePredictorOutput
 
 
@@ -88,7 +89,7 @@ class _BertWithHeads(BertPreTrainedModel):
         self.cls = self.head_class(config)
         self.cls.apply(self._init_module)
 
-    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+    def _encode(self, input_ids: torch.Tensor | PackedBatch, attention_mask: torch.Tensor | None,
                 token_type_ids: torch.Tensor | None, position_ids: torch.Tensor | None,
                 output_hidden_states: bool, output_attentions: bool):
         return self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
@@ -104,11 +105,11 @@ class BertForMaskedLM(_BertWithHeads):
     head_class = BertOnlyMLMHead
     add_pooling_layer = False
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+    def forward(self, input_ids: torch.Tensor | PackedBatch, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False,
                 labels: torch.Tensor | None = None) -> MaskedLMOutput:
-        """logits (B, S, vocab); loss = cross-entropy over positions whose label is not IGNORE_INDEX."""
+        """logits (B, S, vocab), packed (T, vocab) for a PackedBatch; loss = cross-entropy over positions whose label is not IGNORE_INDEX."""
         out = self._encode(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
                            output_attentions)
         logits = self.mlm_logits(out.last_hidden_state)
@@ -120,11 +121,11 @@ class BertForNextSentencePrediction(_BertWithHeads):
     head_class = BertOnlyNSPHead
     add_pooling_layer = True
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+    def forward(self, input_ids: torch.Tensor | PackedBatch, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False,
                 labels: torch.Tensor | None = None) -> NextSentencePredictorOutput:
-        """logits (B, 2): index 0 = "B follows A" (IsNext), 1 = "B is random" (NotNext)."""
+        """logits (B, 2), padded or packed input: index 0 = "B follows A" (IsNext), 1 = "B is random" (NotNext)."""
         out = self._encode(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
                            output_attentions)
         logits = self.cls.seq_relationship(out.pooler_output)
@@ -136,12 +137,12 @@ class BertForPreTraining(_BertWithHeads):
     head_class = BertPreTrainingHeads
     add_pooling_layer = True
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+    def forward(self, input_ids: torch.Tensor | PackedBatch, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False,
                 labels: torch.Tensor | None = None,
                 next_sentence_label: torch.Tensor | None = None) -> BertForPreTrainingOutput:
-        """prediction_logits (B, S, vocab), seq_relationship_logits (B, 2).
+        """prediction_logits (B, S, vocab) (packed (T, vocab) for a PackedBatch), seq_relationship_logits (B, 2).
 
         ``loss`` = MLM + NSP cross-entropy, returned (as in transformers) only when both ``labels`` and
         ``next_sentence_label`` are given.

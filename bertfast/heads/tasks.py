@@ -17,6 +17,7 @@ from bertfast.config import BertConfig
 from bertfast.heads.pretraining import masked_lm_loss
 from bertfast.inputs import check_inputs, check_integer_labels, check_real_labels
 from bertfast.modeling import BertModel
+from bertfast.padding import PackedBatch
 from bertfast.outputs import (MultipleChoiceModelOutput, QuestionAnsweringModelOutput, SequenceClassifierOutput,
                               TokenClassifierOutput)
 from bertfast.pretrained import BertPreTrainedModel
@@ -126,11 +127,11 @@ class BertForSequenceClassification(_BertForTask):
         self.dropout = nn.Dropout(config.head_dropout)
         self.classifier = self._head(config.num_labels)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+    def forward(self, input_ids: torch.Tensor | PackedBatch, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False,
                 labels: torch.Tensor | None = None) -> SequenceClassifierOutput:
-        """input_ids (B, S) -> logits (B, num_labels); ``loss`` by config.problem_type (see
+        """input_ids (B, S) or a PackedBatch of B sequences -> logits (B, num_labels); ``loss`` by config.problem_type (see
         ``sequence_classification_loss``)."""
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
                         output_attentions)
@@ -140,7 +141,8 @@ class BertForSequenceClassification(_BertForTask):
 
 
 class BertForTokenClassification(_BertForTask):
-    """No pooler; dropout -> ``classifier`` (num_labels, H) on every token: logits (B, S, num_labels)."""
+    """No pooler; dropout -> ``classifier`` (num_labels, H) on every token: logits (B, S, num_labels), packed
+    (T, num_labels) for a PackedBatch."""
 
     add_pooling_layer = False
     new_head_prefixes = ("classifier.",)
@@ -151,12 +153,12 @@ class BertForTokenClassification(_BertForTask):
         self.dropout = nn.Dropout(config.head_dropout)
         self.classifier = self._head(config.num_labels)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+    def forward(self, input_ids: torch.Tensor | PackedBatch, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False,
                 labels: torch.Tensor | None = None) -> TokenClassifierOutput:
-        """input_ids (B, S) -> logits (B, S, num_labels); ``loss``: cross-entropy against labels (B, S), positions
-        labelled IGNORE_INDEX ignored."""
+        """input_ids (B, S) -> logits (B, S, num_labels), or a PackedBatch of T tokens -> (T, num_labels); ``loss``:
+        cross-entropy against labels of the logits' leading shape, positions labelled IGNORE_INDEX ignored."""
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
                         output_attentions)
         logits = self.classifier(self.dropout(out.last_hidden_state))
@@ -178,16 +180,19 @@ class BertForQuestionAnswering(_BertForTask):
         self.num_labels = config.num_labels
         self.qa_outputs = self._head(2)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+    def forward(self, input_ids: torch.Tensor | PackedBatch, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False,
                 start_positions: torch.Tensor | None = None,
                 end_positions: torch.Tensor | None = None) -> QuestionAnsweringModelOutput:
-        """input_ids (B, S) -> start_logits, end_logits (B, S); ``loss`` (``question_answering_loss``) when both
+        """input_ids (B, S) -> start_logits, end_logits (B, S), or a PackedBatch of T tokens -> each (T,); ``loss`` (``question_answering_loss``) when both
         start_positions and end_positions (B,) are given. transformers' loss takes its softmax over every
         position, padding included: with positions given, the encoder keeps the padding positions' states
         (the padded path) so the loss and the logits there are transformers'."""
         with_loss = start_positions is not None and end_positions is not None
+        if with_loss and isinstance(input_ids, PackedBatch):
+            raise ValueError("start_positions/end_positions take transformers' loss over each padded row: pass a "
+                             "padded (B, S) batch, not a PackedBatch, with them")
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
                         output_attentions, padding_states=with_loss)
         logits = self.qa_outputs(out.last_hidden_state)  # (B, S, 2)

@@ -8,7 +8,7 @@ import torch
 
 from bertfast.config import resolve_dtype
 from bertfast.export.onnx_model import OnnxModel
-from bertfast.ops import resolve_device
+from bertfast.device import resolve_device
 from bertfast.pretrained import BertPreTrainedModel
 from bertfast.pipelines.base import Pipeline
 from bertfast.tasks import ALIASES, get_task, load, task_names  # ALIASES: the old name, re-exported

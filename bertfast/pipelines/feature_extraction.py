@@ -15,40 +15,13 @@ import torch.nn.functional as F
 
 from bertfast.export.onnx_model import OnnxModel
 from bertfast.modeling import BertModel
+from bertfast.padding import PackedBatch, pool_packed
 from bertfast.pipelines.base import Pipeline, as_list
 from bertfast.pretrained import BertPreTrainedModel
 from bertfast.st_config import POOLING_MODES, SentenceConfig, read_sentence_config
 from bertfast.tokenizer import BertTokenizer
 
 POOLINGS = (*POOLING_MODES, "none")  # "none": each text's token vectors (tokens, H)
-
-
-def pool(hidden: torch.Tensor, mask: torch.Tensor, modes: Sequence[str]) -> torch.Tensor:
-    """Right-padded token vectors hidden (B, S, H) and mask (B, S) (1 = a token to pool) -> (B, len(modes) * H):
-    each mode of ``POOLING_MODES`` as sentence-transformers' Pooling computes it, concatenated in order."""
-    rows = torch.arange(hidden.shape[0], device=hidden.device)
-    weights = mask.to(hidden.dtype).unsqueeze(-1)  # (B, S, 1)
-    count = weights.sum(1).clamp(min=1e-9)  # (B, 1)
-    out = []
-    for mode in modes:
-        if mode == "cls":  # the first pooled token
-            out.append(hidden[rows, mask.int().argmax(1)])
-        elif mode == "max":
-            out.append(hidden.masked_fill(weights == 0, float("-inf")).amax(1))
-        elif mode == "mean":
-            out.append((hidden * weights).sum(1) / count)
-        elif mode == "mean_sqrt_len_tokens":
-            out.append((hidden * weights).sum(1) / count.sqrt())
-        elif mode == "weightedmean":  # position p (from 1) weighs p
-            positions = torch.arange(1, hidden.shape[1] + 1, device=hidden.device, dtype=hidden.dtype)
-            weighted = weights * positions[:, None]  # (B, S, 1)
-            out.append((hidden * weighted).sum(1) / weighted.sum(1).clamp(min=1e-9))
-        elif mode == "lasttoken":  # the last pooled token (zeros for a row with none)
-            last = hidden.shape[1] - 1 - mask.int().flip(1).argmax(1)  # (B,)
-            out.append(hidden[rows, last] * weights[rows, last])
-        else:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {mode!r}")
-    return torch.cat(out, dim=-1)
 
 
 def output_kind(convert_to_numpy: bool | None, convert_to_tensor: bool | None, tokens: bool) -> tuple[str, bool]:
@@ -101,6 +74,7 @@ class SentenceConfigPipeline(Pipeline):
 
 class FeatureExtractionPipeline(SentenceConfigPipeline):
     model_class = BertModel
+    packed_input = True
     model_type = "SentenceTransformer"
     other_task = "sparse-embedding"
 
@@ -159,21 +133,25 @@ class FeatureExtractionPipeline(SentenceConfigPipeline):
         prompt = prompt.lower() if self.sentence_config.do_lower_case else prompt
         return len(self.tokenizer(prompt)["input_ids"]) - 1
 
-    def _process(self, batch: dict[str, torch.Tensor], modes: tuple[str, ...] = ("mean",), normalize: bool = False,
-                 skip: int = 0, to_cpu: bool = True) -> list[torch.Tensor]:
+    def _process(self, batch: PackedBatch | dict[str, torch.Tensor], modes: tuple[str, ...] = ("mean",),
+                 normalize: bool = False, skip: int = 0, to_cpu: bool = True) -> list[torch.Tensor]:
         """One (D,) embedding per row, or its (tokens, H) vectors for pooling "none"; moved to the CPU if
         ``to_cpu``, else left on the model's device."""
-        hidden = self.model(**batch).last_hidden_state.float()  # (B, S, H)
-        mask = batch["attention_mask"]
+        hidden, lengths = self._token_vectors(batch)  # (T, H): each row's tokens, one row after another
         if modes == ("none",):
-            rows = [h[m.bool()] for h, m in zip(hidden, mask)]
+            rows = list(torch.split(hidden, list(lengths)))
             rows = [F.normalize(r, dim=-1) if normalize else r for r in rows]
             return [r.cpu() for r in rows] if to_cpu else rows
-        if skip:  # include_prompt false: the prompt's tokens are not pooled
-            mask = mask.clone()
-            mask[:, :skip] = 0
-        pooled = pool(hidden, mask, modes)  # (B, D)
+        pooled = pool_packed(hidden, lengths, modes, skip)  # (B, D); include_prompt false: skip the prompt's tokens
         for layer in self.sentence_config.dense:
             pooled = layer(pooled)
         pooled = F.normalize(pooled, dim=-1) if normalize else pooled
         return list(pooled.cpu() if to_cpu else pooled)
+
+    def _token_vectors(self, batch: PackedBatch | dict[str, torch.Tensor]) -> tuple[torch.Tensor, tuple[int, ...]]:
+        """(last hidden states of the real tokens (T, H) float32, each row's token count). An exported graph
+        takes and returns padded (B, S) rows: its real tokens are taken out of them."""
+        if isinstance(batch, PackedBatch):
+            return self.model(batch).last_hidden_state.float(), batch.lengths
+        mask = batch["attention_mask"].bool()  # (B, S)
+        return self.model(**batch).last_hidden_state[mask].float(), tuple(mask.sum(1).tolist())  # (T, H)

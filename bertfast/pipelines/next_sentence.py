@@ -6,11 +6,13 @@ from typing import Any, Sequence
 import torch
 
 from bertfast.heads.pretraining import BertForNextSentencePrediction
+from bertfast.padding import PackedBatch
 from bertfast.pipelines.base import Pipeline, as_list
 
 
 class NextSentencePipeline(Pipeline):
     model_class = BertForNextSentencePrediction
+    packed_input = True
 
     def __call__(self, text_a: str | Sequence[str], text_b: str | Sequence[str]):
         """For each pair: {"label": "IsNext"/"NotNext", "is_next_probability": p, "logits": [is_next, not_next]}."""
@@ -21,8 +23,8 @@ class NextSentencePipeline(Pipeline):
         results = self._run(a, b)
         return results[0] if single else results
 
-    def _process(self, batch: dict[str, torch.Tensor], **params: Any) -> list[Any]:
-        logits = self.model(**batch).logits.float()  # (B, 2)
+    def _process(self, batch: PackedBatch | dict[str, torch.Tensor], **params: Any) -> list[Any]:
+        logits = self._call_model(batch).logits.float()  # (B, 2)
         probs = logits.softmax(dim=-1)[:, 0].tolist()
         return [{"label": "IsNext" if p >= 0.5 else "NotNext", "is_next_probability": p, "logits": l}
                 for p, l in zip(probs, logits.tolist())]

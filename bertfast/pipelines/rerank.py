@@ -11,6 +11,7 @@ import torch
 
 from bertfast.heads.tasks import BertForSequenceClassification
 from bertfast.hub import resolve_file
+from bertfast.padding import PackedBatch
 from bertfast.pipelines.base import Pipeline, check_top_k
 from bertfast.pipelines.text_classification import apply_function, check_function
 
@@ -40,6 +41,7 @@ def _saved_activation(name_or_path: str | os.PathLike, local_files_only: bool) -
 
 class RerankPipeline(Pipeline):
     model_class = BertForSequenceClassification
+    packed_input = True
 
     def __init__(self, model: BertForSequenceClassification, tokenizer: Any, batch_size: int = 32,
                  max_length: int | None = None, function_to_apply: str = "sigmoid"):
@@ -96,5 +98,5 @@ class RerankPipeline(Pipeline):
                              f"{len(documents)} documents")
         return self._run(list(queries), list(documents), function=function)
 
-    def _process(self, batch: dict[str, torch.Tensor], function: str = "sigmoid") -> list[float]:
-        return apply_function(self.model(**batch).logits, function)[:, 0].tolist()  # (B,)
+    def _process(self, batch: PackedBatch | dict[str, torch.Tensor], function: str = "sigmoid") -> list[float]:
+        return apply_function(self._call_model(batch).logits, function)[:, 0].tolist()  # (B,)

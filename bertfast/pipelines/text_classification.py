@@ -8,6 +8,7 @@ import torch
 
 from bertfast.config import BertConfig
 from bertfast.heads.tasks import BertForSequenceClassification
+from bertfast.padding import PackedBatch
 from bertfast.pipelines.base import Pipeline, as_list, check_top_k
 
 FUNCTIONS = ("softmax", "sigmoid", "none")  # what turns logits into scores
@@ -86,6 +87,7 @@ def text_pairs(text: TextItem | Sequence[TextItem], text_pair: str | Sequence[st
 
 class TextClassificationPipeline(Pipeline):
     model_class = BertForSequenceClassification
+    packed_input = True
 
     def __call__(self, text: TextItem | Sequence[TextItem], text_pair: str | Sequence[str] | None = None,
                  top_k: int | None | _BestLabel = BEST_LABEL, function_to_apply: str | None = None):
@@ -113,10 +115,10 @@ class TextClassificationPipeline(Pipeline):
             return results
         return [results[0]] if best_only and isinstance(text, str) else results[0]
 
-    def _process(self, batch: dict[str, torch.Tensor], top_k: int | None = None,
+    def _process(self, batch: PackedBatch | dict[str, torch.Tensor], top_k: int | None = None,
                  function: str = "softmax") -> list[list[dict[str, Any]]]:
         """Per row, the ``top_k`` best labels (all for None), best first; ties keep the lower label id first."""
-        scores = apply_function(self.model(**batch).logits, function)  # (B, num_labels)
+        scores = apply_function(self._call_model(batch).logits, function)  # (B, num_labels)
         labels = self.model.config.id2label
         best, ids = scores.sort(dim=-1, descending=True, stable=True)  # (B, num_labels)
         return [[{"label": labels[i], "score": s} for s, i in zip(row_scores[:top_k], row_ids[:top_k])]

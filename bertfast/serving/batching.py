@@ -5,9 +5,10 @@ Each request is checked on its own before anything runs: text inputs must be non
 a request must have the same number of rows, and no row may be longer than the row limit (a text is never
 truncated silently). The valid requests are grouped by the optional inputs they carry (text-classification's
 ``text_pair``); the rows of each group are then cut, in order, into model calls of at most ``max_batch_tokens``
-real tokens (a gathered batch over the budget is split, never truncated); the pipeline pads each call on the
-right, so ``BertModel`` runs it padding-free. If a model call still fails, its requests are retried one by one
-so that only the failing one gets the error.
+real tokens (a gathered batch over the budget is split, never truncated). Each text is tokenized once: the
+token ids counted here are handed to the pipeline (``Pipeline.known_tokens``), which builds its model calls from
+them. If a model call still fails, its requests are retried one by one so that only the failing one gets the
+error.
 
 Limits: a request carries at most ``max_batch_size`` rows (Triton refuses more). A row holds at most the
 model's ``max_length`` tokens (``min(tokenizer model_max_length, max_position_embeddings)``, 512 for BERT),
@@ -24,7 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from bertfast.pipelines import pipeline
-from bertfast.pipelines.base import Pipeline
+from bertfast.pipelines.base import KnownTokens, Pipeline
 from bertfast.serving.contract import TaskContract, contract_for
 
 DEFAULT_MAX_BATCH_SIZE = 32  # rows per request and per gathered batch (Triton's max_batch_size)
@@ -103,17 +104,19 @@ class ServedModel:
         Each request maps input names to arrays (None for an input it lacks)."""
         results: list[dict[str, np.ndarray] | Exception | None] = [None] * len(requests)
         valid: list[tuple[int, Prepared]] = []
+        known: KnownTokens = {}  # what prepare tokenized, for the pipeline
         for i, request in enumerate(requests):
             try:
-                valid.append((i, self.prepare(request)))
+                valid.append((i, self.prepare(request, known)))
             except RequestError as e:
                 results[i] = e
         groups: dict[tuple[str, ...], list[tuple[int, Prepared]]] = {}  # one model call never mixes input sets
         for item in valid:
             groups.setdefault(tuple(item[1].rows), []).append(item)
-        for group in groups.values():
-            for i, result in self._run_isolated(group):
-                results[i] = result
+        with self.pipe.known_tokens(known):
+            for group in groups.values():
+                for i, result in self._run_isolated(group):
+                    results[i] = result
         return results
 
     @property
@@ -121,15 +124,21 @@ class ServedModel:
         """The most tokens one row may hold."""
         return self.max_batch_tokens if self.contract.windowed else self.pipe.max_length
 
-    def prepare(self, request: dict[str, np.ndarray | None]) -> Prepared:
+    def prepare(self, request: dict[str, np.ndarray | None], known: KnownTokens | None = None) -> Prepared:
+        """One request checked and its rows tokenized; their token ids go into ``known`` (keyed by the rows'
+        texts) when given. A RequestError says what to fix."""
         rows = {spec.name: decode_rows(spec.name, request.get(spec.name)) for spec in self.contract.inputs
                 if not (spec.optional and request.get(spec.name) is None)}
         counts = {name: len(r) for name, r in rows.items()}
         if len(set(counts.values())) > 1:
             raise RequestError(f"inputs must have the same number of rows, got {counts}")
         first, *pair = (rows[name] for name in self.contract.tokenized if name in rows)
-        ids = self.pipe.tokenizer(first, pair[0] if pair else None, truncation=False, return_attention_mask=False,
-                                  return_token_type_ids=False)["input_ids"]
+        encoding = self.pipe.tokenizer(first, pair[0] if pair else None, truncation=False,
+                                       return_attention_mask=False)
+        ids = encoding["input_ids"]
+        if known is not None:
+            keys = zip(first, pair[0] if pair else [None] * len(first))
+            known.update(zip(keys, zip(ids, encoding["token_type_ids"])))
         limit = self.row_limit
         for i, row_ids in enumerate(ids):
             if len(row_ids) > limit:

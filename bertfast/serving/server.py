@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from bertfast.atomic import recover_entries
-from bertfast.export.triton_repo import write_python_repository
 from bertfast.serving.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS
+from bertfast.serving.repository import write_python_repository
 
 STARTUP_TIMEOUT_S = 300.0  # model load included (a hub download may be part of it)
 POLL_S = 0.2

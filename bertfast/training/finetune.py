@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from bertfast.atomic import check_out_dir, replacing_directory
 from bertfast.config import PROBLEM_TYPES, BertConfig, resolve_dtype
 from bertfast.hub import resolve_file
-from bertfast.ops import default_device, resolve_device
+from bertfast.device import default_device, resolve_device
 from bertfast.tasks import DEFAULT_FINETUNE_TASK, TaskSpec, get_task, load, task_names
 from bertfast.tokenizer import BertTokenizer
 from bertfast.training import metrics as task_metrics

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from bertfast.atomic import replacing_directory
 from bertfast.config import PRESETS, BertConfig, resolve_dtype
 from bertfast.heads.pretraining import BertForPreTraining
-from bertfast.ops import default_device, resolve_device
+from bertfast.device import default_device, resolve_device
 from bertfast.training.checkpoints import (TRAINER_STATE, check_out_dir, check_resume_data, data_signature,
                                            differences, disk_full_message, load_trainer_state, read_manifest,
                                            save_torch, verify_checkpoint, write_manifest)

@@ -17,7 +17,7 @@ import bertfast
 from bertfast.atomic import current_version, recover_directory, recover_entries
 from bertfast.export.onnx import _write
 from bertfast.export.onnx_model import OnnxModel
-from bertfast.export.triton_repo import write_triton_repository
+from bertfast.serving.repository import write_triton_repository
 from tests.helpers import TINY, exported
 from tests.kills import killed_after_each_step, read_only_renames
 

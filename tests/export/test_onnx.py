@@ -22,10 +22,10 @@ import bertfast
 from bertfast import ops
 from bertfast.atomic import recover_directory
 from bertfast.cli import main
-from bertfast.export import triton_repo
+from bertfast.serving import repository as triton_repo
 from bertfast.export.onnx import _write, export_onnx
 from bertfast.export.validation import ExportValidationError
-from bertfast.export.triton_repo import write_triton_repository
+from bertfast.serving.repository import write_triton_repository
 from bertfast.export.onnx_model import INPUT_NAMES
 from tests.helpers import TINY, assert_umask_modes, padded_batch, task_batch
 from tests.helpers import exported

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import bertfast
-from bertfast.export.triton_repo import write_triton_repository
+from bertfast.serving.repository import write_triton_repository
 from bertfast.serving.batching import RequestError, ServedModel, decode_rows, token_chunks
 from bertfast.serving.load import mixed_length_texts
 
@@ -42,6 +42,22 @@ def test_decode_rows_refuses_what_cannot_be_text():
     for array, message in refused:
         with pytest.raises(RequestError, match=message):
             decode_rows("text", array)
+
+
+def test_each_text_is_tokenized_once(embedder, monkeypatch):
+    """The tokens counted for the budget are the ones the model runs: the pipeline does not tokenize again."""
+    texts = mixed_length_texts(embedder.pipe.tokenizer, 5, 16, 256, seed=4)
+    expected = embedder.pipe(texts).numpy()
+    tokenized, tokenize = [], type(embedder.pipe.tokenizer).__call__
+
+    def counted(tokenizer, text, *args, **kwargs):
+        tokenized.append(list(text))
+        return tokenize(tokenizer, text, *args, **kwargs)
+
+    monkeypatch.setattr(type(embedder.pipe.tokenizer), "__call__", counted)
+    results = embedder.infer([{"text": rows(*texts[:2])}, {"text": rows(*texts[2:])}])
+    assert tokenized == [texts[:2], texts[2:]]  # once per request, in prepare
+    np.testing.assert_allclose(np.concatenate([r["embedding"] for r in results]), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_gathered_requests_split_by_tokens_match_the_pipeline(embedder, tiny_long_checkpoint, monkeypatch):

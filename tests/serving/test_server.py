@@ -16,7 +16,7 @@ import torch
 from tritonclient.utils import InferenceServerException
 
 import bertfast
-from bertfast.export.triton_repo import write_triton_repository
+from bertfast.serving.repository import write_triton_repository
 from bertfast.serving import TritonServer
 from bertfast.serving.contract import contract_for
 from bertfast.serving.load import connect, infer_inputs, mixed_length_texts, run_load

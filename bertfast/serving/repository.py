@@ -36,6 +36,8 @@ from bertfast.export.onnx_model import ONNX_FILE, resolve_onnx_path
 from bertfast.export.sentence import client_parameters, sentence_files
 from bertfast.hub import resolve_file
 from bertfast.quantization import check_quantize
+from bertfast.serving.batching import ServedModel
+from bertfast.serving.contract import contract_for
 
 INSTANCE_KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 TRITON_FILES = ("config.pbtxt", "1")  # what a model directory receives (version 1 holds model.onnx)
@@ -128,8 +130,6 @@ def python_config(config: BertConfig, task: str, name: str, parameters: dict[str
                   kind: str = "cpu", instance_count: int = 1, max_queue_delay_us: int = 100) -> str:
     """The text of ``config.pbtxt`` for bertfast on the Python backend: the task's contract as the tensors,
     ``parameters`` (plus the task and one ``doc.<tensor>`` line per tensor) as the model's parameters."""
-    from bertfast.serving.contract import contract_for  # the serving package builds on this module
-
     contract = contract_for(task)
     scheduling = _scheduling(name, max_batch_size, kind, instance_count, max_queue_delay_us)
     docs = {f"doc.{spec.name}": spec.doc for spec in (*contract.inputs, *contract.outputs)}
@@ -170,9 +170,6 @@ def write_python_repository(model: str | os.PathLike, repo_dir: str | os.PathLik
     ``max_batch_tokens`` below the pipeline's ``max_length`` (one text would not fit in a model call). A hub id
     is read when Triton loads it (as is every model with ``check_load=False``, what ``serve`` passes: its
     tritonserver loads the model right away and reports what refused it)."""
-    from bertfast.serving.batching import ServedModel  # the serving package builds on this module
-    from bertfast.serving.contract import contract_for
-
     contract_for(task)  # refuse an unknown task or a bad option before writing anything
     check_quantize(quantize, resolve_dtype(dtype), torch.device(device))  # the device may be another machine's
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:

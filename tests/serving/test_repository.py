@@ -16,10 +16,10 @@ from tritonclient.grpc import model_config_pb2
 
 import bertfast
 from bertfast.checkpoint import CheckpointError
-from bertfast.export import triton_repo
+from bertfast.serving import repository
 from bertfast.export.sentence import PARAMETER_PREFIX
 from bertfast.export.onnx_model import INPUT_NAMES
-from bertfast.export.triton_repo import CHECKPOINT_DIR, MODEL_PY, write_triton_repository
+from bertfast.serving.repository import CHECKPOINT_DIR, MODEL_PY, write_triton_repository
 from bertfast.serving.contract import contract_for
 from tests.helpers import (HIDDEN_ATOL, LOGITS_ATOL, SENTENCES, assert_close, assert_umask_modes, exported,
                            sparse_encoder_folder, st_folder)
@@ -71,7 +71,7 @@ def test_python_repository_records_paths_and_hub_ids_and_sizes_from_the_checkpoi
         resolved.append(name)
         return os.path.join(minilm_dir, filename)
 
-    monkeypatch.setattr(triton_repo, "resolve_file", resolve_file)
+    monkeypatch.setattr(repository, "resolve_file", resolve_file)
     hub_dir = write_triton_repository("sentence-transformers/all-MiniLM-L6-v2", tmp_path, name="hub", backend="python",
                                       task="feature-extraction")
     assert resolved == ["sentence-transformers/all-MiniLM-L6-v2"]  # only config.json is read (for the sizes)
@@ -116,7 +116,7 @@ def test_options_the_served_model_would_refuse_are_refused_before_writing(tmp_pa
     with pytest.raises(CheckpointError, match=r"--task question-answering: .* cannot be served for it: "
                                               r"BertForQuestionAnswering: the checkpoint has no task head"):
         write(task="question-answering")
-    monkeypatch.setattr(triton_repo, "resolve_file", lambda name, filename: pytest.fail("read a file of a hub id"))
+    monkeypatch.setattr(repository, "resolve_file", lambda name, filename: pytest.fail("read a file of a hub id"))
     with pytest.raises(ValueError, match="threads must be an int >= 0"):  # a hub id: refused before it is read
         write("sentence-transformers/all-MiniLM-L6-v2", threads=-1)
     monkeypatch.undo()
