@@ -108,6 +108,8 @@ class TaskSpec:
     bench: tuple[str, ...] | None = None  # bench --task: the output fields compared and timed
     finetune: FinetuneSpec | None = None
     cli: CliSpec | None = None
+    # a sentence-transformers folder of this model type runs this task: (its model type, the graph output it starts from)
+    sentence: tuple[str, str] | None = None
 
     @property
     def head(self) -> str | None:
@@ -172,12 +174,14 @@ TASKS: tuple[TaskSpec, ...] = (
              cli=CliSpec("embed", "sentence embeddings, as the Python feature-extraction pipeline gives them",
                          _CLI + "embed")),
     TaskSpec("sentence-embedding", BertModel, None, pipeline=_EMBEDDING_PIPELINE,
-             onnx_task="feature-extraction", serving=ServingSpec((_TEXT,), (_EMBEDDING,), _CONTRACT + "embedding")),
+             onnx_task="feature-extraction", serving=ServingSpec((_TEXT,), (_EMBEDDING,), _CONTRACT + "embedding"),
+             sentence=("SentenceTransformer", "last_hidden_state")),
     TaskSpec("sparse-embedding", BertForMaskedLM, "cls.",
              pipeline=_PIPELINES + "sparse_embedding:SparseEmbeddingPipeline", onnx_task="fill-mask",
              serving=ServingSpec((_TEXT,), (TensorSpec(
                  "result", "TYPE_STRING", (1,), "JSON: [{index, value}], the token ids of non-zero weight and their "
-                                                "weights, largest first"),), _CONTRACT + "json_result")),
+                                                "weights, largest first"),), _CONTRACT + "json_result"),
+             sentence=("SparseEncoder", "logits")),
     TaskSpec("pretraining", BertForPreTraining, "cls.",
              export=ExportSpec(BertForPreTrainingOutput, {"prediction_logits": ("sequence_length", "vocab_size"),
                                                           "seq_relationship_logits": (2,)})),

@@ -24,7 +24,8 @@ LAYERS: dict[str, str] = {
     "bertfast_kernels.": "kernels",
     **{f"bertfast.{name}": "core" for name in (
         "config", "ops", "padding", "device", "inputs", "outputs", "atomic", "atomic_recovery", "hub", "checkpoint",
-        "pretrained", "modeling", "tokenizer", "tokenizer_files", "encoding", "st_config", "version")},
+        "pretrained", "modeling", "tokenizer", "tokenizer_base", "fast_tokenizer", "auto_tokenizer", "tokenizer_files",
+        "encoding", "st_config", "version")},
     "bertfast.models": "core",
     "bertfast.models.": "core",
     "bertfast.heads": "heads",

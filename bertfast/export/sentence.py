@@ -20,12 +20,13 @@ import re
 
 from bertfast.hub import resolve_file
 from bertfast.st_config import SentenceConfig, read_sentence_config
+from bertfast.tasks import TASKS
 from bertfast.tokenizer import BertTokenizer
 
 # sentence-transformers model type -> (the export task whose graph it runs on, the graph output it starts from,
 # the bertfast pipeline that runs it with backend="onnxruntime")
-EMBEDDING_EXPORTS = {"SentenceTransformer": ("feature-extraction", "last_hidden_state", "sentence-embedding"),
-                     "SparseEncoder": ("fill-mask", "logits", "sparse-embedding")}
+EMBEDDING_EXPORTS = {spec.sentence[0]: (spec.export_task, spec.sentence[1], spec.name)
+                     for spec in TASKS if spec.sentence is not None}
 EMBEDDING_TASKS = tuple(task for task, _, _ in EMBEDDING_EXPORTS.values())
 MODULES_FILE = "modules.json"
 FOLDER_FILES = (MODULES_FILE, "sentence_bert_config.json", "config_sentence_transformers.json")
