@@ -38,7 +38,8 @@ DEFAULT_OUT = "bertfast-results"  # relative to the working directory: never the
 DTYPES = {"cpu": ("float32",), "cuda": ("float16", "bfloat16")}  # --dtype, by device
 # --task: the encoder alone, or a task model and its head (bertfast.bench.tasks says what each measures)
 TASKS = ("feature-extraction", "text-classification", "token-classification", "question-answering",
-         "multiple-choice")
+         "multiple-choice", "sentence-embedding")
+CORPUS_TASK = "sentence-embedding"  # --task: the corpus benchmark (bertfast.bench.corpus), not the provider grid
 DEFAULT_TASK = "feature-extraction"
 
 
@@ -144,6 +145,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of inputs and random weights (default: %(default)s)")
     parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                         help="directory for the JSON, markdown and PNG results (default: ./%(default)s)")
+    parser.add_argument("--corpus", metavar="FILE",
+                        help=f"--task {CORPUS_TASK}: the texts to embed, one per line (default: the license corpus "
+                             "in benchmarks/data/)")
+    parser.add_argument("--max-texts", type=positive_int, metavar="N",
+                        help=f"--task {CORPUS_TASK}: embed at most N texts, spread over the corpus (default: all)")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true",
                       help="the headline comparison on a small grid: minutes on a 2-core laptop CPU")

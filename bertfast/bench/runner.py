@@ -292,6 +292,12 @@ def provider_list(settings: Settings) -> str:
 def run_from_args(args: argparse.Namespace) -> dict[str, Any] | None:
     """Run the benchmark for parsed options: print the table, write JSON / markdown / PNG; return the report
     (None for --list-providers, which only prints)."""
+    if args.task == options.CORPUS_TASK and not args.list_providers:
+        from bertfast.bench import corpus
+
+        return corpus.run(args.corpus, args.max_texts, args.out)
+    if args.corpus is not None or args.max_texts is not None:
+        raise ValueError(f"--corpus and --max-texts go with --task {options.CORPUS_TASK}")
     settings = settings_from_args(args)
     if args.list_providers:
         print(provider_list(settings))

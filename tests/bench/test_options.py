@@ -39,5 +39,5 @@ def test_help_quotes_the_defaults_settings_apply(capsys):
     assert "most timed calls per case (default 30; 5 with --quick)" in help_text
     assert "once 3 calls are timed (default 10; 2 with --quick)" in help_text
     assert "resident at once (default: off, --quick too)" in help_text and "(default: ./bertfast-results)" in help_text
-    assert "--task {feature-extraction,text-classification,token-classification,question-answering,multiple-choice}" \
+    assert "--task {feature-extraction,text-classification,token-classification,question-answering,multiple-choice,sentence-embedding}" \
         in help_text and "(default: feature-extraction)" in help_text
