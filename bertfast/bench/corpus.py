@@ -21,7 +21,7 @@ import torch
 from bertfast.bench.report import cpu_info, cpu_name, machine_slug
 
 # the corpus shipped in the checkout (benchmarks/data/license-corpus.SOURCE.md says where it comes from)
-DEFAULT_CORPUS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+DEFAULT_CORPUS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__)))),
                               "benchmarks", "data", "license-corpus.txt")
 FP32_MIN_COSINE = 0.9999
 INT8_MIN_COSINE = 0.99
