@@ -110,6 +110,7 @@ class TaskSpec:
     cli: CliSpec | None = None
     # a sentence-transformers folder of this model type runs this task: (its model type, the graph output it starts from)
     sentence: tuple[str, str] | None = None
+    corpus_bench: bool = False  # bench --task NAME embeds a corpus (bertfast.bench.corpus) instead of the grid
 
     @property
     def head(self) -> str | None:
@@ -175,7 +176,7 @@ TASKS: tuple[TaskSpec, ...] = (
                          _CLI + "embed")),
     TaskSpec("sentence-embedding", BertModel, None, pipeline=_EMBEDDING_PIPELINE,
              onnx_task="feature-extraction", serving=ServingSpec((_TEXT,), (_EMBEDDING,), _CONTRACT + "embedding"),
-             sentence=("SentenceTransformer", "last_hidden_state")),
+             sentence=("SentenceTransformer", "last_hidden_state"), corpus_bench=True),
     TaskSpec("sparse-embedding", BertForMaskedLM, "cls.",
              pipeline=_PIPELINES + "sparse_embedding:SparseEmbeddingPipeline", onnx_task="fill-mask",
              serving=ServingSpec((_TEXT,), (TensorSpec(

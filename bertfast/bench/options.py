@@ -11,7 +11,7 @@ import argparse
 from dataclasses import dataclass
 
 from bertfast.bench.timing import MIN_REPEATS, QUICK_MIN_REPEATS
-from bertfast.tasks import DEFAULT_EXPORT_TASK, task_names
+from bertfast.tasks import DEFAULT_EXPORT_TASK, TASKS as TASK_TABLE, task_names
 
 
 @dataclass(frozen=True)
@@ -29,11 +29,18 @@ class Defaults:
 
 FULL = Defaults(batches=(1, 8, 32), seqs=(32, 128, 512), warmup=3, repeats=30, max_time_s=10.0, interleave=False,
                 slow_providers=True)
-QUICK = Defaults(batches=(1, 8), seqs=(128,), warmup=0, repeats=10, max_time_s=2.0, interleave=True,
+QUICK = Defaults(batches=(4,), seqs=(128,), warmup=0, repeats=5, max_time_s=2.0, interleave=False,
                  slow_providers=False)
+# --quick's providers without --providers: the headline comparison, bertfast vs transformers and onnxruntime in fp32
+# and int8 (each is prepared, timed and released in turn: the run stays in minutes and under 2 GB on 2 cores)
+QUICK_PROVIDERS = ("bertfast-torch", "bertfast-int8", "transformers-eager", "onnxruntime-optimized",
+                   "onnxruntime-int8")
+DEFAULT_OUT = "bertfast-results"  # relative to the working directory: never the checkout or the installed package
 DTYPES = {"cpu": ("float32",), "cuda": ("float16", "bfloat16")}  # --dtype, by device
 # --task: the encoder alone, or a task model and its head (bertfast.bench.tasks says what each measures)
-TASKS = tuple(task_names("bench"))  # the task table's entries with bench fields
+# --task: the corpus benchmark (bertfast.bench.corpus) instead of the provider grid, for the task the table marks
+CORPUS_TASK = next(spec.name for spec in TASK_TABLE if spec.corpus_bench)
+TASKS = (*task_names("bench"), CORPUS_TASK)  # the task table's entries with bench fields, and the corpus task
 DEFAULT_TASK = DEFAULT_EXPORT_TASK
 
 
@@ -61,7 +68,8 @@ defaults: {_grid(FULL)}, mixed lengths at every batch size > 1; {' and '.join(DT
 {' and '.join(DTYPES['cuda'])} on CUDA. Every case starts with one untimed call (the parity check), then
 --warmup more (at least {MIN_REPEATS} timed calls). --quick: {_grid(QUICK)}, --warmup {QUICK.warmup},
 {QUICK.repeats} timed calls per case (at least {QUICK_MIN_REPEATS}, past {QUICK.max_time_s:g} s if need be),
---interleave, and no torch.compile (it takes minutes); explicit options still win.
+--no-interleave, and only {', '.join(QUICK_PROVIDERS)}; explicit options still win. --full (the default) runs
+every provider on the whole grid.
 examples:
   bertfast bench --quick
   bertfast bench --batch 8 --seq 128 --providers bertfast-torch,transformers-eager
@@ -133,9 +141,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(default {_both('max_time_s')})")
     parser.add_argument("--interleave", action=argparse.BooleanOptionalAction,
                         help="keep every provider loaded and time them in turns, one call each per round: fair "
-                             "ratios on a machine shared with other work, but no peak memory (default: "
-                             f"{_on(QUICK.interleave)} with --quick, {_on(FULL.interleave)} otherwise)")
+                             "ratios on a machine shared with other work, but no peak memory and every model "
+                             f"resident at once (default: {_on(FULL.interleave)}, --quick too)")
     parser.add_argument("--seed", type=int, default=0, help="seed of inputs and random weights (default: %(default)s)")
-    parser.add_argument("--out", default="benchmarks/results", metavar="DIR",
-                        help="directory for the JSON, markdown and PNG results (default: %(default)s)")
-    parser.add_argument("--quick", action="store_true", help="a small grid that runs in minutes on a laptop CPU")
+    parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                        help="directory for the JSON, markdown and PNG results (default: ./%(default)s)")
+    parser.add_argument("--corpus", metavar="FILE",
+                        help=f"--task {CORPUS_TASK}: the texts to embed, one per line (default: the license corpus "
+                             "in benchmarks/data/)")
+    parser.add_argument("--max-texts", type=positive_int, metavar="N",
+                        help=f"--task {CORPUS_TASK}: embed at most N texts, spread over the corpus (default: all)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true",
+                      help="the headline comparison on a small grid: minutes on a 2-core laptop CPU")
+    size.add_argument("--full", action="store_true", help="every provider on the whole grid (the default)")

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import re
+import textwrap
 import time
 from typing import Any
 
@@ -19,6 +20,8 @@ from bertfast.cpu import cpu_info
 
 COLUMNS = ["provider", "precision", "median ms [q20, q80]", "p90 ms", "p99 ms", "seq/s", "tokens/s", "vs eager",
            "peak MB", "TFLOP/s", "max err", "min cos", "rule"]
+TERMINAL_COLUMNS = ["provider", "precision", "median ms [q20, q80]", "tokens/s", "vs eager", "peak MB", "min cos"]
+LINE_WIDTH = 120  # the most characters of a printed line (the JSON and markdown keep the details)
 LEGEND = [
     "median ms [q20, q80]: latency of one call (median and its 0.2 / 0.8 quantiles); p90, p99 likewise",
     "tokens/s counts real tokens only (not padding); seq/s = batch / median",
@@ -125,15 +128,16 @@ def _quantile(t: dict[str, Any], name: str) -> str:
 
 
 def case_line(r: dict[str, Any]) -> str:
-    """One finished case on one line (printed as it finishes when stdout is not a terminal)."""
-    head = f"[case] {r['dtype']} {r['workload']} {r['provider']} ({r.get('precision') or r['dtype']})"
+    """One finished case on one line of at most LINE_WIDTH characters (printed as it finishes)."""
+    head = f"[case] {r['workload']} {r['provider']} {r.get('precision') or r['dtype']}"
     if r["status"] != "ok":
-        return f"{head}: {r['status'].upper()}: {_short(r['reason'] or '')}"
-    t = r["latency_ms"]
-    speedup = "" if r["speedup_vs_eager"] is None else f", {r['speedup_vs_eager']:.2f}x eager"
-    cosine = "" if r.get("min_cosine") is None else f", min cos {r['min_cosine']:.5f}"
-    return (f"{head}: median {_fmt(t['median'])} ms (n={t['n']}), {_fmt(r['tokens_per_s'])} tokens/s, max err "
-            f"{r['max_abs_error']:.2g}{cosine} [{r.get('rule')}]{speedup}")
+        line = f"{head}: {r['status'].upper()}: {_short(r['reason'] or '')}"
+    else:
+        speedup = "" if r["speedup_vs_eager"] is None else f", {r['speedup_vs_eager']:.2f}x eager"
+        cosine = "" if r.get("min_cosine") is None else f", cos {r['min_cosine']:.5f}"
+        line = (f"{head}: {_fmt(r['latency_ms']['median'])} ms (n={r['latency_ms']['n']}), "
+                f"{_fmt(r['tokens_per_s'])} tok/s{speedup}, err {r['max_abs_error']:.2g}{cosine}")
+    return line if len(line) <= LINE_WIDTH else line[:LINE_WIDTH - 3] + "..."
 
 
 def fastest(report: dict[str, Any]) -> list[str]:
@@ -229,14 +233,26 @@ def _markdown_table(rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row + [""] * (width - len(row))) + " |" for row in rows[1:]]
 
 
+def _narrow(cells: list[str]) -> list[str]:
+    """The terminal's cells of a result: TERMINAL_COLUMNS of COLUMNS (a result that was not timed: as it is)."""
+    return [cells[COLUMNS.index(c)] for c in TERMINAL_COLUMNS] if len(cells) == len(COLUMNS) else cells
+
+
+def _wrapped(lines: list[str]) -> list[str]:
+    """Each line cut into pieces of at most LINE_WIDTH characters (the pieces after the first indented)."""
+    return [piece for line in lines for piece in
+            (textwrap.wrap(line, LINE_WIDTH, subsequent_indent="    ", break_on_hyphens=False) or [""])]
+
+
 def terminal(report: dict[str, Any]) -> str:
-    """The report as aligned text: one table per dtype x workload, then the speedup summary."""
+    """The report as text of at most LINE_WIDTH columns: one table per dtype x workload (TERMINAL_COLUMNS; the
+    files have them all), then the speedup summary."""
     lines = _header(report)
     for title, results in _groups(report):
-        lines += ["", title] + _align([COLUMNS] + [_cells(r) for r in results])
+        lines += ["", title] + _align([TERMINAL_COLUMNS] + [_narrow(_cells(r)) for r in results])
     if report["results"]:
         lines += [""] + _align(_speedups(report)) + [""] + fastest(report)
-    return "\n".join(lines + [""] + _footer(report) + LEGEND)
+    return "\n".join(_wrapped(lines + [""] + _footer(report) + LEGEND))
 
 
 def markdown(report: dict[str, Any]) -> str:

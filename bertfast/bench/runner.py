@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import sys
 import tempfile
@@ -32,7 +33,10 @@ from bertfast.hub import resolve_file
 from bertfast.modeling import BertModel
 
 SCHEMA = "bertfast-bench/1"
-QUICK_LEFT_OUT = "left out of --quick (compiling takes minutes); ask for it with --providers"
+QUICK_LEFT_OUT = "left out of --quick (the headline comparison only); ask for it with --providers, or run --full"
+# third-party log lines that say nothing to someone reading the bench (onnxruntime.quantization logs this one on the
+# root logger for every model it quantizes)
+SILENCED_LOGS = ("Please consider to run pre-processing before quantization",)
 INTERLEAVED_MEMORY = "not measured with --interleave (every provider is resident at once)"
 
 
@@ -71,7 +75,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.providers:
         names = list(dict.fromkeys(args.providers))
     else:
-        names = [n for n, cls in REGISTRY.items() if defaults.slow_providers or not cls.slow_to_prepare]
+        names = list(options.QUICK_PROVIDERS) if args.quick else [
+            n for n, cls in REGISTRY.items() if defaults.slow_providers or not cls.slow_to_prepare]
     repeats = _given(args.repeats, defaults.repeats)
     if args.quick and repeats < QUICK_MIN_REPEATS:
         raise ValueError(f"--quick times at least {QUICK_MIN_REPEATS} calls per case: --repeats {repeats} is too few")
@@ -206,11 +211,28 @@ def run(settings: Settings) -> dict[str, Any]:
 
 
 def _finished(results: list[CaseResult]) -> list[CaseResult]:
-    """When stdout is not a terminal (a log, CI), one line per finished case as soon as it is done."""
-    if not sys.stdout.isatty():
-        for r in results:
-            print(report.case_line(dataclasses.asdict(r)), flush=True)
+    """One flushed line per finished case as soon as it is done, on a terminal, a pipe or a log alike."""
+    for r in results:
+        tqdm.write(report.case_line(dataclasses.asdict(r)), file=sys.stdout)
+    sys.stdout.flush()
     return results
+
+
+class _DropLines(logging.Filter):
+    """Drops the log records whose message starts with one of SILENCED_LOGS."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(SILENCED_LOGS)
+
+
+def first_lines(settings: Settings) -> str:
+    """On what, then what is run and where its files go: printed before anything is loaded."""
+    cpu = report.cpu_name() if settings.device.type == "cpu" else torch.cuda.get_device_name(settings.device)
+    flags = " ".join(sorted(report.cpu_info().flags))
+    mode = "quick" if settings.quick else "full"
+    return (f"bertfast bench ({mode}): {cpu} [{flags or 'no avx2'}], {os.cpu_count()} cpus\n"
+            f"{len(settings.providers)} providers x {' '.join(map(dtype_name, settings.dtypes))}, results -> "
+            f"{settings.out_dir}")
 
 
 def _prepare(provider: Provider, model_dir: str, dtype: torch.dtype, device: torch.device) -> str | None:
@@ -270,14 +292,26 @@ def provider_list(settings: Settings) -> str:
 def run_from_args(args: argparse.Namespace) -> dict[str, Any] | None:
     """Run the benchmark for parsed options: print the table, write JSON / markdown / PNG; return the report
     (None for --list-providers, which only prints)."""
+    if args.task == options.CORPUS_TASK and not args.list_providers:
+        from bertfast.bench import corpus
+
+        return corpus.run(args.corpus, args.max_texts, args.out)
+    if args.corpus is not None or args.max_texts is not None:
+        raise ValueError(f"--corpus and --max-texts go with --task {options.CORPUS_TASK}")
     settings = settings_from_args(args)
     if args.list_providers:
         print(provider_list(settings))
         return None
-    result = run(settings)
+    print(first_lines(settings), flush=True)
+    drop = _DropLines()
+    logging.getLogger().addFilter(drop)
+    try:
+        result = run(settings)
+    finally:
+        logging.getLogger().removeFilter(drop)
     paths = report.write(result, settings.out_dir)
     print(report.terminal(result))
-    print("\nwrote " + ", ".join(paths))
+    print("\nwrote:\n" + "\n".join(f"  {path}" for path in paths))
     return result
 
 

@@ -21,7 +21,7 @@ import torch
 from bertfast.cpu import cpu_info
 
 MIN_REPEATS = 3  # timed calls per case even when --max-time is exceeded
-QUICK_MIN_REPEATS = 10  # ... with --quick (its repeats too): enough for a median and the 0.2 / 0.8 quantiles
+QUICK_MIN_REPEATS = 5  # ... with --quick (its repeats too): enough for a median and the 0.2 / 0.8 quantiles
 # The fewest timed calls a quantile is printed from (fewer: "-"); the JSON keeps every value with its n.
 QUANTILE_MIN_CALLS = {"q20": 5, "q80": 5, "p90": 10, "p99": 100}
 MATMUL_SIZE = {"cuda": 8192, "cpu": 2048}  # square matmul edge for the peak (1024 is short of it on CPU)

@@ -111,19 +111,19 @@ def test_quantiles_need_enough_calls_and_cases_print_on_one_line():
     assert report._cells(many)[4] == "39.0"
     assert report._cells(_row("x", 30.0, n=4))[2] == "30.0 [-, -] (n=4)"
     line = report.case_line(few)
-    assert "\n" not in line and "bertfast-int8 (float32): median 30.0 ms (n=10)" in line
-    failed = copy.deepcopy(few) | {"status": "wrong", "reason": "output differs\nsecond line"}
-    assert report.case_line(failed).startswith("[case] float32 b8-s128 bertfast-int8 (float32): WRONG: output differs")
+    assert "\n" not in line and "[case] b8-s128 bertfast-int8 float32: 30.0 ms (n=10)" in line
+    failed = copy.deepcopy(few) | {"status": "wrong", "reason": "output differs " * 20 + "\nsecond line"}
+    line = report.case_line(failed)
+    assert line.startswith("[case] b8-s128 bertfast-int8 float32: WRONG: output differs")
+    assert len(line) == report.LINE_WIDTH and line.endswith("...")
 
 
-def test_finished_cases_are_printed_when_stdout_is_not_a_terminal(monkeypatch, capsys):
+def test_finished_cases_are_printed_on_a_pipe_and_a_terminal_alike(monkeypatch, capsys):
     import bertfast.bench.runner as runner
     from bertfast.bench.cases import CaseResult
 
     result = CaseResult("bertfast-int8", "float32", "b1-s8", 1, 8, 8, False, "failed", "RuntimeError: boom")
-    monkeypatch.setattr("sys.stdout.isatty", lambda: False)
-    assert runner._finished([result]) == [result]
-    assert "[case] float32 b1-s8 bertfast-int8" in capsys.readouterr().out
-    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
-    runner._finished([result])
-    assert capsys.readouterr().out == ""
+    for tty in (False, True):
+        monkeypatch.setattr("sys.stdout.isatty", lambda: tty)
+        assert runner._finished([result]) == [result]
+        assert "[case] b1-s8 bertfast-int8 float32: FAILED: RuntimeError: boom" in capsys.readouterr().out

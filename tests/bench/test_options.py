@@ -33,11 +33,11 @@ def test_help_quotes_the_defaults_settings_apply(capsys):
     help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps the option help
     assert "defaults: --batch 1 8 32 --seq 32 128 512," in help_text
     assert "float32 on CPU, float16 and bfloat16 on CUDA" in help_text
-    assert "--quick: --batch 1 8 --seq 128, --warmup 0, 10 timed calls per case (at least 10, past 2 s if need be)" \
-        in help_text
+    assert "--quick: --batch 4 --seq 128, --warmup 0, 5 timed calls per case (at least 5, past 2 s if need be)" \
+        in help_text and "--full (the default) runs every provider on the whole grid" in help_text
     assert "after the parity check (default 3; 0 with --quick)" in help_text
-    assert "most timed calls per case (default 30; 10 with --quick)" in help_text
+    assert "most timed calls per case (default 30; 5 with --quick)" in help_text
     assert "once 3 calls are timed (default 10; 2 with --quick)" in help_text
-    assert "(default: on with --quick, off otherwise)" in help_text
-    assert "--task {feature-extraction,text-classification,token-classification,question-answering,multiple-choice}" \
+    assert "resident at once (default: off, --quick too)" in help_text and "(default: ./bertfast-results)" in help_text
+    assert "--task {feature-extraction,text-classification,token-classification,question-answering,multiple-choice,sentence-embedding}" \
         in help_text and "(default: feature-extraction)" in help_text

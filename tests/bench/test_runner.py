@@ -154,7 +154,7 @@ def parse(*argv: str) -> argparse.Namespace:
 
 def test_quick_defaults_and_explicit_options():
     quick = settings_from_args(parse("--quick", "--device", "cpu"))
-    assert (quick.batches, quick.seqs, quick.dtypes, quick.interleave) == ([1, 8], [128], [torch.float32], True)
+    assert (quick.batches, quick.seqs, quick.dtypes, quick.interleave) == ([4], [128], [torch.float32], False)
     assert "transformers-compile" not in quick.providers and "transformers-compile" in quick.left_out
     chosen = settings_from_args(parse("--quick", "--device", "cpu", "--batch", "4", "--providers",
                                       "transformers-compile", "--dtype", "bf16", "fp32"))
@@ -165,7 +165,7 @@ def test_quick_defaults_and_explicit_options():
                                                                           False)
     assert full.task == "feature-extraction"
     assert settings_from_args(parse("--device", "cpu", "--task", "question-answering")).task == "question-answering"
-    assert not settings_from_args(parse("--quick", "--no-interleave")).interleave
+    assert settings_from_args(parse("--quick", "--interleave")).interleave
 
 
 def test_unset_options_take_their_defaults_from_options_and_given_ones_win():
@@ -179,8 +179,8 @@ def test_unset_options_take_their_defaults_from_options_and_given_ones_win():
     full = settings_from_args(parse("--device", "cpu"))
     assert (full.timing.warmup, full.timing.repeats, full.timing.max_time_s) == (3, 30, 10.0)
     quick = settings_from_args(parse("--quick", "--device", "cpu"))
-    assert (quick.timing.warmup, quick.timing.repeats, quick.timing.max_time_s) == (0, 10, 2.0)
-    assert quick.timing.min_repeats == 10 and full.timing.min_repeats == 3
+    assert (quick.timing.warmup, quick.timing.repeats, quick.timing.max_time_s) == (0, 5, 2.0)
+    assert quick.timing.min_repeats == 5 and full.timing.min_repeats == 3
     given = settings_from_args(parse("--device", "cpu", "--warmup", "0", "--repeats", "7", "--max-time", "0.5",
                                      "--no-interleave", "--seed", "3"))
     assert (given.timing.warmup, given.timing.repeats, given.timing.max_time_s) == (0, 7, 0.5)
