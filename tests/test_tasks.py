@@ -112,7 +112,9 @@ def test_the_registries_are_lookups_of_the_table():
                           "rerank": "text-classification"}
     assert list(EXPORT_TASKS) == task_names("export") and all(EXPORT_TASKS[n] is BY_NAME[n] for n in EXPORT_TASKS)
     assert sorted(CONTRACTS) == served_tasks() == sorted(set(task_names("serving")) & set(task_names("pipeline")))
-    assert bench_options.TASKS == tuple(task_names("bench")) and bench_options.DEFAULT_TASK in bench_options.TASKS
+    corpus = [spec.name for spec in TASKS if spec.corpus_bench]
+    assert bench_options.TASKS == (*task_names("bench"), *corpus) and bench_options.DEFAULT_TASK in bench_options.TASKS
+    assert corpus == [bench_options.CORPUS_TASK]
     assert list(FINETUNE_TASKS) == task_names("finetune")
 
 
