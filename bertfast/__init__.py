@@ -7,7 +7,7 @@ from bertfast.heads import (BertForMaskedLM, BertForMultipleChoice, BertForNextS
                             BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification)
 from bertfast.modeling import BertModel
 from bertfast.pretrained import BertPreTrainedModel
-from bertfast.quantization import quantize
+from bertfast.cpu.int8 import quantize
 from bertfast.pipelines import pipeline
 from bertfast.serving import serve
 from bertfast.training.pretraining import (PretrainingCollator, SentencePair, TokenMasker, create_nsp_pairs, read_documents,

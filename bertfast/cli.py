@@ -22,7 +22,7 @@ from bertfast.ops import default_device
 from bertfast.pipelines import DEFAULT_MODEL, pipeline
 from bertfast.pipelines.base import Pipeline
 from bertfast.pipelines.text_classification import FUNCTIONS
-from bertfast.quantization import MODES as QUANT_MODES
+from bertfast.cpu.int8 import MODES as QUANT_MODES
 from bertfast.pipelines.token_classification import AGGREGATIONS
 from bertfast.st_config import POOLING_MODES
 from bertfast.serving.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS

@@ -51,7 +51,7 @@ import torch
 
 from bertfast import ops
 from bertfast.atomic import replacing_directory
-from bertfast.cpu_gemm import plain_linear
+from bertfast.cpu.gemm import plain_linear
 from bertfast.pretrained import BertPreTrainedModel
 from bertfast.export.int8 import MIN_COSINE, compare_int8, quantize_onnx
 from bertfast.export.onnx_model import INPUT_NAMES, ONNX_FILE, ExportTask, check_task
