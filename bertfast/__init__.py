@@ -28,7 +28,7 @@ _LAZY: dict[str, str] = {  # public name -> the module that defines it
     **dict.fromkeys(("PretrainingCollator", "SentencePair", "TokenMasker", "create_nsp_pairs", "read_documents",
                      "tokenize_documents"), "bertfast.training.pretraining"),
     "pipeline": "bertfast.pipelines",
-    "quantize": "bertfast.quantization",
+    "quantize": "bertfast.cpu.int8",
     "serve": "bertfast.serving.server",
     "write_triton_repository": "bertfast.serving.repository",
 }

@@ -46,7 +46,7 @@ class BertEmbeddings(nn.Module):
 def _split_qkv(module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: Any) -> None:
     """state_dict post-hook: the fused ``qkv`` parameter is saved as transformers' query/key/value."""
     for kind in ("weight", "bias"):
-        if f"{prefix}qkv.{kind}" not in state_dict:  # an int8 qkv (bertfast.quantization) has packed params instead
+        if f"{prefix}qkv.{kind}" not in state_dict:  # an int8 qkv (bertfast.cpu.int8) has packed params instead
             continue
         fused = state_dict.pop(f"{prefix}qkv.{kind}")
         for name, part in zip(QKV, fused.chunk(3, dim=0)):
@@ -78,7 +78,7 @@ class BertSelfAttention(nn.Module):
         Packed: hidden (T, H), the real tokens of B sequences, with cu_seqlens (B + 1,) int32 and max_seqlen.
         -> context of hidden's shape and, with output_attentions (padded only), probabilities (B, heads, S, S)."""
         width = hidden.shape[-1]
-        qkv = self.qkv(hidden)  # (..., 3H); an nn.Linear or its CPU replacement (bertfast.quantization)
+        qkv = self.qkv(hidden)  # (..., 3H); an nn.Linear or its CPU replacement (bertfast.cpu)
         if cu_seqlens is not None:
             if output_attentions or max_seqlen is None:
                 raise ValueError("packed attention takes max_seqlen with cu_seqlens and returns no probabilities")

@@ -109,7 +109,7 @@ def dense_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, approx
 
 def linear_gelu(x: torch.Tensor, dense: nn.Module, approximate: str = "none") -> torch.Tensor:
     """gelu(dense(x)) for the layer's ``dense``: an nn.Linear (``dense_gelu``, fused on the Triton path) or a CPU
-    replacement of it (bertfast.quantization: int8, packed fp32), which fuses the GELU when it has ``gelu``."""
+    replacement of it (bertfast.cpu: int8, packed fp32), which fuses the GELU when it has ``gelu``."""
     if type(dense) is nn.Linear:
         return dense_gelu(x, dense.weight, dense.bias, approximate)
     fused = getattr(dense, "gelu", None)

@@ -15,11 +15,9 @@ from bertfast.adapters import merge_adapter
 from bertfast.atomic import staged_files
 from bertfast.checkpoint import CheckpointError, check_weight_values, read_state_dict, remap_state_dict
 from bertfast.config import BertConfig, resolve_dtype
-from bertfast.cpu import check_cpu_dtype
-from bertfast.cpu_gemm import pack_linears
+from bertfast import cpu
 from bertfast.hub import resolve_file
 from bertfast.device import resolve_device
-from bertfast.quantization import check_quantize, quantize as quantize_model
 
 
 class BertPreTrainedModel(nn.Module):
@@ -80,20 +78,19 @@ class BertPreTrainedModel(nn.Module):
         initialised randomly as transformers does, with one warning: the start of fine-tuning.
         ``adapter``: a PEFT LoRA adapter folder or hub id, merged into the weights before they are assigned
         (bertfast.adapters). On the CPU, bfloat16 warns where the CPU lacks avx512_bf16 / AMX and float16 is refused
-        (bertfast.cpu.check_cpu_dtype). ``quantize="int8"``: the encoder's linear layers in int8 on the CPU (bertfast.quantization;
+        (bertfast.cpu.check_cpu_dtype). ``quantize="int8"``: the encoder's linear layers in int8 on the CPU (bertfast.cpu.int8;
         a float32 model on the CPU only).
         """
         device = resolve_device(device)  # before any file is read: a missing GPU is not a broken checkpoint
-        check_cpu_dtype(resolve_dtype(dtype), device)
-        check_quantize(quantize, resolve_dtype(dtype), device)
+        cpu.check_load(resolve_dtype(dtype), device, quantize)
         config = BertConfig.from_json_file(resolve_file(name_or_path, "config.json", local_files_only=local_files_only),
                                            num_labels, id2label)
         state = read_state_dict(name_or_path, device=device, local_files_only=local_files_only)
         if adapter is not None:
             state = merge_adapter(state, adapter, local_files_only=local_files_only)
         new_head = num_labels is not None or id2label is not None
-        model = cls._from_state(config, state, dtype, device, allow_missing_weights, new_head, os.fspath(name_or_path))
-        return model if quantize is None else quantize_model(model, quantize)
+        return cls._from_state(config, state, dtype, device, allow_missing_weights, new_head, os.fspath(name_or_path),
+                               quantize)
 
     @classmethod
     def from_hf(cls, hf_model: nn.Module, allow_missing_weights: bool = False) -> "BertPreTrainedModel":
@@ -108,14 +105,11 @@ class BertPreTrainedModel(nn.Module):
     @classmethod
     def _from_state(cls, config: BertConfig, state: dict[str, torch.Tensor], dtype: torch.dtype | str,
                     device: torch.device | str, allow_missing_weights: bool, new_head: bool = False,
-                    source: str | None = None) -> "BertPreTrainedModel":
+                    source: str | None = None, quantize: str | None = None) -> "BertPreTrainedModel":
         with torch.device("meta"):
             model = cls._build(config, state)
         model._load_state(state, allow_missing=allow_missing_weights, new_head=new_head, source=source)
-        model = model.to(device=device, dtype=resolve_dtype(dtype)).eval()
-        if model.device.type == "cpu" and model.dtype == torch.float32:
-            pack_linears(model)  # the GEMM measured fastest on this CPU (bertfast.cpu_gemm), weights packed once
-        return model
+        return cpu.prepare(model.to(device=device, dtype=resolve_dtype(dtype)).eval(), quantize)
 
     def _load_state(self, state: dict[str, torch.Tensor], allow_missing: bool = False, new_head: bool = False,
                     source: str | None = None) -> None:

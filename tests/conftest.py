@@ -22,7 +22,7 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
-# The CPU GEMM choices the suite measures (bertfast.cpu_gemm) go to a file of this run, not the user's cache.
+# The CPU GEMM choices the suite measures (bertfast.cpu.gemm) go to a file of this run, not the user's cache.
 os.environ.setdefault("BERTFAST_CPU_CACHE", os.path.join(tempfile.mkdtemp(prefix="bertfast-test-cache-"),
                                                          "cpu-gemm.json"))
 

@@ -23,7 +23,7 @@ LAYER_ORDER = ("kernels", "core", "heads", "tasks", "backends", "apps", "facade"
 LAYERS: dict[str, str] = {
     "bertfast_kernels.": "kernels",
     **{f"bertfast.{name}": "core" for name in (
-        "config", "ops", "padding", "device", "inputs", "outputs", "atomic", "atomic_recovery", "hub", "checkpoint",
+        "config", "ops", "padding", "device", "inputs", "outputs", "atomic", "atomic_recovery", "hub", "checkpoint", "adapters",
         "pretrained", "modeling", "tokenizer", "tokenizer_base", "fast_tokenizer", "auto_tokenizer", "tokenizer_files",
         "encoding", "st_config", "version")},
     "bertfast.models": "core",
@@ -31,8 +31,11 @@ LAYERS: dict[str, str] = {
     "bertfast.heads": "heads",
     "bertfast.heads.": "heads",
     "bertfast.tasks": "tasks",
-    **{f"bertfast.{name}": "backends" for name in ("cpu", "cpu_gemm", "quantization", "graphs", "adapters")},
-    "bertfast.cpu.": "backends",
+    # the CPU backend is how a loaded model's linear layers run (from_pretrained(quantize=) calls its one entry,
+    # bertfast.cpu.prepare) and it needs only ops and atomic: it sits with the core it serves, not above the heads
+    "bertfast.cpu": "core",
+    "bertfast.cpu.": "core",
+    "bertfast.graphs": "backends",
     "bertfast.export": "backends",
     "bertfast.export.": "backends",
     **{f"bertfast.{name}": "apps" for name in ("pipelines", "training", "serving", "bench", "cli", "__main__")},

@@ -16,11 +16,13 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
-import bertfast
 from bertfast.bench.options import DEFAULT_TASK, TASKS
 from bertfast.bench.parity import FEATURE_EXTRACTION, load_transformers
 from bertfast.bench.tasks import BenchTask
 from bertfast.cpu import cpu_info
+from bertfast.export.onnx import export_onnx
+from bertfast.export.onnx_model import OnnxModel
+from bertfast.graphs import optimize
 from bertfast.ops import force_backend
 from bertfast_kernels.launch import triton_installed
 
@@ -148,7 +150,7 @@ class BertfastCudaGraphs(Provider):
 
     def prepare(self, model_dir: str, dtype: torch.dtype, device: torch.device) -> None:
         model = self.task.model_class.from_pretrained(model_dir, dtype=dtype, device=device, local_files_only=True)
-        self.forward: Callable[..., Any] = bertfast.optimize(model, cuda_graphs=True)
+        self.forward: Callable[..., Any] = optimize(model, cuda_graphs=True)
 
     def run(self, batch: Batch) -> torch.Tensor:
         return self.task.select(self.forward(**batch))
@@ -258,9 +260,9 @@ class _OnnxRuntime(Provider):
     def prepare(self, model_dir: str, dtype: torch.dtype, device: torch.device) -> None:
         self.workdir = tempfile.TemporaryDirectory(prefix="bertfast-bench-onnx-")
         export_dir = os.path.join(self.workdir.name, "export")
-        bertfast.export_onnx(model_dir, export_dir, task=self.task.name, optimize=self.optimize,
+        export_onnx(model_dir, export_dir, task=self.task.name, optimize=self.optimize,
                              fp16=dtype == torch.float16, quantize=self.quantize)
-        self.session = bertfast.OnnxModel(export_dir, provider=device.type, device_id=device.index or 0,
+        self.session = OnnxModel(export_dir, provider=device.type, device_id=device.index or 0,
                                           session_options=_session_options(device))
 
     def run(self, batch: Batch) -> torch.Tensor:
@@ -336,7 +338,7 @@ class OpenVino(_OnnxRuntime):
 
         self.workdir = tempfile.TemporaryDirectory(prefix="bertfast-bench-openvino-")
         export_dir = os.path.join(self.workdir.name, "export")
-        report = bertfast.export_onnx(model_dir, export_dir, task=self.task.name)
+        report = export_onnx(model_dir, export_dir, task=self.task.name)
         config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "INFERENCE_PRECISION_HINT": "f32",
                   "PERFORMANCE_HINT": "LATENCY"}
         self.compiled = openvino.Core().compile_model(report.path, "CPU", config)

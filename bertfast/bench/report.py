@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
-import bertfast
 from bertfast.atomic import staged_files
 from bertfast.bench.cases import BASELINE
 from bertfast.bench.timing import MIN_REPEATS, QUANTILE_MIN_CALLS
+from bertfast.version import __version__
 from bertfast.cpu import cpu_info
 
 COLUMNS = ["provider", "precision", "median ms [q20, q80]", "p90 ms", "p99 ms", "seq/s", "tokens/s", "vs eager",
@@ -81,7 +81,7 @@ def machine_info(device: torch.device, load_start: tuple[float, float, float]) -
         "cpu_paths": cpu_paths(),
         "load_average_start": list(load_start),
         "load_average_end": list(os.getloadavg()),
-        "versions": {"python": platform.python_version(), "bertfast": bertfast.__version__, "torch": torch.__version__,
+        "versions": {"python": platform.python_version(), "bertfast": __version__, "torch": torch.__version__,
                      **{p: _version(p) for p in ("transformers", "onnxruntime", "onnxruntime-gpu", "triton")}},
     }
 

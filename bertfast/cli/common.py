@@ -8,7 +8,7 @@ from typing import Any, Callable
 from bertfast.device import default_device
 from bertfast.pipelines import DEFAULT_MODEL, pipeline
 from bertfast.pipelines.base import Pipeline
-from bertfast.quantization import MODES as QUANT_MODES
+from bertfast.cpu.int8 import MODES as QUANT_MODES
 
 
 def model_options(parser: argparse.ArgumentParser) -> None:

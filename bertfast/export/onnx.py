@@ -34,7 +34,7 @@ import torch
 
 from bertfast import ops
 from bertfast.atomic import check_out_dir as atomic_check_out_dir, replacing_directory
-from bertfast.cpu_gemm import plain_linear
+from bertfast.cpu.gemm import plain_linear
 from bertfast.pretrained import BertPreTrainedModel
 from bertfast.export.int8 import MIN_COSINE, compare_int8, quantize_onnx
 from bertfast.export.onnx_model import INPUT_NAMES, ONNX_FILE, check_task

@@ -8,8 +8,7 @@ import torch.nn.functional as F
 from bertfast import ops
 from bertfast.config import BertConfig
 from bertfast.inputs import IGNORE_INDEX, check_labels
-from bertfast.modeling import BertModel
-from bertfast.pretrained import BertPreTrainedModel
+from bertfast.heads.base import BertWithHeads
 from bertfast.padding import PackedBatch
 from bertfast.outputs import BertForPreTrainingOutput, MaskedLMOutput, NextSentencePredictorOutput
 
@@ -76,40 +75,23 @@ class BertPreTrainingHeads(nn.Module):
         self.seq_relationship = nn.Linear(config.hidden_size, 2)
 
 
-class _BertWithHeads(BertPreTrainedModel):
-    """A BertModel under ``bert.`` plus heads under ``cls.``."""
-
-    base_model_prefix = "bert"
-    head_class: type[nn.Module]
-    add_pooling_layer: bool
-
-    def __init__(self, config: BertConfig):
-        super().__init__(config)
-        self.bert = BertModel(config, add_pooling_layer=self.add_pooling_layer)
-        self.cls = self.head_class(config)
-        self.cls.apply(self._init_module)
-
-    def _encode(self, input_ids: torch.Tensor | PackedBatch, attention_mask: torch.Tensor | None,
-                token_type_ids: torch.Tensor | None, position_ids: torch.Tensor | None,
-                output_hidden_states: bool, output_attentions: bool):
-        return self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
-                         output_attentions)
-
-    def mlm_logits(self, sequence_output: torch.Tensor) -> torch.Tensor:
-        """MLM logits for any selection of hidden states (..., H) -> (..., vocab); fill-mask uses it on masked
-        positions only."""
-        return self.cls.predictions(sequence_output, self.bert.embeddings.word_embeddings.weight)
+def mlm_logits(self: BertWithHeads, sequence_output: torch.Tensor) -> torch.Tensor:
+    """MLM logits for any selection of hidden states (..., H) -> (..., vocab), the method of the models with a
+    ``cls.predictions`` head; fill-mask uses it on masked positions only."""
+    return self.cls.predictions(sequence_output, self.bert.embeddings.word_embeddings.weight)
 
 
-class BertForMaskedLM(_BertWithHeads):
+class BertForMaskedLM(BertWithHeads):
     head_class = BertOnlyMLMHead
     add_pooling_layer = False
+    mlm_logits = mlm_logits
 
     def forward(self, input_ids: torch.Tensor | PackedBatch, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False,
                 labels: torch.Tensor | None = None) -> MaskedLMOutput:
-        """logits (B, S, vocab), packed (T, vocab) for a PackedBatch; loss = cross-entropy over positions whose label is not IGNORE_INDEX."""
+        """logits (B, S, vocab), packed (T, vocab) for a PackedBatch; loss = cross-entropy over positions whose
+        label is not IGNORE_INDEX."""
         out = self._encode(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
                            output_attentions)
         logits = self.mlm_logits(out.last_hidden_state)
@@ -117,7 +99,7 @@ class BertForMaskedLM(_BertWithHeads):
         return MaskedLMOutput(loss, logits, out.hidden_states, out.attentions)
 
 
-class BertForNextSentencePrediction(_BertWithHeads):
+class BertForNextSentencePrediction(BertWithHeads):
     head_class = BertOnlyNSPHead
     add_pooling_layer = True
 
@@ -133,9 +115,10 @@ class BertForNextSentencePrediction(_BertWithHeads):
         return NextSentencePredictorOutput(loss, logits, out.hidden_states, out.attentions)
 
 
-class BertForPreTraining(_BertWithHeads):
+class BertForPreTraining(BertWithHeads):
     head_class = BertPreTrainingHeads
     add_pooling_layer = True
+    mlm_logits = mlm_logits
 
     def forward(self, input_ids: torch.Tensor | PackedBatch, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,

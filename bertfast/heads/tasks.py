@@ -12,15 +12,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bertfast.checkpoint import CheckpointError
 from bertfast.config import BertConfig
+from bertfast.heads.base import BertWithHeads
 from bertfast.heads.pretraining import masked_lm_loss
 from bertfast.inputs import check_inputs, check_integer_labels, check_real_labels
-from bertfast.modeling import BertModel
 from bertfast.padding import PackedBatch
 from bertfast.outputs import (MultipleChoiceModelOutput, QuestionAnsweringModelOutput, SequenceClassifierOutput,
                               TokenClassifierOutput)
-from bertfast.pretrained import BertPreTrainedModel
 
 # transformers infers single-label classification from labels of these dtypes (multi-label from any other)
 CLASS_ID_DTYPES = (torch.int64, torch.int32)
@@ -81,41 +79,7 @@ def question_answering_loss(start_logits: torch.Tensor, end_logits: torch.Tensor
     return (losses[0] + losses[1]) / 2
 
 
-class _BertForTask(BertPreTrainedModel):
-    """A BertModel under ``bert.`` (with a pooler where the head reads it) and one linear head beside it."""
-
-    base_model_prefix = "bert"
-    add_pooling_layer: bool
-
-    def __init__(self, config: BertConfig):
-        super().__init__(config)
-        self.bert = BertModel(config, add_pooling_layer=self.add_pooling_layer)
-
-    def _head(self, outputs: int) -> nn.Linear:
-        """A new (outputs, H) linear head, initialised as transformers does: normal(0, initializer_range), zero
-        bias."""
-        head = nn.Linear(self.config.hidden_size, outputs)
-        self._init_module(head)
-        return head
-
-    @classmethod
-    def _build(cls, config: BertConfig, state: dict[str, torch.Tensor]) -> "_BertForTask":
-        """The model for ``config``; a checkpoint head with another number of outputs is an error naming both."""
-        model = cls(config)
-        key = cls.new_head_prefixes[0] + "weight"
-        expected = model.state_dict()[key].shape[0]
-        if key in state and state[key].shape[0] != expected:
-            raise CheckpointError(
-                f"{cls.__name__}: the checkpoint's {key} has {state[key].shape[0]} outputs but the model needs "
-                f"{expected} ({model._head_size_source()}); load the checkpoint without num_labels / id2label, or "
-                f"pass the number of labels its head was trained with")
-        return model
-
-    def _head_size_source(self) -> str:
-        return f"num_labels={self.config.num_labels}"
-
-
-class BertForSequenceClassification(_BertForTask):
+class BertForSequenceClassification(BertWithHeads):
     """pooler -> dropout -> ``classifier`` (num_labels, H): logits (B, num_labels)."""
 
     add_pooling_layer = True
@@ -131,16 +95,16 @@ class BertForSequenceClassification(_BertForTask):
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False,
                 labels: torch.Tensor | None = None) -> SequenceClassifierOutput:
-        """input_ids (B, S) or a PackedBatch of B sequences -> logits (B, num_labels); ``loss`` by config.problem_type (see
-        ``sequence_classification_loss``)."""
-        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
-                        output_attentions)
+        """input_ids (B, S) or a PackedBatch of B sequences -> logits (B, num_labels); ``loss`` by
+        config.problem_type (see ``sequence_classification_loss``)."""
+        out = self._encode(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
+                           output_attentions)
         logits = self.classifier(self.dropout(out.pooler_output))
         loss = None if labels is None else sequence_classification_loss(logits, labels, self.config.problem_type)
         return SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
 
 
-class BertForTokenClassification(_BertForTask):
+class BertForTokenClassification(BertWithHeads):
     """No pooler; dropout -> ``classifier`` (num_labels, H) on every token: logits (B, S, num_labels), packed
     (T, num_labels) for a PackedBatch."""
 
@@ -159,14 +123,14 @@ class BertForTokenClassification(_BertForTask):
                 labels: torch.Tensor | None = None) -> TokenClassifierOutput:
         """input_ids (B, S) -> logits (B, S, num_labels), or a PackedBatch of T tokens -> (T, num_labels); ``loss``:
         cross-entropy against labels of the logits' leading shape, positions labelled IGNORE_INDEX ignored."""
-        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
-                        output_attentions)
+        out = self._encode(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
+                           output_attentions)
         logits = self.classifier(self.dropout(out.last_hidden_state))
         loss = None if labels is None else classification_loss(logits, labels)
         return TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions)
 
 
-class BertForQuestionAnswering(_BertForTask):
+class BertForQuestionAnswering(BertWithHeads):
     """No pooler, no dropout; ``qa_outputs`` (2, H) on every token: start_logits and end_logits (B, S)."""
 
     add_pooling_layer = False
@@ -185,16 +149,17 @@ class BertForQuestionAnswering(_BertForTask):
                 output_hidden_states: bool = False, output_attentions: bool = False,
                 start_positions: torch.Tensor | None = None,
                 end_positions: torch.Tensor | None = None) -> QuestionAnsweringModelOutput:
-        """input_ids (B, S) -> start_logits, end_logits (B, S), or a PackedBatch of T tokens -> each (T,); ``loss`` (``question_answering_loss``) when both
-        start_positions and end_positions (B,) are given. transformers' loss takes its softmax over every
-        position, padding included: with positions given, the encoder keeps the padding positions' states
-        (the padded path) so the loss and the logits there are transformers'."""
+        """input_ids (B, S) -> start_logits, end_logits (B, S), or a PackedBatch of T tokens -> each (T,); ``loss``
+        (``question_answering_loss``, padded batches only) when both start_positions and end_positions (B,) are
+        given. transformers' loss takes its softmax over every position, padding included: with positions given,
+        the encoder keeps the padding positions' states (the padded path) so the loss and the logits there are
+        transformers'."""
         with_loss = start_positions is not None and end_positions is not None
         if with_loss and isinstance(input_ids, PackedBatch):
             raise ValueError("start_positions/end_positions take transformers' loss over each padded row: pass a "
                              "padded (B, S) batch, not a PackedBatch, with them")
-        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
-                        output_attentions, padding_states=with_loss)
+        out = self._encode(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
+                           output_attentions, padding_states=with_loss)
         logits = self.qa_outputs(out.last_hidden_state)  # (B, S, 2)
         start_logits, end_logits = (part.squeeze(-1).contiguous() for part in logits.split(1, dim=-1))  # (B, S)
         loss = None
@@ -203,7 +168,7 @@ class BertForQuestionAnswering(_BertForTask):
         return QuestionAnsweringModelOutput(loss, start_logits, end_logits, out.hidden_states, out.attentions)
 
 
-class BertForMultipleChoice(_BertForTask):
+class BertForMultipleChoice(BertWithHeads):
     """Each (context, choice) sequence through the encoder; pooler -> dropout -> ``classifier`` (1, H): logits
     (B, num_choices)."""
 

@@ -35,7 +35,7 @@ from bertfast.export.onnx import WRITTEN_FILES, check_out_dir
 from bertfast.export.onnx_model import ONNX_FILE, resolve_onnx_path
 from bertfast.export.sentence import client_parameters, sentence_files
 from bertfast.hub import resolve_file
-from bertfast.quantization import check_quantize
+from bertfast.cpu.int8 import check_quantize
 from bertfast.serving.batching import ServedModel
 from bertfast.serving.contract import contract_for
 

@@ -215,7 +215,7 @@ def test_checkpoint_loads_in_bertfast_and_transformers_with_identical_outputs(tm
         trained, ours, theirs = trainer.model.eval()(**encoded), reloaded(**encoded), hf(**encoded)
     saved, kept = reloaded.state_dict(), trainer.model.state_dict()
     assert saved.keys() == kept.keys() and all(torch.equal(saved[k], kept[k]) for k in saved)  # the weights, exactly
-    # the outputs to float32 parity only: a loaded model may multiply with another GEMM (bertfast.cpu_gemm)
+    # the outputs to float32 parity only: a loaded model may multiply with another GEMM (bertfast.cpu.gemm)
     torch.testing.assert_close(ours.prediction_logits, trained.prediction_logits, atol=LOGITS_ATOL, rtol=0)
     torch.testing.assert_close(ours.prediction_logits, theirs.prediction_logits, atol=LOGITS_ATOL, rtol=0)
     torch.testing.assert_close(ours.seq_relationship_logits, theirs.seq_relationship_logits, atol=LOGITS_ATOL, rtol=0)

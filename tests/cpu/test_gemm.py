@@ -1,4 +1,4 @@
-"""bertfast.cpu_gemm: the float32 CPU GEMM chosen by a one-time measurement per CPU and shape, kept in a cache
+"""bertfast.cpu.gemm: the float32 CPU GEMM chosen by a one-time measurement per CPU and shape, kept in a cache
 file (written atomically, a damaged one measured again), and PackedLinear's numbers. Which implementation wins is
 this machine's business: nothing here assumes it."""
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import bertfast
-import bertfast.cpu_gemm as cpu_gemm
-from bertfast.cpu_gemm import PackedLinear
+import bertfast.cpu.gemm as cpu_gemm
+from bertfast.cpu.gemm import PackedLinear
 from tests.helpers import HIDDEN_ATOL, TINY, assert_umask_modes, hf_pretraining_model, padded_batch
 
 needs_onednn = pytest.mark.skipif(not cpu_gemm._onednn_available(), reason="this torch build has no oneDNN linear")

@@ -8,7 +8,7 @@ the one torch ships for the CPU (``INT8_ENGINES``: ``x86`` picks fbgemm or oneDN
 ``onednn``); ``BERTFAST_INT8_ENGINE`` forces one, otherwise ``bertfast.cpu.int8_engine`` picks it (measured once
 per CPU model, cached). Embeddings, LayerNorm, softmax, the pooler and every head stay in float32, so the model's
 inputs, outputs and padding-free execution are as in float32. Accuracy is measured, not assumed: see the
-README's "CPU modes" (tests/test_quantization.py holds the bars).
+README's "CPU modes" (tests/cpu/test_int8.py holds the bars).
 """
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
+from bertfast.cpu.info import INT8_ENGINES, int8_engine
+
 MODES = ("int8",)
-INT8_ENGINES = ("x86", "fbgemm", "onednn")  # torch's CPU int8 engines, in order of preference
 
 
 def check_quantize(quantize: str | None, dtype: torch.dtype, device: torch.device) -> None:
@@ -87,8 +88,6 @@ def quantize(model: nn.Module, mode: str = "int8", engine: str | None = None) ->
     model on the CPU, not already quantized. A quantized model runs inference only: it cannot be trained or
     saved (save the float32 model and quantize at load, or ``export_onnx(..., quantize="int8")``).
     """
-    from bertfast.cpu import int8_engine
-
     encoder = getattr(model, "base_model", None)
     if encoder is None or not hasattr(encoder, "encoder"):
         raise TypeError(f"quantize takes a bertfast model (BertModel or a model with heads), got {type(model).__name__}")

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from bertfast import ops
 from bertfast.atomic import replacing_file
-from bertfast.cpu import cpu_info
+from bertfast.cpu.info import cpu_info
 
 GEMMS = ("mkl", "onednn")
 ROWS = (128, 1024)  # the row counts measured: one sequence of 128 tokens, eight of them

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import bertfast
-import bertfast.cpu as cpu
+import bertfast.cpu.info as cpu
 from tests.helpers import TINY, hf_pretraining_model, padded_batch
 
 

@@ -17,6 +17,7 @@ import torch
 # The flags reported in the bench header and the README, in /proc/cpuinfo's spelling.
 FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 CPUINFO = "/proc/cpuinfo"
+INT8_ENGINES = ("x86", "fbgemm", "onednn")  # torch's CPU int8 engines, in order of preference
 
 
 @dataclass(frozen=True)
@@ -74,9 +75,7 @@ def cpu_info() -> CpuInfo:
 
 def int8_engine() -> str:
     """The int8 engine of ``bertfast.quantize``: ``BERTFAST_INT8_ENGINE`` when set, else the first of
-    quantization.INT8_ENGINES this torch build has."""
-    from bertfast.quantization import INT8_ENGINES
-
+    INT8_ENGINES this torch build has."""
     supported = torch.backends.quantized.supported_engines
     forced = os.environ.get("BERTFAST_INT8_ENGINE", "").strip().lower()
     if forced:
@@ -98,18 +97,10 @@ def check_cpu_dtype(dtype: torch.dtype, device: torch.device) -> None:
     if dtype == torch.float16:
         warnings.warn("float16 on the CPU is slow and less accurate (x86 CPUs compute it in software): use "
                       "dtype=torch.bfloat16 (--dtype bfloat16; fast where the CPU has avx512_bf16 or AMX), "
-                      "quantize='int8' (--quantize int8) or float32; float16 is for the GPU", stacklevel=3)
+                      "quantize='int8' (--quantize int8) or float32; float16 is for the GPU", stacklevel=4)
         return
     info = cpu_info()
     if dtype == torch.bfloat16 and not info.native_bf16:
         warnings.warn(f"bfloat16 on this CPU ({info.name}) will be slow: it has neither avx512_bf16 nor AMX, so torch "
                       f"emulates bf16 matmuls (measured several times slower than float32). Use float32 or "
-                      f"quantize='int8' here; bfloat16 pays on CPUs with avx512_bf16 or AMX.", stacklevel=3)
-
-
-
-def gemm_path() -> str:
-    """The float32 matmul path of bertfast's CPU linear layers, in words (bertfast.cpu_gemm measures it)."""
-    from bertfast.cpu_gemm import gemm_path as measured
-
-    return measured()
+                      f"quantize='int8' here; bfloat16 pays on CPUs with avx512_bf16 or AMX.", stacklevel=4)

@@ -1,4 +1,4 @@
-"""CPU int8 (bertfast.quantization): the API and its refusals, every head padded and padding-free, and accuracy
+"""CPU int8 (bertfast.cpu.int8): the API and its refusals, every head padded and padding-free, and accuracy
 against float32 measured on all-MiniLM-L6-v2's real weights and on random bert-base-shaped checkpoints.
 
 The bars are the README's measured figures less a margin (CI CPUs differ: with or without VNNI)."""
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import bertfast
-from bertfast.quantization import Int8Linear
+from bertfast.cpu.int8 import Int8Linear
 from tests.helpers import TASK_CLASSES, TINY, padded_batch, task_batch
 from tests.quantization_texts import sentence_pairs, varied_sentences
 
