@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import bertfast
+from bertfast.bench import providers as providers_module
 from bertfast.bench.providers import (BertfastCudaGraphs, BertfastTorch, BertfastTriton, OnnxRuntimeOptimized,
                                       OnnxRuntimePlain)
 from bertfast.bench.tasks import bench_task
@@ -87,7 +88,7 @@ def test_onnxruntime_provider_runs_a_task_export(qa_checkpoint):
 
 
 def test_cudagraph_provider_calls_optimize(monkeypatch, tiny_checkpoint):
-    """bertfast.optimize needs CUDA: a stand-in checks the provider's side (cuda_graphs=True, output as is)."""
+    """bertfast.optimize needs CUDA: a stand-in (in the providers module, which calls it) checks the provider's side (cuda_graphs=True, output as is)."""
     model = bertfast.BertModel.from_pretrained(tiny_checkpoint)
     calls = []
 
@@ -95,7 +96,7 @@ def test_cudagraph_provider_calls_optimize(monkeypatch, tiny_checkpoint):
         calls.append(cuda_graphs)
         return m
 
-    monkeypatch.setattr(bertfast, "optimize", optimize)
+    monkeypatch.setattr(providers_module, "optimize", optimize)
     batch = build_workloads([2], [5], mixed=False, max_len=64)[0].inputs(model.config)
     provider = BertfastCudaGraphs()
     provider.prepare(tiny_checkpoint, torch.float32, CPU)
