@@ -40,7 +40,8 @@ DTYPES = {"cpu": ("float32",), "cuda": ("float16", "bfloat16")}  # --dtype, by d
 # --task: the encoder alone, or a task model and its head (bertfast.bench.tasks says what each measures)
 # --task: the corpus benchmark (bertfast.bench.corpus) instead of the provider grid, for the task the table marks
 CORPUS_TASK = next(spec.name for spec in TASK_TABLE if spec.corpus_bench)
-TASKS = (*task_names("bench"), CORPUS_TASK)  # the task table's entries with bench fields, and the corpus task
+GRID_TASKS = tuple(task_names("bench"))  # the task table's entries with bench fields: measured on the provider grid
+TASKS = (*GRID_TASKS, CORPUS_TASK)  # every --task value
 DEFAULT_TASK = DEFAULT_EXPORT_TASK
 
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
-from bertfast.bench.options import DEFAULT_TASK, TASKS
+from bertfast.bench.options import DEFAULT_TASK, GRID_TASKS
 from bertfast.bench.parity import FEATURE_EXTRACTION, load_transformers
 from bertfast.bench.tasks import BenchTask
 from bertfast.cpu import cpu_info
@@ -86,7 +86,7 @@ def _own_precision(provider: Provider, device: torch.device, dtype: torch.dtype)
 
 class _Bertfast(Provider):
     backend: ClassVar[str]  # forced for each call with bertfast.ops.force_backend (this thread only)
-    tasks = TASKS
+    tasks = GRID_TASKS
 
     def prepare(self, model_dir: str, dtype: torch.dtype, device: torch.device) -> None:
         self.model = self.task.model_class.from_pretrained(model_dir, dtype=dtype, device=device,
@@ -143,7 +143,7 @@ class BertfastTriton(_Bertfast):
 class BertfastCudaGraphs(Provider):
     name = "bertfast-cudagraphs"
     description = "bertfast.optimize(model, cuda_graphs=True): Triton kernels replayed from CUDA graphs"
-    tasks = TASKS
+    tasks = GRID_TASKS
 
     def available(self, device: torch.device, dtype: torch.dtype) -> str | None:
         return None if device.type == "cuda" else "CUDA graphs need a GPU"
@@ -158,7 +158,7 @@ class BertfastCudaGraphs(Provider):
 
 class _Transformers(Provider):
     attention: ClassVar[str]
-    tasks = TASKS
+    tasks = GRID_TASKS
 
     def available(self, device: torch.device, dtype: torch.dtype) -> str | None:
         return _missing("transformers", "transformers") or super().available(device, dtype)
@@ -241,7 +241,7 @@ class _OnnxRuntime(Provider):
     optimize: ClassVar[bool]
     quantize: ClassVar[str | None] = None  # export_onnx(quantize=)
     torch_memory = False  # onnxruntime allocates from its own arena
-    tasks = TASKS
+    tasks = GRID_TASKS
 
     def available(self, device: torch.device, dtype: torch.dtype) -> str | None:
         missing = _missing("onnxruntime", "onnxruntime-gpu" if device.type == "cuda" else "onnxruntime")

@@ -127,7 +127,7 @@ class EncoderOnly(BertfastTorch):
     tasks = Provider.tasks
 
 
-@pytest.mark.parametrize("task", [t for t in options.TASKS if t != options.DEFAULT_TASK])
+@pytest.mark.parametrize("task", [t for t in options.GRID_TASKS if t != options.DEFAULT_TASK])
 def test_bench_measures_each_task_head(tmp_path, tiny_checkpoint, monkeypatch, task):
     """--task: a random head on the base checkpoint, each provider's head output checked against transformers'
     (real tokens of per-token outputs, padding included in b2-mixed), a wrong one caught, one that measures the

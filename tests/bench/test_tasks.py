@@ -10,14 +10,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 import bertfast
-from bertfast.bench.options import DEFAULT_TASK, TASKS
+from bertfast.bench.options import DEFAULT_TASK, GRID_TASKS
 from bertfast.bench.tasks import bench_task, task_checkpoint
 from bertfast.bench.workloads import build_workloads
 from bertfast.config import BertConfig
 from bertfast.outputs import BaseModelOutputWithPooling
 from tests.helpers import LOGITS_ATOL
 
-HEAD_TASKS = [t for t in TASKS if t != DEFAULT_TASK]
+HEAD_TASKS = [t for t in GRID_TASKS if t != DEFAULT_TASK]
 # Sizes that differ from one another, so that a vocabulary-sized axis cannot be mistaken for another.
 VOCAB, BATCH, SEQ = 1009, 3, 11
 CONFIG = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
@@ -32,7 +32,7 @@ def test_what_each_task_measures():
         "question-answering": (("start_logits", "end_logits"), True, False),
         "multiple-choice": (("logits",), False, True),
     }
-    assert set(expected) == set(TASKS)
+    assert set(expected) == set(GRID_TASKS)
     for name, (fields, per_token, choices) in expected.items():
         task = bench_task(name)
         assert (task.fields, task.per_token, task.choices) == (fields, per_token, choices)
