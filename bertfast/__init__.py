@@ -17,7 +17,7 @@ _LAZY: dict[str, str] = {  # public name -> the module that defines it
     **dict.fromkeys(("BertForMaskedLM", "BertForMultipleChoice", "BertForNextSentencePrediction", "BertForPreTraining",
                      "BertForQuestionAnswering", "BertForSequenceClassification", "BertForTokenClassification"),
                     "bertfast.heads"),
-    "BertModel": "bertfast.modeling",
+    "BertModel": "bertfast.models.bert",
     "BertPreTrainedModel": "bertfast.pretrained",
     "BertTokenizer": "bertfast.tokenizer",
     "CheckpointError": "bertfast.checkpoint",

@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 import torch
 from safetensors.torch import load_file
 
-from bertfast.checkpoint import CheckpointError, _model_key, check_readable
+from bertfast.checkpoint import CheckpointError, check_readable
 from bertfast.hub import read_json_object, resolve_file
+from bertfast.models.registry import get_architecture
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
@@ -164,19 +165,21 @@ def read_adapter(name_or_path: str | os.PathLike, local_files_only: bool = False
     return adapter
 
 
-def merge_adapter(state: dict[str, torch.Tensor], name_or_path: str | os.PathLike,
-                  local_files_only: bool = False) -> dict[str, torch.Tensor]:
+def merge_adapter(state: dict[str, torch.Tensor], name_or_path: str | os.PathLike, local_files_only: bool = False,
+                  model_type: str = "bert") -> dict[str, torch.Tensor]:
     """A checkpoint's state dict (its own key names) with a LoRA adapter merged in; ``state`` is not modified.
 
-    Keys are matched with or without the ``bert.`` prefix, so an adapter trained on a BertModel fits the encoder
-    of a BertForMaskedLM checkpoint and the other way round."""
+    Keys are matched under the architecture's own names (its ``checkpoint_key``: for BERT with or without the
+    ``bert.`` prefix), so an adapter trained on a BertModel fits the encoder of a BertForMaskedLM checkpoint and
+    the other way round."""
+    checkpoint_key = get_architecture(model_type).checkpoint_key
     adapter = read_adapter(name_or_path, local_files_only)
     where = f"the adapter {os.fspath(name_or_path)!r} (base model {adapter.config.get('base_model_name_or_path')!r})"
     merged = dict(state)
-    names = {_model_key(key, bert_prefix=False): key for key in state}  # normalised name -> checkpoint key
+    names = {checkpoint_key(key): key for key in state}  # normalised name -> checkpoint key
 
     def target(key: str, shape: torch.Size | None, new_ok: bool = False) -> str:
-        found = names.get(_model_key(key, bert_prefix=False))
+        found = names.get(checkpoint_key(key))
         if found is None and new_ok:
             return key
         if found is None:

@@ -1,9 +1,9 @@
-"""Checkpoint reading and the one pure function that maps HuggingFace key names onto ours.
+"""Checkpoint reading, whatever the architecture.
 
 Formats: ``model.safetensors``, sharded ``model.safetensors.index.json``, ``pytorch_model.bin`` (read with
-``weights_only=True``) and its sharded index. ``remap_state_dict`` renames keys over a plain state dict and
-knows nothing of modules; checking the result against a model and assigning it is the model's job
-(``BertPreTrainedModel._load_state``).
+``weights_only=True``) and its sharded index, and the checks on the values a model takes. Renaming the keys is
+each architecture's pure ``remap_state_dict`` (``bertfast.models``); checking the result against a model and
+assigning it is the model's job (``BertPreTrainedModel._load_state``).
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import os
 import pickle
 import re
 import struct
-import warnings
 
 import torch
 from safetensors import SafetensorError
@@ -22,15 +21,6 @@ from bertfast.hub import resolve_file
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
-# Keys that are buffers, not weights, in some transformers versions: never loaded, never reported.
-BUFFER_SUFFIXES = (".position_ids", ".token_type_ids")
-# Legacy LayerNorm parameter names (the original TensorFlow-converted checkpoints) and ours.
-LEGACY_SUFFIXES = {".gamma": ".weight", ".beta": ".bias"}
-DECODER_WEIGHT = "cls.predictions.decoder.weight"
-DECODER_BIAS = "cls.predictions.decoder.bias"
-MLM_BIAS = "cls.predictions.bias"
-# Heads beside the encoder (pretraining under cls., the task heads): never nested under bert.
-HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.")
 
 
 class CheckpointError(ValueError):
@@ -152,52 +142,3 @@ def check_weight_values(state: dict[str, torch.Tensor], origin: dict[str, str], 
         raise CheckpointError(f"{where}: checkpoint weights hold NaN or infinite values: {', '.join(broken[:5])}"
                               f"{' ...' if len(broken) > 5 else ''}. The checkpoint is damaged (or was saved from a "
                               f"diverged training run): load an intact or earlier checkpoint")
-
-
-def _model_key(key: str, bert_prefix: bool) -> str:
-    """One checkpoint key under our names: legacy LayerNorm names renamed, ``bert.`` added or stripped
-    (heads, ``HEAD_PREFIXES``, are never nested under ``bert.``)."""
-    for legacy, ours in LEGACY_SUFFIXES.items():
-        if key.endswith(legacy):
-            key = key[: -len(legacy)] + ours
-    bare = key.removeprefix("bert.")
-    return bare if bare.startswith(HEAD_PREFIXES) or not bert_prefix else "bert." + bare
-
-
-def remap_state_dict(state: dict[str, torch.Tensor], *, bert_prefix: bool,
-                     tie_word_embeddings: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Map a checkpoint's keys onto those of a model that nests the encoder under ``bert.`` (``bert_prefix``)
-    or is the encoder itself.
-
-    - ``bert.`` is added to encoder keys (embeddings, encoder, pooler) or stripped from them; head keys
-      (``cls.``, ``classifier.``, ``qa_outputs.``) stay as they are. A pooler is carried like any encoder weight
-      when the checkpoint has one.
-    - legacy ``LayerNorm.gamma`` / ``LayerNorm.beta`` become ``weight`` / ``bias``.
-    - buffers (``*.position_ids``, ``*.token_type_ids``) are dropped.
-    - ``cls.predictions.decoder.bias`` becomes ``cls.predictions.bias`` (which wins when both are present).
-    - with ``tie_word_embeddings`` the decoder weight is dropped: the word embeddings are used, with a
-      warning when the checkpoint's decoder differs from them.
-
-    Returns the renamed state (the same tensors, no copies; ``state`` is not modified) and ``origin``, each
-    new key's name in the checkpoint, for error messages.
-    """
-    out: dict[str, torch.Tensor] = {}
-    origin: dict[str, str] = {}
-    for original, tensor in state.items():
-        key = _model_key(original, bert_prefix)
-        if key.endswith(BUFFER_SUFFIXES):
-            continue
-        out[key] = tensor
-        origin[key] = original
-    if DECODER_BIAS in out:
-        bias, source = out.pop(DECODER_BIAS), origin.pop(DECODER_BIAS)
-        if MLM_BIAS not in out:
-            out[MLM_BIAS], origin[MLM_BIAS] = bias, source
-    if tie_word_embeddings and DECODER_WEIGHT in out:
-        tied = out.pop(DECODER_WEIGHT)
-        del origin[DECODER_WEIGHT]
-        embedding = out.get(("bert." if bert_prefix else "") + "embeddings.word_embeddings.weight")
-        if embedding is not None and (tied.shape != embedding.shape or not torch.equal(tied, embedding)):
-            warnings.warn("the checkpoint's cls.predictions.decoder.weight differs from the word embeddings but "
-                          "config.tie_word_embeddings is true: the word embeddings are used (as transformers does)")
-    return out, origin

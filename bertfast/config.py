@@ -7,9 +7,11 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+
+from bertfast.models.registry import get_architecture
 
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
 DEFAULT_NUM_LABELS = 2  # transformers' default when a config names no labels
@@ -48,7 +50,7 @@ class BertConfig:
     position_embedding_type: str = "absolute"  # only "absolute" is supported
     tie_word_embeddings: bool = True  # MLM decoder shares the word embedding matrix
     architectures: list[str] = field(default_factory=list)  # informational, kept for round trips
-    model_type: str = "bert"  # must be "bert"
+    model_type: str = "bert"  # the architecture (bertfast.models): one of model_types for this class
     # Task heads (as transformers): the labels' names by id, {int: str} here, {"0": "NEG"} in config.json; None =
     # num_labels names LABEL_0, LABEL_1, ...
     id2label: dict[int, str] | None = None
@@ -56,6 +58,7 @@ class BertConfig:
     num_labels: int | None = None  # classifier outputs; None = len(id2label), or 2 without id2label. Not written
     problem_type: str | None = None  # sequence classification loss: one of PROBLEM_TYPES, None = from the labels
     classifier_dropout: float | None = None  # dropout before a task head; None = hidden_dropout_prob
+    model_types: ClassVar[tuple[str, ...]] = ("bert",)  # the architectures this config class describes
 
     def __post_init__(self) -> None:
         self._resolve_labels()
@@ -102,9 +105,11 @@ class BertConfig:
         for name in ("model_type", "hidden_act", "position_embedding_type"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"config.{name} must be a string, got {getattr(self, name)!r}")
-        if self.model_type != "bert":
-            raise ValueError(f"model_type is {self.model_type!r}; bertfast runs BERT checkpoints "
-                             f"(model_type 'bert') only")
+        if self.model_type not in self.model_types:
+            owner = get_architecture(self.model_type).config_class.__name__  # an unknown one: the error names them all
+            raise ValueError(f"config.model_type is {self.model_type!r}, which a {type(self).__name__} does not "
+                             f"describe ({', '.join(self.model_types)}): build a {owner}, or read config.json with "
+                             f"bertfast.models.read_config, which picks the class")
         for name, limit in SIZE_LIMITS.items():
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:

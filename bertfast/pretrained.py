@@ -13,11 +13,12 @@ import torch.nn as nn
 
 from bertfast.adapters import merge_adapter
 from bertfast.atomic import staged_files
-from bertfast.checkpoint import CheckpointError, check_weight_values, read_state_dict, remap_state_dict
+from bertfast.checkpoint import CheckpointError, check_weight_values, read_state_dict
 from bertfast.config import BertConfig, resolve_dtype
 from bertfast import cpu
 from bertfast.hub import resolve_file
 from bertfast.device import resolve_device
+from bertfast.models.registry import FUSED_ORIGIN, Architecture, architecture_of, get_architecture, read_config
 
 
 class BertPreTrainedModel(nn.Module):
@@ -26,8 +27,6 @@ class BertPreTrainedModel(nn.Module):
     # The attribute holding the encoder ("bert" in models with heads, as in transformers), or "" for the
     # encoder itself: whether this model's state-dict keys nest the encoder under "bert.".
     base_model_prefix: str
-    # Checkpoint parts (after the prefix) an architecture may simply not have: ignored with an info message.
-    other_part_prefixes = ("pooler.", "cls.predictions.", "cls.seq_relationship.", "classifier.", "qa_outputs.")
     # The task head a model class builds newly when from_pretrained is given num_labels / id2label and the
     # checkpoint lacks it (a base model about to be fine-tuned); none for the encoder and the pretraining heads.
     new_head_prefixes: tuple[str, ...] = ()
@@ -62,13 +61,21 @@ class BertPreTrainedModel(nn.Module):
         return cls(config)
 
     @classmethod
+    def _class_for(cls, architecture: Architecture) -> type["BertPreTrainedModel"]:
+        """The class that loads a checkpoint of ``architecture``: an encoder class gives way to the architecture's
+        encoder (as transformers' AutoModel picks it by model_type); a head class builds its encoder from the
+        config (``BertWithHeads``), so it stays."""
+        return architecture.encoder_class if not cls.base_model_prefix else cls
+
+    @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, dtype: torch.dtype | str = torch.float32,
                         device: torch.device | str = "cpu", allow_missing_weights: bool = False,
                         local_files_only: bool = False, num_labels: int | None = None,
                         id2label: dict[int, str] | None = None,
                         adapter: str | os.PathLike | None = None,
                         quantize: str | None = None) -> "BertPreTrainedModel":
-        """Load a HuggingFace BERT checkpoint (local directory or hub id) in eval mode.
+        """Load a HuggingFace checkpoint (local directory or hub id) in eval mode; its config.json's ``model_type``
+        picks the architecture (bertfast.models), and an encoder class gives way to that architecture's encoder.
 
         The model is built on the meta device and the checkpoint tensors are assigned, so no random
         weights are ever allocated. Weights the architecture needs but the checkpoint lacks are an
@@ -83,24 +90,28 @@ class BertPreTrainedModel(nn.Module):
         """
         device = resolve_device(device)  # before any file is read: a missing GPU is not a broken checkpoint
         cpu.check_load(resolve_dtype(dtype), device, quantize)
-        config = BertConfig.from_json_file(resolve_file(name_or_path, "config.json", local_files_only=local_files_only),
-                                           num_labels, id2label)
+        config = read_config(resolve_file(name_or_path, "config.json", local_files_only=local_files_only),
+                             num_labels, id2label)
         state = read_state_dict(name_or_path, device=device, local_files_only=local_files_only)
         if adapter is not None:
-            state = merge_adapter(state, adapter, local_files_only=local_files_only)
+            state = merge_adapter(state, adapter, local_files_only=local_files_only, model_type=config.model_type)
         new_head = num_labels is not None or id2label is not None
-        return cls._from_state(config, state, dtype, device, allow_missing_weights, new_head, os.fspath(name_or_path),
-                               quantize)
+        model_class = cls._class_for(architecture_of(config))
+        return model_class._from_state(config, state, dtype, device, allow_missing_weights, new_head,
+                                       os.fspath(name_or_path), quantize)
 
     @classmethod
     def from_hf(cls, hf_model: nn.Module, allow_missing_weights: bool = False) -> "BertPreTrainedModel":
-        """Convert an in-memory transformers BERT model (its weights are copied, on its device and dtype)."""
-        if getattr(hf_model.config, "model_type", None) != "bert":
-            raise ValueError(f"from_hf expects a transformers BERT model, got {type(hf_model).__name__}")
-        config = BertConfig.from_dict({k: v for k, v in hf_model.config.to_dict().items() if v is not None})
+        """Convert an in-memory transformers model of an architecture bertfast runs (its weights are copied, on its
+        device and dtype)."""
+        architecture = get_architecture(getattr(hf_model.config, "model_type", None),
+                                        f"from_hf({type(hf_model).__name__})")
+        config = architecture.config_class.from_dict({k: v for k, v in hf_model.config.to_dict().items()
+                                                      if v is not None})
         param = next(hf_model.parameters())
         state = {k: v.detach().clone() for k, v in hf_model.state_dict().items()}
-        return cls._from_state(config, state, param.dtype, param.device, allow_missing_weights)
+        return cls._class_for(architecture)._from_state(config, state, param.dtype, param.device,
+                                                        allow_missing_weights)
 
     @classmethod
     def _from_state(cls, config: BertConfig, state: dict[str, torch.Tensor], dtype: torch.dtype | str,
@@ -117,15 +128,17 @@ class BertPreTrainedModel(nn.Module):
         the values taken (floating point, finite: ``check_weight_values``, naming ``source``), then assign them (no
         copies).
 
-        The model may live on the meta device. Weights of parts this architecture lacks (``other_part_prefixes``)
-        are ignored with an info message, other unused ones with a warning. Weights the checkpoint lacks are an
+        The model may live on the meta device. Weights of parts this model lacks (the pooler, the architecture's
+        ``head_prefixes``) are ignored with an info message, other unused ones with a warning. Weights the checkpoint lacks are an
         error; with ``allow_missing`` they are materialised and initialised randomly, with a warning; with
         ``new_head`` the same holds for a task head (``new_head_prefixes``) when it is all that is missing.
         """
         name = type(self).__name__
-        state, origin = remap_state_dict(state, bert_prefix=bool(self.base_model_prefix),
-                                         tie_word_embeddings=self.config.tie_word_embeddings)
-        expected = {k: v.shape for k, v in self.state_dict().items()}
+        architecture = architecture_of(self.config)
+        checkpoint = state
+        state, origin = architecture.remap_state_dict(checkpoint, bert_prefix=bool(self.base_model_prefix),
+                                                      tie_word_embeddings=self.config.tie_word_embeddings)
+        expected = self.module_shapes()
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
         mismatched = [f"{origin[k]}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k])}"
@@ -134,7 +147,7 @@ class BertPreTrainedModel(nn.Module):
             raise CheckpointError("checkpoint and config disagree on weight shapes (is config.json from the same "
                                   "model?):\n  " + "\n  ".join(mismatched))
         prefix = f"{self.base_model_prefix}." if self.base_model_prefix else ""
-        other = [k for k in unexpected if k.removeprefix(prefix).startswith(self.other_part_prefixes)]
+        other = [k for k in unexpected if k.removeprefix(prefix).startswith(("pooler.", *architecture.head_prefixes))]
         unknown = [origin[k] for k in unexpected if k not in other]
         if other:
             logging.getLogger(__name__).info("%s: ignoring checkpoint weights of parts it does not have: %s",
@@ -156,7 +169,8 @@ class BertPreTrainedModel(nn.Module):
                 f"meaningless until trained)."
             )
         taken = {k: state[k] for k in expected if k in state}
-        check_weight_values(taken, origin, f"{name} from {source}" if source else name)
+        sources = {part: checkpoint[part] for k in taken for part in origin[k].split(FUSED_ORIGIN)}  # as saved
+        check_weight_values(sources, {part: part for part in sources}, f"{name} from {source}" if source else name)
         self.load_state_dict(taken, strict=False, assign=True)
         if missing:
             if new_head and head_only:
@@ -167,6 +181,16 @@ class BertPreTrainedModel(nn.Module):
                 warnings.warn(f"{name}: initialised {len(missing)} weights missing from the checkpoint randomly: "
                               f"{missing}")
             self._materialize_meta()
+
+    def module_shapes(self) -> dict[str, torch.Size]:
+        """Every parameter and persistent buffer by its key in the module tree, the keys the architecture's remap
+        gives a checkpoint (``state_dict()`` writes transformers' names instead: a fused qkv as query/key/value)."""
+        shapes = {name: p.shape for name, p in self.named_parameters(remove_duplicate=False)}
+        for module_name, module in self.named_modules(remove_duplicate=False):
+            for buffer_name, buffer in module.named_buffers(recurse=False):
+                if buffer is not None and buffer_name not in module._non_persistent_buffers_set:
+                    shapes[f"{module_name}.{buffer_name}" if module_name else buffer_name] = buffer.shape
+        return shapes
 
     def _materialize_meta(self) -> None:
         """Real storage and a random init for parameters still on the meta device; loaded ones are kept."""

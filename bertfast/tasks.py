@@ -20,7 +20,7 @@ from typing import Any
 from bertfast.config import BertConfig
 from bertfast.heads import (BertForMaskedLM, BertForMultipleChoice, BertForNextSentencePrediction, BertForPreTraining,
                             BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification)
-from bertfast.modeling import BertModel
+from bertfast.models.bert import BertModel
 from bertfast.outputs import (BaseModelOutputWithPooling, BertForPreTrainingOutput, MaskedLMOutput, ModelOutput,
                               MultipleChoiceModelOutput, NextSentencePredictorOutput, QuestionAnsweringModelOutput,
                               SequenceClassifierOutput, TokenClassifierOutput)

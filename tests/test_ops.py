@@ -9,7 +9,7 @@ import transformers
 import bertfast
 from bertfast import ops
 from bertfast.config import BertConfig
-from bertfast.modeling import BertEmbeddings
+from bertfast.models.bert import BertEmbeddings
 from tests.helpers import TINY, padded_batch
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")

@@ -29,8 +29,9 @@ from bertfast.bench.timing import (MIN_REPEATS, QUICK_MIN_REPEATS, PeakMemory, m
 from bertfast.bench.workloads import FLOPS_FORMULA, build_workloads, model_flops
 from bertfast.checkpoint import WEIGHT_FILES
 from bertfast.config import PRESETS, BertConfig, resolve_dtype
+from bertfast.models.registry import read_config
 from bertfast.hub import resolve_file
-from bertfast.modeling import BertModel
+from bertfast.models.bert import BertModel
 
 SCHEMA = "bertfast-bench/1"
 QUICK_LEFT_OUT = "left out of --quick (the headline comparison only); ask for it with --providers, or run --full"
@@ -109,7 +110,7 @@ def resolve_model(name: str) -> ModelSource:
     config_path = resolve_file(name, "config.json", required=False, local_files_only=True)
     if config_path is not None:
         directory = os.path.dirname(config_path)
-        config = BertConfig.from_json_file(config_path)
+        config = read_config(config_path)
         if any(resolve_file(name, f, required=False, local_files_only=True) for f in WEIGHT_FILES):
             return ModelSource(config, directory, f"real weights from {directory}")
         origin = f"the config of {directory} (it has no weights)"

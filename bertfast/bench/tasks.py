@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from bertfast.bench.options import DEFAULT_TASK, GRID_TASKS
-from bertfast.modeling import BertModel
+from bertfast.models.bert import BertModel
 from bertfast.pretrained import BertPreTrainedModel
 from bertfast.tasks import get_task
 

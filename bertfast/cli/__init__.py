@@ -15,11 +15,12 @@ from bertfast.cli.common import emit, table
 from bertfast.cli.tasks import add_task_commands
 from bertfast.cli.training import finetune_parser, pretrain_parser
 from bertfast.config import PRESETS, BertConfig
+from bertfast.models.registry import read_config
 from bertfast.export.onnx import check_out_dir, export_onnx
 from bertfast.serving.repository import INSTANCE_KINDS, write_triton_repository
 from bertfast.heads.pretraining import BertForPreTraining
 from bertfast.hub import resolve_file
-from bertfast.modeling import BertModel
+from bertfast.models.bert import BertModel
 from bertfast.device import default_device
 from bertfast.pipelines import DEFAULT_MODEL
 from bertfast.serving.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS
@@ -39,7 +40,7 @@ def _info_config(name: str, offline: bool) -> tuple[BertConfig, str]:
         if not preset:
             raise
         return BertConfig.from_preset(name), "preset (no checkpoint found locally)"
-    return BertConfig.from_json_file(path), "checkpoint"
+    return read_config(path), "checkpoint"
 
 
 def cmd_info(args: argparse.Namespace) -> None:

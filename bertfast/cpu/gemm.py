@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from bertfast import ops
 from bertfast.atomic import replacing_file
 from bertfast.cpu.info import cpu_info
+from bertfast.models.registry import architecture_of
 
 GEMMS = ("mkl", "onednn")
 ROWS = (128, 1024)  # the row counts measured: one sequence of 128 tokens, eight of them
@@ -189,11 +190,8 @@ def _packed(linear: nn.Linear) -> nn.Linear:
 
 def pack_linears(model: nn.Module) -> nn.Module:
     """The encoder's linear layers of a float32 CPU model as PackedLinear where that measures faster; in place."""
-    encoder = model.base_model
-    for layer in encoder.encoder.layer:
-        layer.attention.self.qkv = _packed(layer.attention.self.qkv)
-        for part in (layer.attention.output, layer.intermediate, layer.output):
-            part.dense = _packed(part.dense)
+    for slot in architecture_of(model.config).linear_layers(model.base_model):
+        slot.replace(_packed(slot.linear))
     return model
 
 

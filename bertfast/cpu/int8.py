@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from bertfast.cpu.info import INT8_ENGINES, int8_engine
+from bertfast.models.registry import architecture_of
 
 MODES = ("int8",)
 
@@ -89,7 +90,7 @@ def quantize(model: nn.Module, mode: str = "int8", engine: str | None = None) ->
     saved (save the float32 model and quantize at load, or ``export_onnx(..., quantize="int8")``).
     """
     encoder = getattr(model, "base_model", None)
-    if encoder is None or not hasattr(encoder, "encoder"):
+    if encoder is None or not hasattr(model, "config"):
         raise TypeError(f"quantize takes a bertfast model (BertModel or a model with heads), got {type(model).__name__}")
     if getattr(model, "quantization", None) is not None:
         raise ValueError(f"the model is already quantized ({model.quantization}): quantize a float32 model once")
@@ -97,10 +98,8 @@ def quantize(model: nn.Module, mode: str = "int8", engine: str | None = None) ->
     engine = int8_engine() if engine is None else engine
     if engine not in INT8_ENGINES:
         raise ValueError(f"int8 engine {engine!r} is not one of {INT8_ENGINES}")
-    for layer in encoder.encoder.layer:
-        layer.attention.self.qkv = Int8Linear(layer.attention.self.qkv, engine)
-        for part in (layer.attention.output, layer.intermediate, layer.output):
-            part.dense = Int8Linear(part.dense, engine)
+    for slot in architecture_of(model.config).linear_layers(encoder):
+        slot.replace(Int8Linear(slot.linear, engine))
     model.quantization = encoder.quantization = mode
     model.quantization_engine = engine
     return model.eval()

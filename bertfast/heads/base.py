@@ -6,14 +6,14 @@ import torch.nn as nn
 
 from bertfast.checkpoint import CheckpointError
 from bertfast.config import BertConfig
-from bertfast.modeling import BertModel
+from bertfast.models.registry import architecture_of
 from bertfast.outputs import BaseModelOutputWithPooling
 from bertfast.padding import PackedBatch
 from bertfast.pretrained import BertPreTrainedModel
 
 
 class BertWithHeads(BertPreTrainedModel):
-    """A BertModel under ``bert.`` (with a pooler where a head reads it) and its heads: the pretraining ones under
+    """The encoder of the config's architecture (a BertModel for BERT) under ``bert.`` (with a pooler where a head reads it) and its heads: the pretraining ones under
     ``cls.`` (``head_class``), or a task's linear head (``_head``, under ``new_head_prefixes``)."""
 
     base_model_prefix = "bert"
@@ -22,7 +22,7 @@ class BertWithHeads(BertPreTrainedModel):
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
-        self.bert = BertModel(config, add_pooling_layer=self.add_pooling_layer)
+        self.bert = architecture_of(config).encoder_class(config, add_pooling_layer=self.add_pooling_layer)
         if self.head_class is not None:
             self.cls = self.head_class(config)
             self.cls.apply(self._init_module)

@@ -10,7 +10,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from bertfast.export.onnx_model import OnnxModel
-from bertfast.modeling import BertModel
+from bertfast.models.bert import BertModel
 from bertfast.padding import PackedBatch
 from bertfast.pretrained import BertPreTrainedModel
 from bertfast.tokenizer import BertTokenizer

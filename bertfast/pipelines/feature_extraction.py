@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from bertfast.export.onnx_model import OnnxModel
-from bertfast.modeling import BertModel
+from bertfast.models.bert import BertModel
 from bertfast.padding import PackedBatch, pool_packed
 from bertfast.pipelines.base import Pipeline, as_list
 from bertfast.pretrained import BertPreTrainedModel

@@ -31,6 +31,7 @@ import torch
 from bertfast.atomic import replacing_directory
 from bertfast.checkpoint import CheckpointError
 from bertfast.config import BertConfig, resolve_dtype
+from bertfast.models.registry import read_config
 from bertfast.export.onnx import WRITTEN_FILES, check_out_dir
 from bertfast.export.onnx_model import ONNX_FILE, resolve_onnx_path
 from bertfast.export.sentence import client_parameters, sentence_files
@@ -192,7 +193,7 @@ def write_python_repository(model: str | os.PathLike, repo_dir: str | os.PathLik
                   "max_batch_tokens": str(max_batch_tokens), "threads": str(threads)}
     if quantize is not None:
         parameters["quantize"] = quantize
-    config = python_config(BertConfig.from_json_file(resolve_file(source, "config.json")), task, name, parameters,
+    config = python_config(read_config(resolve_file(source, "config.json")), task, name, parameters,
                            max_batch_size, kind, instance_count, max_queue_delay_us)
     model_dir = check_out_dir(os.path.join(os.fspath(repo_dir), name), overwrite)
     if local and check_load:  # the load Triton will run, here on the CPU in float32: what it refuses is refused now

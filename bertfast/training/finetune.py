@@ -25,7 +25,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from bertfast.atomic import check_out_dir, replacing_directory
-from bertfast.config import PROBLEM_TYPES, BertConfig, resolve_dtype
+from bertfast.config import PROBLEM_TYPES, resolve_dtype
+from bertfast.models.registry import read_config
 from bertfast.hub import resolve_file
 from bertfast.device import default_device, resolve_device
 from bertfast.tasks import DEFAULT_FINETUNE_TASK, TaskSpec, get_task, load, task_names
@@ -144,7 +145,7 @@ def check_classes(args: FinetuneArguments, labels: list[str] | None, train: str 
 def resolved_lengths(model: str, args: FinetuneArguments) -> FinetuneArguments:
     """``args`` with max_length (checked against the model's positions, max_position_embeddings of its config.json,
     or the task's default, at most that many) and doc_stride (default: min(128, max_length // 2)) filled in."""
-    limit = BertConfig.from_json_file(resolve_file(model, "config.json")).max_position_embeddings
+    limit = read_config(resolve_file(model, "config.json")).max_position_embeddings
     if args.max_length is not None and args.max_length > limit:
         raise ValueError(f"--max-length (max_length) {args.max_length} is above the model's limit of {limit} tokens "
                          f"(max_position_embeddings in the config.json of {model}): pass --max-length {limit} or less")

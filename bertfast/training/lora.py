@@ -22,10 +22,10 @@ import torch.nn as nn
 from torch.nn.utils import parametrize
 
 from bertfast.adapters import ADAPTER_CONFIG, PEFT_PREFIX
+from bertfast.models.registry import architecture_of
 from bertfast.tasks import get_task
 
 ADAPTER_FILE = "adapter_model.safetensors"
-QKV_PARTS = ("query", "key", "value")  # the row blocks of a fused attention.self.qkv, in order
 DEFAULT_TARGETS = ("query", "value")  # peft's default target_modules for BERT
 
 
@@ -74,30 +74,35 @@ def _matches(name: str, target: str) -> bool:
     return name == target or name.endswith("." + target)
 
 
+def _row_blocks(name: str, rows: int, fused: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, tuple[int, int]]]:
+    """A Linear layer's checkpoint module names -> (its part, its rows): a fused layer of the architecture
+    (``fused_linears``) is one block per part, in order and of equal size; any other is itself, whole."""
+    for suffix, parts in fused.items():
+        if _matches(name, suffix):
+            size, stem = rows // len(parts), name.rpartition(".")[0]
+            return {f"{stem}.{part}": (part, (i * size, (i + 1) * size)) for i, part in enumerate(parts)}
+    return {name: ("weight", (0, rows))}
+
+
 def apply_lora(model: nn.Module, spec: LoraSpec, head: str) -> dict[str, tuple[LoraDelta, str]]:
     """Freeze ``model``, add LoRA to the targeted Linear layers and unfreeze them and the ``head`` module.
 
     Returns transformers' module name -> (its parametrization, its part name), for ``adapter_state``."""
-    hidden = model.config.hidden_size
+    architecture = architecture_of(model.config)
     found: dict[str, tuple[nn.Linear, dict[str, tuple[int, int]]]] = {}
+    names = [n for n, _ in model.named_modules()]
     for name, module in model.named_modules():
         if not isinstance(module, nn.Linear) or name == head or name.startswith(head + "."):
             continue
-        if name.endswith("attention.self.qkv"):
-            prefix = name[:-len("qkv")]
-            blocks = {f"{prefix}{part}": (part, (i * hidden, (i + 1) * hidden)) for i, part in enumerate(QKV_PARTS)}
-        else:
-            blocks = {name: ("weight", (0, module.out_features))}
+        blocks = _row_blocks(name, module.out_features, architecture.fused_linears)
+        names += [hf_name for hf_name, (part, _) in blocks.items() if part != "weight"]
         for hf_name, (part, rows) in blocks.items():
             if any(_matches(hf_name, t) for t in spec.targets):
                 found.setdefault(name, (module, {}))[1][part] = rows
-    names = [n for n, _ in model.named_modules()] + [f"{n[:-3]}{p}" for n, _ in model.named_modules()
-                                                      if n.endswith("attention.self.qkv") for p in QKV_PARTS]
     unmatched = [t for t in spec.targets if not any(_matches(n, t) for n in names)]
     if unmatched or not found:
         raise ValueError(f"--lora target {(unmatched or list(spec.targets))[0]!r} matches no Linear layer of the model: "
-                         f"BERT's are query, key, value, dense (attention.output.dense, intermediate.dense, "
-                         f"output.dense)")
+                         f"{architecture.model_type}'s are {architecture.lora_targets}")
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     adapted: dict[str, tuple[LoraDelta, str]] = {}
@@ -105,7 +110,7 @@ def apply_lora(model: nn.Module, spec: LoraSpec, head: str) -> dict[str, tuple[L
         delta = LoraDelta(module.weight, parts, spec.r, spec.alpha)
         parametrize.register_parametrization(module, "weight", delta)
         for part in parts:
-            hf_name = f"{name[:-3]}{part}" if part in QKV_PARTS else name
+            hf_name = name if part == "weight" else f"{name.rpartition('.')[0]}.{part}"
             adapted[hf_name] = (delta, part)
     for parameter in model.get_submodule(head).parameters():
         parameter.requires_grad_(True)

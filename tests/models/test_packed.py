@@ -6,7 +6,7 @@ import torch
 import transformers
 
 import bertfast
-import bertfast.modeling
+import bertfast.models.bert
 import bertfast.padding
 from bertfast.padding import PackedBatch
 from tests.helpers import HIDDEN_ATOL, LOGITS_ATOL, TINY, assert_close, hf_task_model, padded_batch
@@ -35,7 +35,7 @@ def test_packed_batch_matches_padded_and_transformers(tiny_checkpoint, monkeypat
         def no_packing(*args, **kwargs):
             raise AssertionError("the packed path rebuilt a packing from a mask")
 
-        monkeypatch.setattr(bertfast.modeling, "packing_of", no_packing)
+        monkeypatch.setattr(bertfast.models.bert, "packing_of", no_packing)
         monkeypatch.setattr(bertfast.padding, "packing_of", no_packing)
         positional, keyword = ours(packed, output_hidden_states=True), ours(packed=packed, output_hidden_states=True)
     tokens = sum(LENGTHS)
