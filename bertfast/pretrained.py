@@ -120,6 +120,11 @@ class BertPreTrainedModel(nn.Module):
         with torch.device("meta"):
             model = cls._build(config, state)
         model._load_state(state, allow_missing=allow_missing_weights, new_head=new_head, source=source)
+        unfilled = [name for name, buffer in model.named_buffers() if buffer.is_meta]
+        if unfilled:  # an architecture's bug, not the checkpoint's: said once, naming the buffers
+            raise TypeError(f"{cls.__name__}: buffers {unfilled} are still on the meta device after loading: the model "
+                            f"is built under torch.device('meta'), so a buffer computed in __init__ (not loaded from "
+                            f"the checkpoint) must be created with an explicit device, e.g. device='cpu'")
         return cpu.prepare(model.to(device=device, dtype=resolve_dtype(dtype)).eval(), quantize)
 
     def _load_state(self, state: dict[str, torch.Tensor], allow_missing: bool = False, new_head: bool = False,

@@ -343,3 +343,19 @@ def test_remap_of_transformers_keys_gives_our_model_keys(cls):
         assert extra == set()
     else:
         assert extra and all(key.startswith(("cls.", "bert.pooler.")) for key in extra), extra
+
+
+def test_remap_joins_each_layers_query_key_value_into_the_fused_qkv():
+    stem = "bert.encoder.layer.0.attention.self."
+    state = {f"{stem}{part}.{kind}": torch.full((2, 3) if kind == "weight" else (2,), float(i))
+             for i, part in enumerate(("query", "key", "value")) for kind in ("weight", "bias")}
+    state["bert.encoder.layer.1.attention.self.query.weight"] = torch.zeros(2, 3)  # no key / value: left as it is
+    out, origin = remap_state_dict(state, bert_prefix=True, tie_word_embeddings=True)
+    assert torch.equal(out[f"{stem}qkv.weight"], torch.cat([torch.full((2, 3), float(i)) for i in range(3)]))
+    assert torch.equal(out[f"{stem}qkv.bias"], torch.tensor([0., 0., 1., 1., 2., 2.]))
+    assert origin[f"{stem}qkv.weight"] == f"{stem}query.weight + {stem}key.weight + {stem}value.weight"
+    assert set(out) == {f"{stem}qkv.weight", f"{stem}qkv.bias", "bert.encoder.layer.1.attention.self.query.weight"}
+    assert len(state) == 7, "the checkpoint's own state is left as it is"
+    state[f"{stem}key.weight"] = torch.zeros(4, 3)
+    with pytest.raises(bertfast.CheckpointError, match=r"key.weight, .*value.weight have different shapes"):
+        remap_state_dict(state, bert_prefix=True, tie_word_embeddings=True)
