@@ -1,6 +1,7 @@
 """``fill-mask``: the top-k tokens for each [MASK], as transformers' FillMaskPipeline."""
 from __future__ import annotations
 
+import itertools
 import warnings
 from typing import Any, Sequence
 
@@ -8,11 +9,13 @@ import torch
 
 from bertfast.export.onnx_model import OnnxModel
 from bertfast.heads.pretraining import BertForMaskedLM
+from bertfast.padding import PackedBatch
 from bertfast.pipelines.base import Pipeline, as_list
 
 
 class FillMaskPipeline(Pipeline):
     model_class = BertForMaskedLM
+    packed_input = True
 
     def __call__(self, text: str | Sequence[str], top_k: int = 5, targets: Sequence[str] | None = None):
         """Top-k predictions for each [MASK]: a list of {score, token, token_str, sequence}; a list of such
@@ -47,35 +50,49 @@ class FillMaskPipeline(Pipeline):
             ids.append(vocab[target])
         return torch.tensor(sorted(set(ids), key=ids.index), device=self.model.device)
 
-    def _mask_logits(self, batch: dict[str, torch.Tensor], rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    def _masks(self, batch: PackedBatch | dict[str, torch.Tensor]) -> tuple[list[list[int]], list[tuple[int, int]],
+                                                                             torch.Tensor]:
+        """(each row's real token ids, each mask's (row, column) in row-major order, and the masks' indices into
+        the model's output: flat (T,) positions of a packed batch, (rows, cols) of a padded one)."""
+        if isinstance(batch, PackedBatch):
+            starts = [0, *itertools.accumulate(batch.lengths)]
+            ids = batch.input_ids.tolist()
+            sequences = [ids[a:b] for a, b in zip(starts, starts[1:])]
+        else:  # right padding (TokenBatch.padded): the real tokens are each row's first ones
+            sequences = [row[:n].tolist() for row, n in zip(batch["input_ids"], batch["attention_mask"].sum(1))]
+        masks = [(row, col) for row, seq in enumerate(sequences) for col, t in enumerate(seq)
+                 if t == self.tokenizer.mask_token_id]
+        if isinstance(batch, PackedBatch):
+            return sequences, masks, torch.tensor([starts[r] + c for r, c in masks], device=batch.device)
+        return sequences, masks, torch.tensor(masks, device=batch["input_ids"].device).reshape(-1, 2).T
+
+    def _mask_logits(self, batch: PackedBatch | dict[str, torch.Tensor], where: torch.Tensor) -> torch.Tensor:
         """MLM logits (masks, vocab) at the masked positions only: the vocabulary projection is skipped elsewhere
         (an exported graph computes the logits of every position)."""
         if isinstance(self.model, OnnxModel):
-            return self.model(**batch).logits[rows, cols]
-        hidden = self.model.bert(**batch).last_hidden_state  # (B, S, H)
-        return self.model.mlm_logits(hidden[rows, cols])
+            return self.model(**batch).logits[where[0], where[1]]
+        hidden = self.model.bert(batch).last_hidden_state  # packed (T, H)
+        return self.model.mlm_logits(hidden[where])
 
-    def _process(self, batch: dict[str, torch.Tensor], top_k: int = 5,
+    def _process(self, batch: PackedBatch | dict[str, torch.Tensor], top_k: int = 5,
                  candidates: torch.Tensor | None = None) -> list[Any]:
-        ids = batch["input_ids"]
-        rows, cols = torch.nonzero(ids == self.tokenizer.mask_token_id, as_tuple=True)
-        missing = sorted(set(range(len(ids))) - set(rows.tolist()))
+        sequences, masks, where = self._masks(batch)
+        missing = sorted(set(range(len(sequences))) - {row for row, _ in masks})
         if missing:  # the texts hold the token (checked in __call__): truncation cut it off
-            raise ValueError(f"truncation to {ids.shape[1]} tokens cut off the {self.tokenizer.mask_token} token: "
-                             f"shorten the text or put {self.tokenizer.mask_token} earlier")
-        probs = self._mask_logits(batch, rows, cols).float().softmax(dim=-1)  # (masks, vocab)
+            raise ValueError(f"truncation to {max(map(len, sequences))} tokens cut off the {self.tokenizer.mask_token} "
+                             f"token: shorten the text or put {self.tokenizer.mask_token} earlier")
+        probs = self._mask_logits(batch, where).float().softmax(dim=-1)  # (masks, vocab)
         if candidates is not None:
             probs = probs[:, candidates]
         scores, tokens = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
         if candidates is not None:
             tokens = candidates[tokens]
-        results: list[list[list[dict[str, Any]]]] = [[] for _ in range(len(ids))]
-        for row, col, row_scores, row_tokens in zip(rows.tolist(), cols.tolist(), scores.tolist(), tokens.tolist()):
-            results[row].append(self._propositions(ids[row], col, row_scores, row_tokens))
+        results: list[list[list[dict[str, Any]]]] = [[] for _ in sequences]
+        for (row, col), row_scores, row_tokens in zip(masks, scores.tolist(), tokens.tolist()):
+            results[row].append(self._propositions(sequences[row], col, row_scores, row_tokens))
         return [r[0] if len(r) == 1 else r for r in results]
 
-    def _propositions(self, ids: torch.Tensor, col: int, scores: list[float], tokens: list[int]):
-        real = ids[ids != self.tokenizer.pad_token_id].tolist()
+    def _propositions(self, real: list[int], col: int, scores: list[float], tokens: list[int]):
         several_masks = real.count(self.tokenizer.mask_token_id) > 1
         out = []
         for score, token in zip(scores, tokens):

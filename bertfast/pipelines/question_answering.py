@@ -18,9 +18,11 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Encoding
 
-from bertfast.heads.tasks import BertForQuestionAnswering
-from bertfast.pipelines.base import Pipeline
 from bertfast.encoding import BatchEncoding
+from bertfast.export.onnx_model import OnnxModel
+from bertfast.heads.tasks import BertForQuestionAnswering
+from bertfast.padding import PackedBatch
+from bertfast.pipelines.base import Pipeline
 
 DEFAULT_MAX_SEQ_LEN = 384  # transformers' window length, when the model takes that many tokens
 DEFAULT_MAX_DOC_STRIDE = 128  # ... and its overlap: min(max_seq_len // 2, 128)
@@ -200,10 +202,10 @@ class QuestionAnsweringPipeline(Pipeline):
             for first in range(0, rows, self.batch_size):
                 index = order[first:first + self.batch_size]
                 width = int(lengths[index[0]])  # right padding: the batch's columns beyond its longest are padding
-                batch = {k: encoding[k][index, :width].to(self.model.device) for k in MODEL_INPUTS}  # each (b, width)
-                out = self.model(**batch)
-                found = best_spans(out.start_logits, out.end_logits, context[index, :width].to(self.model.device),
-                                   top_k, max_answer_len)
+                batch = {k: encoding[k][index, :width] for k in MODEL_INPUTS}  # each (b, width), on the host
+                start_logits, end_logits = self._logits(batch, lengths[index].tolist())
+                found = best_spans(start_logits, end_logits, context[index, :width].to(self.model.device), top_k,
+                                   max_answer_len)
                 top, starts, ends, null = (t.double() for t in found)
                 for i, row in zip(index, torch.cat([top, starts, ends, null[:, None]], dim=1).tolist()):
                     k = len(row) // 3
@@ -211,6 +213,20 @@ class QuestionAnsweringPipeline(Pipeline):
                              if s != NO_SPAN]
                     windows[i] = WindowSpans(spans, row[-1])
         return windows
+
+    def _logits(self, batch: dict[str, torch.Tensor], lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """start and end logits (b, width) of a padded batch of windows (host tensors): a bertfast model runs their
+        real tokens packed (the padding positions, which no answer covers, are left 0), an export the padded
+        tensors."""
+        if isinstance(self.model, OnnxModel):
+            out = self.model(**{k: v.to(self.model.device) for k, v in batch.items()})
+            return out.start_logits, out.end_logits
+        ids, types = ([row[:n] for row, n in zip(batch[key].tolist(), lengths)]
+                      for key in ("input_ids", "token_type_ids"))
+        out = self.model(PackedBatch.from_token_lists(ids, types, device=self.model.device))  # each (T,)
+        real = batch["attention_mask"].bool().to(self.model.device)  # (b, width), True where a token is real
+        return tuple(logits.new_zeros(real.shape).masked_scatter_(real, logits)  # row-major: the packed order
+                     for logits in (out.start_logits, out.end_logits))
 
     @staticmethod
     def _answers(rows: list[int], windows: list[WindowSpans], encoding: BatchEncoding, context: str, top_k: int,

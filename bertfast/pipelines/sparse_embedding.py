@@ -10,12 +10,14 @@ position, so with backend="onnxruntime" the whole (B, S, vocab) tensor exists.
 from __future__ import annotations
 
 import bisect
+import itertools
 from typing import Any, Sequence
 
 import torch
 
 from bertfast.export.onnx_model import OnnxModel
 from bertfast.heads.pretraining import BertForMaskedLM
+from bertfast.padding import PackedBatch
 from bertfast.pipelines.feature_extraction import SentenceConfigPipeline
 from bertfast.st_config import SPLADE_ACTIVATIONS, SPLADE_POOLINGS
 
@@ -33,6 +35,7 @@ class SparseEmbeddingPipeline(SentenceConfigPipeline):
     checkpoint gets max pooling of log(1 + relu)."""
 
     model_class = BertForMaskedLM
+    packed_input = True
     model_type = "SparseEncoder"
     other_task = "feature-extraction"
 
@@ -70,7 +73,7 @@ class SparseEmbeddingPipeline(SentenceConfigPipeline):
             values, index = values[:top_k], index[:top_k]
         return [{"index": i, "value": v} for i, v in zip(index.tolist(), values.tolist())]
 
-    def _process(self, batch: dict[str, torch.Tensor], pooling: str = "max",
+    def _process(self, batch: PackedBatch | dict[str, torch.Tensor], pooling: str = "max",
                  activation: str = "relu") -> list[torch.Tensor]:
         if isinstance(self.model, OnnxModel):
             mask = batch["attention_mask"].bool()
@@ -78,8 +81,8 @@ class SparseEmbeddingPipeline(SentenceConfigPipeline):
             weights = splade_activation_(logits, activation).masked_fill_(~mask[..., None], 0)
             pooled = weights.amax(1) if pooling == "max" else weights.sum(1)
             return list(pooled.cpu())
-        out = self.model.bert(**batch, return_packed=True)  # last_hidden_state (T, H): the real tokens
-        hidden, bounds = out.last_hidden_state, out.cu_seqlens.tolist()  # row r holds tokens bounds[r]:bounds[r + 1]
+        hidden = self.model.bert(batch).last_hidden_state  # (T, H): the real tokens, packed
+        bounds = [0, *itertools.accumulate(batch.lengths)]  # on the host: row r holds tokens bounds[r]:bounds[r + 1]
         pooled = hidden.new_zeros(len(bounds) - 1, self.model.config.vocab_size, dtype=torch.float32)  # (B, vocab)
         for start in range(0, hidden.shape[0], CHUNK_TOKENS):
             end = min(start + CHUNK_TOKENS, hidden.shape[0])

@@ -3,12 +3,15 @@ offsets into the text, as transformers' TokenClassificationPipeline. Texts longe
 in overlapping windows (transformers' ``stride``) instead of being truncated."""
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 
+from bertfast.export.onnx_model import OnnxModel
 from bertfast.heads.tasks import BertForTokenClassification
+from bertfast.padding import PackedBatch
 from bertfast.pipelines.base import Pipeline, as_list
 
 AGGREGATIONS = ("none", "simple", "first", "average", "max")
@@ -97,18 +100,30 @@ class TokenClassificationPipeline(Pipeline):
             for batch in self._encode(texts, stride=stride, return_overflowing_tokens=True,
                                       return_offsets_mapping=True, return_special_tokens_mask=True):
                 owners = [batch["index"][i] for i in batch.pop("overflow_to_sample_mapping").tolist()]
+                lengths = batch["attention_mask"].sum(1).tolist()  # right padding: each row's real tokens first
                 offsets, special = batch.pop("offset_mapping").tolist(), batch.pop("special_tokens_mask").tolist()
                 inputs = {k: v for k, v in batch.items() if k != "index"}
-                ids = inputs["input_ids"].tolist()
+                ids, types = ([row[:n] for row, n in zip(inputs[key].tolist(), lengths)]
+                              for key in ("input_ids", "token_type_ids"))
                 for start in range(0, len(owners), self.batch_size):
                     rows = slice(start, start + self.batch_size)
-                    logits = self.model(**{k: v[rows] for k, v in inputs.items()}).logits  # (b, S, num_labels)
-                    scores = logits.float().softmax(dim=-1).tolist()
-                    for row, row_scores in enumerate(scores, start):
-                        owner = owners[row]
-                        windows[owner].append(Window(ids[row], offsets[row], special[row], row_scores,
+                    for row, row_scores in enumerate(self._scores(inputs, ids[rows], types[rows], rows), start):
+                        owner, n = owners[row], lengths[row]
+                        windows[owner].append(Window(ids[row], offsets[row][:n], special[row][:n], row_scores,
                                                      len(windows[owner]) * step))
         return windows
+
+    def _scores(self, inputs: dict[str, torch.Tensor], ids: list[list[int]], types: list[list[int]],
+                rows: slice) -> list[list[list[float]]]:
+        """Each row's label scores (its real tokens x num_labels): a bertfast model runs the rows packed, an
+        exported graph the padded tensors."""
+        if isinstance(self.model, OnnxModel):
+            logits = self.model(**{k: v[rows] for k, v in inputs.items()}).logits  # (b, S, num_labels)
+            return [scores[:len(row)] for scores, row in zip(logits.float().softmax(dim=-1).tolist(), ids)]
+        packed = PackedBatch.from_token_lists(ids, types, device=self.model.device)
+        scores = self.model(packed).logits.float().softmax(dim=-1).tolist()  # (T, num_labels)
+        starts = [0, *itertools.accumulate(packed.lengths)]
+        return [scores[a:b] for a, b in zip(starts, starts[1:])]
 
     def _tokens(self, text: str, window: Window) -> list[Entity]:
         """The window's text tokens: word (vocabulary text), scores, index, start, end, whether a word continues."""

@@ -6,6 +6,7 @@ import torch
 import transformers
 
 import bertfast
+from tests.helpers import exported
 
 FILL = ["The capital of France is [MASK].", "I [MASK] to the store and bought some [MASK].",
         "[MASK]", "Short [MASK] here with a much longer tail of words that follows the mask token."]
@@ -85,3 +86,13 @@ def test_the_missing_mask_message_blames_truncation_only_when_it_cut_the_mask(fi
 def test_a_lone_surrogate_in_the_text_is_named(fill_mask):
     with pytest.raises(ValueError, match="lone surrogate"):
         fill_mask("The [MASK] sat on the \udce9 mat.")
+
+
+def test_onnxruntime_backend_gives_the_same_predictions(tmp_path_factory, fill_mask, tiny_vocab_checkpoint):
+    """An export runs the padded rows (logits of every position), the torch model the packed ones (the masked
+    positions only): the same tokens, sequences and scores, for a batch of texts of different lengths."""
+    export_dir, _ = exported(tmp_path_factory, tiny_vocab_checkpoint, "fill-mask")
+    onnx = bertfast.pipeline("fill-mask", model=export_dir, backend="onnxruntime")
+    assert isinstance(onnx.model, bertfast.OnnxModel)
+    for ours, theirs in zip(onnx(FILL, top_k=4), fill_mask(FILL, top_k=4)):
+        assert_same_predictions(ours, theirs)

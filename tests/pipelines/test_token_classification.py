@@ -7,6 +7,7 @@ import transformers
 
 import bertfast
 from bertfast.pipelines.token_classification import AGGREGATIONS
+from tests.helpers import exported
 
 SCORE_ATOL = 1e-4
 TEXTS = {
@@ -133,3 +134,13 @@ def test_tokens_of_overlapping_windows_are_kept_once_with_their_index_in_the_who
 def test_bad_input_is_a_clear_error(ner_checkpoint, call, error, match):
     with pytest.raises(error, match=match):
         call(bertfast.pipeline("ner", model=ner_checkpoint, max_length=24))
+
+
+def test_onnxruntime_backend_gives_the_same_entities(tmp_path_factory, ner, ner_checkpoint):
+    """An export runs the padded rows, the torch model the packed ones: the same entities, windows included."""
+    export_dir, _ = exported(tmp_path_factory, ner_checkpoint, "token-classification")
+    onnx = bertfast.pipeline("token-classification", model=export_dir, backend="onnxruntime", max_length=24)
+    torch_ner = bertfast.pipeline("token-classification", model=ner_checkpoint, max_length=24)
+    assert isinstance(onnx.model, bertfast.OnnxModel)
+    for text in (TEXTS["names"], TEXTS["subwords"], LONG):
+        assert_same_entities(onnx(text, aggregation_strategy="simple"), torch_ner(text, aggregation_strategy="simple"))
