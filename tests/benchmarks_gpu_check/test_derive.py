@@ -12,7 +12,7 @@ tests/kernels/test_gelu.py::test_gpu_bert_base[torch.float16-none] PASSED       
 tests/kernels/test_gelu.py::test_gpu_bert_base[torch.float16-tanh] FAILED       [ 40%]
 tests/test_graphs.py::test_real_capture SKIPPED (needs a CUDA GPU)              [ 60%]
 tests/training/test_trainer.py::test_bert_base_autocast[bf16] ERROR             [ 80%]
-tests/test_modeling.py::test_half_precision[fp16] PASSED                        [100%]
+tests/models/test_bert.py::test_half_precision[fp16] PASSED                      [100%]
 """
 FINAL = "============ 1 failed, 2 passed, 1 skipped, 200 deselected, 1 error in 9.10s ============\n"
 
