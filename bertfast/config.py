@@ -88,6 +88,16 @@ class BertConfig:
                              f"one of them in config.json, or drop label2id (it is derived from id2label)")
 
     @property
+    def position_offset(self) -> int:
+        """Rows of the position table before a sequence's first position (RoBERTa keeps pad_token_id + 1); 0 here."""
+        return 0
+
+    @property
+    def max_sequence_length(self) -> int:
+        """The longest sequence the position table covers, in tokens: max_position_embeddings less the offset."""
+        return self.max_position_embeddings - self.position_offset
+
+    @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
 

@@ -69,7 +69,7 @@ def _check_buckets(name: str, buckets: Sequence[int], limit: int | None = None) 
     if not values or any(not isinstance(b, int) or b < 1 for b in values) or list(values) != sorted(set(values)):
         raise ValueError(f"{name} must be increasing positive integers, got {buckets!r}")
     if limit is not None and values[-1] > limit:
-        raise ValueError(f"{name} go up to {values[-1]} but the model has max_position_embeddings={limit}")
+        raise ValueError(f"{name} go up to {values[-1]} but the model takes sequences of at most {limit} tokens")
     return values
 
 
@@ -104,7 +104,7 @@ class GraphedModel:
             capture = CudaGraphCapture()
         self.model = model.eval()
         self.batch_buckets = _check_buckets("batch_buckets", batch_buckets)
-        self.seq_buckets = _check_buckets("seq_buckets", seq_buckets, model.config.max_position_embeddings)
+        self.seq_buckets = _check_buckets("seq_buckets", seq_buckets, model.config.max_sequence_length)
         self._capture = capture
         self.validate = validate
         self.choices = isinstance(model, BertForMultipleChoice)  # inputs (B, num_choices, S), not (B, S)

@@ -63,13 +63,12 @@ def check_inputs(config: BertConfig, device: torch.device, input_ids: torch.Tens
     batch, seq_len = input_ids.shape
     if batch == 0 or seq_len == 0:
         raise ValueError(f"empty input: input_ids has shape {tuple(input_ids.shape)}; pass at least one token")
-    if seq_len > config.max_position_embeddings:
-        raise ValueError(f"sequence length {seq_len} exceeds max_position_embeddings "
-                         f"({config.max_position_embeddings}); tokenize with truncation=True, "
-                         f"max_length={config.max_position_embeddings}")
+    if seq_len > config.max_sequence_length:
+        raise ValueError(f"sequence length {seq_len} exceeds {_positions(config)}; tokenize with truncation=True, "
+                         f"max_length={config.max_sequence_length}")
     checks = [("input_ids", input_ids, config.vocab_size)]
     for name, value, limit in (("token_type_ids", token_type_ids, config.type_vocab_size),
-                               ("position_ids", position_ids, config.max_position_embeddings)):
+                               ("position_ids", position_ids, config.max_sequence_length)):
         if value is not None:
             _check_tensor(name, value, input_ids.shape, device, integer=True)
             checks.append((name, value, limit))
@@ -112,15 +111,14 @@ def check_packed(config: BertConfig, device: torch.device, packed: PackedBatch) 
                          f"its {packed.batch_size} lengths), got {packed.cu_seqlens.dtype} "
                          f"{tuple(packed.cu_seqlens.shape)}")
     _check_tensor("PackedBatch.cu_seqlens", packed.cu_seqlens, None, device, integer=True)
-    if packed.max_seqlen > config.max_position_embeddings:
-        raise ValueError(f"a sequence of {packed.max_seqlen} tokens exceeds max_position_embeddings "
-                         f"({config.max_position_embeddings}); tokenize with truncation=True, "
-                         f"max_length={config.max_position_embeddings}")
+    if packed.max_seqlen > config.max_sequence_length:
+        raise ValueError(f"a sequence of {packed.max_seqlen} tokens exceeds {_positions(config)}; tokenize with "
+                         f"truncation=True, max_length={config.max_sequence_length}")
     if inputs_trusted():
         return
     checks = [("PackedBatch.input_ids", packed.input_ids, config.vocab_size),
               ("PackedBatch.token_type_ids", packed.token_type_ids, config.type_vocab_size),
-              ("PackedBatch.position_ids", packed.position_ids, config.max_position_embeddings)]
+              ("PackedBatch.position_ids", packed.position_ids, config.max_sequence_length)]
     _check_ranges(checks)
 
 
@@ -173,3 +171,11 @@ def random_batch(config: BertConfig, lengths: Sequence[int], seq_len: int | None
     second = (positions >= real // 2) & mask if config.type_vocab_size > 1 else torch.zeros_like(mask)
     return {"input_ids": ids.masked_fill(~mask, config.pad_token_id), "attention_mask": mask.long(),
             "token_type_ids": second.long()}
+
+
+def _positions(config: BertConfig) -> str:
+    """The model's length limit in words: max_position_embeddings, less the rows before position 0 if any."""
+    if not config.position_offset:
+        return f"max_position_embeddings ({config.max_position_embeddings})"
+    return (f"the model's {config.max_sequence_length} positions (max_position_embeddings "
+            f"{config.max_position_embeddings} less the {config.position_offset} rows before the first)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -27,6 +28,9 @@ class BertPreTrainedModel(nn.Module):
     # The attribute holding the encoder ("bert" in models with heads, as in transformers), or "" for the
     # encoder itself: whether this model's state-dict keys nest the encoder under "bert.".
     base_model_prefix: str
+    # what the model is for, the same across architectures: transformers' Auto-class suffix ("Model",
+    # "ForMaskedLM", "ForSequenceClassification", ...), the key of Architecture.model_classes
+    role: ClassVar[str]
     # The task head a model class builds newly when from_pretrained is given num_labels / id2label and the
     # checkpoint lacks it (a base model about to be fine-tuned); none for the encoder and the pretraining heads.
     new_head_prefixes: tuple[str, ...] = ()
@@ -62,10 +66,10 @@ class BertPreTrainedModel(nn.Module):
 
     @classmethod
     def _class_for(cls, architecture: Architecture) -> type["BertPreTrainedModel"]:
-        """The class that loads a checkpoint of ``architecture``: an encoder class gives way to the architecture's
-        encoder (as transformers' AutoModel picks it by model_type); a head class builds its encoder from the
-        config (``BertWithHeads``), so it stays."""
-        return architecture.encoder_class if not cls.base_model_prefix else cls
+        """The class that loads a checkpoint of ``architecture``: the architecture's class of this class's ``role``
+        (as transformers' Auto classes pick it by model_type), e.g. RobertaForMaskedLM for BertForMaskedLM on a
+        RoBERTa checkpoint."""
+        return architecture.model_class(cls.role, cls)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, dtype: torch.dtype | str = torch.float32,
@@ -141,7 +145,7 @@ class BertPreTrainedModel(nn.Module):
         name = type(self).__name__
         architecture = architecture_of(self.config)
         checkpoint = state
-        state, origin = architecture.remap_state_dict(checkpoint, bert_prefix=bool(self.base_model_prefix),
+        state, origin = architecture.remap_state_dict(checkpoint, nested=bool(self.base_model_prefix),
                                                       tie_word_embeddings=self.config.tie_word_embeddings)
         expected = self.module_shapes()
         missing = sorted(set(expected) - set(state))

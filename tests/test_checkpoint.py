@@ -304,7 +304,7 @@ def test_remap_rules(keys, bert_prefix, tie, expected):
     state = {key: torch.zeros(2) for key in keys}  # equal values (a tied decoder matches), distinct objects
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        out, origin = remap_state_dict(state, bert_prefix=bert_prefix, tie_word_embeddings=tie)
+        out, origin = remap_state_dict(state, nested=bert_prefix, tie_word_embeddings=tie)
     assert origin == expected
     assert set(out) == set(expected)
     assert all(out[key] is state[source] for key, source in origin.items()), "the tensors themselves, no copies"
@@ -319,7 +319,7 @@ def test_remap_warns_when_the_tied_decoder_differs_from_the_embeddings(bert_pref
     state = {"bert." + WORD: torch.ones(4, 2), DECODER: decoder}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out, _ = remap_state_dict(state, bert_prefix=bert_prefix, tie_word_embeddings=True)
+        out, _ = remap_state_dict(state, nested=bert_prefix, tie_word_embeddings=True)
     warning = ("the checkpoint's cls.predictions.decoder.weight differs from the word embeddings but "
                "config.tie_word_embeddings is true: the word embeddings are used (as transformers does)")
     assert [str(w.message) for w in caught] == ([warning] if warns else [])
@@ -335,7 +335,7 @@ def test_remap_of_transformers_keys_gives_our_model_keys(cls):
         model = cls(bertfast.BertConfig(**TINY))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        out, _ = remap_state_dict(hf_state, bert_prefix=bool(cls.base_model_prefix), tie_word_embeddings=True)
+        out, _ = remap_state_dict(hf_state, nested=bool(cls.base_model_prefix), tie_word_embeddings=True)
     ours = set(model.module_shapes())
     extra = set(out) - ours
     assert ours <= set(out), ours - set(out)
@@ -350,7 +350,7 @@ def test_remap_joins_each_layers_query_key_value_into_the_fused_qkv():
     state = {f"{stem}{part}.{kind}": torch.full((2, 3) if kind == "weight" else (2,), float(i))
              for i, part in enumerate(("query", "key", "value")) for kind in ("weight", "bias")}
     state["bert.encoder.layer.1.attention.self.query.weight"] = torch.zeros(2, 3)  # no key / value: left as it is
-    out, origin = remap_state_dict(state, bert_prefix=True, tie_word_embeddings=True)
+    out, origin = remap_state_dict(state, nested=True, tie_word_embeddings=True)
     assert torch.equal(out[f"{stem}qkv.weight"], torch.cat([torch.full((2, 3), float(i)) for i in range(3)]))
     assert torch.equal(out[f"{stem}qkv.bias"], torch.tensor([0., 0., 1., 1., 2., 2.]))
     assert origin[f"{stem}qkv.weight"] == f"{stem}query.weight + {stem}key.weight + {stem}value.weight"
@@ -358,4 +358,4 @@ def test_remap_joins_each_layers_query_key_value_into_the_fused_qkv():
     assert len(state) == 7, "the checkpoint's own state is left as it is"
     state[f"{stem}key.weight"] = torch.zeros(4, 3)
     with pytest.raises(bertfast.CheckpointError, match=r"key.weight, .*value.weight have different shapes"):
-        remap_state_dict(state, bert_prefix=True, tie_word_embeddings=True)
+        remap_state_dict(state, nested=True, tie_word_embeddings=True)

@@ -157,7 +157,7 @@ def run(settings: Settings) -> dict[str, Any]:
     runs, skipped = plan(providers, settings)
     source = resolve_model(settings.model)
     workloads = build_workloads(settings.batches, settings.seqs, settings.mixed,
-                                source.config.max_position_embeddings, settings.seed)
+                                source.config.max_sequence_length, settings.seed)
     batches = [task.inputs(w.inputs(source.config, settings.device)) for w in workloads]
     flops = [model_flops(source.config, w.lengths) for w in workloads]
     results: list[CaseResult] = []

@@ -129,7 +129,7 @@ def export_onnx(model_or_path: str | os.PathLike | BertPreTrainedModel, out_path
     names = tuple(n for n in spec.export.outputs if n != "pooler_output" or model.pooler is not None)
     traced = _Traced(model, names).eval()
     proto = _trace(traced, model.config, spec, opset)
-    inputs = _random_inputs(model.config, [_input_shape(spec, b, c, s or model.config.max_position_embeddings)
+    inputs = _random_inputs(model.config, [_input_shape(spec, b, c, s or model.config.max_sequence_length)
                                            for (b, s), c in zip(VALIDATION_SHAPES, VALIDATION_CHOICES)])
     with torch.inference_mode(), ops.force_backend("torch"), plain_linear():  # the graph's own MatMul products
         references = [traced(**x) for x in inputs]
@@ -235,9 +235,9 @@ def _random_inputs(config: Any, shapes: list[tuple[int, ...]], seed: int = 0) ->
 def _trace(traced: _Traced, config: Any, spec: TaskSpec, opset: int | None) -> Any:
     """torch.onnx.export(dynamo=True) with dynamic batch and sequence (and choices) axes -> onnx.ModelProto."""
     dims = {"batch_size": torch.export.Dim("batch_size"), "num_choices": torch.export.Dim("num_choices"),
-            "sequence_length": torch.export.Dim("sequence_length", max=config.max_position_embeddings)}
+            "sequence_length": torch.export.Dim("sequence_length", max=config.max_sequence_length)}
     axes = {i: dims[name] for i, name in enumerate(spec.export.inputs)}  # e.g. {0: batch_size, 1: sequence_length}
-    shape = _input_shape(spec, EXAMPLE_SHAPE[0], EXAMPLE_CHOICES, min(EXAMPLE_SHAPE[1], config.max_position_embeddings))
+    shape = _input_shape(spec, EXAMPLE_SHAPE[0], EXAMPLE_CHOICES, min(EXAMPLE_SHAPE[1], config.max_sequence_length))
     example = _random_inputs(config, [shape])[0]
     registration = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = registration.level

@@ -19,6 +19,7 @@ import os
 import re
 
 from bertfast.hub import resolve_file
+from bertfast.models.registry import read_config
 from bertfast.st_config import SentenceConfig, read_sentence_config
 from bertfast.tasks import TASKS
 from bertfast.tokenizer import BertTokenizer
@@ -104,8 +105,7 @@ def client_parameters(folder: str | os.PathLike, task: str, outputs: list[str]) 
 def _max_length(folder: str | os.PathLike, config: SentenceConfig) -> int:
     """The truncation length of the pipelines on the export: the folder's max_seq_length, else the tokenizer's
     model_max_length, at most the model's max_position_embeddings (as ``SentenceConfigPipeline`` sets it)."""
-    with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
-        positions = json.load(f)["max_position_embeddings"]
+    positions = read_config(os.path.join(folder, "config.json")).max_sequence_length
     length = config.max_seq_length or BertTokenizer.from_pretrained(folder).model_max_length
     return min(length, positions)
 

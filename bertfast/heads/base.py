@@ -19,10 +19,12 @@ class BertWithHeads(BertPreTrainedModel):
     base_model_prefix = "bert"
     add_pooling_layer: bool
     head_class: type[nn.Module] | None = None  # the pretraining heads, built under ``cls.``; None for a task head
+    head_output_weight: str | None = None  # the task head's output layer's weight (default: new_head_prefixes' first)
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
-        self.bert = architecture_of(config).encoder_class(config, add_pooling_layer=self.add_pooling_layer)
+        encoder = architecture_of(config).encoder_class(config, add_pooling_layer=self.add_pooling_layer)
+        setattr(self, self.base_model_prefix, encoder)  # "bert", as transformers names it (RoBERTa's: "roberta")
         if self.head_class is not None:
             self.cls = self.head_class(config)
             self.cls.apply(self._init_module)
@@ -38,7 +40,7 @@ class BertWithHeads(BertPreTrainedModel):
                 token_type_ids: torch.Tensor | None, position_ids: torch.Tensor | None, output_hidden_states: bool,
                 output_attentions: bool, padding_states: bool = False) -> BaseModelOutputWithPooling:
         """The encoder on the head's inputs: padded (B, S) or a PackedBatch (see BertModel.forward)."""
-        return self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
+        return self.base_model(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
                          output_attentions, padding_states=padding_states)
 
     @classmethod
@@ -48,7 +50,7 @@ class BertWithHeads(BertPreTrainedModel):
         model = cls(config)
         if not cls.new_head_prefixes:
             return model
-        key = cls.new_head_prefixes[0] + "weight"
+        key = cls.head_output_weight or cls.new_head_prefixes[0] + "weight"
         expected = model.state_dict()[key].shape[0]
         if key in state and state[key].shape[0] != expected:
             raise CheckpointError(

@@ -78,10 +78,11 @@ class BertPreTrainingHeads(nn.Module):
 def mlm_logits(self: BertWithHeads, sequence_output: torch.Tensor) -> torch.Tensor:
     """MLM logits for any selection of hidden states (..., H) -> (..., vocab), the method of the models with a
     ``cls.predictions`` head; fill-mask uses it on masked positions only."""
-    return self.cls.predictions(sequence_output, self.bert.embeddings.word_embeddings.weight)
+    return self.cls.predictions(sequence_output, self.base_model.embeddings.word_embeddings.weight)
 
 
 class BertForMaskedLM(BertWithHeads):
+    role = "ForMaskedLM"
     head_class = BertOnlyMLMHead
     add_pooling_layer = False
     mlm_logits = mlm_logits
@@ -100,6 +101,7 @@ class BertForMaskedLM(BertWithHeads):
 
 
 class BertForNextSentencePrediction(BertWithHeads):
+    role = "ForNextSentencePrediction"
     head_class = BertOnlyNSPHead
     add_pooling_layer = True
 
@@ -116,6 +118,7 @@ class BertForNextSentencePrediction(BertWithHeads):
 
 
 class BertForPreTraining(BertWithHeads):
+    role = "ForPreTraining"
     head_class = BertPreTrainingHeads
     add_pooling_layer = True
     mlm_logits = mlm_logits

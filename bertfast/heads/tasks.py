@@ -17,8 +17,8 @@ from bertfast.heads.base import BertWithHeads
 from bertfast.heads.pretraining import masked_lm_loss
 from bertfast.inputs import check_inputs, check_integer_labels, check_real_labels
 from bertfast.padding import PackedBatch
-from bertfast.outputs import (MultipleChoiceModelOutput, QuestionAnsweringModelOutput, SequenceClassifierOutput,
-                              TokenClassifierOutput)
+from bertfast.outputs import (BaseModelOutputWithPooling, MultipleChoiceModelOutput, QuestionAnsweringModelOutput,
+                              SequenceClassifierOutput, TokenClassifierOutput)
 
 # transformers infers single-label classification from labels of these dtypes (multi-label from any other)
 CLASS_ID_DTYPES = (torch.int64, torch.int32)
@@ -81,6 +81,7 @@ def question_answering_loss(start_logits: torch.Tensor, end_logits: torch.Tensor
 
 class BertForSequenceClassification(BertWithHeads):
     """pooler -> dropout -> ``classifier`` (num_labels, H): logits (B, num_labels)."""
+    role = "ForSequenceClassification"
 
     add_pooling_layer = True
     new_head_prefixes = ("classifier.",)
@@ -91,6 +92,10 @@ class BertForSequenceClassification(BertWithHeads):
         self.dropout = nn.Dropout(config.head_dropout)
         self.classifier = self._head(config.num_labels)
 
+    def _logits(self, out: BaseModelOutputWithPooling) -> torch.Tensor:
+        """The encoder's output -> logits (B, num_labels): BERT's head reads the pooler."""
+        return self.classifier(self.dropout(out.pooler_output))
+
     def forward(self, input_ids: torch.Tensor | PackedBatch, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False,
@@ -99,7 +104,7 @@ class BertForSequenceClassification(BertWithHeads):
         config.problem_type (see ``sequence_classification_loss``)."""
         out = self._encode(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
                            output_attentions)
-        logits = self.classifier(self.dropout(out.pooler_output))
+        logits = self._logits(out)
         loss = None if labels is None else sequence_classification_loss(logits, labels, self.config.problem_type)
         return SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
 
@@ -107,6 +112,7 @@ class BertForSequenceClassification(BertWithHeads):
 class BertForTokenClassification(BertWithHeads):
     """No pooler; dropout -> ``classifier`` (num_labels, H) on every token: logits (B, S, num_labels), packed
     (T, num_labels) for a PackedBatch."""
+    role = "ForTokenClassification"
 
     add_pooling_layer = False
     new_head_prefixes = ("classifier.",)
@@ -132,6 +138,7 @@ class BertForTokenClassification(BertWithHeads):
 
 class BertForQuestionAnswering(BertWithHeads):
     """No pooler, no dropout; ``qa_outputs`` (2, H) on every token: start_logits and end_logits (B, S)."""
+    role = "ForQuestionAnswering"
 
     add_pooling_layer = False
     new_head_prefixes = ("qa_outputs.",)
@@ -171,6 +178,7 @@ class BertForQuestionAnswering(BertWithHeads):
 class BertForMultipleChoice(BertWithHeads):
     """Each (context, choice) sequence through the encoder; pooler -> dropout -> ``classifier`` (1, H): logits
     (B, num_choices)."""
+    role = "ForMultipleChoice"
 
     add_pooling_layer = True
     new_head_prefixes = ("classifier.",)
@@ -195,7 +203,7 @@ class BertForMultipleChoice(BertWithHeads):
         batch, num_choices, seq_len = choices_shape(inputs)
         flat = {k: v.reshape(batch * num_choices, seq_len) if isinstance(v, torch.Tensor) else v
                 for k, v in inputs.items()}  # each (B * num_choices, S)
-        out = self.bert(**flat, output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+        out = self.base_model(**flat, output_hidden_states=output_hidden_states, output_attentions=output_attentions)
         logits = self.classifier(self.dropout(out.pooler_output)).view(batch, num_choices)  # (B, num_choices)
         loss = None if labels is None else classification_loss(logits, labels)
         return MultipleChoiceModelOutput(loss, logits, out.hidden_states, out.attentions)

@@ -10,6 +10,7 @@ transformers' own. The config's fields and their checks are ``bertfast.config.Be
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
@@ -222,6 +223,7 @@ class BertModel(BertPreTrainedModel):
     path (transformers leaves unused values there; real positions are the same). ``padding_free``
     (default True): a batch with padding runs every layer on its real tokens only (packed, with varlen
     attention) and is padded back at the end; False computes the padded batch everywhere."""
+    role = "Model"
 
     padding_free: bool = True
     base_model_prefix = ""
@@ -276,6 +278,7 @@ class BertModel(BertPreTrainedModel):
             return self._forward_packed(packed, output_hidden_states)
         if input_ids is None:
             raise ValueError("BertModel needs input_ids (B, S) or a PackedBatch")
+        position_ids = self._own_positions(position_ids)
         if padding_states and return_packed:
             raise ValueError("padding_states=True keeps the padding positions; return_packed=True drops them: pick one")
         key_padding_mask = check_inputs(self.config, self.device, input_ids, attention_mask, token_type_ids,
@@ -298,6 +301,11 @@ class BertModel(BertPreTrainedModel):
         return BaseModelOutputWithPooling(_zero_padding(last, mask), pooled,
                                           None if all_hidden is None else tuple(_zero_padding(h, mask)
                                                                                 for h in all_hidden), all_probs)
+
+    def _own_positions(self, position_ids: torch.Tensor | None) -> torch.Tensor | None:
+        """A padded batch's position_ids as the caller gives them (transformers': rows of the position table) ->
+        bertfast's (each sequence's positions from 0, as a PackedBatch holds them); the same for BERT."""
+        return position_ids
 
     def _forward_packed(self, packed: PackedBatch, output_hidden_states: bool) -> BaseModelOutputWithPooling:
         """The padding-free path: packed (T,) ids -> last_hidden_state (T, H), pooler_output (B, H)."""
@@ -326,55 +334,71 @@ def _zero_padding(hidden: torch.Tensor, key_padding_mask: torch.Tensor | None) -
     return hidden if key_padding_mask is None else hidden.masked_fill(~key_padding_mask[..., None], 0)
 
 
-def _model_key(key: str, bert_prefix: bool) -> str:
-    """One checkpoint key under our names: legacy LayerNorm names renamed, ``bert.`` added or stripped
-    (heads, ``HEAD_PREFIXES``, are never nested under ``bert.``)."""
-    for legacy, ours in LEGACY_SUFFIXES.items():
-        if key.endswith(legacy):
-            key = key[: -len(legacy)] + ours
-    bare = key.removeprefix("bert.")
-    return bare if bare.startswith(HEAD_PREFIXES) or not bert_prefix else "bert." + bare
+@dataclass(frozen=True)
+class KeyRules:
+    """The key rules of a BERT-shaped checkpoint family: which prefix nests the encoder in the head models, which
+    prefixes are heads beside it, and the MLM decoder's names. ``remap_state_dict`` applies them (pure)."""
+
+    prefix: str  # "bert": the head models' encoder attribute, the checkpoint's key prefix
+    head_prefixes: tuple[str, ...]  # never nested under the prefix
+    decoder_weight: str  # the MLM decoder's weight (dropped when tied to the word embeddings)
+    decoder_bias: str  # the decoder's bias, as some checkpoints name it ...
+    mlm_bias: str  # ... and as the model holds it (which wins when both are present)
+
+    def checkpoint_key(self, key: str, nested: bool = False) -> str:
+        """One checkpoint key under our names: legacy LayerNorm names renamed, the prefix added (``nested``) or
+        stripped (heads are never nested)."""
+        for legacy, ours in LEGACY_SUFFIXES.items():
+            if key.endswith(legacy):
+                key = key[: -len(legacy)] + ours
+        bare = key.removeprefix(self.prefix + ".")
+        return bare if bare.startswith(self.head_prefixes) or not nested else f"{self.prefix}.{bare}"
+
+    def remap_state_dict(self, state: dict[str, torch.Tensor], *, nested: bool,
+                         tie_word_embeddings: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """Map a checkpoint's keys onto those of a model that nests the encoder under the prefix (``nested``) or
+        is the encoder itself.
+
+        - the prefix (``bert.``) is added to encoder keys (embeddings, encoder, pooler) or stripped from them; head
+          keys (``head_prefixes``) stay as they are. A pooler is carried like any encoder weight when the checkpoint
+          has one.
+        - legacy ``LayerNorm.gamma`` / ``LayerNorm.beta`` become ``weight`` / ``bias``.
+        - buffers (``*.position_ids``, ``*.token_type_ids``) are dropped.
+        - the decoder bias (``cls.predictions.decoder.bias``) becomes the MLM bias (``cls.predictions.bias``),
+          which wins when both are present.
+        - with ``tie_word_embeddings`` the decoder weight is dropped: the word embeddings are used, with a
+          warning when the checkpoint's decoder differs from them.
+        - each layer's ``query`` / ``key`` / ``value`` are joined into the fused ``qkv`` (``join_fused``).
+
+        Returns the renamed state (the same tensors, no copies, but for the fused ``qkv``; ``state`` is not
+        modified) and ``origin``, each new key's name in the checkpoint, for error messages.
+        """
+        out: dict[str, torch.Tensor] = {}
+        origin: dict[str, str] = {}
+        for original, tensor in state.items():
+            key = self.checkpoint_key(original, nested)
+            if key.endswith(BUFFER_SUFFIXES):
+                continue
+            out[key] = tensor
+            origin[key] = original
+        if self.decoder_bias in out:
+            bias, source = out.pop(self.decoder_bias), origin.pop(self.decoder_bias)
+            if self.mlm_bias not in out:
+                out[self.mlm_bias], origin[self.mlm_bias] = bias, source
+        if tie_word_embeddings and self.decoder_weight in out:
+            tied = out.pop(self.decoder_weight)
+            del origin[self.decoder_weight]
+            embedding = out.get((f"{self.prefix}." if nested else "") + "embeddings.word_embeddings.weight")
+            if embedding is not None and (tied.shape != embedding.shape or not torch.equal(tied, embedding)):
+                warnings.warn(f"the checkpoint's {self.decoder_weight} differs from the word embeddings but "
+                              f"config.tie_word_embeddings is true: the word embeddings are used (as transformers "
+                              f"does)")
+        join_fused(out, origin)
+        return out, origin
 
 
-def remap_state_dict(state: dict[str, torch.Tensor], *, bert_prefix: bool,
-                     tie_word_embeddings: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Map a checkpoint's keys onto those of a model that nests the encoder under ``bert.`` (``bert_prefix``)
-    or is the encoder itself.
-
-    - ``bert.`` is added to encoder keys (embeddings, encoder, pooler) or stripped from them; head keys
-      (``cls.``, ``classifier.``, ``qa_outputs.``) stay as they are. A pooler is carried like any encoder weight
-      when the checkpoint has one.
-    - legacy ``LayerNorm.gamma`` / ``LayerNorm.beta`` become ``weight`` / ``bias``.
-    - buffers (``*.position_ids``, ``*.token_type_ids``) are dropped.
-    - ``cls.predictions.decoder.bias`` becomes ``cls.predictions.bias`` (which wins when both are present).
-    - with ``tie_word_embeddings`` the decoder weight is dropped: the word embeddings are used, with a
-      warning when the checkpoint's decoder differs from them.
-    - each layer's ``query`` / ``key`` / ``value`` are joined into the fused ``qkv`` (``join_fused``).
-
-    Returns the renamed state (the same tensors, no copies, but for the fused ``qkv``; ``state`` is not modified)
-    and ``origin``, each new key's name in the checkpoint, for error messages.
-    """
-    out: dict[str, torch.Tensor] = {}
-    origin: dict[str, str] = {}
-    for original, tensor in state.items():
-        key = _model_key(original, bert_prefix)
-        if key.endswith(BUFFER_SUFFIXES):
-            continue
-        out[key] = tensor
-        origin[key] = original
-    if DECODER_BIAS in out:
-        bias, source = out.pop(DECODER_BIAS), origin.pop(DECODER_BIAS)
-        if MLM_BIAS not in out:
-            out[MLM_BIAS], origin[MLM_BIAS] = bias, source
-    if tie_word_embeddings and DECODER_WEIGHT in out:
-        tied = out.pop(DECODER_WEIGHT)
-        del origin[DECODER_WEIGHT]
-        embedding = out.get(("bert." if bert_prefix else "") + "embeddings.word_embeddings.weight")
-        if embedding is not None and (tied.shape != embedding.shape or not torch.equal(tied, embedding)):
-            warnings.warn("the checkpoint's cls.predictions.decoder.weight differs from the word embeddings but "
-                          "config.tie_word_embeddings is true: the word embeddings are used (as transformers does)")
-    join_fused(out, origin)
-    return out, origin
+KEY_RULES = KeyRules("bert", HEAD_PREFIXES, DECODER_WEIGHT, DECODER_BIAS, MLM_BIAS)
+remap_state_dict = KEY_RULES.remap_state_dict
 
 
 def linear_layers(encoder: nn.Module) -> Iterator[LinearSlot]:
@@ -390,6 +414,6 @@ def linear_layers(encoder: nn.Module) -> Iterator[LinearSlot]:
 
 ARCHITECTURE = register(Architecture(
     model_type="bert", config_class=BertConfig, encoder_class=BertModel, remap_state_dict=remap_state_dict,
-    head_prefixes=HEAD_PREFIXES, checkpoint_key=lambda key: _model_key(key, bert_prefix=False),
+    head_prefixes=HEAD_PREFIXES, checkpoint_key=KEY_RULES.checkpoint_key,
     linear_layers=linear_layers, fused_linears=FUSED_LINEARS,
     lora_targets="query, key, value, dense (attention.output.dense, intermediate.dense, output.dense)"))

@@ -62,11 +62,34 @@ class Architecture:
     fused_linears: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # the checkpoint modules LoRA may target, for the message when a --lora target matches none
     lora_targets: str = ""
+    # the architecture's own model classes by role (transformers' Auto-class suffixes: "ForMaskedLM",
+    # "ForSequenceClassification", ...; each class's ``role``), a class or "module:Class" (resolved at first use,
+    # so that a core module may name a head class).
+    # A role it does not list: BERT's head class over this architecture's encoder where ``bert_heads``, else none.
+    model_classes: dict[str, Any] = field(default_factory=dict)
+    bert_heads: bool = True
+
+    def model_class(self, role: str, asked: type) -> type:
+        """The class that loads this architecture's checkpoints for ``role`` (``asked``: the class the caller
+        named), or one ValueError naming the roles it has."""
+        if role in self.model_classes:
+            named = self.model_classes[role]
+            if isinstance(named, str):
+                module, _, name = named.partition(":")
+                return getattr(importlib.import_module(module), name)
+            return named
+        if role == "Model":
+            return self.encoder_class
+        if self.bert_heads:
+            return asked
+        raise ValueError(f"{asked.__name__}: bertfast has no {role} model for model_type {self.model_type!r} (it has "
+                         f"{', '.join(['Model', *self.model_classes])})")
 
 
 ARCHITECTURES: dict[str, Architecture] = {}
 # the architectures bertfast ships: model_type -> the module that registers it, imported at the first lookup
-BUILT_IN = {"bert": "bertfast.models.bert"}
+BUILT_IN = {"bert": "bertfast.models.bert", **dict.fromkeys(("roberta", "xlm-roberta", "camembert"),
+                                                            "bertfast.models.roberta")}
 
 
 def register(architecture: Architecture) -> Architecture:

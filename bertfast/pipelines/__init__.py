@@ -12,7 +12,8 @@ from bertfast.device import resolve_device
 from bertfast.pretrained import BertPreTrainedModel
 from bertfast.pipelines.base import Pipeline
 from bertfast.tasks import ALIASES, get_task, load, task_names  # ALIASES: the old name, re-exported
-from bertfast.tokenizer import BertTokenizer
+from bertfast.auto_tokenizer import AutoTokenizer
+from bertfast.tokenizer_base import TokenizerBase
 
 DEFAULT_MODEL = "bert-base-uncased"
 PIPELINE_BACKENDS = ("torch", "onnxruntime")  # what runs a pipeline's model (not ops.BACKENDS)
@@ -31,7 +32,7 @@ ONNX_TASKS = {task: spec.export_task for task in task_names("pipeline")
 
 
 def pipeline(task: str, model: str | os.PathLike | BertPreTrainedModel | OnnxModel = DEFAULT_MODEL,
-             tokenizer: str | os.PathLike | BertTokenizer | None = None, device: torch.device | str = "cpu",
+             tokenizer: str | os.PathLike | TokenizerBase | None = None, device: torch.device | str = "cpu",
              dtype: torch.dtype | str = torch.float32, batch_size: int = 32, backend: str = "torch",
              max_length: int | None = None, **load_kwargs: Any) -> Pipeline:
     """Build a pipeline: ``pipeline("fill-mask", model="bert-base-uncased")`` (the tasks are ``PIPELINES``'
@@ -59,8 +60,8 @@ def pipeline(task: str, model: str | os.PathLike | BertPreTrainedModel | OnnxMod
         return _onnx_pipeline(task, model, tokenizer, device, dtype, batch_size, max_length, **load_kwargs)
     if isinstance(model, BertPreTrainedModel):
         if tokenizer is None:
-            raise ValueError("pass tokenizer= (a path or BertTokenizer) together with an already loaded model")
-        folder = None if isinstance(tokenizer, BertTokenizer) else tokenizer
+            raise ValueError("pass tokenizer= (a path or a tokenizer) together with an already loaded model")
+        folder = None if isinstance(tokenizer, TokenizerBase) else tokenizer
     else:
         folder, tokenizer = model, model if tokenizer is None else tokenizer
     options = {} if folder is None else cls.folder_options(folder, load_kwargs.get("local_files_only", False))
@@ -71,12 +72,13 @@ def pipeline(task: str, model: str | os.PathLike | BertPreTrainedModel | OnnxMod
     return cls(loaded, _as_tokenizer(tokenizer), batch_size=batch_size, max_length=max_length, **options)
 
 
-def _as_tokenizer(tokenizer: str | os.PathLike | BertTokenizer) -> BertTokenizer:
-    return tokenizer if isinstance(tokenizer, BertTokenizer) else BertTokenizer.from_pretrained(tokenizer)
+def _as_tokenizer(tokenizer: str | os.PathLike | TokenizerBase) -> TokenizerBase:
+    """A loaded tokenizer as it is; a folder's through AutoTokenizer (BertTokenizer for a BERT folder)."""
+    return tokenizer if isinstance(tokenizer, TokenizerBase) else AutoTokenizer.from_pretrained(tokenizer)
 
 
 def _onnx_pipeline(task: str, model: str | os.PathLike | OnnxModel,
-                   tokenizer: str | os.PathLike | BertTokenizer | None, device: torch.device | str,
+                   tokenizer: str | os.PathLike | TokenizerBase | None, device: torch.device | str,
                    dtype: torch.dtype | str, batch_size: int, max_length: int | None,
                    **session_kwargs: Any) -> Pipeline:
     if resolve_dtype(dtype) != torch.float32:

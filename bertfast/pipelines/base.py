@@ -52,13 +52,13 @@ class Pipeline:
     def __init__(self, model: BertPreTrainedModel | OnnxModel, tokenizer: BertTokenizer, batch_size: int = 32,
                  max_length: int | None = None):
         """``max_length``: the truncation length in tokens (default: the tokenizer's ``model_max_length``, at most
-        the model's ``max_position_embeddings``); ``batch_size``: texts per model call."""
+        the model's positions, ``config.max_sequence_length``); ``batch_size``: texts per model call."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        positions = model.config.max_position_embeddings
+        positions = model.config.max_sequence_length
         if max_length is not None and not 1 <= max_length <= positions:
-            raise ValueError(f"max_length must be between 1 and the model's max_position_embeddings ({positions}), "
-                             f"got {max_length}")
+            raise ValueError(f"max_length must be between 1 and the model's {positions} positions "
+                             f"(max_position_embeddings {model.config.max_position_embeddings}), got {max_length}")
         self.model = model.eval() if isinstance(model, torch.nn.Module) else model
         self.tokenizer = tokenizer
         self.batch_size = batch_size

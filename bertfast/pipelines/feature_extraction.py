@@ -49,7 +49,7 @@ class SentenceConfigPipeline(Pipeline):
         """``sentence_config``: the folder's configuration; None = the defaults of a plain checkpoint."""
         config = self._checked(sentence_config or SentenceConfig(self.model_type))
         if max_length is None and config.max_seq_length is not None:
-            max_length = min(config.max_seq_length, model.config.max_position_embeddings)
+            max_length = min(config.max_seq_length, model.config.max_sequence_length)
         super().__init__(model, tokenizer, batch_size=batch_size, max_length=max_length)
         self.sentence_config = config
 

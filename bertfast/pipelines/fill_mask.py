@@ -71,7 +71,7 @@ class FillMaskPipeline(Pipeline):
         (an exported graph computes the logits of every position)."""
         if isinstance(self.model, OnnxModel):
             return self.model(**batch).logits[where[0], where[1]]
-        hidden = self.model.bert(batch).last_hidden_state  # packed (T, H)
+        hidden = self.model.base_model(batch).last_hidden_state  # packed (T, H)
         return self.model.mlm_logits(hidden[where])
 
     def _process(self, batch: PackedBatch | dict[str, torch.Tensor], top_k: int = 5,

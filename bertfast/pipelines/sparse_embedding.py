@@ -81,7 +81,7 @@ class SparseEmbeddingPipeline(SentenceConfigPipeline):
             weights = splade_activation_(logits, activation).masked_fill_(~mask[..., None], 0)
             pooled = weights.amax(1) if pooling == "max" else weights.sum(1)
             return list(pooled.cpu())
-        hidden = self.model.bert(batch).last_hidden_state  # (T, H): the real tokens, packed
+        hidden = self.model.base_model(batch).last_hidden_state  # (T, H): the real tokens, packed
         bounds = [0, *itertools.accumulate(batch.lengths)]  # on the host: row r holds tokens bounds[r]:bounds[r + 1]
         pooled = hidden.new_zeros(len(bounds) - 1, self.model.config.vocab_size, dtype=torch.float32)  # (B, vocab)
         for start in range(0, hidden.shape[0], CHUNK_TOKENS):

@@ -145,7 +145,7 @@ def check_classes(args: FinetuneArguments, labels: list[str] | None, train: str 
 def resolved_lengths(model: str, args: FinetuneArguments) -> FinetuneArguments:
     """``args`` with max_length (checked against the model's positions, max_position_embeddings of its config.json,
     or the task's default, at most that many) and doc_stride (default: min(128, max_length // 2)) filled in."""
-    limit = read_config(resolve_file(model, "config.json")).max_position_embeddings
+    limit = read_config(resolve_file(model, "config.json")).max_sequence_length
     if args.max_length is not None and args.max_length > limit:
         raise ValueError(f"--max-length (max_length) {args.max_length} is above the model's limit of {limit} tokens "
                          f"(max_position_embeddings in the config.json of {model}): pass --max-length {limit} or less")

@@ -29,7 +29,7 @@ def pretraining_sums(model: BertForPreTraining, batch: dict[str, torch.Tensor]) 
 
     batch: input_ids, token_type_ids, attention_mask, labels (B, S) and next_sentence_label (B,).
     """
-    out = model.bert(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    out = model.base_model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     labels = batch["labels"]
     selected = labels != IGNORE_INDEX  # (B, S)
     mlm_logits = model.mlm_logits(out.last_hidden_state[selected]).float()  # (N, vocab)

@@ -79,10 +79,10 @@ class ToyModel(bert.BertModel):
         self.init_weights()
 
 
-def toy_remap(state, *, bert_prefix, tie_word_embeddings):
+def toy_remap(state, *, nested, tie_word_embeddings):
     """The toy's checkpoints nest the encoder under ``toy.``: renamed to BERT's, then BERT's rules."""
     renamed = {("bert." + key[4:] if key.startswith("toy.") else key): tensor for key, tensor in state.items()}
-    out, origin = bert.remap_state_dict(renamed, bert_prefix=bert_prefix, tie_word_embeddings=tie_word_embeddings)
+    out, origin = bert.remap_state_dict(renamed, nested=nested, tie_word_embeddings=tie_word_embeddings)
     back = {"bert." + key[4:]: key for key in state if key.startswith("toy.")}
     return out, {key: " + ".join(back.get(part, part) for part in source.split(" + "))
                  for key, source in origin.items()}
