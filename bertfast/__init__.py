@@ -11,6 +11,9 @@ from typing import Any
 from bertfast.version import __version__  # noqa: F401  (bertfast.__version__)
 
 _LAZY: dict[str, str] = {  # public name -> the module that defines it
+    **dict.fromkeys(("AutoModel", "AutoModelForMaskedLM", "AutoModelForMultipleChoice",
+                     "AutoModelForNextSentencePrediction", "AutoModelForPreTraining", "AutoModelForQuestionAnswering",
+                     "AutoModelForSequenceClassification", "AutoModelForTokenClassification"), "bertfast.heads.auto"),
     "AutoTokenizer": "bertfast.auto_tokenizer",
     "BatchEncoding": "bertfast.encoding",
     "BertConfig": "bertfast.config",

@@ -118,8 +118,7 @@ class TokenizerBase:
             raise ValueError(f"return_tensors={return_tensors!r} is not supported: use 'pt' or None")
         padding, truncation, max_length = self._strategies(padding, truncation, max_length, pad_to_multiple_of)
         pairs = bool(batch) and isinstance(batch[0], tuple)
-        post_processor = self._tokenizer.post_processor
-        specials = post_processor.num_special_tokens_to_add(pairs) if add_special_tokens and post_processor else 0
+        specials = self.num_special_tokens_to_add(pairs) if add_special_tokens else 0
         self._check_stride(stride, truncation, max_length, specials)
         try:
             encodings = self._encode_batch(batch, add_special_tokens, padding, truncation, max_length,
@@ -215,6 +214,17 @@ class TokenizerBase:
                                        pad_token=self.pad_token, pad_to_multiple_of=pad_to_multiple_of,
                                        length=max_length if padding == "max_length" else None)
             return backend.encode_batch(batch, add_special_tokens=add_special_tokens)
+
+    @property
+    def word_aware(self) -> bool:
+        """Whether the vocabulary marks a word's continuing pieces ("##" of WordPiece): then a token whose text and
+        span differ in length continues a word; otherwise (byte-level BPE, Unigram) only the text tells."""
+        return bool(getattr(self._tokenizer.model, "continuing_subword_prefix", None))
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        """The special tokens the template adds to one sequence or a pair (BERT 2 / 3, RoBERTa 2 / 4)."""
+        post_processor = self._tokenizer.post_processor
+        return post_processor.num_special_tokens_to_add(pair) if post_processor else 0
 
     def tokenize(self, text: str) -> list[str]:
         """The tokens of ``text`` without special tokens."""

@@ -15,6 +15,7 @@ from bertfast.heads.pretraining import BertForMaskedLM
 from bertfast.heads.tasks import (BertForMultipleChoice, BertForQuestionAnswering, BertForSequenceClassification,
                                   BertForTokenClassification)
 from bertfast.outputs import BaseModelOutputWithPooling
+from bertfast.padding import PackedBatch
 
 PREFIX = "roberta"  # transformers' RobertaPreTrainedModel.base_model_prefix (XLM-R's and CamemBERT's too)
 
@@ -84,6 +85,16 @@ class RobertaForSequenceClassification(BertForSequenceClassification):
         self.classifier = RobertaClassificationHead(config)
         self.classifier.apply(self._init_module)
         del self.dropout  # the head holds its dropout
+
+    def _encode(self, input_ids: torch.Tensor | PackedBatch, attention_mask: torch.Tensor | None,
+                token_type_ids: torch.Tensor | None, position_ids: torch.Tensor | None, output_hidden_states: bool,
+                output_attentions: bool, padding_states: bool = False) -> BaseModelOutputWithPooling:
+        """A padded batch whose first position is padding in some row (left padding) keeps the padding states:
+        the head reads position 0 whatever it holds, as transformers' does (one host sync, for such a mask)."""
+        if isinstance(attention_mask, torch.Tensor) and not bool(attention_mask[:, 0].all()):
+            padding_states = True
+        return super()._encode(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
+                               output_attentions, padding_states)
 
     def _logits(self, out: BaseModelOutputWithPooling) -> torch.Tensor:
         return self.classifier(first_tokens(out))

@@ -92,7 +92,7 @@ class Pipeline:
             index = order[start:start + self.batch_size]
             encoding = self.tokenizer([texts[i] for i in index], [pairs[i] for i in index] if pairs else None,
                                       padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
-                                      **options)
+                                      return_token_type_ids=True, **options)
             encoding = {k: v.to(self.model.device) for k, v in encoding.items()}
             batches.append({"index": index, **encoding})
         return batches
@@ -106,7 +106,8 @@ class Pipeline:
         missing = [i for i in range(len(keys)) if i not in known]
         if missing:
             encoding = self.tokenizer([texts[i] for i in missing], [pairs[i] for i in missing] if pairs else None,
-                                      truncation=True, max_length=self.max_length, return_attention_mask=False)
+                                      truncation=True, max_length=self.max_length, return_attention_mask=False,
+                                      return_token_type_ids=True)  # a model takes them, whatever the tokenizer
             known.update(zip(missing, zip(encoding["input_ids"], encoding["token_type_ids"])))
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]) + (len(pairs[i]) if pairs else 0))
         return [TokenBatch(index, [known[i][0] for i in index], [known[i][1] for i in index])

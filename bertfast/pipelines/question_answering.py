@@ -27,7 +27,6 @@ from bertfast.pipelines.base import Pipeline
 DEFAULT_MAX_SEQ_LEN = 384  # transformers' window length, when the model takes that many tokens
 DEFAULT_MAX_DOC_STRIDE = 128  # ... and its overlap: min(max_seq_len // 2, 128)
 DEFAULT_MAX_QUESTION_LEN = 64  # question tokens, as transformers
-PAIR_SPECIAL_TOKENS = 3  # [CLS] question [SEP] context [SEP]
 CONTEXT = 1  # the sequence id of the context's tokens
 MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 NO_SPAN = -1.0  # the score of a (start, end) that is not an allowed span: below every probability
@@ -147,7 +146,8 @@ class QuestionAnsweringPipeline(Pipeline):
         questions, contexts = [q for q, _ in examples], [c for _, c in examples]
         self._check_questions(questions, max_seq_len, doc_stride, _positive("max_question_len", max_question_len))
         encoding = self.tokenizer(questions, contexts, padding=True, truncation="only_second", max_length=max_seq_len,
-                                  stride=doc_stride, return_overflowing_tokens=True, return_tensors="pt")
+                                  stride=doc_stride, return_overflowing_tokens=True, return_tensors="pt",
+                                  return_token_type_ids=True)
         windows = self._window_spans(encoding, top_k, max_answer_len)
         sample = encoding["overflow_to_sample_mapping"].tolist()
         results = [self._answers([w for w, s in enumerate(sample) if s == i], windows, encoding, text,
@@ -159,8 +159,9 @@ class QuestionAnsweringPipeline(Pipeline):
         """The window length and overlap: transformers' defaults, checked against the model."""
         if max_seq_len is None:
             max_seq_len = min(DEFAULT_MAX_SEQ_LEN, self.max_length)
-        if not isinstance(max_seq_len, int) or not PAIR_SPECIAL_TOKENS + 2 <= max_seq_len <= self.max_length:
-            raise ValueError(f"max_seq_len must be an integer from {PAIR_SPECIAL_TOKENS + 2} to {self.max_length} "
+        specials = self.tokenizer.num_special_tokens_to_add(pair=True)  # BERT's [CLS] q [SEP] c [SEP]: 3
+        if not isinstance(max_seq_len, int) or not specials + 2 <= max_seq_len <= self.max_length:
+            raise ValueError(f"max_seq_len must be an integer from {specials + 2} to {self.max_length} "
                              f"(the model's maximum), got {max_seq_len!r}")
         if doc_stride is None:
             doc_stride = min(max_seq_len // 2, DEFAULT_MAX_DOC_STRIDE)
@@ -179,7 +180,7 @@ class QuestionAnsweringPipeline(Pipeline):
         silent truncation)."""
         lengths = [len(ids) for ids in self.tokenizer(questions, add_special_tokens=False)["input_ids"]]
         for i, length in enumerate(lengths):
-            room = max_seq_len - PAIR_SPECIAL_TOKENS - length  # context tokens per window
+            room = max_seq_len - self.tokenizer.num_special_tokens_to_add(pair=True) - length  # context per window
             if length > max_question_len:
                 raise ValueError(f"question {i} has {length} tokens, more than max_question_len={max_question_len}: "
                                  f"shorten it, or pass max_question_len={length} if it fits the window")

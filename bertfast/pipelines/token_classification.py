@@ -4,6 +4,7 @@ in overlapping windows (transformers' ``stride``) instead of being truncated."""
 from __future__ import annotations
 
 import itertools
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -69,7 +70,9 @@ class TokenClassificationPipeline(Pipeline):
         first give each word one label (its first token's; the best of its tokens' mean scores; its surest
         token's), then group. A word is a token and the "##" pieces after it, told apart by the offsets as
         transformers does: a token whose vocabulary text and span of the text differ in length ("##ing" for "ing")
-        continues the word before it. ``start`` / ``end`` are
+        continues the word before it; a vocabulary without "##" pieces (byte-level BPE, Unigram) falls back, as
+        transformers does with a warning, on the text: a piece glued to the character before it continues the
+        word. ``start`` / ``end`` are
         character offsets into the text; entities labelled one of ``ignore_labels`` (default ["O"]) are dropped.
 
         Texts longer than ``max_length`` tokens run in windows of ``max_length`` tokens, consecutive windows sharing
@@ -133,14 +136,20 @@ class TokenClassificationPipeline(Pipeline):
                 continue
             word, span = self.tokenizer.convert_ids_to_tokens(token_id), text[start:end]
             unknown = token_id == self.tokenizer.unk_token_id
+            if self.tokenizer.word_aware:
+                continues = len(word) != len(span)
+            else:  # transformers' fallback: a piece glued to the character before it
+                continues = start > 0 and " " not in text[start - 1:start + 1]
             tokens.append({"word": span if unknown else word, "scores": window.scores[position],
                            "index": window.first_index + position, "start": start, "end": end,
-                           "is_subword": not unknown and len(word) != len(span)})
+                           "is_subword": not unknown and continues})
         return tokens
 
     def _aggregate(self, text: str, window: Window, strategy: str) -> list[Entity]:
         labels = self.model.config.id2label
         tokens = self._tokens(text, window)
+        if strategy in WORD_AGGREGATIONS and not self.tokenizer.word_aware:
+            warnings.warn("Tokenizer does not support real words, using fallback heuristic", UserWarning)
         if strategy in WORD_AGGREGATIONS:
             words: list[list[Entity]] = []
             for token in tokens:

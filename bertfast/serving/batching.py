@@ -134,7 +134,7 @@ class ServedModel:
             raise RequestError(f"inputs must have the same number of rows, got {counts}")
         first, *pair = (rows[name] for name in self.contract.tokenized if name in rows)
         encoding = self.pipe.tokenizer(first, pair[0] if pair else None, truncation=False,
-                                       return_attention_mask=False)
+                                       return_attention_mask=False, return_token_type_ids=True)
         ids = encoding["input_ids"]
         if known is not None:
             keys = zip(first, pair[0] if pair else [None] * len(first))
