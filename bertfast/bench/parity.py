@@ -117,7 +117,7 @@ def load_transformers(model_dir: str, dtype: torch.dtype, device: torch.device, 
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    model_class = getattr(transformers, task.model_class.__name__)
+    model_class = getattr(transformers, "AutoModel" + task.model_class.role.removeprefix("Model"))  # by model_type
     model = model_class.from_pretrained(model_dir, attn_implementation=attention, local_files_only=True)
     return model.to(device=device, dtype=dtype).eval()  # (the dtype argument of from_pretrained varies by version)
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from bertfast.atomic import current_version
-from bertfast.config import BertConfig
+from bertfast.models.registry import config_from_dict
 from bertfast.heads.tasks import check_choice_inputs
 from bertfast.inputs import check_inputs
 from bertfast.outputs import ModelOutput
@@ -61,8 +61,8 @@ def _providers(provider: str | None, device_id: int, available: list[str]) -> li
 class OnnxModel:
     """An exported bertfast model run by onnxruntime, called like the torch model.
 
-    ``OnnxModel(path)`` takes an export directory or its ``model.onnx``. The task and the ``BertConfig`` come
-    from the file's metadata (``metadata_props``), so a bare .onnx file (e.g. in a Triton repository) works.
+    ``OnnxModel(path)`` takes an export directory or its ``model.onnx``. The task and the config (its class by
+    model_type) come from the file's metadata (``metadata_props``), so a bare .onnx file (e.g. in a Triton repository) works.
     ``provider``: "cuda" (CUDA execution provider on GPU ``device_id``), "cpu", or None for CUDA when this
     onnxruntime has it, CPU otherwise. ``session_options`` is passed to ``onnxruntime.InferenceSession``.
 
@@ -88,7 +88,7 @@ class OnnxModel:
                              f"bertfast.export_onnx or `bertfast export-onnx`")
         self.task = self.metadata["task"]
         self.spec = check_task(self.task)
-        self.config = BertConfig.from_dict(json.loads(self.metadata["config"]))
+        self.config = config_from_dict(json.loads(self.metadata["config"]), f"{self.path}'s metadata")
         on_cuda = self.session.get_providers()[0] == PROVIDERS["cuda"]
         self.device = torch.device("cuda", device_id) if on_cuda else torch.device("cpu")
         self.output_names = tuple(o.name for o in self.session.get_outputs())

@@ -22,7 +22,7 @@ from bertfast.hub import resolve_file
 from bertfast.models.registry import read_config
 from bertfast.st_config import SentenceConfig, read_sentence_config
 from bertfast.tasks import TASKS
-from bertfast.tokenizer import BertTokenizer
+from bertfast.auto_tokenizer import AutoTokenizer
 
 # sentence-transformers model type -> (the export task whose graph it runs on, the graph output it starts from,
 # the bertfast pipeline that runs it with backend="onnxruntime")
@@ -106,7 +106,7 @@ def _max_length(folder: str | os.PathLike, config: SentenceConfig) -> int:
     """The truncation length of the pipelines on the export: the folder's max_seq_length, else the tokenizer's
     model_max_length, at most the model's max_position_embeddings (as ``SentenceConfigPipeline`` sets it)."""
     positions = read_config(os.path.join(folder, "config.json")).max_sequence_length
-    length = config.max_seq_length or BertTokenizer.from_pretrained(folder).model_max_length
+    length = config.max_seq_length or AutoTokenizer.from_pretrained(folder).model_max_length
     return min(length, positions)
 
 

@@ -90,8 +90,9 @@ class RobertaForSequenceClassification(BertForSequenceClassification):
                 token_type_ids: torch.Tensor | None, position_ids: torch.Tensor | None, output_hidden_states: bool,
                 output_attentions: bool, padding_states: bool = False) -> BaseModelOutputWithPooling:
         """A padded batch whose first position is padding in some row (left padding) keeps the padding states:
-        the head reads position 0 whatever it holds, as transformers' does (one host sync, for such a mask)."""
-        if isinstance(attention_mask, torch.Tensor) and not bool(attention_mask[:, 0].all()):
+        the head reads position 0 whatever it holds, as transformers' does (one host sync, for such a mask; a
+        traced graph keeps them always, having no branch on values)."""
+        if isinstance(attention_mask, torch.Tensor) and (ops.exporting() or not bool(attention_mask[:, 0].all())):
             padding_states = True
         return super()._encode(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
                                output_attentions, padding_states)

@@ -119,6 +119,12 @@ def architecture_of(config: Any) -> Architecture:
     return get_architecture(getattr(config, "model_type", None), type(config).__name__)
 
 
+def config_from_dict(data: dict[str, Any], where: str = "config") -> Any:
+    """A config.json's dict as its architecture's config class (``model_type`` picks it; absent: BERT's)."""
+    model_type = data.get("model_type", "bert") if isinstance(data, dict) else None
+    return get_architecture(model_type, where).config_class.from_dict(data)
+
+
 def read_config(path: str | os.PathLike, num_labels: int | None = None, id2label: dict[int, str] | None = None) -> Any:
     """A config.json as its architecture's config class: ``model_type`` picks the entry (BERT configs of old
     checkpoints without the field are BERT's); every error names the file."""

@@ -30,7 +30,8 @@ from bertfast.models.registry import read_config
 from bertfast.hub import resolve_file
 from bertfast.device import default_device, resolve_device
 from bertfast.tasks import DEFAULT_FINETUNE_TASK, TaskSpec, get_task, load, task_names
-from bertfast.tokenizer import BertTokenizer
+from bertfast.auto_tokenizer import AutoTokenizer
+from bertfast.tokenizer_base import TokenizerBase
 from bertfast.training import metrics as task_metrics
 from bertfast.training.checkpoints import disk_full_message
 from bertfast.training.distributed import Distributed
@@ -102,7 +103,7 @@ def _given_labels(args: FinetuneArguments) -> list[str] | None:
     return args.labels or ([str(i) for i in range(args.num_labels)] if args.num_labels else None)
 
 
-def text_classification_data(args: FinetuneArguments, tokenizer: BertTokenizer,
+def text_classification_data(args: FinetuneArguments, tokenizer: TokenizerBase,
                              rows: list[dict]) -> tuple[TextClassificationData, list[str]]:
     """The data object and label names of text classification (the table's ``finetune.data``)."""
     labels = _given_labels(args)
@@ -114,7 +115,7 @@ def text_classification_data(args: FinetuneArguments, tokenizer: BertTokenizer,
                                   args.label_column, args.max_length), names
 
 
-def token_classification_data(args: FinetuneArguments, tokenizer: BertTokenizer,
+def token_classification_data(args: FinetuneArguments, tokenizer: TokenizerBase,
                               rows: list[dict]) -> tuple[TokenClassificationData, list[str]]:
     """The data object and tag names of token classification."""
     words = TokenClassificationData.words
@@ -122,7 +123,7 @@ def token_classification_data(args: FinetuneArguments, tokenizer: BertTokenizer,
     return TokenClassificationData(tokenizer, names, args.text_column, args.label_column, args.max_length), names
 
 
-def question_answering_data(args: FinetuneArguments, tokenizer: BertTokenizer,
+def question_answering_data(args: FinetuneArguments, tokenizer: TokenizerBase,
                             rows: list[dict]) -> tuple[QuestionAnsweringData, None]:
     """The data object of question answering (no label names: start and end positions)."""
     return QuestionAnsweringData(tokenizer, args.max_length, args.doc_stride), None
@@ -181,7 +182,7 @@ def finetune(model: str, train: str | os.PathLike, eval: str | os.PathLike, out:
     dist.barrier()
     device, dtype = dist.device(resolve_device(args.device)), resolve_dtype(args.dtype)
     args = resolved_lengths(model, args)
-    tokenizer = BertTokenizer.from_pretrained(model)
+    tokenizer = AutoTokenizer.from_pretrained(model)
     spec = TASKS[args.task]
     reader = load(spec.finetune.reader)
     train_rows, eval_rows = reader(train), reader(eval)

@@ -136,7 +136,7 @@ class TextClassificationData:
         check_columns(rows, self.columns, path)
         text, pair, label = (self.columns[k] for k in ("text-column", "text-pair-column", "label-column"))
         encoded = self.tokenizer([str(r[text]) for r in rows], [str(r[pair]) for r in rows] if pair else None,
-                                 truncation=True, max_length=self.max_length)
+                                 truncation=True, max_length=self.max_length, return_token_type_ids=True)
         return [{"input_ids": ids, "token_type_ids": types,
                  "label": self._label(row[label], f"{os.fspath(path)} row {number}")}
                 for number, (row, ids, types) in enumerate(zip(rows, encoded["input_ids"], encoded["token_type_ids"]), 1)]

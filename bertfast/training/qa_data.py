@@ -22,7 +22,6 @@ import torch
 from bertfast.tokenizer import BertTokenizer
 from bertfast.training.finetune_data import pad, read_rows
 
-PAIR_SPECIAL_TOKENS = 3  # [CLS] question [SEP] context [SEP]
 MAX_ANSWER_TOKENS = 30  # the longest span considered when decoding
 
 
@@ -70,8 +69,9 @@ class QuestionAnsweringData:
         max_length=, after a panic of its Rust side)."""
         questions = self.tokenizer([e["question"] for e in examples], add_special_tokens=False,
                                    return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        specials = self.tokenizer.num_special_tokens_to_add(pair=True)  # BERT's [CLS] q [SEP] c [SEP]: 3
         for number, question in enumerate(questions, 1):
-            room = self.max_length - PAIR_SPECIAL_TOKENS - len(question)  # context tokens per window
+            room = self.max_length - specials - len(question)  # context tokens per window
             if room <= self.doc_stride:
                 fix = ("raise --max-length or shorten the question" if room < 1 else
                        f"lower --doc-stride (doc_stride) below {room}, or raise --max-length")
@@ -84,7 +84,8 @@ class QuestionAnsweringData:
         self.check_windows(examples, path)
         encoded = self.tokenizer([e["question"] for e in examples], [e["context"] for e in examples],
                                  truncation="only_second", max_length=self.max_length, stride=self.doc_stride,
-                                 return_overflowing_tokens=True, return_offsets_mapping=True)
+                                 return_overflowing_tokens=True, return_offsets_mapping=True,
+                                 return_token_type_ids=True)
         features = []
         for w, example_index in enumerate(encoded["overflow_to_sample_mapping"]):
             example = examples[example_index]

@@ -5,6 +5,8 @@ right- and left-padded batches of mixed lengths and packed; their saves load bac
 give transformers' answers."""
 from __future__ import annotations
 
+import functools
+import json
 import os
 
 import pytest
@@ -14,9 +16,12 @@ import transformers
 import bertfast
 from bertfast.heads.roberta import RobertaForSequenceClassification
 from bertfast.models.roberta import RobertaModel
+from bertfast.cli import main
 from bertfast.padding import PackedBatch
 from tests.helpers import HIDDEN_ATOL, LOGITS_ATOL
+from tests.pipelines.test_question_answering import reference, score_diff
 from tests.tokenizer_folders import save_family
+from tests.training.test_finetune import sentiment_rows, write_csv
 
 FAMILIES = {"roberta": "Roberta", "xlm-roberta": "XLMRoberta", "camembert": "Camembert"}  # model_type -> prefix
 HEADS = {"Model": ("last_hidden_state",), "ForMaskedLM": ("logits",), "ForSequenceClassification": ("logits",),
@@ -181,6 +186,64 @@ def test_int8_keeps_the_hidden_states_close(folder):
 
 def test_an_unsupported_family_is_refused_naming_the_supported_ones(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "deberta-v2", "hidden_size": 32}')
-    with pytest.raises(ValueError, match=r"model_type is 'deberta-v2'; bertfast runs the architectures 'bert', "
-                                         r"'camembert', 'roberta', 'xlm-roberta'"):
+    with pytest.raises(ValueError, match=r"config.json: model_type is 'deberta-v2'; bertfast runs the architectures "
+                                         r"'bert', ") as caught:
         bertfast.AutoModel.from_pretrained(tmp_path)
+    assert all(f"'{name}'" in str(caught.value) for name in FAMILIES), caught.value
+
+
+def test_question_answering_pipeline_matches_the_definition(folder):
+    """The QA definition of tests/pipelines/test_question_answering.py (transformers 4.x's), on a RoBERTa
+    checkpoint and transformers' fast tokenizer: RoBERTa's pair template (<s> q </s></s> c </s>) and BPE offsets."""
+    path = folder("roberta", "ForQuestionAnswering")
+    theirs = transformers.RobertaForQuestionAnswering.from_pretrained(path, attn_implementation="eager").eval()
+    tokenizer = functools.partial(transformers.AutoTokenizer.from_pretrained(path), return_token_type_ids=True)
+
+    def model(input_ids, token_type_ids, attention_mask):  # RoBERTa takes no token types
+        return theirs(input_ids=input_ids, attention_mask=attention_mask)
+
+    ours = bertfast.pipeline("question-answering", model=path)
+    context = TEXTS[3] + " " + TEXTS[0]  # longer than one 32-token window
+    for options in ({"top_k": 3, "max_seq_len": 48}, {"top_k": 2, "max_seq_len": 32, "doc_stride": 8, "handle_impossible_answer": True}):
+        expected = reference(model, tokenizer, "Where is the café?", context, **options)
+        assert score_diff(ours("Where is the café?", context, **options), expected) <= LOGITS_ATOL
+
+
+def test_finetune_from_a_roberta_checkpoint_lowers_the_loss_and_loads_in_transformers(folder, tmp_path, capsys):
+    """`bertfast finetune` on a base RoBERTa checkpoint: a new RoBERTa classification head, trained; the saved
+    folder is transformers' RobertaForSequenceClassification, and both libraries' pipelines agree on it."""
+    train = write_csv(tmp_path / "train.csv", sentiment_rows(48))
+    eval_file = write_csv(tmp_path / "eval.csv", sentiment_rows(12, 48))
+    out = str(tmp_path / "clf")
+    assert main(["finetune", "--model", folder("roberta", "Model"), "--train", train, "--eval", eval_file, "--out",
+                 out, "--epochs", "4", "--batch-size", "8", "--lr", "1e-2", "--warmup-ratio", "0", "--device", "cpu",
+                 "--no-progress", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results["epochs"][-1]["train_loss"] < results["epochs"][0]["train_loss"]
+    theirs = transformers.AutoModelForSequenceClassification.from_pretrained(out).eval()
+    assert type(theirs).__name__ == "RobertaForSequenceClassification"
+    ours = bertfast.AutoModelForSequenceClassification.from_pretrained(out)
+    batch = encoded(out)
+    with torch.inference_mode():
+        torch.testing.assert_close(ours(**batch).logits, theirs(**batch).logits, atol=LOGITS_ATOL, rtol=0)
+    texts = ["it was great", "it was awful", "a great film"]
+    assert [p["label"] for p in transformers.pipeline("text-classification", model=out, device="cpu")(texts)] == \
+        [p["label"] for p in bertfast.pipeline("text-classification", model=out)(texts)]
+
+
+def test_onnx_exports_validate_and_their_pipelines_give_the_torch_answers(folder, tmp_path):
+    """export_onnx on XLM-R checkpoints (checked against PyTorch by the export itself); the onnxruntime pipelines
+    on them give the torch pipelines' results."""
+    for task, head, texts in (("fill-mask", "ForMaskedLM", ["Le chat est sur la <mask>.", "<mask> and 北京"]),
+                              ("text-classification", "ForSequenceClassification", TEXTS)):
+        path = folder("xlm-roberta", head)
+        report = bertfast.export_onnx(path, tmp_path / task, task=task)
+        assert max(report.max_abs_diff["fp32"].values()) <= LOGITS_ATOL
+        onnx = bertfast.pipeline(task, model=tmp_path / task, backend="onnxruntime")
+        assert type(onnx.model.config).__name__ == "RobertaConfig"
+        got, expected = onnx(texts), bertfast.pipeline(task, model=path)(texts)
+        for a, b in zip(got, expected):
+            a, b = (a, b) if isinstance(a, list) else ([a], [b])
+            assert [(p.get("token"), p.get("label")) for p in a] == [(p.get("token"), p.get("label")) for p in b]
+            torch.testing.assert_close(torch.tensor([p["score"] for p in a]), torch.tensor([p["score"] for p in b]),
+                                       atol=1e-5, rtol=0)
