@@ -18,7 +18,7 @@ from bertfast.heads.roberta import RobertaForSequenceClassification
 from bertfast.models.roberta import RobertaModel
 from bertfast.cli import main
 from bertfast.padding import PackedBatch
-from tests.helpers import HIDDEN_ATOL, LOGITS_ATOL
+from tests.helpers import HIDDEN_ATOL, LOGITS_ATOL, st_folder
 from tests.pipelines.test_question_answering import reference, score_diff
 from tests.tokenizer_folders import save_family
 from tests.training.test_finetune import sentiment_rows, write_csv
@@ -247,3 +247,15 @@ def test_onnx_exports_validate_and_their_pipelines_give_the_torch_answers(folder
             assert [(p.get("token"), p.get("label")) for p in a] == [(p.get("token"), p.get("label")) for p in b]
             torch.testing.assert_close(torch.tensor([p["score"] for p in a]), torch.tensor([p["score"] for p in b]),
                                        atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_an_xlm_r_sentence_transformers_folder_embeds_as_sentence_transformers(folder, tmp_path, pooling):
+    """An XLM-R embedding folder (as multilingual-e5 / bge-m3 are) saved by sentence-transformers: its encode and
+    the sentence-embedding pipeline to 1e-5, with Normalize."""
+    from sentence_transformers import SentenceTransformer
+
+    path = st_folder(tmp_path / "st", folder("xlm-roberta", "Model"), pooling, normalize=True, max_seq_length=40)
+    expected = SentenceTransformer(path, device="cpu").encode(TEXTS, convert_to_tensor=True)
+    got = bertfast.pipeline("sentence-embedding", model=path)(TEXTS)
+    torch.testing.assert_close(got, expected, atol=HIDDEN_ATOL, rtol=0)
