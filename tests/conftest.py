@@ -267,6 +267,24 @@ def sentiment_checkpoint(tmp_path_factory, minilm_dir) -> str:
 
 
 @pytest.fixture(scope="session")
+def roberta_sentiment_checkpoint(tmp_path_factory) -> str:
+    """A random transformers RobertaForSequenceClassification with SENTIMENT_LABELS over the byte-level BPE tokenizer
+    of tests/tokenizer_folders.py; wide random weights (initializer_range 0.2), so that texts get scores apart."""
+    import transformers
+
+    from tests.tokenizer_folders import save_family
+
+    path = save_family("roberta", tmp_path_factory.mktemp("roberta_sentiment"))
+    vocab_size = len(transformers.AutoTokenizer.from_pretrained(path))
+    config = transformers.RobertaConfig(**{**TINY, "max_position_embeddings": 130, "vocab_size": vocab_size},
+                                        type_vocab_size=1, pad_token_id=1, id2label=SENTIMENT_LABELS,
+                                        initializer_range=0.2)
+    torch.manual_seed(1234)
+    transformers.RobertaForSequenceClassification(config).eval().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def ner_checkpoint(tmp_path_factory, minilm_dir) -> str:
     """A random transformers BertForTokenClassification with CoNLL's nine BIO tags (NER_LABELS), a scaled head (so
     entities form) and the bert-base-uncased tokenizer."""

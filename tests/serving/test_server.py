@@ -34,10 +34,12 @@ def rows(texts) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, free_ports, tiny_vocab_checkpoint, tiny_long_checkpoint, minilm_dir, heads):
+def server(tmp_path_factory, free_ports, tiny_vocab_checkpoint, tiny_long_checkpoint, minilm_dir, heads,
+           roberta_sentiment_checkpoint):
     """One tritonserver on a repository written by write_triton_repository(backend="python"): fill-mask and
     next-sentence on the tiny checkpoint (the first one copied into the repository), MiniLM embeddings,
-    "load": tiny embeddings with 512 positions and a small token budget, and the task heads' tasks."""
+    "load": tiny embeddings with 512 positions and a small token budget, the task heads' tasks, and "roberta": a
+    RoBERTa text classifier (another architecture and tokenizer through the same repository writer)."""
     repo = tmp_path_factory.mktemp("triton") / "repository"
     one = {"backend": "python", "threads": 1}  # one torch thread per model: the test machine's cores are shared
     write_triton_repository(tiny_vocab_checkpoint, repo, task="fill-mask", **one)
@@ -47,6 +49,8 @@ def server(tmp_path_factory, free_ports, tiny_vocab_checkpoint, tiny_long_checkp
                             max_batch_tokens=LOAD_BUDGET, copy_checkpoint=False, **one)
     for task, checkpoint in heads.items():
         write_triton_repository(checkpoint, repo, task=task, copy_checkpoint=False, **one)
+    write_triton_repository(roberta_sentiment_checkpoint, repo, name="roberta", task="text-classification",
+                            copy_checkpoint=False, **one)
     http, grpc, metrics = free_ports(3)
     triton = TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics,  # 60 s: 8 stubs unload
                           exit_timeout_s=60, log_file=repo.parent / "tritonserver.log")  # slowly
@@ -73,11 +77,12 @@ def heads(sentiment_checkpoint, ner_checkpoint, qa_checkpoint, cross_encoder_che
 
 
 @pytest.fixture(scope="module")
-def pipelines(tiny_vocab_checkpoint, tiny_long_checkpoint, minilm_dir, heads) -> dict:
+def pipelines(tiny_vocab_checkpoint, tiny_long_checkpoint, minilm_dir, heads, roberta_sentiment_checkpoint) -> dict:
     return {"fill-mask": bertfast.pipeline("fill-mask", model=tiny_vocab_checkpoint),
             "next-sentence": bertfast.pipeline("next-sentence", model=tiny_vocab_checkpoint),
             "feature-extraction": bertfast.pipeline("feature-extraction", model=minilm_dir),
             "load": bertfast.pipeline("feature-extraction", model=tiny_long_checkpoint),
+            "roberta": bertfast.pipeline("text-classification", model=roberta_sentiment_checkpoint),
             **{task: bertfast.pipeline(task, model=checkpoint) for task, checkpoint in heads.items()}}
 
 
@@ -165,6 +170,11 @@ def test_each_task_head_matches_the_direct_pipeline_call(server, pipelines, prot
     answers = infer(url, protocol, "question-answering", {"question": rows(QUESTIONS), "context": rows(CONTEXTS)},
                     ["result"])["result"]
     assert_same_results(_results(answers), pipelines["question-answering"](question=QUESTIONS, context=CONTEXTS))
+
+    served = infer(url, protocol, "roberta", {"text": rows(REVIEWS), "text_pair": rows(PAIRS)}, ["result"])["result"]
+    direct = pipelines["roberta"](REVIEWS, PAIRS)
+    assert len({round(r["score"], 6) for r in direct}) == len(REVIEWS)  # each text its own score
+    assert_same_results(_results(served), direct)
 
     queries, documents = ["cats", "cats", "capitals"], ["The cat sat on the mat.", "Paris is the capital.", "Cats."]
     scores = infer(url, protocol, "rerank", {"query": rows(queries), "document": rows(documents)}, ["score"])["score"]
