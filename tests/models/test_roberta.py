@@ -18,6 +18,7 @@ from bertfast.heads.roberta import RobertaForSequenceClassification
 from bertfast.models.roberta import RobertaModel
 from bertfast.cli import main
 from bertfast.padding import PackedBatch
+from bertfast.training.finetune import FinetuneArguments, finetune
 from tests.helpers import HIDDEN_ATOL, LOGITS_ATOL, st_folder
 from tests.pipelines.test_question_answering import reference, score_diff
 from tests.tokenizer_folders import save_family
@@ -259,3 +260,45 @@ def test_an_xlm_r_sentence_transformers_folder_embeds_as_sentence_transformers(f
     expected = SentenceTransformer(path, device="cpu").encode(TEXTS, convert_to_tensor=True)
     got = bertfast.pipeline("sentence-embedding", model=path)(TEXTS)
     torch.testing.assert_close(got, expected, atol=HIDDEN_ATOL, rtol=0)
+
+
+def test_a_peft_lora_adapter_of_a_roberta_classifier_merges_as_peft_does(folder, tmp_path):
+    """PEFT's LoRA (query / value, the classifier trained whole) on transformers' RobertaForSequenceClassification,
+    merged at load (from_pretrained(adapter=)) -> PEFT's merge_and_unload outputs."""
+    import peft
+
+    path = folder("roberta", "ForSequenceClassification")
+    base = transformers.RobertaForSequenceClassification.from_pretrained(path).eval()
+    wrapped = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"],
+                                                        modules_to_save=["classifier"], init_lora_weights=False))
+    with torch.no_grad():
+        for parameter in (p for p in wrapped.parameters() if p.requires_grad):
+            parameter.normal_(0.0, 0.1)
+    wrapped.save_pretrained(tmp_path / "adapter")
+    expected = peft.PeftModel.from_pretrained(transformers.RobertaForSequenceClassification.from_pretrained(path),
+                                              tmp_path / "adapter").merge_and_unload().eval()
+    ours = bertfast.AutoModelForSequenceClassification.from_pretrained(path, adapter=tmp_path / "adapter")
+    batch = encoded(path)
+    with torch.inference_mode():
+        torch.testing.assert_close(ours(**batch).logits, expected(**batch).logits, atol=LOGITS_ATOL, rtol=0)
+        plain = bertfast.AutoModelForSequenceClassification.from_pretrained(path)
+        assert (ours(**batch).logits - plain(**batch).logits).abs().max() > 1e-2  # the adapter matters
+
+
+def test_finetune_lora_on_roberta_writes_an_adapter_peft_loads(folder, tmp_path):
+    """`finetune(lora=...)` on a RoBERTa checkpoint: the adapter (query / value row blocks of the fused qkv, the
+    RoBERTa classifier whole) loads in PEFT onto transformers' model with the outputs bertfast's merge gives."""
+    import peft
+
+    train = write_csv(tmp_path / "train.csv", sentiment_rows(24))
+    out = tmp_path / "lora"
+    base_dir = folder("roberta", "Model")  # no classifier: a new one, trained whole; the adapter carries it
+    finetune(base_dir, train, train, out, FinetuneArguments(epochs=2, batch_size=8, learning_rate=1e-2,
+                                                            warmup_ratio=0.0, device="cpu", progress=False,
+                                                            lora="4,8,query,value"))
+    base = transformers.RobertaForSequenceClassification.from_pretrained(base_dir, num_labels=2)
+    expected_model = peft.PeftModel.from_pretrained(base, str(out)).eval()
+    ours = bertfast.AutoModelForSequenceClassification.from_pretrained(base_dir, adapter=out, num_labels=2)
+    batch = encoded(base_dir)
+    with torch.inference_mode():
+        torch.testing.assert_close(ours(**batch).logits, expected_model(**batch).logits, atol=LOGITS_ATOL, rtol=0)
