@@ -64,7 +64,7 @@ def check_inputs(config: BertConfig, device: torch.device, input_ids: torch.Tens
     if batch == 0 or seq_len == 0:
         raise ValueError(f"empty input: input_ids has shape {tuple(input_ids.shape)}; pass at least one token")
     if seq_len > config.max_sequence_length:
-        raise ValueError(f"sequence length {seq_len} exceeds {_positions(config)}; tokenize with truncation=True, "
+        raise ValueError(f"sequence length {seq_len} exceeds {positions_text(config)}; tokenize with truncation=True, "
                          f"max_length={config.max_sequence_length}")
     checks = [("input_ids", input_ids, config.vocab_size)]
     for name, value, limit in (("token_type_ids", token_type_ids, config.type_vocab_size),
@@ -112,7 +112,7 @@ def check_packed(config: BertConfig, device: torch.device, packed: PackedBatch) 
                          f"{tuple(packed.cu_seqlens.shape)}")
     _check_tensor("PackedBatch.cu_seqlens", packed.cu_seqlens, None, device, integer=True)
     if packed.max_seqlen > config.max_sequence_length:
-        raise ValueError(f"a sequence of {packed.max_seqlen} tokens exceeds {_positions(config)}; tokenize with "
+        raise ValueError(f"a sequence of {packed.max_seqlen} tokens exceeds {positions_text(config)}; tokenize with "
                          f"truncation=True, max_length={config.max_sequence_length}")
     if inputs_trusted():
         return
@@ -173,7 +173,7 @@ def random_batch(config: BertConfig, lengths: Sequence[int], seq_len: int | None
             "token_type_ids": second.long()}
 
 
-def _positions(config: BertConfig) -> str:
+def positions_text(config: BertConfig) -> str:
     """The model's length limit in words: max_position_embeddings, less the rows before position 0 if any."""
     if not config.position_offset:
         return f"max_position_embeddings ({config.max_position_embeddings})"

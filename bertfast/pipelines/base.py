@@ -11,6 +11,7 @@ import torch
 
 from bertfast.export.onnx_model import OnnxModel
 from bertfast.models.bert import BertModel
+from bertfast.inputs import positions_text
 from bertfast.padding import PackedBatch
 from bertfast.pretrained import BertPreTrainedModel
 from bertfast.tokenizer import BertTokenizer
@@ -57,8 +58,8 @@ class Pipeline:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         positions = model.config.max_sequence_length
         if max_length is not None and not 1 <= max_length <= positions:
-            raise ValueError(f"max_length must be between 1 and the model's {positions} positions "
-                             f"(max_position_embeddings {model.config.max_position_embeddings}), got {max_length}")
+            raise ValueError(f"max_length must be between 1 and the model's {positions_text(model.config)}, "
+                             f"got {max_length}")
         self.model = model.eval() if isinstance(model, torch.nn.Module) else model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
