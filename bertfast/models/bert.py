@@ -208,12 +208,17 @@ class BertModel(BertPreTrainedModel):
     embeddings_class: ClassVar[type[nn.Module]] = BertEmbeddings
     layer_class: ClassVar[type[nn.Module]] = BertLayer
     stack_attribute: ClassVar[str] = "encoder"
+    has_pooler: ClassVar[bool] = True  # False: the architecture has none (its heads read the first token)
 
-    def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
+    def __init__(self, config: BertConfig, add_pooling_layer: bool | None = None):
+        """``add_pooling_layer``: None = the architecture's default (a pooler where it has one)."""
+        if add_pooling_layer and not self.has_pooler:
+            raise ValueError(f"{type(self).__name__}: {config.model_type} has no pooler (its heads read the first "
+                             f"token): pass add_pooling_layer=False")
         super().__init__(config)
         self.embeddings = self.embeddings_class(config)
         setattr(self, self.stack_attribute, BertEncoder(config, self.layer_class))
-        self.pooler = BertPooler(config) if add_pooling_layer else None
+        self.pooler = BertPooler(config) if self.has_pooler and add_pooling_layer is not False else None
         self.init_weights()
 
     @property

@@ -182,5 +182,5 @@ def test_int8_keeps_the_hidden_states_close(folder):
 def test_an_unsupported_family_is_refused_naming_the_supported_ones(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "deberta-v2", "hidden_size": 32}')
     with pytest.raises(ValueError, match=r"model_type is 'deberta-v2'; bertfast runs the architectures 'bert', "
-                                         r"'camembert', 'roberta', 'xlm-roberta'"):
+                                         r"'camembert', 'distilbert', 'electra', 'roberta', 'xlm-roberta' \("):
         bertfast.AutoModel.from_pretrained(tmp_path)
