@@ -275,6 +275,8 @@ class BertModel(BertPreTrainedModel):
         if input_ids is None:
             raise ValueError("BertModel needs input_ids (B, S) or a PackedBatch")
         position_ids = self._own_positions(position_ids)
+        if not self.config.token_types:  # an architecture without segments ignores them (DistilBERT)
+            token_type_ids = None
         if padding_states and return_packed:
             raise ValueError("padding_states=True keeps the padding positions; return_packed=True drops them: pick one")
         key_padding_mask = check_inputs(self.config, self.device, input_ids, attention_mask, token_type_ids,

@@ -6,15 +6,14 @@ sa_layer_norm, ffn.{lin1,lin2}, output_layer_norm}``.
 The layer composes BERT's blocks: q_lin / k_lin / v_lin are one fused ``attention.qkv`` (joined at load by the key
 rules, split back on save by BertSelfAttention's state-dict hook) and the two projections run through the same
 fused ops as BERT's. Differences from BERT that change numbers: no dropout after ``out_lin``, every LayerNorm's
-eps is 1e-12 whatever config.json says (transformers hard-codes it), and token_type_ids are ignored (a padded
-batch's are dropped, a PackedBatch's zeroed) since DistilBERT has no segment table.
+eps is 1e-12 whatever config.json says (transformers hard-codes it), and token_type_ids are ignored, never checked
+nor looked up, since DistilBERT has no segment table.
 
 The config's fields are transformers' DistilBertConfig's (``dim``, ``n_layers``, ...) in config.json and BertConfig's
 in bertfast (``DistilBertConfig``): read by ``from_dict``, written back by ``to_dict``.
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -27,8 +26,6 @@ from bertfast.config import BertConfig
 from bertfast.models.bert import BertEmbeddings, BertModel, BertSelfAttention
 from bertfast.models.keys import KeyRules
 from bertfast.models.registry import Architecture, LinearSlot, register
-from bertfast.outputs import BaseModelOutputWithPooling
-from bertfast.padding import PackedBatch
 
 PARTS = ("q_lin", "k_lin", "v_lin")  # the checkpoint's row blocks of the fused attention.qkv, in order
 FUSED_LINEARS = {"attention.qkv": PARTS}
@@ -64,6 +61,7 @@ class DistilBertConfig(BertConfig):
     sinusoidal_pos_embds: bool = False  # True (a fixed sinusoidal position table) is refused
     tie_weights_: bool | None = None  # an old field some checkpoints carry; transformers ignores it (kept)
     model_types = ("distilbert",)
+    token_types = False  # token_type_ids are ignored (never checked: bertfast.inputs)
 
     def validate(self) -> None:
         """BertConfig's checks, naming config.json's DistilBERT fields; then DistilBERT's own."""
@@ -108,7 +106,8 @@ RENAMES_BACK = {bert: ours for ours, bert in RENAMES.items()}
 
 
 class DistilBertEmbeddings(BertEmbeddings):
-    """BERT's embeddings without the segment table: the fused op adds a zero row (exactly BERT's sum without it)."""
+    """BERT's embeddings without the segment table: token_type_ids are ignored, and the fused op adds a zero row
+    (exactly BERT's sum without it)."""
 
     def __init__(self, config: DistilBertConfig):
         super().__init__(config)
@@ -116,6 +115,11 @@ class DistilBertEmbeddings(BertEmbeddings):
 
     def token_type_table(self) -> torch.Tensor:
         return self.word_embeddings.weight.new_zeros(1, self.word_embeddings.embedding_dim)  # (1, H)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids (B, S) -> (B, S, H); token_type_ids are not read (pipelines pass them whatever the model)."""
+        return super().forward(input_ids, None, position_ids)
 
 
 class DistilBertSelfAttention(BertSelfAttention):
@@ -163,11 +167,6 @@ class TransformerBlock(nn.Module):
                                               self.ffn.dropout.p, self.training), probs
 
 
-def without_token_types(packed: PackedBatch) -> PackedBatch:
-    """A PackedBatch with zero segment ids (DistilBERT has none to look up)."""
-    return dataclasses.replace(packed, token_type_ids=torch.zeros_like(packed.token_type_ids))
-
-
 class DistilBertModel(BertModel):
     """The encoder: DistilBERT's embeddings and ``transformer`` layer stack; no pooler."""
 
@@ -175,17 +174,6 @@ class DistilBertModel(BertModel):
     layer_class = TransformerBlock
     stack_attribute = "transformer"
     has_pooler = False
-
-    def forward(self, input_ids: torch.Tensor | PackedBatch | None = None, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                *args: Any, packed: PackedBatch | None = None, **kwargs: Any) -> BaseModelOutputWithPooling:
-        """BertModel.forward with token_type_ids ignored: a padded batch's are dropped, a PackedBatch's zeroed
-        (pipelines pass them whatever the model; transformers' DistilBERT takes none)."""
-        if isinstance(input_ids, PackedBatch):
-            input_ids = without_token_types(input_ids)
-        if packed is not None:
-            packed = without_token_types(packed)
-        return super().forward(input_ids, attention_mask, None, position_ids, *args, packed=packed, **kwargs)
 
 
 def linear_layers(encoder: nn.Module) -> Iterator[LinearSlot]:

@@ -10,6 +10,7 @@ import torch
 import transformers
 
 import bertfast
+from bertfast.cpu.int8 import Int8Linear
 from bertfast.padding import PackedBatch
 from tests.helpers import HIDDEN_ATOL, LOGITS_ATOL
 from tests.tokenizer_folders import save_family
@@ -122,6 +123,8 @@ def int8_cosine(path: str) -> float:
     """The smallest cosine similarity, over the real tokens of TEXTS, of the int8 encoder's hidden states to the
     float32 one's."""
     fp32, int8 = (bertfast.AutoModel.from_pretrained(path, quantize=q) for q in (None, "int8"))
+    replaced = [name for name, module in int8.named_modules() if isinstance(module, Int8Linear)]
+    assert len(replaced) == 4 * int8.config.num_hidden_layers, replaced  # qkv, attention out, FFN up and down
     batch = encoded(path)
     mask = batch["attention_mask"].bool()
     with torch.inference_mode():

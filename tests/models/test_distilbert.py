@@ -13,7 +13,9 @@ import transformers
 from safetensors.torch import load_file
 
 import bertfast
+from bertfast.config import BertConfig
 from bertfast.heads.distilbert import DistilBertForSequenceClassification
+from bertfast.inputs import check_inputs
 from bertfast.models.distilbert import DistilBertConfig, DistilBertModel
 from bertfast.padding import PackedBatch
 from tests.helpers import LOGITS_ATOL
@@ -72,16 +74,24 @@ def test_losses_match_transformers(family, head):
     torch.testing.assert_close(got, expected, atol=LOGITS_ATOL, rtol=0)
 
 
-def test_token_type_ids_are_ignored_padded_and_packed(family):
+def test_token_type_ids_are_ignored_never_checked_padded_and_packed(family):
     model = bertfast.AutoModel.from_pretrained(family.folder("Model"))
     batch = encoded(family.folder("Model"))
     packed = packed_rows(batch)
     rows = [row[:n] for row, n in zip(batch["input_ids"].tolist(), packed.lengths)]  # right padding
-    typed = PackedBatch.from_token_lists(rows, [[1] * n for n in packed.lengths])
+    typed = PackedBatch.from_token_lists(rows, [[7] * n for n in packed.lengths])  # no table has 7 rows
     with torch.inference_mode():
-        torch.testing.assert_close(model(**with_token_types(batch)).last_hidden_state,
-                                   model(**batch).last_hidden_state, atol=0, rtol=0)
+        torch.testing.assert_close(model(**{**batch, "token_type_ids": torch.full_like(batch["input_ids"], 7)})
+                                   .last_hidden_state, model(**batch).last_hidden_state, atol=0, rtol=0)
+        torch.testing.assert_close(model(**batch, token_type_ids=torch.ones(1, 1, dtype=torch.long))
+                                   .last_hidden_state, model(**batch).last_hidden_state, atol=0, rtol=0)
         torch.testing.assert_close(model(typed).last_hidden_state, model(packed).last_hidden_state, atol=0, rtol=0)
+    assert check_inputs(model.config, model.device, batch["input_ids"], batch["attention_mask"],
+                        torch.full_like(batch["input_ids"], 7)) is not None
+    bert = BertConfig(vocab_size=model.config.vocab_size)
+    with pytest.raises(ValueError, match=r"token_type_ids has values in \[7, 7\] but must be in \[0, 2\)"):
+        check_inputs(bert, model.device, batch["input_ids"], batch["attention_mask"],
+                     torch.full_like(batch["input_ids"], 7))  # BERT's are checked
 
 
 @pytest.mark.parametrize("head", ["ForMaskedLM", "ForSequenceClassification", "ForMultipleChoice"])
