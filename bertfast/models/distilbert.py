@@ -41,6 +41,7 @@ LAYER_NORM_EPS = 1e-12  # transformers' DistilBERT builds every LayerNorm with i
 RENAMES = {"dim": "hidden_size", "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads",
            "hidden_dim": "intermediate_size", "activation": "hidden_act", "dropout": "hidden_dropout_prob",
            "attention_dropout": "attention_probs_dropout_prob"}
+RENAMES_BACK = {bert: ours for ours, bert in RENAMES.items()}
 # transformers' DistilBertConfig.attribute_map: names it also takes for three of its fields
 ALIASES = {"hidden_size": "dim", "num_attention_heads": "n_heads", "num_hidden_layers": "n_layers"}
 # BertConfig fields that DistilBERT does not read from config.json (transformers ignores such keys there)
@@ -95,14 +96,12 @@ class DistilBertConfig(BertConfig):
     def to_dict(self) -> dict[str, Any]:
         """The config.json dict as transformers' DistilBertConfig writes it (its field names)."""
         data = super().to_dict()
-        for name in ("layer_norm_eps", "type_vocab_size", "position_embedding_type", "classifier_dropout"):
-            del data[name]
+        for name in NOT_READ:
+            if name not in RENAMES_BACK:  # BertConfig's fields DistilBERT's config has not (layer_norm_eps, ...)
+                del data[name]
         if self.tie_weights_ is None:
             del data["tie_weights_"]
         return {RENAMES_BACK.get(k, k): v for k, v in data.items()}
-
-
-RENAMES_BACK = {bert: ours for ours, bert in RENAMES.items()}
 
 
 class DistilBertEmbeddings(BertEmbeddings):
