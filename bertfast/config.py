@@ -59,6 +59,8 @@ class BertConfig:
     problem_type: str | None = None  # sequence classification loss: one of PROBLEM_TYPES, None = from the labels
     classifier_dropout: float | None = None  # dropout before a task head; None = hidden_dropout_prob
     model_types: ClassVar[tuple[str, ...]] = ("bert",)  # the architectures this config class describes
+    # False: the architecture has no segments (DistilBERT): token_type_ids are ignored, so never checked
+    token_types: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         self._resolve_labels()

@@ -67,6 +67,7 @@ def check_inputs(config: BertConfig, device: torch.device, input_ids: torch.Tens
         raise ValueError(f"sequence length {seq_len} exceeds {positions_text(config)}; tokenize with truncation=True, "
                          f"max_length={config.max_sequence_length}")
     checks = [("input_ids", input_ids, config.vocab_size)]
+    token_type_ids = token_type_ids if config.token_types else None  # ignored by the model: not checked
     for name, value, limit in (("token_type_ids", token_type_ids, config.type_vocab_size),
                                ("position_ids", position_ids, config.max_sequence_length)):
         if value is not None:
@@ -103,7 +104,8 @@ def check_packed(config: BertConfig, device: torch.device, packed: PackedBatch) 
     if packed.input_ids.dim() != 1 or tokens[0] == 0:
         raise ValueError(f"PackedBatch.input_ids must be 1-D (tokens,) and non-empty, got shape {tuple(tokens)}; "
                          f"build it with PackedBatch.from_token_lists or PackedBatch.from_padded")
-    for name in ("input_ids", "token_type_ids", "position_ids"):
+    names = ("input_ids", "token_type_ids", "position_ids") if config.token_types else ("input_ids", "position_ids")
+    for name in names:
         value = getattr(packed, name)
         _check_tensor(f"PackedBatch.{name}", value, tokens, device, integer=True)
     if packed.cu_seqlens.dtype != torch.int32 or packed.cu_seqlens.shape != (packed.batch_size + 1,):
@@ -116,9 +118,10 @@ def check_packed(config: BertConfig, device: torch.device, packed: PackedBatch) 
                          f"truncation=True, max_length={config.max_sequence_length}")
     if inputs_trusted():
         return
-    checks = [("PackedBatch.input_ids", packed.input_ids, config.vocab_size),
-              ("PackedBatch.token_type_ids", packed.token_type_ids, config.type_vocab_size),
-              ("PackedBatch.position_ids", packed.position_ids, config.max_sequence_length)]
+    checks = [("PackedBatch.input_ids", packed.input_ids, config.vocab_size)]
+    if config.token_types:  # else ignored by the model: not checked
+        checks.append(("PackedBatch.token_type_ids", packed.token_type_ids, config.type_vocab_size))
+    checks.append(("PackedBatch.position_ids", packed.position_ids, config.max_sequence_length))
     _check_ranges(checks)
 
 

@@ -115,3 +115,11 @@ class MultipleChoiceModelOutput(ModelOutput):
     logits: torch.Tensor | None = _with_axes(PER_CHOICE, default=None)  # (B, num_choices)
     hidden_states: tuple[torch.Tensor, ...] | None = None  # each (B * num_choices, S, H), as transformers
     attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class ElectraForPreTrainingOutput(ModelOutput):
+    loss: torch.Tensor | None = None  # BCE with logits over the real tokens (ELECTRA's replaced-token detection)
+    logits: torch.Tensor | None = _with_axes(PER_TOKEN, default=None)  # (B, S): > 0 = the token was replaced
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None

@@ -27,6 +27,34 @@ def next_sentence_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     return F.cross_entropy(logits.view(-1, 2).float(), labels.view(-1))
 
 
+def dense_gelu_norm(hidden: torch.Tensor, dense: nn.Linear, norm: nn.LayerNorm, approximate: str) -> torch.Tensor:
+    """LayerNorm(gelu(dense(hidden))), (..., in) -> (..., out): the transform before an MLM decoder (BERT's,
+    RoBERTa's, DistilBERT's, ELECTRA's generator's); ``approximate`` "none" | "tanh"."""
+    hidden = ops.dense_gelu(hidden, dense.weight, dense.bias, approximate)
+    return ops.layer_norm(hidden, norm.weight, norm.bias, norm.eps)
+
+
+class OutputBias(nn.Module):
+    """A tied decoder's one parameter, its ``bias`` (vocab,): the weight is the word embedding matrix, passed in
+    at call time (``decode``), so that the module saves as ``<name>.bias`` alone, as transformers saves a Linear
+    tied to the embeddings."""
+
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+
+
+def vocabulary_decoder(width: int, vocab_size: int, tied: bool) -> nn.Module:
+    """A decoder (vocab, width) with a bias: an ``OutputBias`` when tied to the word embeddings, else a Linear."""
+    return OutputBias(vocab_size) if tied else nn.Linear(width, vocab_size)
+
+
+def decode(hidden: torch.Tensor, decoder: nn.Module, word_embeddings: torch.Tensor) -> torch.Tensor:
+    """hidden (..., width) -> logits (..., vocab) through a ``vocabulary_decoder``."""
+    weight = getattr(decoder, "weight", None)
+    return F.linear(hidden, word_embeddings if weight is None else weight, decoder.bias)
+
+
 class BertPredictionHeadTransform(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -35,8 +63,7 @@ class BertPredictionHeadTransform(nn.Module):
         self.approximate = config.gelu_approximate
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        hidden = ops.dense_gelu(hidden, self.dense.weight, self.dense.bias, self.approximate)
-        return ops.layer_norm(hidden, self.LayerNorm.weight, self.LayerNorm.bias, self.LayerNorm.eps)
+        return dense_gelu_norm(hidden, self.dense, self.LayerNorm, self.approximate)
 
 
 class BertLMPredictionHead(nn.Module):

@@ -9,13 +9,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bertfast import ops
 from bertfast.config import BertConfig
-from bertfast.heads.pretraining import BertForMaskedLM
-from bertfast.heads.tasks import (BertForMultipleChoice, BertForQuestionAnswering, BertForSequenceClassification,
-                                  BertForTokenClassification)
-from bertfast.outputs import BaseModelOutputWithPooling
-from bertfast.padding import PackedBatch
+from bertfast.heads.pretraining import BertForMaskedLM, dense_gelu_norm
+from bertfast.heads.tasks import (BertForMultipleChoice, BertForQuestionAnswering, BertForTokenClassification,
+                                  FirstTokenClassification)
 
 PREFIX = "roberta"  # transformers' RobertaPreTrainedModel.base_model_prefix (XLM-R's and CamemBERT's too)
 
@@ -34,13 +31,14 @@ class RobertaLMHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
         """hidden (..., H) -> logits (..., vocab)."""
-        hidden = ops.dense_gelu(hidden, self.dense.weight, self.dense.bias, "none")
-        hidden = ops.layer_norm(hidden, self.layer_norm.weight, self.layer_norm.bias, self.layer_norm.eps)
+        hidden = dense_gelu_norm(hidden, self.dense, self.layer_norm, "none")
         return F.linear(hidden, word_embeddings if self.decoder is None else self.decoder.weight, self.bias)
 
 
 class RobertaClassificationHead(nn.Module):
     """The first token's state -> dropout -> dense -> tanh -> dropout -> out_proj: (B, H) -> (B, num_labels)."""
+
+    activation = staticmethod(torch.tanh)  # ELECTRA's head is this one with GELU (bertfast.heads.electra)
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -49,14 +47,7 @@ class RobertaClassificationHead(nn.Module):
         self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
 
     def forward(self, first: torch.Tensor) -> torch.Tensor:
-        return self.out_proj(self.dropout(torch.tanh(self.dense(self.dropout(first)))))
-
-
-def first_tokens(out: BaseModelOutputWithPooling) -> torch.Tensor:
-    """Each sequence's first token's state (B, H): position 0 of a padded (B, S, H) output, or the token at each
-    ``cu_seqlens`` start of a packed (T, H) one."""
-    hidden = out.last_hidden_state
-    return hidden[:, 0] if out.cu_seqlens is None else hidden.index_select(0, out.cu_seqlens[:-1].long())
+        return self.out_proj(self.dropout(self.activation(self.dense(self.dropout(first)))))
 
 
 class RobertaForMaskedLM(BertForMaskedLM):
@@ -73,32 +64,11 @@ class RobertaForMaskedLM(BertForMaskedLM):
         return self.lm_head(sequence_output, self.base_model.embeddings.word_embeddings.weight)
 
 
-class RobertaForSequenceClassification(BertForSequenceClassification):
+class RobertaForSequenceClassification(FirstTokenClassification):
     """No pooler: ``classifier`` (RobertaClassificationHead) on the first token."""
 
     base_model_prefix = PREFIX
-    add_pooling_layer = False
-    head_output_weight = "classifier.out_proj.weight"
-
-    def __init__(self, config: BertConfig):
-        super().__init__(config)
-        self.classifier = RobertaClassificationHead(config)
-        self.classifier.apply(self._init_module)
-        del self.dropout  # the head holds its dropout
-
-    def _encode(self, input_ids: torch.Tensor | PackedBatch, attention_mask: torch.Tensor | None,
-                token_type_ids: torch.Tensor | None, position_ids: torch.Tensor | None, output_hidden_states: bool,
-                output_attentions: bool, padding_states: bool = False) -> BaseModelOutputWithPooling:
-        """A padded batch whose first position is padding in some row (left padding) keeps the padding states:
-        the head reads position 0 whatever it holds, as transformers' does (one host sync, for such a mask; a
-        traced graph keeps them always, having no branch on values)."""
-        if isinstance(attention_mask, torch.Tensor) and (ops.exporting() or not bool(attention_mask[:, 0].all())):
-            padding_states = True
-        return super()._encode(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
-                               output_attentions, padding_states)
-
-    def _logits(self, out: BaseModelOutputWithPooling) -> torch.Tensor:
-        return self.classifier(first_tokens(out))
+    classifier_class = RobertaClassificationHead
 
 
 class RobertaForTokenClassification(BertForTokenClassification):

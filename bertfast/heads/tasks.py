@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bertfast import ops
 from bertfast.config import BertConfig
 from bertfast.heads.base import BertWithHeads
 from bertfast.heads.pretraining import masked_lm_loss
@@ -79,6 +80,29 @@ def question_answering_loss(start_logits: torch.Tensor, end_logits: torch.Tensor
     return (losses[0] + losses[1]) / 2
 
 
+def first_tokens(out: BaseModelOutputWithPooling) -> torch.Tensor:
+    """Each sequence's first token's state (B, H): position 0 of a padded (B, S, H) output, or the token at each
+    ``cu_seqlens`` start of a packed (T, H) one."""
+    hidden = out.last_hidden_state
+    return hidden[:, 0] if out.cu_seqlens is None else hidden.index_select(0, out.cu_seqlens[:-1].long())
+
+
+class FirstTokenHead:
+    """Mixin (listed before the head class) of the heads that read each sequence's first token instead of a pooler
+    (RoBERTa's, DistilBERT's and ELECTRA's classifiers): a padded batch whose first position is padding in some row
+    (left padding) keeps the padding states, so that the head reads position 0 whatever it holds, as
+    transformers' does (one host sync, for such a mask; a traced graph keeps them always, having no branch on
+    values)."""
+
+    def _encode(self, input_ids: torch.Tensor | PackedBatch, attention_mask: torch.Tensor | None,
+                token_type_ids: torch.Tensor | None, position_ids: torch.Tensor | None, output_hidden_states: bool,
+                output_attentions: bool, padding_states: bool = False) -> BaseModelOutputWithPooling:
+        if isinstance(attention_mask, torch.Tensor) and (ops.exporting() or not bool(attention_mask[:, 0].all())):
+            padding_states = True
+        return super()._encode(input_ids, attention_mask, token_type_ids, position_ids,  # type: ignore[misc]
+                               output_hidden_states, output_attentions, padding_states)
+
+
 class BertForSequenceClassification(BertWithHeads):
     """pooler -> dropout -> ``classifier`` (num_labels, H): logits (B, num_labels)."""
     role = "ForSequenceClassification"
@@ -107,6 +131,24 @@ class BertForSequenceClassification(BertWithHeads):
         logits = self._logits(out)
         loss = None if labels is None else sequence_classification_loss(logits, labels, self.config.problem_type)
         return SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
+
+
+class FirstTokenClassification(FirstTokenHead, BertForSequenceClassification):
+    """No pooler: ``classifier`` (a ``classifier_class``, which holds its own dropout: dense, an activation,
+    out_proj) on each sequence's first token, RoBERTa's and ELECTRA's sequence classifiers."""
+
+    add_pooling_layer = False
+    head_output_weight = "classifier.out_proj.weight"
+    classifier_class: type[nn.Module]  # built from the config: (B, H) -> (B, num_labels)
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.classifier = self.classifier_class(config)
+        self.classifier.apply(self._init_module)
+        del self.dropout  # the head holds its dropout
+
+    def _logits(self, out: BaseModelOutputWithPooling) -> torch.Tensor:
+        return self.classifier(first_tokens(out))
 
 
 class BertForTokenClassification(BertWithHeads):
@@ -167,12 +209,16 @@ class BertForQuestionAnswering(BertWithHeads):
                              "padded (B, S) batch, not a PackedBatch, with them")
         out = self._encode(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
                            output_attentions, padding_states=with_loss)
-        logits = self.qa_outputs(out.last_hidden_state)  # (B, S, 2)
+        logits = self._span_logits(out.last_hidden_state)  # (B, S, 2)
         start_logits, end_logits = (part.squeeze(-1).contiguous() for part in logits.split(1, dim=-1))  # (B, S)
         loss = None
         if with_loss:
             loss = question_answering_loss(start_logits, end_logits, start_positions, end_positions)
         return QuestionAnsweringModelOutput(loss, start_logits, end_logits, out.hidden_states, out.attentions)
+
+    def _span_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Hidden states (..., H) -> start and end logits (..., 2): BERT's head is ``qa_outputs`` alone."""
+        return self.qa_outputs(hidden)
 
 
 class BertForMultipleChoice(BertWithHeads):
@@ -191,6 +237,11 @@ class BertForMultipleChoice(BertWithHeads):
     def _head_size_source(self) -> str:
         return "one score per choice"
 
+    def _scores(self, out: BaseModelOutputWithPooling) -> torch.Tensor:
+        """The encoder's output over the (B * num_choices) sequences -> one score each (B * num_choices, 1): BERT's
+        head reads the pooler."""
+        return self.classifier(self.dropout(out.pooler_output))
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False,
@@ -203,8 +254,9 @@ class BertForMultipleChoice(BertWithHeads):
         batch, num_choices, seq_len = choices_shape(inputs)
         flat = {k: v.reshape(batch * num_choices, seq_len) if isinstance(v, torch.Tensor) else v
                 for k, v in inputs.items()}  # each (B * num_choices, S)
-        out = self.base_model(**flat, output_hidden_states=output_hidden_states, output_attentions=output_attentions)
-        logits = self.classifier(self.dropout(out.pooler_output)).view(batch, num_choices)  # (B, num_choices)
+        out = self._encode(flat["input_ids"], flat["attention_mask"], flat["token_type_ids"], flat["position_ids"],
+                           output_hidden_states, output_attentions)
+        logits = self._scores(out).view(batch, num_choices)  # (B, num_choices)
         loss = None if labels is None else classification_loss(logits, labels)
         return MultipleChoiceModelOutput(loss, logits, out.hidden_states, out.attentions)
 

@@ -1,112 +1,88 @@
 """BERT, the first entry of the architecture slot: its encoder, written from scratch with transformers' module and
-attribute names, its pure ``remap_state_dict``, its head prefixes and its linear layers (``ARCHITECTURE``).
+attribute names, its pure ``remap_state_dict`` (its ``KeyRules``, bertfast.models.keys), its head prefixes and its
+linear layers (``ARCHITECTURE``).
 
 Module names follow transformers so that ``state_dict()`` keys line up with HuggingFace checkpoints.
 The one structural difference: each layer's query/key/value projections are stored fused as
 ``attention.self.qkv`` (one (3H, H) matmul per layer). ``remap_state_dict`` joins a checkpoint's three into it
 at load (``join_fused``); a state-dict hook splits it back on save (``split_fused``), so that saved files are
 transformers' own. The config's fields and their checks are ``bertfast.config.BertConfig``.
+
+Other architectures compose these blocks: ``BertSelfAttention`` takes the names of the checkpoint's row blocks
+(DistilBERT's q_lin / k_lin / v_lin), ``BertEmbeddings`` a width (ELECTRA's embedding_size), ``BertEncoder`` a
+layer class, and ``BertModel`` its embeddings class, layer class, the attribute of its layer stack and the step
+from the embeddings to the first layer (``_embed``).
 """
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 import torch
 import torch.nn as nn
 
 from bertfast import ops
-from bertfast.checkpoint import CheckpointError
 from bertfast.config import BertConfig
 from bertfast.inputs import check_inputs, check_packed, inputs_trusted
-from bertfast.models.registry import FUSED_ORIGIN, Architecture, LinearSlot, register
+from bertfast.models.keys import QKV, KeyRules, join_fused, split_fused
+from bertfast.models.registry import Architecture, LinearSlot, register
 from bertfast.outputs import BaseModelOutputWithPooling
 from bertfast.padding import PackedBatch, Packing, pad, packing_of, unpad
 from bertfast.pretrained import BertPreTrainedModel
 
-QKV = ("query", "key", "value")  # the checkpoint's row blocks of the fused attention.self.qkv, in order
 FUSED_LINEARS = {"attention.self.qkv": QKV}
 # Heads beside the encoder (pretraining under cls., the task heads): never nested under bert.
 HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.")
-# Keys that are buffers, not weights, in some transformers versions: never loaded, never reported.
-BUFFER_SUFFIXES = (".position_ids", ".token_type_ids")
-# Legacy LayerNorm parameter names (the original TensorFlow-converted checkpoints) and ours.
-LEGACY_SUFFIXES = {".gamma": ".weight", ".beta": ".bias"}
 DECODER_WEIGHT = "cls.predictions.decoder.weight"
 DECODER_BIAS = "cls.predictions.decoder.bias"
 MLM_BIAS = "cls.predictions.bias"
 
 
 class BertEmbeddings(nn.Module):
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, width: int | None = None):
+        """``width``: the tables' width E, hidden_size by default (ELECTRA's embedding_size)."""
         super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        width = config.hidden_size if width is None else width
+        self.word_embeddings = nn.Embedding(config.vocab_size, width, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, width)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, width)
+        self.LayerNorm = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def token_type_table(self) -> torch.Tensor:
+        """The segment table (type_vocab_size, E) the fused op adds from."""
+        return self.token_type_embeddings.weight
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """input_ids (B, S) -> (B, S, H): the three lookups, their sum and the LayerNorm in one fused op."""
+        """input_ids (B, S) -> (B, S, E): the three lookups, their sum and the LayerNorm in one fused op."""
         embeddings = ops.embeddings(input_ids, word_weight=self.word_embeddings.weight,
                                     position_weight=self.position_embeddings.weight,
-                                    token_type_weight=self.token_type_embeddings.weight,
+                                    token_type_weight=self.token_type_table(),
                                     ln_weight=self.LayerNorm.weight, ln_bias=self.LayerNorm.bias,
                                     eps=self.LayerNorm.eps, token_type_ids=token_type_ids, position_ids=position_ids,
                                     padding_idx=self.word_embeddings.padding_idx)
         return self.dropout(embeddings)
 
 
-def join_fused(state: dict[str, torch.Tensor], origin: dict[str, str] | None = None, prefix: str = "") -> None:
-    """In place: every complete set of a checkpoint's query/key/value weights (or biases) under ``prefix`` becomes
-    the fused ``qkv`` key, their rows concatenated in order; ``origin`` (when given) names the three for error
-    messages. Three parts of different shapes are a damaged checkpoint, refused naming them."""
-    for key in [k for k in state if k.startswith(prefix) and k.split(".")[-2:] in (["query", "weight"], ["query", "bias"])]:
-        kind = key.rsplit(".", 1)[1]
-        stem = key[: -len(f"query.{kind}")]  # the module path with its trailing dot ("" at the top)
-        names = [f"{stem}{part}.{kind}" for part in QKV]
-        if not all(name in state for name in names):
-            continue  # an incomplete set stays as it is: the key check names what is missing
-        shapes = [tuple(state[name].shape) for name in names]
-        if len(set(shapes)) != 1:
-            where = [origin[name] if origin else name for name in names]
-            raise CheckpointError(f"the checkpoint's {', '.join(where)} have different shapes {shapes}; a BERT "
-                                  f"layer's query, key and value are the same size: is the file damaged?")
-        fused = f"{stem}qkv.{kind}"
-        state[fused] = torch.cat([state.pop(name) for name in names], dim=0)
-        if origin is not None:
-            origin[fused] = FUSED_ORIGIN.join(origin.pop(name) for name in names)
-
-
-def split_fused(state: dict[str, torch.Tensor], prefix: str = "") -> None:
-    """In place, the inverse of ``join_fused`` for the keys under ``prefix``: each fused ``qkv`` back into
-    transformers' query/key/value (copies, so that each saves as a tensor of its own)."""
-    for kind in ("weight", "bias"):
-        if f"{prefix}qkv.{kind}" not in state:  # an int8 qkv (bertfast.cpu.int8) has packed params instead
-            continue
-        fused = state.pop(f"{prefix}qkv.{kind}")
-        for name, part in zip(QKV, fused.chunk(3, dim=0)):
-            state[f"{prefix}{name}.{kind}"] = part.clone()
-
 
 def _split_qkv(module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: Any) -> None:
     """state_dict post-hook: the fused ``qkv`` parameter is saved as transformers' query/key/value."""
-    split_fused(state_dict, prefix)
+    split_fused(state_dict, prefix, module.parts)
 
 
 def _fuse_qkv(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
     """load_state_dict pre-hook, for a state dict in transformers' names given to ``load_state_dict`` directly
     (``from_pretrained``'s remap has joined them already)."""
-    join_fused(state_dict, prefix=prefix)
+    join_fused(state_dict, prefix=prefix, parts=module.parts)
 
 
 class BertSelfAttention(nn.Module):
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, parts: tuple[str, ...] = QKV):
+        """``parts``: the checkpoint's names of the fused qkv's row blocks (saved under them)."""
         super().__init__()
         self.num_attention_heads = config.num_attention_heads
         self.attention_head_size = config.head_dim
+        self.parts = parts
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)  # rows: query, key, value
         self.dropout_p = config.attention_probs_dropout_prob
         self.register_state_dict_post_hook(_split_qkv)
@@ -188,9 +164,10 @@ class BertLayer(nn.Module):
 
 
 class BertEncoder(nn.Module):
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, layer_class: type[nn.Module] = BertLayer):
+        """``layer_class``: the layer (BertLayer's forward signature and outputs)."""
         super().__init__()
-        self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+        self.layer = nn.ModuleList(layer_class(config) for _ in range(config.num_hidden_layers))
 
     def forward(self, hidden: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
                 cu_seqlens: torch.Tensor | None = None, max_seqlen: int | None = None,
@@ -227,13 +204,32 @@ class BertModel(BertPreTrainedModel):
 
     padding_free: bool = True
     base_model_prefix = ""
+    # the blocks another architecture swaps in: its embeddings, its layer, the attribute of its layer stack
+    embeddings_class: ClassVar[type[nn.Module]] = BertEmbeddings
+    layer_class: ClassVar[type[nn.Module]] = BertLayer
+    stack_attribute: ClassVar[str] = "encoder"
+    has_pooler: ClassVar[bool] = True  # False: the architecture has none (its heads read the first token)
 
-    def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
+    def __init__(self, config: BertConfig, add_pooling_layer: bool | None = None):
+        """``add_pooling_layer``: None = the architecture's default (a pooler where it has one)."""
+        if add_pooling_layer and not self.has_pooler:
+            raise ValueError(f"{type(self).__name__}: {config.model_type} has no pooler (its heads read the first "
+                             f"token): pass add_pooling_layer=False")
         super().__init__(config)
-        self.embeddings = BertEmbeddings(config)
-        self.encoder = BertEncoder(config)
-        self.pooler = BertPooler(config) if add_pooling_layer else None
+        self.embeddings = self.embeddings_class(config)
+        setattr(self, self.stack_attribute, BertEncoder(config, self.layer_class))
+        self.pooler = BertPooler(config) if self.has_pooler and add_pooling_layer is not False else None
         self.init_weights()
+
+    @property
+    def stack(self) -> BertEncoder:
+        """The layer stack (``encoder`` as transformers names BERT's; DistilBERT's is ``transformer``)."""
+        return getattr(self, self.stack_attribute)
+
+    def _embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
+               position_ids: torch.Tensor | None) -> torch.Tensor:
+        """ids (B, S) -> the first layer's input (B, S, H): the embeddings (ELECTRA projects them after)."""
+        return self.embeddings(input_ids, token_type_ids, position_ids)
 
     @classmethod
     def _build(cls, config: BertConfig, state: dict[str, torch.Tensor]) -> "BertModel":
@@ -279,6 +275,8 @@ class BertModel(BertPreTrainedModel):
         if input_ids is None:
             raise ValueError("BertModel needs input_ids (B, S) or a PackedBatch")
         position_ids = self._own_positions(position_ids)
+        if not self.config.token_types:  # an architecture without segments ignores them (DistilBERT)
+            token_type_ids = None
         if padding_states and return_packed:
             raise ValueError("padding_states=True keeps the padding positions; return_packed=True drops them: pick one")
         key_padding_mask = check_inputs(self.config, self.device, input_ids, attention_mask, token_type_ids,
@@ -288,9 +286,9 @@ class BertModel(BertPreTrainedModel):
             if packing.starts_real:  # left padding: the pooler reads a padding position, so the padded path runs
                 out = self._forward_packed(batch, output_hidden_states)
                 return out if return_packed else _padded_output(out, packing)
-        hidden = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, S, H)
-        last, all_hidden, all_probs = self.encoder(hidden, key_padding_mask, output_hidden_states=output_hidden_states,
-                                                   output_attentions=output_attentions)
+        hidden = self._embed(input_ids, token_type_ids, position_ids)  # (B, S, H)
+        last, all_hidden, all_probs = self.stack(hidden, key_padding_mask, output_hidden_states=output_hidden_states,
+                                                 output_attentions=output_attentions)
         pooled = None if self.pooler is None else self.pooler(last)  # position 0, padding or not, as transformers
         if return_packed:
             mask = key_padding_mask if key_padding_mask is not None else last.new_ones(last.shape[:2], dtype=torch.bool)
@@ -309,10 +307,10 @@ class BertModel(BertPreTrainedModel):
 
     def _forward_packed(self, packed: PackedBatch, output_hidden_states: bool) -> BaseModelOutputWithPooling:
         """The padding-free path: packed (T,) ids -> last_hidden_state (T, H), pooler_output (B, H)."""
-        hidden = self.embeddings(packed.input_ids[None], packed.token_type_ids[None],
-                                 packed.position_ids[None])[0]  # (T, H): the lookups run on a (1, T) view
-        last, all_hidden, _ = self.encoder(hidden, cu_seqlens=packed.cu_seqlens, max_seqlen=packed.max_seqlen,
-                                           output_hidden_states=output_hidden_states)
+        hidden = self._embed(packed.input_ids[None], packed.token_type_ids[None],
+                             packed.position_ids[None])[0]  # (T, H): the lookups run on a (1, T) view
+        last, all_hidden, _ = self.stack(hidden, cu_seqlens=packed.cu_seqlens, max_seqlen=packed.max_seqlen,
+                                         output_hidden_states=output_hidden_states)
         pooled = None
         if self.pooler is not None:  # each sequence's first token, as a (B, 1, H) batch for the pooler
             pooled = self.pooler(last.index_select(0, packed.cu_seqlens[:-1].long())[:, None])
@@ -333,68 +331,6 @@ def _zero_padding(hidden: torch.Tensor, key_padding_mask: torch.Tensor | None) -
     """Hidden states (B, S, H) with zeros at padding (key_padding_mask False); None = no padding."""
     return hidden if key_padding_mask is None else hidden.masked_fill(~key_padding_mask[..., None], 0)
 
-
-@dataclass(frozen=True)
-class KeyRules:
-    """The key rules of a BERT-shaped checkpoint family: which prefix nests the encoder in the head models, which
-    prefixes are heads beside it, and the MLM decoder's names. ``remap_state_dict`` applies them (pure)."""
-
-    prefix: str  # "bert": the head models' encoder attribute, the checkpoint's key prefix
-    head_prefixes: tuple[str, ...]  # never nested under the prefix
-    decoder_weight: str  # the MLM decoder's weight (dropped when tied to the word embeddings)
-    decoder_bias: str  # the decoder's bias, as some checkpoints name it ...
-    mlm_bias: str  # ... and as the model holds it (which wins when both are present)
-
-    def checkpoint_key(self, key: str, nested: bool = False) -> str:
-        """One checkpoint key under our names: legacy LayerNorm names renamed, the prefix added (``nested``) or
-        stripped (heads are never nested)."""
-        for legacy, ours in LEGACY_SUFFIXES.items():
-            if key.endswith(legacy):
-                key = key[: -len(legacy)] + ours
-        bare = key.removeprefix(self.prefix + ".")
-        return bare if bare.startswith(self.head_prefixes) or not nested else f"{self.prefix}.{bare}"
-
-    def remap_state_dict(self, state: dict[str, torch.Tensor], *, nested: bool,
-                         tie_word_embeddings: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-        """Map a checkpoint's keys onto those of a model that nests the encoder under the prefix (``nested``) or
-        is the encoder itself.
-
-        - the prefix (``bert.``) is added to encoder keys (embeddings, encoder, pooler) or stripped from them; head
-          keys (``head_prefixes``) stay as they are. A pooler is carried like any encoder weight when the checkpoint
-          has one.
-        - legacy ``LayerNorm.gamma`` / ``LayerNorm.beta`` become ``weight`` / ``bias``.
-        - buffers (``*.position_ids``, ``*.token_type_ids``) are dropped.
-        - the decoder bias (``cls.predictions.decoder.bias``) becomes the MLM bias (``cls.predictions.bias``),
-          which wins when both are present.
-        - with ``tie_word_embeddings`` the decoder weight is dropped: the word embeddings are used, with a
-          warning when the checkpoint's decoder differs from them.
-        - each layer's ``query`` / ``key`` / ``value`` are joined into the fused ``qkv`` (``join_fused``).
-
-        Returns the renamed state (the same tensors, no copies, but for the fused ``qkv``; ``state`` is not
-        modified) and ``origin``, each new key's name in the checkpoint, for error messages.
-        """
-        out: dict[str, torch.Tensor] = {}
-        origin: dict[str, str] = {}
-        for original, tensor in state.items():
-            key = self.checkpoint_key(original, nested)
-            if key.endswith(BUFFER_SUFFIXES):
-                continue
-            out[key] = tensor
-            origin[key] = original
-        if self.decoder_bias in out:
-            bias, source = out.pop(self.decoder_bias), origin.pop(self.decoder_bias)
-            if self.mlm_bias not in out:
-                out[self.mlm_bias], origin[self.mlm_bias] = bias, source
-        if tie_word_embeddings and self.decoder_weight in out:
-            tied = out.pop(self.decoder_weight)
-            del origin[self.decoder_weight]
-            embedding = out.get((f"{self.prefix}." if nested else "") + "embeddings.word_embeddings.weight")
-            if embedding is not None and (tied.shape != embedding.shape or not torch.equal(tied, embedding)):
-                warnings.warn(f"the checkpoint's {self.decoder_weight} differs from the word embeddings but "
-                              f"config.tie_word_embeddings is true: the word embeddings are used (as transformers "
-                              f"does)")
-        join_fused(out, origin)
-        return out, origin
 
 
 KEY_RULES = KeyRules("bert", HEAD_PREFIXES, DECODER_WEIGHT, DECODER_BIAS, MLM_BIAS)

@@ -89,7 +89,8 @@ class Architecture:
 ARCHITECTURES: dict[str, Architecture] = {}
 # the architectures bertfast ships: model_type -> the module that registers it, imported at the first lookup
 BUILT_IN = {"bert": "bertfast.models.bert", **dict.fromkeys(("roberta", "xlm-roberta", "camembert"),
-                                                            "bertfast.models.roberta")}
+                                                            "bertfast.models.roberta"),
+            "distilbert": "bertfast.models.distilbert", "electra": "bertfast.models.electra"}
 
 
 def register(architecture: Architecture) -> Architecture:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from bertfast.config import BertConfig
-from bertfast.models.bert import FUSED_LINEARS, BertEmbeddings, BertModel, KeyRules, linear_layers
+from bertfast.models.bert import FUSED_LINEARS, BertEmbeddings, BertModel, linear_layers
+from bertfast.models.keys import KeyRules
 from bertfast.models.registry import Architecture, register
 
 MODEL_TYPES = ("roberta", "xlm-roberta", "camembert")  # one architecture, three names on the hub
@@ -66,10 +67,7 @@ class RobertaEmbeddings(BertEmbeddings):
 class RobertaModel(BertModel):
     """The encoder: BERT's layers and pooler over RoBERTa's embeddings."""
 
-    def __init__(self, config: RobertaConfig, add_pooling_layer: bool = True):
-        super().__init__(config, add_pooling_layer)
-        self.embeddings = RobertaEmbeddings(config)
-        self.init_weights()
+    embeddings_class = RobertaEmbeddings
 
     def _own_positions(self, position_ids: torch.Tensor | None) -> torch.Tensor | None:
         """transformers' position ids (table rows) -> bertfast's (from 0)."""

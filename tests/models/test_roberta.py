@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 
 import pytest
 import torch
@@ -17,11 +16,11 @@ import bertfast
 from bertfast.heads.roberta import RobertaForSequenceClassification
 from bertfast.models.roberta import RobertaModel
 from bertfast.cli import main
-from bertfast.padding import PackedBatch
 from bertfast.training.finetune import FinetuneArguments, finetune
 from tests.helpers import HIDDEN_ATOL, LOGITS_ATOL, st_folder
+from tests.models.parity import (TEXTS, Family, assert_fill_mask_matches, assert_padded_left_padded_and_packed,
+                                 compare, encoded, int8_cosine)
 from tests.pipelines.test_question_answering import reference, score_diff
-from tests.tokenizer_folders import save_family
 from tests.training.test_finetune import sentiment_rows, write_csv
 
 FAMILIES = {"roberta": "Roberta", "xlm-roberta": "XLMRoberta", "camembert": "Camembert"}  # model_type -> prefix
@@ -30,75 +29,26 @@ HEADS = {"Model": ("last_hidden_state",), "ForMaskedLM": ("logits",), "ForSequen
          "ForMultipleChoice": ("logits",)}
 SIZES = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
              max_position_embeddings=130, type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5)
-TEXTS = ["Le chat est sur la table, et la voiture est rouge.", "Where are the cities?", "東京 and 北京 😀",
-         "The quick brown fox jumps over the lazy dog while a café in Zürich serves crème brûlée to naïve tourists."]
+DECISIVE = ("classifier", "qa_outputs", "lm_head.dense")
 
 
-def build(tmp_path_factory, family: str, head: str, **config) -> str:
-    """A folder: ``family``'s tokenizer and a random transformers ``<Family><head>`` over its vocabulary."""
-    folder = tmp_path_factory.mktemp(f"{family}-{head}")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(save_family(family, folder))
-    labels = {"ForSequenceClassification": 3, "ForTokenClassification": 3, "ForQuestionAnswering": 2}.get(head)
-    hf_config = getattr(transformers, FAMILIES[family] + "Config")(
-        **{**SIZES, "vocab_size": len(tokenizer), **config, **({"num_labels": labels} if labels else {})},
-        attn_implementation="eager")
-    torch.manual_seed(len(family) + len(head))
-    model = getattr(transformers, FAMILIES[family] + head)(hf_config).eval()
-    with torch.no_grad():  # decisive heads, so that labels and top tokens are not near-ties
-        for name, parameter in model.named_parameters():
-            if name.startswith(("classifier", "qa_outputs", "lm_head.dense")):
-                parameter.mul_(20)
-    model.save_pretrained(folder)
-    return os.fspath(folder)
-
-
-_FOLDERS: dict[tuple[str, str], str] = {}
+@pytest.fixture(scope="module")
+def families(tmp_path_factory):
+    return {family: Family(tmp_path_factory, family, prefix, SIZES, DECISIVE) for family, prefix in FAMILIES.items()}
 
 
 @pytest.fixture
-def folder(tmp_path_factory):
-    def make(family: str, head: str) -> str:
-        if (family, head) not in _FOLDERS:
-            _FOLDERS[family, head] = build(tmp_path_factory, family, head)
-        return _FOLDERS[family, head]
-    return make
-
-
-def encoded(folder: str, padding_side: str = "right") -> dict[str, torch.Tensor]:
-    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, padding_side=padding_side)
-    return dict(tokenizer(TEXTS, padding=True, return_tensors="pt"))
-
-
-def compare(ours, theirs, fields, mask: torch.Tensor) -> None:
-    """Each field: per-token outputs on the real tokens, others whole."""
-    for name in fields:
-        a, b = getattr(ours, name), getattr(theirs, name)
-        atol = HIDDEN_ATOL if name == "last_hidden_state" else LOGITS_ATOL
-        if a.shape[:2] == mask.shape:
-            a, b = a[mask], b[mask]
-        torch.testing.assert_close(a, b, atol=atol, rtol=0)
+def folder(families):
+    return lambda family, head: families[family].folder(head)
 
 
 @pytest.mark.parametrize("head", [h for h in HEADS if h != "ForMultipleChoice"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_each_head_matches_transformers_padded_left_padded_and_packed(folder, family, head):
-    path = folder(family, head)
+def test_each_head_matches_transformers_padded_left_padded_and_packed(families, family, head):
+    path = families[family].folder(head)
     ours = getattr(bertfast, "Bert" + head).from_pretrained(path)  # BERT's name: the family's class is picked
     assert type(ours).__name__ == "Roberta" + head and type(ours.base_model) is RobertaModel
-    theirs = getattr(transformers, FAMILIES[family] + head).from_pretrained(path).eval()
-    for side in ("right", "left"):
-        batch = encoded(path, side)
-        with torch.inference_mode():
-            compare(ours(**batch), theirs(**batch), HEADS[head], batch["attention_mask"].bool())
-    batch = encoded(path)
-    mask = batch["attention_mask"].bool()
-    packed = PackedBatch.from_token_lists([row[m].tolist() for row, m in zip(batch["input_ids"], mask)])
-    with torch.inference_mode():
-        got, expected = ours(packed), theirs(**batch)
-    for name in HEADS[head]:
-        value = getattr(expected, name)
-        torch.testing.assert_close(getattr(got, name), value[mask] if value.shape[:2] == mask.shape else value,
-                                   atol=LOGITS_ATOL, rtol=0)
+    assert_padded_left_padded_and_packed(ours, families[family].theirs(head, path), path, HEADS[head])
 
 
 def test_multiple_choice_matches_transformers(folder):
@@ -145,15 +95,7 @@ def test_the_sequence_limit_is_the_table_less_the_padding_rows(folder):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_fill_mask_pipeline_matches_transformers(folder, family):
-    path = folder(family, "ForMaskedLM")
-    ours = bertfast.pipeline("fill-mask", model=path)
-    theirs = transformers.pipeline("fill-mask", model=path, device="cpu")
-    texts = [f"Le chat est sur la {ours.tokenizer.mask_token}.", f"{ours.tokenizer.mask_token} and 北京"]
-    for got, expected in zip(ours(texts, top_k=4), theirs(texts, top_k=4)):
-        assert [(p["token"], p["token_str"], p["sequence"]) for p in got] == \
-            [(p["token"], p["token_str"], p["sequence"]) for p in expected]
-        torch.testing.assert_close(torch.tensor([p["score"] for p in got]),
-                                   torch.tensor([p["score"] for p in expected]), atol=1e-5, rtol=0)
+    assert_fill_mask_matches(folder(family, "ForMaskedLM"))
 
 
 def test_text_and_token_classification_pipelines_match_transformers(folder):
@@ -175,14 +117,7 @@ def test_text_and_token_classification_pipelines_match_transformers(folder):
 
 
 def test_int8_keeps_the_hidden_states_close(folder):
-    path = folder("roberta", "Model")
-    fp32, int8 = (bertfast.AutoModel.from_pretrained(path, quantize=q) for q in (None, "int8"))
-    batch = encoded(path)
-    mask = batch["attention_mask"].bool()
-    with torch.inference_mode():
-        cosine = torch.nn.functional.cosine_similarity(int8(**batch).last_hidden_state[mask],
-                                                       fp32(**batch).last_hidden_state[mask], dim=-1)
-    assert cosine.min() > 0.99, cosine.min()
+    assert int8_cosine(folder("roberta", "Model")) > 0.99
 
 
 def test_an_unsupported_family_is_refused_naming_the_supported_ones(tmp_path):
@@ -190,7 +125,7 @@ def test_an_unsupported_family_is_refused_naming_the_supported_ones(tmp_path):
     with pytest.raises(ValueError, match=r"config.json: model_type is 'deberta-v2'; bertfast runs the architectures "
                                          r"'bert', ") as caught:
         bertfast.AutoModel.from_pretrained(tmp_path)
-    assert all(f"'{name}'" in str(caught.value) for name in FAMILIES), caught.value
+    assert all(f"'{name}'" in str(caught.value) for name in (*FAMILIES, "distilbert", "electra")), caught.value
 
 
 def test_question_answering_pipeline_matches_the_definition(folder):
@@ -205,7 +140,8 @@ def test_question_answering_pipeline_matches_the_definition(folder):
 
     ours = bertfast.pipeline("question-answering", model=path)
     context = TEXTS[3] + " " + TEXTS[0]  # longer than one 32-token window
-    for options in ({"top_k": 3, "max_seq_len": 48}, {"top_k": 2, "max_seq_len": 32, "doc_stride": 8, "handle_impossible_answer": True}):
+    for options in ({"top_k": 3, "max_seq_len": 48},
+                    {"top_k": 2, "max_seq_len": 32, "doc_stride": 8, "handle_impossible_answer": True}):
         expected = reference(model, tokenizer, "Where is the café?", context, **options)
         assert score_diff(ours("Where is the café?", context, **options), expected) <= LOGITS_ATOL
 
