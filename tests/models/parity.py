@@ -154,3 +154,19 @@ def labels_for(head: str, batch: dict[str, torch.Tensor], vocab_size: int) -> di
     if head == "ForPreTraining":  # ELECTRA's discriminator: 1 = replaced
         return {"labels": torch.randint(0, 2, mask.shape, generator=generator)}
     raise ValueError(f"no labels for {head}")
+
+
+def assert_loss_matches(family: Family, head: str) -> None:
+    """``head``'s loss on the family's checkpoint, labels given, equal to transformers' (multiple choice: the batch
+    as 2 examples x 2 choices)."""
+    path = family.folder(head)
+    ours = getattr(bertfast, "AutoModel" + head).from_pretrained(path)
+    theirs = family.theirs(head, path)
+    batch = encoded(path)
+    labels = labels_for(head, batch, ours.config.vocab_size)
+    if head == "ForMultipleChoice":
+        batch = {k: v.view(2, 2, -1) for k, v in batch.items()}
+    with torch.inference_mode():
+        got, expected = ours(**batch, **labels).loss, theirs(**batch, **labels).loss
+    assert got is not None and torch.isfinite(got)
+    torch.testing.assert_close(got, expected, atol=LOGITS_ATOL, rtol=0)

@@ -19,9 +19,9 @@ from bertfast.inputs import check_inputs
 from bertfast.models.distilbert import DistilBertConfig, DistilBertModel
 from bertfast.padding import PackedBatch
 from tests.helpers import LOGITS_ATOL
-from tests.models.parity import (Family, assert_fill_mask_matches, assert_padded_left_padded_and_packed,
-                                 assert_text_classification_matches, compare, encoded, int8_cosine, labels_for,
-                                 packed_rows)
+from tests.models.parity import (Family, assert_fill_mask_matches, assert_loss_matches,
+                                 assert_padded_left_padded_and_packed, assert_text_classification_matches, compare,
+                                 encoded, int8_cosine, packed_rows)
 
 HEADS = {"Model": ("last_hidden_state",), "ForMaskedLM": ("logits",), "ForSequenceClassification": ("logits",),
          "ForTokenClassification": ("logits",), "ForQuestionAnswering": ("start_logits", "end_logits")}
@@ -61,17 +61,7 @@ def test_multiple_choice_matches_transformers(family):
 @pytest.mark.parametrize("head", ["ForMaskedLM", "ForSequenceClassification", "ForTokenClassification",
                                   "ForQuestionAnswering", "ForMultipleChoice"])
 def test_losses_match_transformers(family, head):
-    path = family.folder(head)
-    ours = getattr(bertfast, "AutoModel" + head).from_pretrained(path)
-    theirs = family.theirs(head, path)
-    batch = encoded(path)
-    labels = labels_for(head, batch, ours.config.vocab_size)
-    if head == "ForMultipleChoice":
-        batch = {k: v.view(2, 2, -1) for k, v in batch.items()}
-    with torch.inference_mode():
-        got, expected = ours(**batch, **labels).loss, theirs(**batch, **labels).loss
-    assert got is not None and torch.isfinite(got)
-    torch.testing.assert_close(got, expected, atol=LOGITS_ATOL, rtol=0)
+    assert_loss_matches(family, head)
 
 
 def test_token_type_ids_are_ignored_never_checked_padded_and_packed(family):
