@@ -170,3 +170,15 @@ def assert_loss_matches(family: Family, head: str) -> None:
         got, expected = ours(**batch, **labels).loss, theirs(**batch, **labels).loss
     assert got is not None and torch.isfinite(got)
     torch.testing.assert_close(got, expected, atol=LOGITS_ATOL, rtol=0)
+
+
+def assert_multiple_choice_matches(family: Family, class_name: str) -> None:
+    """The family's multiple-choice model (``class_name``) on 2 examples x 2 choices, right- and left-padded."""
+    path = family.folder("ForMultipleChoice")
+    ours = bertfast.AutoModelForMultipleChoice.from_pretrained(path)
+    assert type(ours).__name__ == class_name
+    theirs = family.theirs("ForMultipleChoice", path)
+    for side in ("right", "left"):
+        batch = {k: v.view(2, 2, -1) for k, v in encoded(path, side).items()}
+        with torch.inference_mode():
+            torch.testing.assert_close(ours(**batch).logits, theirs(**batch).logits, atol=LOGITS_ATOL, rtol=0)

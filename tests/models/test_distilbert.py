@@ -19,7 +19,7 @@ from bertfast.inputs import check_inputs
 from bertfast.models.distilbert import DistilBertConfig, DistilBertModel
 from bertfast.padding import PackedBatch
 from tests.helpers import LOGITS_ATOL
-from tests.models.parity import (Family, assert_fill_mask_matches, assert_loss_matches,
+from tests.models.parity import (Family, assert_fill_mask_matches, assert_loss_matches, assert_multiple_choice_matches,
                                  assert_padded_left_padded_and_packed, assert_text_classification_matches, compare,
                                  encoded, int8_cosine, packed_rows)
 
@@ -48,14 +48,7 @@ def test_each_head_matches_transformers_padded_left_padded_and_packed(family, he
 
 
 def test_multiple_choice_matches_transformers(family):
-    path = family.folder("ForMultipleChoice")
-    ours = bertfast.AutoModelForMultipleChoice.from_pretrained(path)
-    assert type(ours).__name__ == "DistilBertForMultipleChoice"
-    theirs = family.theirs("ForMultipleChoice", path)
-    for side in ("right", "left"):
-        batch = {k: v.view(2, 2, -1) for k, v in encoded(path, side).items()}
-        with torch.inference_mode():
-            torch.testing.assert_close(ours(**batch).logits, theirs(**batch).logits, atol=LOGITS_ATOL, rtol=0)
+    assert_multiple_choice_matches(family, "DistilBertForMultipleChoice")
 
 
 @pytest.mark.parametrize("head", ["ForMaskedLM", "ForSequenceClassification", "ForTokenClassification",

@@ -16,7 +16,7 @@ import bertfast
 from bertfast.heads.electra import ElectraForPreTraining
 from bertfast.models.electra import ElectraModel
 from tests.helpers import LOGITS_ATOL
-from tests.models.parity import (Family, assert_fill_mask_matches, assert_loss_matches,
+from tests.models.parity import (Family, assert_fill_mask_matches, assert_loss_matches, assert_multiple_choice_matches,
                                  assert_padded_left_padded_and_packed, assert_text_classification_matches, compare,
                                  encoded, int8_cosine, labels_for, packed_rows)
 
@@ -51,14 +51,7 @@ def test_equal_embedding_and_hidden_sizes_have_no_projection(family):
 
 
 def test_multiple_choice_matches_transformers(family):
-    path = family.folder("ForMultipleChoice")
-    ours = bertfast.AutoModelForMultipleChoice.from_pretrained(path)
-    assert type(ours).__name__ == "ElectraForMultipleChoice"
-    theirs = family.theirs("ForMultipleChoice", path)
-    for side in ("right", "left"):
-        batch = {k: v.view(2, 2, -1) for k, v in encoded(path, side).items()}
-        with torch.inference_mode():
-            torch.testing.assert_close(ours(**batch).logits, theirs(**batch).logits, atol=LOGITS_ATOL, rtol=0)
+    assert_multiple_choice_matches(family, "ElectraForMultipleChoice")
 
 
 @pytest.mark.parametrize("head", ["ForPreTraining", "ForMaskedLM", "ForSequenceClassification",
