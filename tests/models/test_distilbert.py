@@ -18,7 +18,6 @@ from bertfast.heads.distilbert import DistilBertForSequenceClassification
 from bertfast.inputs import check_inputs
 from bertfast.models.distilbert import DistilBertConfig, DistilBertModel
 from bertfast.padding import PackedBatch
-from tests.helpers import LOGITS_ATOL
 from tests.models.parity import (Family, assert_fill_mask_matches, assert_loss_matches, assert_multiple_choice_matches,
                                  assert_padded_left_padded_and_packed, assert_text_classification_matches, compare,
                                  encoded, int8_cosine, packed_rows)
