@@ -196,9 +196,9 @@ def finetune(model: str, train: str | os.PathLike, eval: str | os.PathLike, out:
                          f"--batch-size or fewer ranks")
     torch.manual_seed(args.seed)
     net = load_model(model, args, labels).to(device).train()
-    head = spec.head
+    heads = [prefix.rstrip(".") for prefix in net.new_head_prefixes] or [spec.head]  # every module of the new head
     lora = LoraSpec.parse(args.lora) if args.lora else None
-    adapted = apply_lora(net, lora, head) if lora else None
+    adapted = apply_lora(net, lora, heads) if lora else None
     engine = net if dist.world_size == 1 else DistributedDataParallel(
         net, device_ids=[device.index] if device.type == "cuda" else None)
     torch.manual_seed(args.seed + dist.rank)  # dropout differs between ranks
@@ -229,7 +229,7 @@ def finetune(model: str, train: str | os.PathLike, eval: str | os.PathLike, out:
             better = task_metrics.is_better(metric, scores[metric], results["best"] and results["best"][metric])
             if better:
                 results["best"] = scores
-            _save(out, net, tokenizer, results, adapted, lora, head, args.task, model, save_model=better)
+            _save(out, net, tokenizer, results, adapted, lora, heads, args.task, model, save_model=better)
         dist.barrier()
     bar.close()
     return results
@@ -260,12 +260,12 @@ def _step(engine, net, data, micro_features, optimizer, scheduler, scaler, args,
     return value
 
 
-def _save(out, net, tokenizer, results, adapted, spec, head, task, base_model, save_model: bool) -> None:
+def _save(out, net, tokenizer, results, adapted, spec, heads, task, base_model, save_model: bool) -> None:
     """The folder ``out`` swapped in whole: the best model (or adapter) and the results so far; when this epoch is
     not the best, the best model's files are carried over unchanged and only the results are new."""
     with disk_full_message(out), replacing_directory(out, owned=None if save_model else [RESULTS_FILE]) as new:
         if save_model and adapted is not None:
-            write_adapter(new, net, adapted, spec, head, task, os.fspath(base_model))
+            write_adapter(new, net, adapted, spec, heads, task, os.fspath(base_model))
             tokenizer.save_pretrained(new)
         elif save_model:
             net.save_pretrained(new)

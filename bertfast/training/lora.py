@@ -16,6 +16,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -84,15 +85,16 @@ def _row_blocks(name: str, rows: int, fused: dict[str, tuple[str, ...]]) -> dict
     return {name: ("weight", (0, rows))}
 
 
-def apply_lora(model: nn.Module, spec: LoraSpec, head: str) -> dict[str, tuple[LoraDelta, str]]:
-    """Freeze ``model``, add LoRA to the targeted Linear layers and unfreeze them and the ``head`` module.
+def apply_lora(model: nn.Module, spec: LoraSpec, heads: Sequence[str]) -> dict[str, tuple[LoraDelta, str]]:
+    """Freeze ``model``, add LoRA to the targeted Linear layers and unfreeze them and the ``heads`` modules (the
+    task head, trained whole: one module for BERT's, DistilBERT's pre_classifier and classifier).
 
     Returns transformers' module name -> (its parametrization, its part name), for ``adapter_state``."""
     architecture = architecture_of(model.config)
     found: dict[str, tuple[nn.Linear, dict[str, tuple[int, int]]]] = {}
     names = [n for n, _ in model.named_modules()]
     for name, module in model.named_modules():
-        if not isinstance(module, nn.Linear) or name == head or name.startswith(head + "."):
+        if not isinstance(module, nn.Linear) or any(name == h or name.startswith(h + ".") for h in heads):
             continue
         blocks = _row_blocks(name, module.out_features, architecture.fused_linears)
         names += [hf_name for hf_name, (part, _) in blocks.items() if part != "weight"]
@@ -112,24 +114,27 @@ def apply_lora(model: nn.Module, spec: LoraSpec, head: str) -> dict[str, tuple[L
         for part in parts:
             hf_name = name if part == "weight" else f"{name.rpartition('.')[0]}.{part}"
             adapted[hf_name] = (delta, part)
-    for parameter in model.get_submodule(head).parameters():
-        parameter.requires_grad_(True)
+    for head in heads:
+        for parameter in model.get_submodule(head).parameters():
+            parameter.requires_grad_(True)
     return adapted
 
 
-def adapter_state(model: nn.Module, adapted: dict[str, tuple[LoraDelta, str]], head: str) -> dict[str, torch.Tensor]:
+def adapter_state(model: nn.Module, adapted: dict[str, tuple[LoraDelta, str]],
+                  heads: Sequence[str]) -> dict[str, torch.Tensor]:
     """The tensors of adapter_model.safetensors under peft's key names."""
     state = {}
     for hf_name, (delta, part) in sorted(adapted.items()):
         state[f"{PEFT_PREFIX}{hf_name}.lora_A.weight"] = delta.lora_A[part].detach().contiguous()
         state[f"{PEFT_PREFIX}{hf_name}.lora_B.weight"] = delta.lora_B[part].detach().contiguous()
-    for name, tensor in model.get_submodule(head).state_dict().items():
-        state[f"{PEFT_PREFIX}{head}.{name}"] = tensor.detach().contiguous()
+    for head in heads:
+        for name, tensor in model.get_submodule(head).state_dict().items():
+            state[f"{PEFT_PREFIX}{head}.{name}"] = tensor.detach().contiguous()
     return state
 
 
 def write_adapter(directory: str, model: nn.Module, adapted: dict[str, tuple[LoraDelta, str]], spec: LoraSpec,
-                  head: str, task: str, base_model: str) -> None:
+                  heads: Sequence[str], task: str, base_model: str) -> None:
     """adapter_config.json + adapter_model.safetensors into ``directory`` (a folder being written, swapped in by
     the caller)."""
     from safetensors.torch import save_file
@@ -137,8 +142,8 @@ def write_adapter(directory: str, model: nn.Module, adapted: dict[str, tuple[Lor
     task_type = get_task(task).finetune.peft_task_type  # PEFT's name of the task
     config = {"peft_type": "LORA", "task_type": task_type, "base_model_name_or_path": base_model,
               "r": spec.r, "lora_alpha": spec.alpha, "target_modules": sorted(spec.targets),
-              "modules_to_save": [head], "bias": "none", "lora_dropout": 0.0, "fan_in_fan_out": False,
+              "modules_to_save": list(heads), "bias": "none", "lora_dropout": 0.0, "fan_in_fan_out": False,
               "inference_mode": True, "init_lora_weights": True, "use_rslora": False, "use_dora": False}
-    save_file(adapter_state(model, adapted, head), os.path.join(directory, ADAPTER_FILE), metadata={"format": "pt"})
+    save_file(adapter_state(model, adapted, heads), os.path.join(directory, ADAPTER_FILE), metadata={"format": "pt"})
     with open(os.path.join(directory, ADAPTER_CONFIG), "w", encoding="utf-8") as f:
         json.dump(config, f, indent=2, sort_keys=True)

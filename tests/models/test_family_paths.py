@@ -12,7 +12,7 @@ import transformers
 
 import bertfast
 from bertfast.cli import main
-from tests.helpers import LOGITS_ATOL
+from tests.helpers import HIDDEN_ATOL, LOGITS_ATOL
 from tests.models.parity import TEXTS, Family, compare, encoded
 from tests.training.test_finetune import sentiment_rows, write_csv
 
@@ -58,3 +58,50 @@ def test_finetune_from_a_base_checkpoint_loads_in_transformers(families, name, t
     batch = encoded(out)
     with torch.inference_mode():
         compare(ours(**batch), theirs(**batch), ("logits",), batch["attention_mask"].bool())
+
+
+ALL = {**FAMILIES, "roberta": ("Roberta", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                               intermediate_size=37, max_position_embeddings=130, type_vocab_size=1,
+                                               pad_token_id=1))}
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_the_triton_kernels_run_each_family_as_the_torch_path(tmp_path_factory, name, monkeypatch):
+    """BERTFAST_BACKEND=triton (the kernels through the interpreter without CUDA, padding-free): the same
+    hidden states as the torch path and transformers, on a batch of mixed lengths."""
+    prefix, sizes = ALL[name]
+    path = Family(tmp_path_factory, name, prefix, sizes, ()).folder("Model")
+    ours, theirs = bertfast.AutoModel.from_pretrained(path), transformers.AutoModel.from_pretrained(path).eval()
+    batch = encoded(path, texts=TEXTS[:3])
+    mask = batch["attention_mask"].bool()
+    with torch.inference_mode():
+        monkeypatch.setenv("BERTFAST_BACKEND", "triton")
+        fused = ours(**batch).last_hidden_state[mask]
+        monkeypatch.setenv("BERTFAST_BACKEND", "torch")
+        reference = ours(**batch).last_hidden_state[mask]
+        expected = theirs(**batch).last_hidden_state[mask]
+    torch.testing.assert_close(fused, reference, atol=HIDDEN_ATOL * 10, rtol=0)
+    torch.testing.assert_close(fused, expected, atol=HIDDEN_ATOL * 10, rtol=0)
+
+
+def test_finetune_lora_on_distilbert_targets_peft_names_and_peft_loads_it(families, tmp_path):
+    """DistilBERT's PEFT targets are q_lin / v_lin, row blocks of bertfast's fused qkv: the adapter finetune writes
+    loads in PEFT onto transformers' model with the outputs bertfast's merge gives."""
+    import peft
+
+    from bertfast.training.finetune import FinetuneArguments, finetune
+
+    train = write_csv(tmp_path / "train.csv", sentiment_rows(24))
+    base_dir = families["distilbert"].folder("Model")
+    finetune(base_dir, train, train, tmp_path / "lora", FinetuneArguments(
+        epochs=2, batch_size=8, learning_rate=1e-2, warmup_ratio=0.0, device="cpu", progress=False,
+        lora="4,8,q_lin,v_lin"))
+    config = json.loads((tmp_path / "lora" / "adapter_config.json").read_text())
+    assert sorted(config["target_modules"]) == ["q_lin", "v_lin"]
+    base = transformers.DistilBertForSequenceClassification.from_pretrained(base_dir, num_labels=2)
+    expected = peft.PeftModel.from_pretrained(base, str(tmp_path / "lora")).eval()
+    ours = bertfast.AutoModelForSequenceClassification.from_pretrained(base_dir, adapter=tmp_path / "lora",
+                                                                        num_labels=2)
+    batch = encoded(base_dir, texts=TEXTS[:3])
+    with torch.inference_mode():
+        compare(ours(**batch), expected(**batch), ("logits",), batch["attention_mask"].bool())
