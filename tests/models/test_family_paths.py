@@ -1,7 +1,8 @@
 """DistilBERT and ELECTRA through the paths around the model (RoBERTa's are in test_roberta.py): an ONNX export
 validated by the export itself, whose onnxruntime pipeline gives the torch pipeline's labels and scores; and
 `bertfast finetune` from a base checkpoint, which lowers the loss and writes a folder transformers loads with the
-same logits."""
+same logits. Every family (RoBERTa too): the Triton kernels through the interpreter, fp16 / bf16 within twice
+transformers' own half-precision error (CPU here, CUDA under needs_cuda), and bertfast.optimize's graph buckets."""
 from __future__ import annotations
 
 import json
@@ -12,8 +13,9 @@ import transformers
 
 import bertfast
 from bertfast.cli import main
-from tests.helpers import HIDDEN_ATOL, LOGITS_ATOL
+from tests.helpers import HIDDEN_ATOL, LOGITS_ATOL, needs_cuda
 from tests.models.parity import TEXTS, Family, compare, encoded
+from tests.test_graphs import EmulatedCapture
 from tests.training.test_finetune import sentiment_rows, write_csv
 
 FAMILIES = {  # model_type -> (transformers' prefix, small sizes in the family's own config names)
@@ -105,3 +107,51 @@ def test_finetune_lora_on_distilbert_targets_peft_names_and_peft_loads_it(famili
     batch = encoded(base_dir, texts=TEXTS[:3])
     with torch.inference_mode():
         compare(ours(**batch), expected(**batch), ("logits",), batch["attention_mask"].bool())
+
+
+def half_precision_errors(path: str, dtype: torch.dtype, device: str) -> tuple[float, float]:
+    """The largest |difference| from transformers' float32 hidden states, over the real tokens of TEXTS, of
+    bertfast's and of transformers' own model in ``dtype`` on ``device``."""
+    batch = {k: v.to(device) for k, v in encoded(path).items()}
+    mask = batch["attention_mask"].bool()
+    with torch.inference_mode():
+        reference = transformers.AutoModel.from_pretrained(path).to(device).eval()(**batch).last_hidden_state
+        theirs = transformers.AutoModel.from_pretrained(path, dtype=dtype).to(device).eval()(**batch)
+        ours = bertfast.AutoModel.from_pretrained(path, dtype=dtype, device=device)(**batch)
+    assert ours.last_hidden_state.dtype == dtype
+    return tuple((out.last_hidden_state.float() - reference)[mask].abs().max().item() for out in (ours, theirs))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("name", ALL)
+def test_half_precision_on_cpu_within_twice_transformers_error(tmp_path_factory, name, dtype):
+    prefix, sizes = ALL[name]
+    ours, theirs = half_precision_errors(Family(tmp_path_factory, name, prefix, sizes, ()).folder("Model"), dtype,
+                                         "cpu")
+    assert 0 < theirs and ours <= 2 * theirs, (ours, theirs)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("name", ALL)
+def test_half_precision_on_gpu_within_twice_transformers_error(tmp_path_factory, name, dtype):
+    prefix, sizes = ALL[name]
+    ours, theirs = half_precision_errors(Family(tmp_path_factory, name, prefix, sizes, ()).folder("Model"), dtype,
+                                         "cuda")
+    assert ours <= 2 * theirs + 1e-3, (ours, theirs)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_optimize_serves_each_family_from_its_graph_buckets(tmp_path_factory, name):
+    """bertfast.optimize (capture emulated on CPU, as tests/test_graphs.py does for BERT) over a family's
+    classifier: the logits of the plain model, every call replayed from a captured bucket."""
+    prefix, sizes = ALL[name]
+    path = Family(tmp_path_factory, name, prefix, sizes, ("classifier", "pre_classifier")).folder(
+        "ForSequenceClassification")
+    model = bertfast.AutoModelForSequenceClassification.from_pretrained(path)
+    runner = bertfast.optimize(model, batch_buckets=(4,), seq_buckets=(16, 48), capture=EmulatedCapture())
+    with torch.inference_mode():
+        for texts in (TEXTS[:3], TEXTS[:2]):
+            batch = encoded(path, texts=texts)
+            torch.testing.assert_close(runner(**batch).logits, model(**batch).logits, atol=1e-5, rtol=0)
+    assert runner.stats()["eager_calls"] == 0 and runner.stats()["replays"] == 2
