@@ -25,11 +25,15 @@ from bertfast_kernels.attention import attention as triton_attention
 from bertfast_kernels.attention import attention_ref, varlen_attention_ref
 from bertfast_kernels.attention import varlen_attention as triton_varlen_attention
 from bertfast_kernels.embedding import embedding_layer_norm, embedding_layer_norm_ref
+from bertfast_kernels.geglu import geglu as triton_geglu
+from bertfast_kernels.geglu import geglu_ref
 from bertfast_kernels.gelu import APPROXIMATIONS, bias_gelu
 from bertfast_kernels.layer_norm import layer_norm as triton_layer_norm
 from bertfast_kernels.layer_norm import layer_norm_ref
 from bertfast_kernels.linear import linear as triton_linear
 from bertfast_kernels.launch import interpreting, triton_installed
+from bertfast_kernels.rotary import rotary_qkv as triton_rotary_qkv
+from bertfast_kernels.rotary import rotary_qkv_ref
 
 BACKENDS = ("auto", "torch", "triton")
 _FORCED: contextvars.ContextVar[str | None] = contextvars.ContextVar("bertfast_backend", default=None)
@@ -82,8 +86,10 @@ def backend_for(t: torch.Tensor) -> str:
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
                residual: torch.Tensor | None = None) -> torch.Tensor:
-    """LayerNorm(x + residual) over the last dim."""
+    """LayerNorm(x + residual) over the last dim; ``bias`` None: none (ModernBERT's norms)."""
     if backend_for(x) == "triton":
+        if bias is None:
+            bias = weight.new_zeros(weight.shape)
         return triton_layer_norm(x, weight, bias, eps, residual=residual)
     return layer_norm_ref(x, weight, bias, eps, residual=residual)
 
@@ -155,28 +161,64 @@ def dense_residual_layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None,
-              scale: float | None = None, dropout_p: float = 0.0,
-              need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Multi-head attention; q/k/v (B, H, S, D), key_padding_mask (B, S) bool, True = real token.
+              scale: float | None = None, dropout_p: float = 0.0, need_weights: bool = False,
+              window: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Multi-head attention; q/k/v (B, H, S, D), key_padding_mask (B, S) bool, True = real token; ``window``
+    (left, right): query i sees keys i - left .. i + right only (ModernBERT's sliding layers), None = all.
 
     Returns (output (B, H, S, D), probabilities (B, H, S, S) or None). The fused kernel never
     materialises the probabilities, so ``need_weights=True`` (and attention dropout) use the reference.
     """
     if need_weights:
-        return attention_ref(q, k, v, key_padding_mask, scale, dropout_p, need_weights=True)
-    if dropout_p == 0.0 and backend_for(q) == "triton":
-        return triton_attention(q, k, v, key_padding_mask, scale), None
-    return attention_ref(q, k, v, key_padding_mask, scale, dropout_p), None
+        out, probs = attention_ref(q, k, v, key_padding_mask, scale, dropout_p, need_weights=True, window=window)
+    elif dropout_p == 0.0 and backend_for(q) == "triton":
+        out, probs = triton_attention(q, k, v, key_padding_mask, scale, window=window), None
+    else:
+        out, probs = attention_ref(q, k, v, key_padding_mask, scale, dropout_p, window=window), None
+    if window is not None and key_padding_mask is not None:
+        out = out * _sees_a_key(key_padding_mask, window)[:, None, :, None]
+    return out, probs
+
+
+def _sees_a_key(key_padding_mask: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
+    """(B, S) bool: whether query i has a real key among i - left .. i + right. A query without one (a padding
+    position farther than the window from every real token) outputs zeros, as transformers' SDPA path gives it."""
+    seq_len = key_padding_mask.shape[-1]
+    counts = F.pad(key_padding_mask.long().cumsum(-1), (1, 0))  # (B, S + 1): real keys before each position
+    i = torch.arange(seq_len, device=key_padding_mask.device)
+    last, first = (i + window[1] + 1).clamp(max=seq_len), (i - window[0]).clamp(min=0)
+    return (counts[:, last] - counts[:, first]) > 0
 
 
 def varlen_attention(qkv: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int,
-                     scale: float | None = None) -> torch.Tensor:
+                     scale: float | None = None, window: tuple[int, int] | None = None) -> torch.Tensor:
     """Attention over packed sequences (padding-free): qkv (T, 3, heads, D) -> context (T, heads, D).
 
-    Sequence i is rows ``cu_seqlens[i]:cu_seqlens[i + 1]`` and attends only within itself; q/k/v are
-    read as strided views of the fused projection, without copies.
+    Sequence i is rows ``cu_seqlens[i]:cu_seqlens[i + 1]`` and attends only within itself (and within ``window``,
+    as ``attention``'s, where given: the kernel and the reference skip what is outside the band, so memory stays
+    linear in length); q/k/v are read as strided views of the fused projection, without copies.
     """
     q, k, v = qkv.unbind(1)  # each (T, heads, D)
     if backend_for(qkv) == "triton":
-        return triton_varlen_attention(q, k, v, cu_seqlens, max_seqlen, scale)
-    return varlen_attention_ref(q, k, v, cu_seqlens, scale)
+        return triton_varlen_attention(q, k, v, cu_seqlens, max_seqlen, scale, window=window)
+    return varlen_attention_ref(q, k, v, cu_seqlens, scale, window=window)
+
+
+def rotary_qkv(qkv: torch.Tensor, position_ids: torch.Tensor, theta: float) -> torch.Tensor:
+    """Rotary position embeddings on a fused projection's queries and keys: qkv (N, 3, heads, D), position_ids
+    (N,) -> a new (N, 3, heads, D), values unchanged (transformers' rotate_half convention, fp32 math)."""
+    if backend_for(qkv) == "triton":
+        return triton_rotary_qkv(qkv, position_ids, theta)
+    return rotary_qkv_ref(qkv, position_ids, theta)
+
+
+def geglu(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
+    """gelu(x[..., :I]) * x[..., I:]: (..., 2I) -> (..., I), in one pass on the Triton path."""
+    if backend_for(x) == "triton":
+        return triton_geglu(x, approximate)
+    return geglu_ref(x, approximate)
+
+
+def linear_geglu(x: torch.Tensor, dense: nn.Module, approximate: str = "none") -> torch.Tensor:
+    """geglu(dense(x)) for an nn.Linear or a CPU replacement of it (bertfast.cpu: int8, packed fp32)."""
+    return geglu(dense(x), approximate)

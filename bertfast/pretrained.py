@@ -56,7 +56,8 @@ class BertPreTrainedModel(nn.Module):
                     module.weight[module.padding_idx].zero_()
             elif isinstance(module, nn.LayerNorm):
                 module.weight.fill_(1.0)
-                module.bias.zero_()
+                if module.bias is not None:  # ModernBERT's LayerNorms have none (norm_bias false)
+                    module.bias.zero_()
             elif isinstance(getattr(module, "bias", None), nn.Parameter):
                 module.bias.zero_()  # the MLM head's output bias
 

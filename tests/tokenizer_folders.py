@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 import transformers
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 # The training text: accents, emoji, CJK, digits, punctuation, contractions.
 WORDS = ("the quick brown fox jumps over the lazy dog while a café in Zürich serves crème brûlée to naïve tourists "
@@ -69,11 +69,33 @@ def wordpiece_vocab() -> dict[str, Any]:
     return {"vocab": model["vocab"]}
 
 
+MODERNBERT_SPECIALS = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]  # ids 0 .. 4
+
+
+def modernbert_tokenizer() -> dict[str, Any]:
+    """The arguments of a PreTrainedTokenizerFast shaped as ModernBERT's tokenizer.json: a byte-level BPE (no prefix
+    space), BERT's special tokens in the template ``[CLS] A [SEP]`` / ``[CLS] A [SEP] B [SEP]``, and a ``[MASK]``
+    that absorbs the space before it (lstrip)."""
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=MODERNBERT_SPECIALS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.train_from_iterator(corpus(), trainer)
+    cls, sep = (MODERNBERT_SPECIALS.index(name) for name in ("[CLS]", "[SEP]"))
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:0 [SEP]:0",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    return {"tokenizer_object": tokenizer, "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
+            "pad_token": "[PAD]", "mask_token": AddedToken("[MASK]", lstrip=True, special=True)}
+
+
 # family -> (its transformers fast tokenizer class, the builder of that class's vocabulary arguments)
 FAMILIES = {"roberta": ("RobertaTokenizerFast", bpe_files), "xlm-roberta": ("XLMRobertaTokenizerFast", unigram_vocab),
             "camembert": ("CamembertTokenizerFast", unigram_vocab),
             "distilbert": ("DistilBertTokenizerFast", wordpiece_vocab),
-            "electra": ("ElectraTokenizerFast", wordpiece_vocab)}
+            "electra": ("ElectraTokenizerFast", wordpiece_vocab),
+            "modernbert": ("PreTrainedTokenizerFast", modernbert_tokenizer)}
 
 
 def save_family(family: str, out: str | os.PathLike, **options: Any) -> str:

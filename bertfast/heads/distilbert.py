@@ -50,7 +50,7 @@ class PreClassifierHead(FirstTokenHead):
         self.pre_classifier = self._head(config.hidden_size)
         self.dropout = nn.Dropout(config.seq_classif_dropout)
 
-    def _logits(self, out: BaseModelOutputWithPooling) -> torch.Tensor:
+    def _logits(self, out: BaseModelOutputWithPooling, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(N, H) first tokens -> (N, outputs): a sequence classifier's logits, or a choice's score."""
         return self.classifier(self.dropout(F.relu(self.pre_classifier(first_tokens(out)))))
 

@@ -176,5 +176,5 @@ class ElectraForMultipleChoice(FirstTokenHead, BertForMultipleChoice):
         self.sequence_summary.apply(self._init_module)
         del self.dropout  # the summary holds its dropouts
 
-    def _scores(self, out: BaseModelOutputWithPooling) -> torch.Tensor:
+    def _scores(self, out: BaseModelOutputWithPooling, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.classifier(self.sequence_summary(first_tokens(out)))

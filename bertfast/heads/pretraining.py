@@ -39,14 +39,15 @@ class OutputBias(nn.Module):
     at call time (``decode``), so that the module saves as ``<name>.bias`` alone, as transformers saves a Linear
     tied to the embeddings."""
 
-    def __init__(self, vocab_size: int):
+    def __init__(self, vocab_size: int, bias: bool = True):
         super().__init__()
-        self.bias = nn.Parameter(torch.zeros(vocab_size))
+        self.register_parameter("bias", nn.Parameter(torch.zeros(vocab_size)) if bias else None)
 
 
-def vocabulary_decoder(width: int, vocab_size: int, tied: bool) -> nn.Module:
-    """A decoder (vocab, width) with a bias: an ``OutputBias`` when tied to the word embeddings, else a Linear."""
-    return OutputBias(vocab_size) if tied else nn.Linear(width, vocab_size)
+def vocabulary_decoder(width: int, vocab_size: int, tied: bool, bias: bool = True) -> nn.Module:
+    """A decoder (vocab, width), with a bias unless ``bias`` is False: an ``OutputBias`` when tied to the word
+    embeddings (no parameter at all without a bias), else a Linear."""
+    return OutputBias(vocab_size, bias) if tied else nn.Linear(width, vocab_size, bias=bias)
 
 
 def decode(hidden: torch.Tensor, decoder: nn.Module, word_embeddings: torch.Tensor) -> torch.Tensor:

@@ -116,7 +116,7 @@ class BertForSequenceClassification(BertWithHeads):
         self.dropout = nn.Dropout(config.head_dropout)
         self.classifier = self._head(config.num_labels)
 
-    def _logits(self, out: BaseModelOutputWithPooling) -> torch.Tensor:
+    def _logits(self, out: BaseModelOutputWithPooling, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The encoder's output -> logits (B, num_labels): BERT's head reads the pooler."""
         return self.classifier(self.dropout(out.pooler_output))
 
@@ -128,7 +128,7 @@ class BertForSequenceClassification(BertWithHeads):
         config.problem_type (see ``sequence_classification_loss``)."""
         out = self._encode(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
                            output_attentions)
-        logits = self._logits(out)
+        logits = self._logits(out, attention_mask)
         loss = None if labels is None else sequence_classification_loss(logits, labels, self.config.problem_type)
         return SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
 
@@ -147,7 +147,7 @@ class FirstTokenClassification(FirstTokenHead, BertForSequenceClassification):
         self.classifier.apply(self._init_module)
         del self.dropout  # the head holds its dropout
 
-    def _logits(self, out: BaseModelOutputWithPooling) -> torch.Tensor:
+    def _logits(self, out: BaseModelOutputWithPooling, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.classifier(first_tokens(out))
 
 
@@ -173,9 +173,14 @@ class BertForTokenClassification(BertWithHeads):
         cross-entropy against labels of the logits' leading shape, positions labelled IGNORE_INDEX ignored."""
         out = self._encode(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
                            output_attentions)
-        logits = self.classifier(self.dropout(out.last_hidden_state))
+        logits = self._token_logits(out.last_hidden_state)
         loss = None if labels is None else classification_loss(logits, labels)
         return TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions)
+
+
+    def _token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Hidden states (..., H) -> logits (..., num_labels): BERT's head is dropout -> ``classifier``."""
+        return self.classifier(self.dropout(hidden))
 
 
 class BertForQuestionAnswering(BertWithHeads):
@@ -237,7 +242,7 @@ class BertForMultipleChoice(BertWithHeads):
     def _head_size_source(self) -> str:
         return "one score per choice"
 
-    def _scores(self, out: BaseModelOutputWithPooling) -> torch.Tensor:
+    def _scores(self, out: BaseModelOutputWithPooling, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The encoder's output over the (B * num_choices) sequences -> one score each (B * num_choices, 1): BERT's
         head reads the pooler."""
         return self.classifier(self.dropout(out.pooler_output))
@@ -256,7 +261,7 @@ class BertForMultipleChoice(BertWithHeads):
                 for k, v in inputs.items()}  # each (B * num_choices, S)
         out = self._encode(flat["input_ids"], flat["attention_mask"], flat["token_type_ids"], flat["position_ids"],
                            output_hidden_states, output_attentions)
-        logits = self._scores(out).view(batch, num_choices)  # (B, num_choices)
+        logits = self._scores(out, flat["attention_mask"]).view(batch, num_choices)  # (B, num_choices)
         loss = None if labels is None else classification_loss(logits, labels)
         return MultipleChoiceModelOutput(loss, logits, out.hidden_states, out.attentions)
 

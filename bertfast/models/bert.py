@@ -287,8 +287,8 @@ class BertModel(BertPreTrainedModel):
                 out = self._forward_packed(batch, output_hidden_states)
                 return out if return_packed else _padded_output(out, packing)
         hidden = self._embed(input_ids, token_type_ids, position_ids)  # (B, S, H)
-        last, all_hidden, all_probs = self.stack(hidden, key_padding_mask, output_hidden_states=output_hidden_states,
-                                                 output_attentions=output_attentions)
+        last, all_hidden, all_probs = self._run_stack(hidden, key_padding_mask, None, None, position_ids,
+                                                      output_hidden_states, output_attentions)
         pooled = None if self.pooler is None else self.pooler(last)  # position 0, padding or not, as transformers
         if return_packed:
             mask = key_padding_mask if key_padding_mask is not None else last.new_ones(last.shape[:2], dtype=torch.bool)
@@ -300,6 +300,16 @@ class BertModel(BertPreTrainedModel):
                                           None if all_hidden is None else tuple(_zero_padding(h, mask)
                                                                                 for h in all_hidden), all_probs)
 
+    def _run_stack(self, hidden: torch.Tensor, key_padding_mask: torch.Tensor | None,
+                   cu_seqlens: torch.Tensor | None, max_seqlen: int | None, position_ids: torch.Tensor | None,
+                   output_hidden_states: bool, output_attentions: bool
+                   ) -> tuple[torch.Tensor, tuple | None, tuple | None]:
+        """The layer stack on the first layer's input, padded (B, S, H) + key_padding_mask or packed (T, H) +
+        cu_seqlens, -> (last hidden state, every hidden state or None, attention maps or None). BERT's layers take
+        no positions (the embeddings added them); an architecture whose layers do (ModernBERT's rotary) overrides
+        this."""
+        return self.stack(hidden, key_padding_mask, cu_seqlens, max_seqlen, output_hidden_states, output_attentions)
+
     def _own_positions(self, position_ids: torch.Tensor | None) -> torch.Tensor | None:
         """A padded batch's position_ids as the caller gives them (transformers': rows of the position table) ->
         bertfast's (each sequence's positions from 0, as a PackedBatch holds them); the same for BERT."""
@@ -309,8 +319,8 @@ class BertModel(BertPreTrainedModel):
         """The padding-free path: packed (T,) ids -> last_hidden_state (T, H), pooler_output (B, H)."""
         hidden = self._embed(packed.input_ids[None], packed.token_type_ids[None],
                              packed.position_ids[None])[0]  # (T, H): the lookups run on a (1, T) view
-        last, all_hidden, _ = self.stack(hidden, cu_seqlens=packed.cu_seqlens, max_seqlen=packed.max_seqlen,
-                                         output_hidden_states=output_hidden_states)
+        last, all_hidden, _ = self._run_stack(hidden, None, packed.cu_seqlens, packed.max_seqlen, packed.position_ids,
+                                              output_hidden_states, False)
         pooled = None
         if self.pooler is not None:  # each sequence's first token, as a (B, 1, H) batch for the pooler
             pooled = self.pooler(last.index_select(0, packed.cu_seqlens[:-1].long())[:, None])

@@ -65,6 +65,7 @@ class KeyRules:
     decoder_bias: str  # the decoder's bias, as some checkpoints name it ...
     mlm_bias: str  # ... and as the model holds it (which wins when both are present)
     fused_parts: tuple[str, ...] = QKV  # the checkpoint's names of the row blocks of each fused qkv
+    word_embeddings: str = "embeddings.word_embeddings.weight"  # the token table a tied decoder shares (encoder key)
 
     def checkpoint_key(self, key: str, nested: bool = False) -> str:
         """One checkpoint key under our names: legacy LayerNorm names renamed, the prefix added (``nested``) or
@@ -110,7 +111,7 @@ class KeyRules:
         if tie_word_embeddings and self.decoder_weight in out:
             tied = out.pop(self.decoder_weight)
             del origin[self.decoder_weight]
-            embedding = out.get((f"{self.prefix}." if nested else "") + "embeddings.word_embeddings.weight")
+            embedding = out.get((f"{self.prefix}." if nested else "") + self.word_embeddings)
             if embedding is not None and (tied.shape != embedding.shape or not torch.equal(tied, embedding)):
                 warnings.warn(f"the checkpoint's {self.decoder_weight} differs from the word embeddings but "
                               f"config.tie_word_embeddings is true: the word embeddings are used (as transformers "

@@ -90,7 +90,8 @@ ARCHITECTURES: dict[str, Architecture] = {}
 # the architectures bertfast ships: model_type -> the module that registers it, imported at the first lookup
 BUILT_IN = {"bert": "bertfast.models.bert", **dict.fromkeys(("roberta", "xlm-roberta", "camembert"),
                                                             "bertfast.models.roberta"),
-            "distilbert": "bertfast.models.distilbert", "electra": "bertfast.models.electra"}
+            "distilbert": "bertfast.models.distilbert", "electra": "bertfast.models.electra",
+            "modernbert": "bertfast.models.modernbert"}
 
 
 def register(architecture: Architecture) -> Architecture:

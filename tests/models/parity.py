@@ -32,7 +32,7 @@ class Family:
         self.folders: dict[tuple[str, tuple], str] = {}
 
     def folder(self, head: str, **config: Any) -> str:
-        key = (head, tuple(sorted(config.items())))
+        key = (head, repr(sorted(config.items())))
         if key not in self.folders:
             self.folders[key] = self._build(head, config)
         return self.folders[key]
