@@ -13,6 +13,16 @@ minimum instead of -inf. That is what ``attention_ref`` gives in fp32 and bf16 a
 path (``need_weights=True``) gives in every dtype; only torch's fp16 SDPA on CPU differs (it adds
 the fp16 minimum to fp32 scores, which leaves the softmax of the raw scores).
 
+Sliding window. ``window=(left, right)`` restricts query i to the keys ``i - left <= j <= i + right``
+(indices within the sequence for varlen, padded row indices for the padded layout; ModernBERT's
+local layers: (64, 64)). Each query block loops only over the key blocks that meet its band
+(``key_block_range``): the others are never loaded; inside those blocks the band is applied
+elementwise (out-of-band scores are -inf, so they get exactly zero weight, like padding outside a
+row's band). A window that covers the whole sequence is no window. With key padding, a query whose
+band holds no real key outputs an average of the values within its band (the reference: of all its
+keys); in self-attention that is only ever a padding query, whose output is unspecified. A query
+with no key in its band at all (S_q > S_k + left) outputs zeros.
+
 Backward: recomputed through the torch reference (``attention_ref`` / ``varlen_attention_ref``)
 with torch autograd, so gradients are the reference's (for all-padding rows in fp16 too).
 """
@@ -27,6 +37,28 @@ from bertfast_kernels.launch import DTYPES, attention_launch_settings, cdiv, che
 
 LOG2E = math.log2(math.e)  # the kernel computes exp(x) as exp2(x * log2(e))
 MAX_HEAD_DIM = 128
+
+
+@jit
+def key_block_range(q_start, seqlen_q, seqlen_k, window_left, window_right, BLOCK_M, BLOCK_N):
+    """[lo, hi): the keys the query block starting at ``q_start`` visits, lo a multiple of BLOCK_N.
+
+    The band of queries [q_start, q_end), q_end = min(q_start + BLOCK_M, seqlen_q), is the keys
+    [q_start - left, q_end - 1 + right], clipped to [0, seqlen_k); lo is rounded down to its key
+    block, so the loop ``range(lo, hi, BLOCK_N)`` visits exactly the key blocks that meet the band.
+    Plain integer arithmetic: the kernel calls it, and so can Python (``key_block_range.fn``).
+    """
+    lo = q_start - window_left
+    if lo < 0:
+        lo = 0
+    lo = lo // BLOCK_N * BLOCK_N
+    q_end = q_start + BLOCK_M
+    if q_end > seqlen_q:
+        q_end = seqlen_q
+    hi = q_end + window_right
+    if hi > seqlen_k:
+        hi = seqlen_k
+    return lo, hi
 
 
 @jit
@@ -45,12 +77,15 @@ def _attention_fwd_kernel(
     seqlen_q,  # query length (padded layout; varlen reads it from cu_seqlens)
     seqlen_k,  # key length (padded layout; varlen reads it from cu_seqlens)
     qk_scale,  # softmax scale * log2(e): scores live in the exp2 domain
+    window_left,  # query i attends key j only if i - window_left <= j <= i + window_right (HAS_WINDOW)
+    window_right,
     HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     HAS_MASK: tl.constexpr,
     VARLEN: tl.constexpr,
+    HAS_WINDOW: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -76,7 +111,10 @@ def _attention_fwd_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running row max (exp2 domain)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running softmax denominator
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)  # running numerator @ V
-    for start_n in range(0, seqlen_k, BLOCK_N):
+    lo, hi = 0, seqlen_k
+    if HAS_WINDOW:  # only the key blocks that meet the band are loaded
+        lo, hi = key_block_range(pid_m * BLOCK_M, seqlen_q, seqlen_k, window_left, window_right, BLOCK_M, BLOCK_N)
+    for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         key_in = offs_n < seqlen_k
         rows_k = start + offs_n.to(tl.int64)  # (BLOCK_N,) int64 token rows
@@ -87,13 +125,21 @@ def _attention_fwd_kernel(
             real = tl.load(mask_ptr + b * stride_mb + offs_n.to(tl.int64) * stride_ms, mask=key_in, other=0) != 0
             s = tl.where(real[None, :], s, -1.0e30)  # finite: an all-padding row averages its values
         s = tl.where(key_in[None, :], s, float("-inf"))
+        if HAS_WINDOW:  # the band's edges, elementwise within the visited blocks
+            offset = offs_n[None, :] - offs_m[:, None]  # (BLOCK_M, BLOCK_N) key index - query index
+            s = tl.where((offset >= -window_left) & (offset <= window_right), s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
+        m_ref = m_new
+        if HAS_WINDOW:  # a row may meet its band only in a later block: keep exp2 finite until then
+            m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp2(m_i - m_ref)
+        p = tl.exp2(s - m_ref[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
         v = tl.load(v_base + rows_k[:, None] * stride_vs + offs_d[None, :] * stride_vd, mask=kv_mask, other=0.0)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
         m_i = m_new
+    if HAS_WINDOW:  # a query with no key in its band (S_q > S_k + left) outputs zeros
+        l_i = tl.where(l_i == 0.0, 1.0, l_i)
     o = acc / l_i[:, None]
     o_ptrs = o_ptr + b * stride_ob + h * stride_oh + rows_q[:, None] * stride_os + offs_d[None, :] * stride_od
     tl.store(o_ptrs, o.to(o_ptr.dtype.element_ty), mask=q_mask)
@@ -114,10 +160,12 @@ def _attention_fwd(
     cu_seqlens: torch.Tensor | None,
     max_seqlen: int,
     scale: float,
+    window: tuple[int, int] | None,
 ) -> torch.Tensor:
     """q/k/v (B, H, S, D) [or packed (T, H, D) with cu_seqlens] -> output of the same layout.
 
     The padded output is (B, H, S, D) stored as (B, S, H, D), so merging heads afterwards is a view.
+    window: (left, right) clipped by ``_effective_window``, or None.
     """
     heads, head_dim = q.shape[1], q.shape[-1]  # axis 1 is H in both layouts
     if cu_seqlens is None:
@@ -138,9 +186,9 @@ def _attention_fwd(
     _attention_fwd_kernel[(cdiv(seqlen_q, cfg.block_rows), heads, batch)](
         q, k, v, o, mask, cu_seqlens if cu_seqlens is not None else q,
         *_bhsd_strides(q), *_bhsd_strides(k), *_bhsd_strides(v), *_bhsd_strides(o), *mask_strides,
-        seqlen_q, seqlen_k, scale * LOG2E,
+        seqlen_q, seqlen_k, scale * LOG2E, *(window or (0, 0)),
         HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=cfg.block_rows, BLOCK_N=cfg.block_cols,
-        HAS_MASK=key_padding_mask is not None, VARLEN=cu_seqlens is not None,
+        HAS_MASK=key_padding_mask is not None, VARLEN=cu_seqlens is not None, HAS_WINDOW=window is not None,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
@@ -158,24 +206,25 @@ class _AttentionFn(torch.autograd.Function):
         cu_seqlens: torch.Tensor | None,
         max_seqlen: int,
         scale: float,
+        window: tuple[int, int] | None,
     ) -> torch.Tensor:
         ctx.save_for_backward(q, k, v, key_padding_mask, cu_seqlens)
-        ctx.scale = scale
-        return _attention_fwd(q, k, v, key_padding_mask, cu_seqlens, max_seqlen, scale)
+        ctx.scale, ctx.window = scale, window
+        return _attention_fwd(q, k, v, key_padding_mask, cu_seqlens, max_seqlen, scale, window)
 
     @staticmethod
     def backward(
         ctx: torch.autograd.function.FunctionCtx, do: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None, None, None, None]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None, None, None, None, None]:
         q, k, v, key_padding_mask, cu_seqlens = ctx.saved_tensors
         with torch.enable_grad():
             inputs = tuple(t.detach().requires_grad_() for t in (q, k, v))
             if cu_seqlens is None:
-                out = attention_ref(*inputs, key_padding_mask, ctx.scale)
+                out = attention_ref(*inputs, key_padding_mask, ctx.scale, window=ctx.window)
             else:
-                out = varlen_attention_ref(*inputs, cu_seqlens, ctx.scale)
+                out = varlen_attention_ref(*inputs, cu_seqlens, ctx.scale, window=ctx.window)
             dq, dk, dv = torch.autograd.grad(out, inputs, do)
-        return dq, dk, dv, None, None, None, None
+        return dq, dk, dv, None, None, None, None, None
 
 
 def _check_qkv(op: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: str) -> None:
@@ -202,16 +251,20 @@ def attention(
     v: torch.Tensor,
     key_padding_mask: torch.Tensor | None = None,
     scale: float | None = None,
+    window: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Triton flash attention; q (B, H, S_q, D), k/v (B, H, S_k, D), any strides.
 
     key_padding_mask: (B, S_k) torch.bool, True = real token (other dtypes raise TypeError: an int
     0/1 mask and an additive float mask mean opposite things, convert explicitly). D: a power of two
-    <= 128. scale defaults to D ** -0.5. Returns (B, H, S_q, D) in q's dtype (stored as (B, S_q, H, D)).
-    Padding semantics and the (reference-recomputed) backward: see the module docstring.
+    <= 128. scale defaults to D ** -0.5. window: (left, right) ints >= 0 or None: query i attends
+    key j only if ``i - left <= j <= i + right`` (padded row indices). Returns (B, H, S_q, D) in q's
+    dtype (stored as (B, S_q, H, D)). Padding and window semantics and the (reference-recomputed)
+    backward: see the module docstring.
     """
     check_launchable("attention", q, k, v, key_padding_mask)
     _check_qkv("attention", q, k, v, "BHSD")
+    _check_window("attention", window)
     if key_padding_mask is not None:
         if key_padding_mask.dtype != torch.bool:
             raise TypeError(
@@ -224,7 +277,8 @@ def attention(
                 f"got {tuple(key_padding_mask.shape)}"
             )
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    return _AttentionFn.apply(q, k, v, key_padding_mask, None, max(q.shape[2], k.shape[2]), scale)
+    window = _effective_window(window, q.shape[2], k.shape[2])
+    return _AttentionFn.apply(q, k, v, key_padding_mask, None, max(q.shape[2], k.shape[2]), scale, window)
 
 
 def _check_cu_seqlens(cu_seqlens: torch.Tensor, max_seqlen: int, total: int) -> None:
@@ -252,18 +306,23 @@ def varlen_attention(
     cu_seqlens: torch.Tensor,
     max_seqlen: int,
     scale: float | None = None,
+    window: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Triton flash attention over packed sequences, no padding; q/k/v (T, H, D), any strides.
 
     cu_seqlens: (B + 1,) int32 cumulative lengths (0, len_0, len_0 + len_1, ..., T); sequence i is
     rows cu_seqlens[i]:cu_seqlens[i + 1] and attends only within itself. max_seqlen: the longest
-    length (sizes the launch grid; must not be smaller). Returns (T, H, D) in q's dtype.
+    length (sizes the launch grid; must not be smaller). window: (left, right) ints >= 0 or None:
+    query i of a sequence attends its key j only if ``i - left <= j <= i + right``. Returns (T, H, D)
+    in q's dtype.
     """
     check_launchable("varlen_attention", q, k, v, cu_seqlens)
     _check_qkv("varlen_attention", q, k, v, "THD")
     _check_cu_seqlens(cu_seqlens, max_seqlen, q.shape[0])
+    _check_window("varlen_attention", window)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    return _AttentionFn.apply(q, k, v, None, cu_seqlens, max_seqlen, scale)
+    window = _effective_window(window, max_seqlen, max_seqlen)
+    return _AttentionFn.apply(q, k, v, None, cu_seqlens, max_seqlen, scale, window)
 
 
 def _check_window(op: str, window: tuple[int, int] | None) -> None:
