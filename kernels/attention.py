@@ -45,7 +45,8 @@ def key_block_range(q_start, seqlen_q, seqlen_k, window_left, window_right, BLOC
 
     The band of queries [q_start, q_end), q_end = min(q_start + BLOCK_M, seqlen_q), is the keys
     [q_start - left, q_end - 1 + right], clipped to [0, seqlen_k); lo is rounded down to its key
-    block, so the loop ``range(lo, hi, BLOCK_N)`` visits exactly the key blocks that meet the band.
+    block, so the loop ``range(lo, hi, BLOCK_N)`` visits exactly the key blocks that meet the band
+    (and loads no key at or past hi).
     Plain integer arithmetic: the kernel calls it, and so can Python (``key_block_range.fn``).
     """
     lo = q_start - window_left
@@ -116,7 +117,7 @@ def _attention_fwd_kernel(
         lo, hi = key_block_range(pid_m * BLOCK_M, seqlen_q, seqlen_k, window_left, window_right, BLOCK_M, BLOCK_N)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        key_in = offs_n < seqlen_k
+        key_in = offs_n < hi  # hi <= seqlen_k; keys past it are outside every row's band
         rows_k = start + offs_n.to(tl.int64)  # (BLOCK_N,) int64 token rows
         kv_mask = key_in[:, None] & d_mask[None, :]
         k = tl.load(k_base + rows_k[:, None] * stride_ks + offs_d[None, :] * stride_kd, mask=kv_mask, other=0.0)
