@@ -4,17 +4,21 @@
     python -m pytest benchmarks/bench_kernels.py                       # run each case once (pytest.ini
                                                                        # disables timing: the CI smoke run)
 
-On CUDA: fp16, 4096x768 and 4096x3072 for layer_norm / bias_gelu; B=32, H=12, S=128 and 512, D=64 for
-attention, with and without padding, and varlen attention on the padded case's lengths packed (against
-SDPA on the padded batch, what the padding-free path replaces); bert-base's projections in fp16 and bf16: the
-intermediate dense (M = 4096 and 128 tokens, K = 768, N = 3072) as bertfast_kernels.linear's fused GELU epilogue against cuBLAS +
-bias_gelu (bertfast.ops' default) and cuBLAS + F.gelu, which decides ``AUTO_GEMM`` in bertfast/ops.py,
-and the QKV / output projections without activation; the embedding layer (B=32, S=128, bert-base
-tables). Without CUDA the Triton provider runs in the interpreter, on tiny shapes, only to keep this
-file working. Each case records in ``extra_info`` the median time and the [0.2, 0.8] quantiles in ms,
-and the throughput at those points (GB/s moved for the elementwise ops and embeddings; TFLOP/s for
-attention, counting the dense 4 B H S^2 D even when keys are padded, for varlen attention 4 H D sum(L^2) for
-both providers, and for the GEMMs, 2 M N K).
+On CUDA: fp16, 4096x768 and 4096x3072 for layer_norm / bias_gelu; B=32, H=12, S=128 and 512, D=64 for attention,
+with and without padding, and varlen attention on the padded case's lengths packed (against SDPA on the padded
+batch, what the padding-free path replaces); bert-base's projections in fp16 and bf16: the intermediate dense
+(M=4096 and 128 tokens, K=768, N=3072) as bertfast_kernels.linear's fused GELU epilogue against cuBLAS + bias_gelu
+(bertfast.ops' default) and cuBLAS + F.gelu, which decides ``AUTO_GEMM`` in bertfast/ops.py, and the QKV / output
+projections without activation; the embedding layer (B=32, S=128, bert-base tables); ModernBERT-base's kernels in
+fp16 and bf16: the rotary embedding of the fused QKV (H=12, D=64) and GeGLU (I=1152) at 512 and 8192 tokens, and the
+local layers' windowed varlen attention (window (64, 64)) on 8192 tokens as 16 x 512, 4 x 2048 and 1 x 8192, against
+the linear-memory torch reference and against the same kernel without a window (what a global layer costs). Without
+CUDA the Triton provider runs in the interpreter, on tiny shapes, only to keep this file working. Each case records
+in ``extra_info`` the median time and the [0.2, 0.8] quantiles in ms, and the throughput at those points (GB/s moved
+for the elementwise ops and embeddings; TFLOP/s for attention, counting the dense 4 B H S^2 D even when keys are
+padded, for varlen attention 4 H D sum(L^2) for both providers, for windowed attention 4 H D x the (query, key)
+pairs inside the band for every provider (the unwindowed kernel's figure is then the band's work per its time), and
+for the GEMMs, 2 M N K).
 The Triton GEMM autotunes on its first call, in the warm-up rounds, which are not timed.
 """
 from __future__ import annotations
@@ -27,11 +31,13 @@ import torch
 import torch.nn.functional as F
 
 from bertfast.bench.timing import pedantic_summary, throughput_info
-from bertfast_kernels.attention import attention, attention_ref, varlen_attention
+from bertfast_kernels.attention import attention, attention_ref, varlen_attention, varlen_attention_ref
 from bertfast_kernels.embedding import embedding_layer_norm, embedding_layer_norm_ref
+from bertfast_kernels.geglu import geglu, geglu_ref
 from bertfast_kernels.gelu import bias_gelu, bias_gelu_ref
 from bertfast_kernels.layer_norm import layer_norm, layer_norm_ref
 from bertfast_kernels.linear import linear, linear_ref
+from bertfast_kernels.rotary import rotary_qkv, rotary_qkv_ref
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
@@ -44,6 +50,12 @@ GEMM_DTYPES = [torch.float16, torch.bfloat16] if CUDA else [torch.float32]
 INTERMEDIATE_SHAPES = [(4096, 768, 3072), (128, 768, 3072)] if CUDA else [(64, 96, 384), (16, 96, 384)]  # (M, K, N)
 PROJECTION_SHAPES = [(4096, 768, 2304), (4096, 3072, 768)] if CUDA else [(64, 96, 288)]  # QKV, output
 EMBEDDING_SHAPE = (32, 128, 768, 30522, 512) if CUDA else (2, 16, 96, 50, 32)  # B, S, H, vocab, positions
+# ModernBERT-base: heads, head dim, intermediate size, the local layers' window; tokens per call
+MODERNBERT = dict(heads=12, head_dim=64, intermediate=1152, window=(64, 64)) if CUDA else \
+    dict(heads=2, head_dim=32, intermediate=96, window=(8, 8))
+MODERNBERT_DTYPES = [torch.float16, torch.bfloat16] if CUDA else [torch.float32]
+MODERNBERT_TOKENS = [512, 8192] if CUDA else [64]
+WINDOW_BATCHES = [(16, 512), (4, 2048), (1, 8192)] if CUDA else [(2, 40)]  # (sequences, tokens each)
 
 
 def _measure(benchmark, fn: Callable[[], torch.Tensor], amount: float, unit: str) -> None:
@@ -166,3 +178,54 @@ def test_embedding_layer_norm(benchmark, provider):
     fn = {"triton": embedding_layer_norm, "torch": embedding_layer_norm_ref}[provider]
     moved = 4 * batch * seq_len * width * DTYPE.itemsize  # read three rows, write one per token
     _measure(benchmark, lambda: fn(ids, **tables, **ln, eps=1e-12, token_type_ids=token_types), moved, "GB/s")
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("dtype", MODERNBERT_DTYPES, ids=str)
+@pytest.mark.parametrize("tokens", MODERNBERT_TOKENS)
+def test_rotary(benchmark, tokens, dtype, provider):
+    """RoPE on the fused (T, 3, H, D) QKV projection output (a view of its (T, 3 H D) rows), positions of
+    sequences of 512 tokens."""
+    heads, head_dim = MODERNBERT["heads"], MODERNBERT["head_dim"]
+    qkv = torch.randn(tokens, 3 * heads * head_dim, device=DEVICE, dtype=dtype).view(tokens, 3, heads, head_dim)
+    positions = (torch.arange(tokens, device=DEVICE) % 512)  # (T,)
+    fn = {"triton": rotary_qkv, "torch": rotary_qkv_ref}[provider]
+    moved = 2 * qkv.numel() * qkv.element_size() + positions.numel() * 8  # read and write qkv, read positions
+    _measure(benchmark, lambda: fn(qkv, positions, 160000.0), moved, "GB/s")
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("dtype", MODERNBERT_DTYPES, ids=str)
+@pytest.mark.parametrize("tokens", MODERNBERT_TOKENS)
+def test_geglu(benchmark, tokens, dtype, provider):
+    """gelu(a) * b on the (T, 2 I) output of ModernBERT's Wi."""
+    x = torch.randn(tokens, 2 * MODERNBERT["intermediate"], device=DEVICE, dtype=dtype)
+    fn = {"triton": geglu, "torch": geglu_ref}[provider]
+    moved = 1.5 * x.numel() * x.element_size()  # read both halves, write one
+    _measure(benchmark, lambda: fn(x), moved, "GB/s")
+
+
+def _band_pairs(length: int, window: tuple[int, int]) -> int:
+    """(query, key) pairs of one sequence inside the band i - left <= j <= i + right."""
+    left, right = window
+    return sum(min(length - 1, i + right) - max(0, i - left) + 1 for i in range(length))
+
+
+@pytest.mark.parametrize("provider", ["triton", "torch", "triton-full"])
+@pytest.mark.parametrize("dtype", MODERNBERT_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", WINDOW_BATCHES, ids=lambda s: "B{}-S{}".format(*s))
+def test_window_attention(benchmark, shape, dtype, provider):
+    """A local layer's banded attention on packed sequences: the Triton kernel, the torch reference
+    (blocks of queries against their key slices), and the Triton kernel without a window."""
+    batch, seqlen = shape
+    heads, head_dim, window = MODERNBERT["heads"], MODERNBERT["head_dim"], MODERNBERT["window"]
+    qkv = torch.randn(batch * seqlen, 3, heads, head_dim, device=DEVICE, dtype=dtype)
+    q, k, v = qkv.unbind(1)  # 3 x (T, H, D) views of a fused projection
+    cu_seqlens = torch.arange(0, batch * seqlen + 1, seqlen, device=DEVICE, dtype=torch.int32)  # (B + 1,)
+    fns = {
+        "triton": lambda: varlen_attention(q, k, v, cu_seqlens, seqlen, window=window),
+        "torch": lambda: varlen_attention_ref(q, k, v, cu_seqlens, window=window),
+        "triton-full": lambda: varlen_attention(q, k, v, cu_seqlens, seqlen),
+    }
+    flops = 4 * heads * head_dim * batch * _band_pairs(seqlen, window)  # QK^T and PV inside the band
+    _measure(benchmark, fns[provider], flops, "TFLOP/s")

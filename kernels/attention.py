@@ -13,6 +13,16 @@ minimum instead of -inf. That is what ``attention_ref`` gives in fp32 and bf16 a
 path (``need_weights=True``) gives in every dtype; only torch's fp16 SDPA on CPU differs (it adds
 the fp16 minimum to fp32 scores, which leaves the softmax of the raw scores).
 
+Sliding window. ``window=(left, right)`` restricts query i to the keys ``i - left <= j <= i + right``
+(indices within the sequence for varlen, padded row indices for the padded layout; ModernBERT's
+local layers: (64, 64)). Each query block loops only over the key blocks that meet its band
+(``key_block_range``): the others are never loaded; inside those blocks the band is applied
+elementwise (out-of-band scores are -inf, so they get exactly zero weight, like padding outside a
+row's band). A window that covers the whole sequence is no window. With key padding, a query whose
+band holds no real key outputs an average of the values within its band (the reference: of all its
+keys); in self-attention that is only ever a padding query, whose output is unspecified. A query
+with no key in its band at all (S_q > S_k + left) outputs zeros.
+
 Backward: recomputed through the torch reference (``attention_ref`` / ``varlen_attention_ref``)
 with torch autograd, so gradients are the reference's (for all-padding rows in fp16 too).
 """
@@ -27,6 +37,29 @@ from bertfast_kernels.launch import DTYPES, attention_launch_settings, cdiv, che
 
 LOG2E = math.log2(math.e)  # the kernel computes exp(x) as exp2(x * log2(e))
 MAX_HEAD_DIM = 128
+
+
+@jit
+def key_block_range(q_start, seqlen_q, seqlen_k, window_left, window_right, BLOCK_M, BLOCK_N):
+    """[lo, hi): the keys the query block starting at ``q_start`` visits, lo a multiple of BLOCK_N.
+
+    The band of queries [q_start, q_end), q_end = min(q_start + BLOCK_M, seqlen_q), is the keys
+    [q_start - left, q_end - 1 + right], clipped to [0, seqlen_k); lo is rounded down to its key
+    block, so the loop ``range(lo, hi, BLOCK_N)`` visits exactly the key blocks that meet the band
+    (and loads no key at or past hi).
+    Plain integer arithmetic: the kernel calls it, and so can Python (``key_block_range.fn``).
+    """
+    lo = q_start - window_left
+    if lo < 0:
+        lo = 0
+    lo = lo // BLOCK_N * BLOCK_N
+    q_end = q_start + BLOCK_M
+    if q_end > seqlen_q:
+        q_end = seqlen_q
+    hi = q_end + window_right
+    if hi > seqlen_k:
+        hi = seqlen_k
+    return lo, hi
 
 
 @jit
@@ -45,12 +78,15 @@ def _attention_fwd_kernel(
     seqlen_q,  # query length (padded layout; varlen reads it from cu_seqlens)
     seqlen_k,  # key length (padded layout; varlen reads it from cu_seqlens)
     qk_scale,  # softmax scale * log2(e): scores live in the exp2 domain
+    window_left,  # query i attends key j only if i - window_left <= j <= i + window_right (HAS_WINDOW)
+    window_right,
     HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     HAS_MASK: tl.constexpr,
     VARLEN: tl.constexpr,
+    HAS_WINDOW: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -76,9 +112,12 @@ def _attention_fwd_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running row max (exp2 domain)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running softmax denominator
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)  # running numerator @ V
-    for start_n in range(0, seqlen_k, BLOCK_N):
+    lo, hi = 0, seqlen_k
+    if HAS_WINDOW:  # only the key blocks that meet the band are loaded
+        lo, hi = key_block_range(pid_m * BLOCK_M, seqlen_q, seqlen_k, window_left, window_right, BLOCK_M, BLOCK_N)
+    for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        key_in = offs_n < seqlen_k
+        key_in = offs_n < hi  # hi <= seqlen_k; keys past it are outside every row's band
         rows_k = start + offs_n.to(tl.int64)  # (BLOCK_N,) int64 token rows
         kv_mask = key_in[:, None] & d_mask[None, :]
         k = tl.load(k_base + rows_k[:, None] * stride_ks + offs_d[None, :] * stride_kd, mask=kv_mask, other=0.0)
@@ -87,13 +126,21 @@ def _attention_fwd_kernel(
             real = tl.load(mask_ptr + b * stride_mb + offs_n.to(tl.int64) * stride_ms, mask=key_in, other=0) != 0
             s = tl.where(real[None, :], s, -1.0e30)  # finite: an all-padding row averages its values
         s = tl.where(key_in[None, :], s, float("-inf"))
+        if HAS_WINDOW:  # the band's edges, elementwise within the visited blocks
+            offset = offs_n[None, :] - offs_m[:, None]  # (BLOCK_M, BLOCK_N) key index - query index
+            s = tl.where((offset >= -window_left) & (offset <= window_right), s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
+        m_ref = m_new
+        if HAS_WINDOW:  # a row may meet its band only in a later block: keep exp2 finite until then
+            m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp2(m_i - m_ref)
+        p = tl.exp2(s - m_ref[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
         v = tl.load(v_base + rows_k[:, None] * stride_vs + offs_d[None, :] * stride_vd, mask=kv_mask, other=0.0)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
         m_i = m_new
+    if HAS_WINDOW:  # a query with no key in its band (S_q > S_k + left) outputs zeros
+        l_i = tl.where(l_i == 0.0, 1.0, l_i)
     o = acc / l_i[:, None]
     o_ptrs = o_ptr + b * stride_ob + h * stride_oh + rows_q[:, None] * stride_os + offs_d[None, :] * stride_od
     tl.store(o_ptrs, o.to(o_ptr.dtype.element_ty), mask=q_mask)
@@ -114,10 +161,12 @@ def _attention_fwd(
     cu_seqlens: torch.Tensor | None,
     max_seqlen: int,
     scale: float,
+    window: tuple[int, int] | None,
 ) -> torch.Tensor:
     """q/k/v (B, H, S, D) [or packed (T, H, D) with cu_seqlens] -> output of the same layout.
 
     The padded output is (B, H, S, D) stored as (B, S, H, D), so merging heads afterwards is a view.
+    window: (left, right) clipped by ``_effective_window``, or None.
     """
     heads, head_dim = q.shape[1], q.shape[-1]  # axis 1 is H in both layouts
     if cu_seqlens is None:
@@ -138,9 +187,9 @@ def _attention_fwd(
     _attention_fwd_kernel[(cdiv(seqlen_q, cfg.block_rows), heads, batch)](
         q, k, v, o, mask, cu_seqlens if cu_seqlens is not None else q,
         *_bhsd_strides(q), *_bhsd_strides(k), *_bhsd_strides(v), *_bhsd_strides(o), *mask_strides,
-        seqlen_q, seqlen_k, scale * LOG2E,
+        seqlen_q, seqlen_k, scale * LOG2E, *(window or (0, 0)),
         HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_M=cfg.block_rows, BLOCK_N=cfg.block_cols,
-        HAS_MASK=key_padding_mask is not None, VARLEN=cu_seqlens is not None,
+        HAS_MASK=key_padding_mask is not None, VARLEN=cu_seqlens is not None, HAS_WINDOW=window is not None,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
@@ -158,24 +207,25 @@ class _AttentionFn(torch.autograd.Function):
         cu_seqlens: torch.Tensor | None,
         max_seqlen: int,
         scale: float,
+        window: tuple[int, int] | None,
     ) -> torch.Tensor:
         ctx.save_for_backward(q, k, v, key_padding_mask, cu_seqlens)
-        ctx.scale = scale
-        return _attention_fwd(q, k, v, key_padding_mask, cu_seqlens, max_seqlen, scale)
+        ctx.scale, ctx.window = scale, window
+        return _attention_fwd(q, k, v, key_padding_mask, cu_seqlens, max_seqlen, scale, window)
 
     @staticmethod
     def backward(
         ctx: torch.autograd.function.FunctionCtx, do: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None, None, None, None]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, None, None, None, None, None]:
         q, k, v, key_padding_mask, cu_seqlens = ctx.saved_tensors
         with torch.enable_grad():
             inputs = tuple(t.detach().requires_grad_() for t in (q, k, v))
             if cu_seqlens is None:
-                out = attention_ref(*inputs, key_padding_mask, ctx.scale)
+                out = attention_ref(*inputs, key_padding_mask, ctx.scale, window=ctx.window)
             else:
-                out = varlen_attention_ref(*inputs, cu_seqlens, ctx.scale)
+                out = varlen_attention_ref(*inputs, cu_seqlens, ctx.scale, window=ctx.window)
             dq, dk, dv = torch.autograd.grad(out, inputs, do)
-        return dq, dk, dv, None, None, None, None
+        return dq, dk, dv, None, None, None, None, None
 
 
 def _check_qkv(op: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: str) -> None:
@@ -202,16 +252,20 @@ def attention(
     v: torch.Tensor,
     key_padding_mask: torch.Tensor | None = None,
     scale: float | None = None,
+    window: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Triton flash attention; q (B, H, S_q, D), k/v (B, H, S_k, D), any strides.
 
     key_padding_mask: (B, S_k) torch.bool, True = real token (other dtypes raise TypeError: an int
     0/1 mask and an additive float mask mean opposite things, convert explicitly). D: a power of two
-    <= 128. scale defaults to D ** -0.5. Returns (B, H, S_q, D) in q's dtype (stored as (B, S_q, H, D)).
-    Padding semantics and the (reference-recomputed) backward: see the module docstring.
+    <= 128. scale defaults to D ** -0.5. window: (left, right) ints >= 0 or None: query i attends
+    key j only if ``i - left <= j <= i + right`` (padded row indices). Returns (B, H, S_q, D) in q's
+    dtype (stored as (B, S_q, H, D)). Padding and window semantics and the (reference-recomputed)
+    backward: see the module docstring.
     """
     check_launchable("attention", q, k, v, key_padding_mask)
     _check_qkv("attention", q, k, v, "BHSD")
+    _check_window("attention", window)
     if key_padding_mask is not None:
         if key_padding_mask.dtype != torch.bool:
             raise TypeError(
@@ -224,7 +278,8 @@ def attention(
                 f"got {tuple(key_padding_mask.shape)}"
             )
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    return _AttentionFn.apply(q, k, v, key_padding_mask, None, max(q.shape[2], k.shape[2]), scale)
+    window = _effective_window(window, q.shape[2], k.shape[2])
+    return _AttentionFn.apply(q, k, v, key_padding_mask, None, max(q.shape[2], k.shape[2]), scale, window)
 
 
 def _check_cu_seqlens(cu_seqlens: torch.Tensor, max_seqlen: int, total: int) -> None:
@@ -252,29 +307,81 @@ def varlen_attention(
     cu_seqlens: torch.Tensor,
     max_seqlen: int,
     scale: float | None = None,
+    window: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Triton flash attention over packed sequences, no padding; q/k/v (T, H, D), any strides.
 
     cu_seqlens: (B + 1,) int32 cumulative lengths (0, len_0, len_0 + len_1, ..., T); sequence i is
     rows cu_seqlens[i]:cu_seqlens[i + 1] and attends only within itself. max_seqlen: the longest
-    length (sizes the launch grid; must not be smaller). Returns (T, H, D) in q's dtype.
+    length (sizes the launch grid; must not be smaller). window: (left, right) ints >= 0 or None:
+    query i of a sequence attends its key j only if ``i - left <= j <= i + right``. Returns (T, H, D)
+    in q's dtype.
     """
     check_launchable("varlen_attention", q, k, v, cu_seqlens)
     _check_qkv("varlen_attention", q, k, v, "THD")
     _check_cu_seqlens(cu_seqlens, max_seqlen, q.shape[0])
+    _check_window("varlen_attention", window)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    return _AttentionFn.apply(q, k, v, None, cu_seqlens, max_seqlen, scale)
+    window = _effective_window(window, max_seqlen, max_seqlen)
+    return _AttentionFn.apply(q, k, v, None, cu_seqlens, max_seqlen, scale, window)
 
 
-def _additive_mask(key_padding_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(B, S) bool, True = real token -> (B, 1, 1, S) additive bias: 0 for real keys, dtype's min for padding.
+def _check_window(op: str, window: tuple[int, int] | None) -> None:
+    """Raise unless ``window`` is None or a (left, right) pair of non-negative ints."""
+    if window is None:
+        return
+    if (not isinstance(window, (tuple, list)) or len(window) != 2
+            or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 0 for w in window)):
+        raise ValueError(f"bertfast_kernels.{op}: window must be None or (left, right) ints >= 0, got {window!r}")
 
-    The finite minimum (not -inf) is what transformers uses: a row whose keys are all padding then
-    averages every value uniformly instead of producing NaN.
+
+def _effective_window(
+    window: tuple[int, int] | None, seqlen_q: int, seqlen_k: int
+) -> tuple[int, int] | None:
+    """The band clipped to the sequences, or None where it covers every (query, key) pair.
+
+    Query i attends key j when ``i - left <= j <= i + right``; with i < seqlen_q and j < seqlen_k, a left
+    of seqlen_q - 1 or more bounds nothing, nor does a right of seqlen_k - 1 or more. Clipping keeps the
+    kernel's int32 block arithmetic and the reference's key slices within the sequences.
     """
-    bias = torch.zeros(key_padding_mask.shape, dtype=dtype, device=key_padding_mask.device)
-    bias.masked_fill_(~key_padding_mask, torch.finfo(dtype).min)
-    return bias[:, None, None, :]  # (B, 1, 1, S)
+    if window is None:
+        return None
+    left, right = min(window[0], max(seqlen_q - 1, 0)), min(window[1], max(seqlen_k - 1, 0))
+    if left >= seqlen_q - 1 and right >= seqlen_k - 1:
+        return None
+    return left, right
+
+
+def _band(seqlen_q: int, seqlen_k: int, window: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """(S_q, S_k) bool: True where query i may attend key j, ``i - left <= j <= i + right``."""
+    offset = torch.arange(seqlen_k, device=device)[None, :] - torch.arange(seqlen_q, device=device)[:, None]
+    return (offset >= -window[0]) & (offset <= window[1])  # (S_q, S_k)
+
+
+def _additive_mask(
+    key_padding_mask: torch.Tensor | None,
+    window: tuple[int, int] | None,
+    seqlen_q: int,
+    seqlen_k: int,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> torch.Tensor | None:
+    """The additive bias of the padding mask and the band: 0 where a query may attend a key, dtype's min elsewhere.
+
+    key_padding_mask: (B, S_k) bool, True = real token. Returns (B, 1, 1, S_k) for padding alone,
+    (1 or B, 1, S_q, S_k) with a window, or None for neither. Both masks are combined as booleans
+    before the one fill, so a masked score gets the finite minimum once (never -inf): a row with no
+    allowed key averages every value uniformly instead of producing NaN, as transformers' masks do.
+    """
+    if key_padding_mask is None and window is None:
+        return None
+    allowed = torch.ones(1, 1, 1, seqlen_k, dtype=torch.bool, device=device)  # (1, 1, 1, S_k)
+    if key_padding_mask is not None:
+        allowed = key_padding_mask[:, None, None, :]  # (B, 1, 1, S_k)
+    if window is not None:
+        allowed = allowed & _band(seqlen_q, seqlen_k, window, device)  # (1 or B, 1, S_q, S_k)
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
+    return bias.masked_fill_(~allowed, torch.finfo(dtype).min)
 
 
 def attention_ref(
@@ -285,18 +392,25 @@ def attention_ref(
     scale: float | None = None,
     dropout_p: float = 0.0,
     need_weights: bool = False,
+    window: tuple[int, int] | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Torch reference attention.
 
-    q, k, v: (B, H, S, D); key_padding_mask: (B, S) bool, True = real token. Returns the output
-    (B, H, S, D), and with ``need_weights=True`` also the probabilities (B, H, S, S) computed eagerly
-    (scores, additive mask, softmax, dropout) exactly as transformers' eager attention does.
+    q: (B, H, S_q, D), k/v: (B, H, S_k, D); key_padding_mask: (B, S_k) bool, True = real token;
+    window: (left, right) or None, query i attending key j only if ``i - left <= j <= i + right``
+    (padded row indices; ModernBERT's local layers use (64, 64)). Returns the output (B, H, S_q, D),
+    and with ``need_weights=True`` also the probabilities (B, H, S_q, S_k) computed eagerly (scores,
+    additive mask, softmax, dropout) exactly as transformers' eager attention does with its padding
+    and sliding-window masks. The band is a dense (S_q, S_k) mask here: the padded fallback path.
     """
+    _check_window("attention_ref", window)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    mask = None if key_padding_mask is None else _additive_mask(key_padding_mask, q.dtype)
+    seqlen_q, seqlen_k = q.shape[-2], k.shape[-2]
+    window = _effective_window(window, seqlen_q, seqlen_k)
+    mask = _additive_mask(key_padding_mask, window, seqlen_q, seqlen_k, q.dtype, q.device)
     if not need_weights:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
-    scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # (B, H, S, S)
+    scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # (B, H, S_q, S_k)
     if mask is not None:
         scores = scores + mask
     probs = torch.softmax(scores, dim=-1)
@@ -305,14 +419,67 @@ def attention_ref(
     return torch.matmul(probs, v), probs
 
 
-def varlen_attention_ref(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, scale: float | None = None
-) -> torch.Tensor:
-    """Torch reference for ``varlen_attention``: ``attention_ref`` on each packed sequence in turn.
+REF_CHUNK = 128  # query rows per block of the windowed varlen reference
 
-    q, k, v: (T, H, D); cu_seqlens: (B + 1,) cumulative lengths. Returns (T, H, D).
+
+def _windowed_varlen_ref(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seq_ids: torch.Tensor, scale: float | None,
+    window: tuple[int, int],
+) -> torch.Tensor:
+    """Banded attention over packed sequences in memory linear in T: q/k/v (T, H, D), seq_ids (T,) -> (T, H, D).
+
+    The T rows are cut into n blocks of C = min(REF_CHUNK, T) queries; block c's keys are the slice
+    [c C - left, (c + 1) C + right) of the packed keys (zero-padded at both ends), unfolded into one
+    (n, H, C + left + right, D) view. A (n, C, C + left + right) bool mask keeps the band and the
+    query's own sequence (within a sequence, the band on packed rows is the band on sequence indices).
+    Padding rows share the id -1 with the padding keys, so each of them has at least itself to attend
+    (no NaN in the dropped rows, in the forward or the backward). One SDPA call over all blocks.
     """
+    left, right = window
+    total, heads, head_dim = q.shape
+    chunk = min(REF_CHUNK, total)
+    blocks = -(-total // chunk)
+    span = chunk + left + right
+    tail = blocks * chunk - total  # padding query rows of the last block
+    pad_keys = (0, 0, 0, 0, left, tail + right)  # F.pad spec for (T, H, D) along T
+
+    def key_blocks(t: torch.Tensor) -> torch.Tensor:
+        return F.pad(t, pad_keys).unfold(0, span, chunk).permute(0, 1, 3, 2)  # (n, H, span, D)
+
+    queries = F.pad(q, (0, 0, 0, 0, 0, tail)).view(blocks, chunk, heads, head_dim).transpose(1, 2)  # (n, H, C, D)
+    query_ids = F.pad(seq_ids, (0, tail), value=-1).view(blocks, chunk)  # (n, C)
+    key_ids = F.pad(seq_ids, (left, tail + right), value=-1).unfold(0, span, chunk)  # (n, span)
+    band = _band(chunk, span, (0, left + right), q.device)  # (C, span): key row c C - left + j, query row c C + i
+    mask = band & (query_ids[:, :, None] == key_ids[:, None, :])  # (n, C, span)
+    out = F.scaled_dot_product_attention(queries, key_blocks(k), key_blocks(v), attn_mask=mask[:, None], scale=scale)
+    return out.transpose(1, 2).reshape(blocks * chunk, heads, head_dim)[:total]  # (T, H, D)
+
+
+def varlen_attention_ref(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    scale: float | None = None,
+    window: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """Torch reference for ``varlen_attention``; q, k, v: (T, H, D); cu_seqlens: (B + 1,) cumulative lengths.
+
+    Without a window: ``attention_ref`` on each packed sequence in turn. With window (left, right),
+    query i of a sequence attends its key j only if ``i - left <= j <= i + right``, computed in
+    blocks of ``REF_CHUNK`` queries against their key slices (``_windowed_varlen_ref``): memory linear
+    in T, no (L, L) scores; a window that covers every sequence is no window. Returns (T, H, D).
+    """
+    _check_window("varlen_attention_ref", window)
     bounds = cu_seqlens.tolist()
+    lengths = [end - begin for begin, end in zip(bounds[:-1], bounds[1:])]
+    longest = max(lengths, default=0)
+    window = _effective_window(window, longest, longest)
+    if window is not None:
+        seq_ids = torch.repeat_interleave(
+            torch.arange(len(lengths), device=q.device), torch.tensor(lengths, device=q.device), output_size=q.shape[0]
+        )  # (T,) the sequence of each packed row
+        return _windowed_varlen_ref(q, k, v, seq_ids, scale, window)
     outputs = [q[:0]]  # (0, H, D): keeps torch.cat defined when there are no tokens
     for begin, end in zip(bounds[:-1], bounds[1:]):
         if end > begin:

@@ -72,11 +72,14 @@ def _pairs(cases: list[tuple[str, dict[str, Any], dict[str, Any]]], test: str, k
 
 def _bandwidth(cases: list[tuple[str, dict[str, Any], dict[str, Any]]], test: str,
                copy_gbs: float | None) -> list[dict[str, Any]]:
-    """GB/s of the Triton kernel and the torch reference per shape, and each as % of the copy bandwidth."""
+    """GB/s of the Triton kernel and the torch reference per shape (and dtype, for the cases that have one: then
+    "shape" reads "512-float16"), and each as % of the copy bandwidth."""
     rows: dict[str, dict[str, Any]] = {}
     for name, params, info in cases:
         if name == test:
-            row = rows.setdefault(_shape(params), {"shape": _shape(params)})
+            shape = _shape(params) or str(params.get("tokens", ""))
+            shape = f"{shape}-{_dtype(params)}" if "dtype" in params else shape
+            row = rows.setdefault(shape, {"shape": shape})
             row[f"{params['provider']}_gbs"] = info["throughput_median"]
             if copy_gbs:
                 row[f"{params['provider']}_pct_of_copy"] = 100 * info["throughput_median"] / copy_gbs
@@ -118,6 +121,11 @@ def kernel_figures(raw: dict[str, Any], copy_gbs: float | None) -> dict[str, Any
                                     lambda p: (_shape(p), "padded" if p["padded"] else "dense"), "triton", "torch"),
         "varlen_vs_padded_sdpa": _pairs(cases, "test_varlen_attention", lambda p: (_shape(p),), "triton-varlen",
                                         "sdpa-padded"),
+        "rotary": _bandwidth(cases, "test_rotary", copy_gbs),
+        "geglu": _bandwidth(cases, "test_geglu", copy_gbs),
+        "window_vs_ref": _pairs(cases, "test_window_attention", lambda p: (_shape(p), _dtype(p)), "triton", "torch"),
+        "window_vs_full": _pairs(cases, "test_window_attention", lambda p: (_shape(p), _dtype(p)), "triton",
+                                 "triton-full"),
         "dense_gelu": gemm,
         "auto_gemm": auto_gemm(gemm),
         "cases": len(cases),

@@ -125,7 +125,7 @@ STEPS = (
     Step("cold-start", "cold_start", "a fresh process: import -> first result at the latency workload "
          "(empty Triton cache: compilation included)", 30, 8, 90),
     Step("kernels", "pytest-kernels", "benchmarks/bench_kernels.py --benchmark-enable: LayerNorm, bias+GELU, "
-         "attention, varlen attention, dense+GELU GEMM", 90, 14, 180),
+         "attention, varlen attention, dense+GELU GEMM, ModernBERT's rotary, GeGLU, windowed attention", 120, 14, 240),
     Step("bench-bfloat16", "bench", "bertfast bench, bfloat16: the same providers", 60, 10, 150,
          dtype="bfloat16", providers=("transformers-sdpa",), with_bertfast=True),
     Step("tests", "pytest-tests", "python -m pytest -m cuda: the needs_cuda tests (half-precision parity, "

@@ -67,6 +67,10 @@ def _kernel_lines(results: Results) -> list[str]:
             f"{_span(k['bias_gelu'], 'triton_pct_of_copy', '%')} of copy bandwidth; vs SDPA: attention "
             f"{_span(k['attention_vs_sdpa'], 'speedup', 'x')}, varlen "
             f"{_span(k['varlen_vs_padded_sdpa'], 'speedup', 'x')}",
+            f"ModernBERT kernels: rotary {_span(k.get('rotary', []), 'triton_pct_of_copy', '%')}, GeGLU "
+            f"{_span(k.get('geglu', []), 'triton_pct_of_copy', '%')} of copy bandwidth; windowed attention vs "
+            f"its torch reference {_span(k.get('window_vs_ref', []), 'speedup', 'x')}, vs no window "
+            f"{_span(k.get('window_vs_full', []), 'speedup', 'x')}",
             f"ops.AUTO_GEMM = {_step(results, 'ceilings').get('auto_gemm', '?')!r} now; the data say "
             f"{gemm['choice']!r}: {_clip(gemm['why'], 90)}"]
 
@@ -132,7 +136,9 @@ def _md_table(rows: list[list[Any]]) -> list[str]:
 def _kernel_sections(k: dict[str, Any]) -> list[str]:
     lines = [f"Copy bandwidth (best): {_num(k['copy_gbs'])} GB/s. Speedup = the peer's median / the Triton "
              "kernel's median (> 1: Triton is faster).", ""]
-    for op in ("layer_norm", "bias_gelu"):
+    for op in ("layer_norm", "bias_gelu", "rotary", "geglu"):
+        if op not in k:  # results written before the op was benchmarked
+            continue
         lines += [f"**{op}**", ""] + _md_table(
             [["shape", "triton GB/s", "% of copy", "torch GB/s", "% of copy"]]
             + [[r["shape"], r.get("triton_gbs"), r.get("triton_pct_of_copy"), r.get("torch_gbs"),
@@ -141,7 +147,13 @@ def _kernel_sections(k: dict[str, Any]) -> list[str]:
                                      ("varlen attention vs SDPA on the padded batch", "varlen_vs_padded_sdpa",
                                       "triton-varlen", "sdpa-padded"),
                                      ("dense + GELU: Triton epilogue vs cuBLAS + bias_gelu", "dense_gelu", "triton",
-                                      "cublas+bias_gelu")):
+                                      "cublas+bias_gelu"),
+                                     ("windowed varlen attention (local layers) vs its torch reference",
+                                      "window_vs_ref", "triton", "torch"),
+                                     ("windowed varlen attention vs the same kernel without a window",
+                                      "window_vs_full", "triton", "triton-full")):
+        if key not in k:
+            continue
         lines += [f"**{title}**", ""] + _md_table(
             [["case", f"{ours} ms", f"{theirs} ms", "speedup"]]
             + [[r["case"], r[f"{ours}_ms"], r[f"{theirs}_ms"], f"{r['speedup']:.2f}x"] for r in k[key]]) + [""]

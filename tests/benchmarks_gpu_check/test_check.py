@@ -66,8 +66,11 @@ def test_dry_run_writes_every_file_within_the_limits(dry_run):
             assert status[step.name]["reason"] == f"dry run: {step.dry_skip}"
     assert (out / files.PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     raw = json.loads((out / files.KERNELS_JSON).read_text())
-    assert {b["name"].split("[")[0] for b in raw["benchmarks"]} >= {"test_layer_norm", "test_varlen_attention",
-                                                                     "test_dense_gelu"}
+    assert {b["name"].split("[")[0] for b in raw["benchmarks"]} >= {
+        "test_layer_norm", "test_varlen_attention", "test_dense_gelu", "test_rotary", "test_geglu",
+        "test_window_attention"}
+    kernels = status["kernels"]["result"]
+    assert kernels["rotary"] and kernels["geglu"] and kernels["window_vs_ref"] and kernels["window_vs_full"]
     assert "-m cuda" in (out / "tests.log").read_text() and status["tests"]["result"]["skipped"] > 0
 
 

@@ -60,6 +60,11 @@ def test_kernel_figures():
         bench_case("test_varlen_attention", 0.8, shape=[32, 12, 128, 64], provider="sdpa-padded"),
         {"name": "test_bias_gelu[untimed]", "params": {}, "extra_info": {}},  # --benchmark-disable: no figures
         *dense_gelu(4096, "float16", 1.0, 1.1), *dense_gelu(128, "float16", 0.2, 0.1),
+        bench_case("test_rotary", 0.01, 1500.0, tokens=512, dtype="UNSERIALIZABLE[torch.float16]", provider="triton"),
+        bench_case("test_rotary", 0.01, 1800.0, tokens=512, dtype="UNSERIALIZABLE[torch.bfloat16]", provider="triton"),
+        bench_case("test_geglu", 0.02, 2700.0, tokens=8192, dtype="UNSERIALIZABLE[torch.float16]", provider="torch"),
+        *(bench_case("test_window_attention", ms, shape=[4, 2048], dtype="UNSERIALIZABLE[torch.bfloat16]",
+                     provider=provider) for ms, provider in ((0.1, "triton"), (0.5, "torch"), (0.4, "triton-full"))),
     ]}
     figures = kernel_figures(raw, copy_gbs=3000.0)
     assert figures["layer_norm"] == [{"shape": "4096x768", "triton_gbs": 2400.0, "triton_pct_of_copy": 80.0,
@@ -71,6 +76,11 @@ def test_kernel_figures():
     assert [(r["case"], r["speedup"]) for r in figures["dense_gelu"]] == [
         ("4096-float16", pytest.approx(1.1)), ("128-float16", pytest.approx(0.5))]
     assert figures["auto_gemm"]["choice"] == "by-rows" and figures["auto_gemm"]["triton_rows"] == [4096]
+    assert [(r["shape"], r["triton_pct_of_copy"]) for r in figures["rotary"]] == [
+        ("512-float16", pytest.approx(50.0)), ("512-bfloat16", pytest.approx(60.0))]
+    assert figures["geglu"] == [{"shape": "8192-float16", "torch_gbs": 2700.0, "torch_pct_of_copy": 90.0}]
+    assert [(r["case"], r["speedup"]) for r in figures["window_vs_ref"]] == [("4x2048-bfloat16", pytest.approx(5.0))]
+    assert figures["window_vs_full"][0]["speedup"] == pytest.approx(4.0)
     assert kernel_figures(raw, copy_gbs=None)["layer_norm"][0].keys() == {"shape", "triton_gbs", "torch_gbs"}
 
 

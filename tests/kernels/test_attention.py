@@ -7,7 +7,9 @@ from typing import Callable
 import pytest
 import torch
 
-from bertfast_kernels.attention import attention, attention_ref, varlen_attention, varlen_attention_ref
+from bertfast_kernels import attention as attention_module
+from bertfast_kernels.attention import (REF_CHUNK, attention, attention_ref, key_block_range, varlen_attention,
+                                        varlen_attention_ref)
 from bertfast_kernels.launch import attention_launch_settings
 from tests.helpers import needs_cuda
 
@@ -53,14 +55,16 @@ def _check(
     backward: bool = False,
     kernel: Callable[..., torch.Tensor] = attention,
     reference: Callable[..., torch.Tensor] = attention_ref,
+    exact: Callable[..., torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Kernel vs torch same dtype vs fp64 reference (and the gradients); returns the kernel output."""
+    """Kernel vs torch same dtype vs fp64 reference (``exact``, default ``reference``, on fp64 copies) and the
+    gradients; returns the kernel output."""
     q = qkv[0]
     do = torch.randn(q.shape, device=q.device).to(q.dtype) if backward else None
     out, grads = _run(leaf, kernel, qkv, extra, do)
     out_torch, grads_torch = _run(leaf, reference, qkv, extra, do)
     qkv64 = tuple(t.double() for t in qkv)
-    out_ref, grads_ref = _run(leaf, reference, qkv64, extra, None if do is None else do.double())
+    out_ref, grads_ref = _run(leaf, exact or reference, qkv64, extra, None if do is None else do.double())
     check_error(out, out_torch, out_ref, f"{what} output")
     for name, g, g_torch, g_ref in zip(["dq", "dk", "dv"], grads, grads_torch, grads_ref):
         check_error(g, g_torch, g_ref, f"{what} {name}")
@@ -241,29 +245,34 @@ def test_without_triton(check_without_triton):
         "cu = torch.tensor([0, 5], dtype=torch.int32)\n"
         "expected = torch.nn.functional.scaled_dot_product_attention(q, q, q)",
         ["torch.testing.assert_close(attention_ref(q, q, q), expected)",
-         "torch.testing.assert_close(varlen_attention_ref(x, x, x, cu), expected[0].transpose(0, 1))"],
+         "torch.testing.assert_close(varlen_attention_ref(x, x, x, cu), expected[0].transpose(0, 1))",
+         "assert varlen_attention_ref(x, x, x, cu, window=(1, 1)).shape == x.shape"],
         ["attention(q, q, q)", "varlen_attention(x, x, x, cu, 5)"],
     )
 
 
 def test_compiles_for_gpu(compile_for_gpu):
     """Lowered to sm_80 and sm_90 code (no GPU needed): fp16 D=64 with a mask at S=512, bf16 D=128 varlen,
-    fp32 D=32 with IEEE dots, fp16 D=4 zero-padded to 16."""
+    fp32 D=32 with IEEE dots, fp16 D=4 zero-padded to 16; with a window: bf16 / fp16 D=64 varlen (ModernBERT's
+    local layers) and fp32 D=32 padded with a mask."""
     variants = []
-    cases = (("fp16", 64, 512, True, False), ("bf16", 128, 512, False, True), ("fp32", 32, 128, True, False),
-             ("fp16", 4, 7, True, False))
-    for dtype, head_dim, seqlen, has_mask, varlen in cases:
+    cases = (("fp16", 64, 512, True, False, False), ("bf16", 128, 512, False, True, False),
+             ("fp32", 32, 128, True, False, False), ("fp16", 4, 7, True, False, False),
+             ("bf16", 64, 8192, False, True, True), ("fp16", 64, 512, False, True, True),
+             ("fp32", 32, 128, True, False, True))
+    for dtype, head_dim, seqlen, has_mask, varlen, window in cases:
         block_d = max(16, head_dim)
         cfg = attention_launch_settings(block_d, seqlen, 4 if dtype == "fp32" else 2)
         constexprs = {
             "HEAD_DIM": head_dim, "BLOCK_D": block_d, "BLOCK_M": cfg.block_rows, "BLOCK_N": cfg.block_cols,
-            "HAS_MASK": has_mask, "VARLEN": varlen, "DOT_PRECISION": "ieee" if dtype == "fp32" else "tf32",
+            "HAS_MASK": has_mask, "VARLEN": varlen, "HAS_WINDOW": window,
+            "DOT_PRECISION": "ieee" if dtype == "fp32" else "tf32",
         }
         types = {"mask_ptr": "*u8", "cu_seqlens_ptr": "*i32", "qk_scale": "fp32"}
         variants.append({"dtype": dtype, "types": types, "constexprs": constexprs, "num_warps": cfg.num_warps})
     result = compile_for_gpu("bertfast_kernels.attention", "_attention_fwd_kernel", variants)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "compiled 8"
+    assert result.stdout.strip() == "compiled 14"
 
 
 @needs_cuda
@@ -283,3 +292,180 @@ def test_gpu_varlen_bf16(check_error, leaf):
         check_error, leaf, qkv, (cu_seqlens, max(lengths)), "varlen bf16",
         kernel=varlen_attention, reference=lambda *a: varlen_attention_ref(*a[:4]),
     )
+
+
+# ---- sliding window (ModernBERT's local layers: (64, 64)) ----
+EDGE_LENGTHS = [1, 4, 5, 9, 33, 130, 257]  # around the (4, 4) and (16, 16) window edges, several key blocks
+
+
+def _dense_varlen(q, k, v, cu_seqlens, max_seqlen, scale, window):
+    """The dense masked computation, one sequence at a time: ``attention_ref`` with its (L, L) band mask."""
+    bounds = cu_seqlens.tolist()
+    seqs = [[t[b:e].transpose(0, 1)[None] for t in (q, k, v)] for b, e in zip(bounds[:-1], bounds[1:])]
+    outs = [attention_ref(*seq, scale=scale, window=window)[0].transpose(0, 1) for seq in seqs]  # (L, H, D) each
+    return torch.cat(outs)  # (T, H, D)
+
+
+def _check_varlen_window(check_error, leaf, lengths, window, dtype, device, backward=False):
+    qkv, cu_seqlens = _packed(lengths, 2, 16, dtype, device)
+    return _check(
+        check_error, leaf, qkv, (cu_seqlens, max(lengths), None, window), f"lengths {lengths} window {window}",
+        backward=backward, kernel=varlen_attention, exact=_dense_varlen,
+        reference=lambda q, k, v, cu, _, scale, w: varlen_attention_ref(q, k, v, cu, scale, w),
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("window", [(4, 4), (16, 16)], ids=str)
+def test_varlen_window(window, dtype, device, check_error, leaf):
+    """Kernel and the linear-memory reference against the dense fp64 masked computation, gradients too."""
+    lengths = EDGE_LENGTHS[::2] + EDGE_LENGTHS[1::2]  # mixed order: 1, 5, 33, 257, 4, 9, 130
+    _check_varlen_window(check_error, leaf, lengths, window, dtype, device, backward=True)
+
+
+@pytest.mark.parametrize("window", [(0, 0), (0, 5), (9, 2), (70, 1)], ids=str)
+def test_varlen_asymmetric_window(window, device, check_error, leaf):
+    _check_varlen_window(check_error, leaf, [3, 70, 130], window, torch.float32, device)
+
+
+def test_window_covering_the_sequence_is_no_window(device):
+    (q, k, v), cu_seqlens = _packed([5, 33, 130], 2, 16, torch.float32, device)
+    plain = varlen_attention(q, k, v, cu_seqlens, 130)
+    for window in [(129, 129), (1000, 200)]:
+        assert torch.equal(varlen_attention(q, k, v, cu_seqlens, 130, window=window), plain)
+        assert torch.equal(varlen_attention_ref(q, k, v, cu_seqlens, window=window),
+                           varlen_attention_ref(q, k, v, cu_seqlens))
+    qkv, mask = _qkv(2, 2, 40, 16, torch.float32, device), _random_mask(2, 40, device)
+    assert torch.equal(attention(*qkv, mask, window=(39, 39)), attention(*qkv, mask))
+    assert torch.equal(attention_ref(*qkv, mask, window=(50, 39)), attention_ref(*qkv, mask))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("window", [(4, 4), (16, 3)], ids=str)
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_padded_window(side, window, dtype, device, check_error, leaf):
+    """Padded layout, 150 keys (three blocks), band on padded row indices and key padding; padding queries'
+    outputs are unspecified (the model zeroes them), so both sides zero them before comparing."""
+    lengths = torch.tensor([150, 97, 20])
+    positions = torch.arange(150)[None, :]
+    mask = positions < lengths[:, None] if side == "right" else positions >= 150 - lengths[:, None]  # (B, S)
+    mask = mask.to(device)
+
+    def real_rows(fn):
+        return lambda q, k, v, m: torch.where(m[:, None, :, None], fn(q, k, v, m, window=window), 0.0)
+
+    qkv = _qkv(3, 2, 150, 32, dtype, device)
+    _check(check_error, leaf, qkv, (mask,), f"{side} padded {window}", backward=True,
+           kernel=real_rows(attention), reference=real_rows(attention_ref))
+
+
+def test_window_weights_equal_transformers_eager():
+    """need_weights=True: the probabilities and output of transformers' eager attention with its sliding-window
+    and padding mask (ModernBERT, local_attention 8 -> window (4, 4)), left padding included."""
+    from transformers import ModernBertConfig
+    from transformers.masking_utils import create_bidirectional_sliding_window_mask
+    from transformers.models.modernbert.modeling_modernbert import eager_attention_forward
+
+    config = ModernBertConfig(hidden_size=64, num_attention_heads=4, local_attention=8)
+    config._attn_implementation = "eager"
+    q, k, v = _qkv(2, 4, 21, 16, torch.float32, torch.device("cpu"))
+    mask = torch.ones(2, 21, dtype=torch.bool)
+    mask[0, 15:], mask[1, :6] = False, False
+    hf_mask = create_bidirectional_sliding_window_mask(config, torch.zeros(2, 21, 64), mask.long())
+    hf_out, hf_probs = eager_attention_forward(torch.nn.Module().eval(), q, k, v, hf_mask, 16**-0.5)
+    out, probs = attention_ref(q, k, v, mask, need_weights=True, window=(4, 4))
+    torch.testing.assert_close(probs, hf_probs, rtol=0, atol=0)
+    torch.testing.assert_close(out.transpose(1, 2), hf_out, rtol=0, atol=0)
+
+
+def test_windowed_ref_is_blockwise_and_exact():
+    """fp64: the reference's blocks of REF_CHUNK queries (sequences crossing block edges) equal the dense band."""
+    lengths = [100, 300, 1, 200, 17]
+    (q, k, v), cu_seqlens = _packed(lengths, 2, 8, torch.float64, torch.device("cpu"))
+    for window in [(64, 64), (3, 40), (0, 0)]:
+        torch.testing.assert_close(varlen_attention_ref(q, k, v, cu_seqlens, window=window),
+                                   _dense_varlen(q, k, v, cu_seqlens, 300, None, window), rtol=1e-12, atol=1e-12)
+
+
+def test_windowed_ref_memory_is_linear(monkeypatch):
+    """L = 4096, window (64, 64): every SDPA call of the reference gets keys and masks at most C + 128 long
+    (no (L, L) scores), and its output matches the per-sequence band on a few rows computed directly."""
+    calls = []
+    sdpa = attention_module.F.scaled_dot_product_attention
+
+    def recording(q, k, v, attn_mask=None, **kwargs):
+        calls.append((tuple(k.shape), None if attn_mask is None else tuple(attn_mask.shape)))
+        return sdpa(q, k, v, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", recording)
+    (q, k, v), cu_seqlens = _packed([4096], 2, 16, torch.float32, torch.device("cpu"))
+    out = varlen_attention_ref(q, k, v, cu_seqlens, window=(64, 64))
+    assert calls and all(keys[-2] <= REF_CHUNK + 128 and mask[-1] <= REF_CHUNK + 128 for keys, mask in calls), calls
+    for row in (0, 63, 2000, 4095):
+        keys = slice(max(0, row - 64), row + 65)
+        probs = torch.softmax(k[keys].transpose(0, 1) @ q[row, :, :, None] / 4, dim=1)  # (H, K, 1)
+        torch.testing.assert_close(out[row], (probs * v[keys].transpose(0, 1)).sum(1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("block_m, block_n", [(16, 16), (64, 64), (128, 64), (32, 16)])
+def test_key_block_range_visits_exactly_the_band_blocks(block_m, block_n):
+    """The kernel's loop bounds (``key_block_range``, plain Python here) against brute force: the visited key
+    blocks are those holding a key of some query's band, no others."""
+    for seqlen_q, seqlen_k in [(1, 1), (130, 130), (257, 257), (40, 90)]:
+        for left, right in [(0, 0), (4, 4), (16, 16), (64, 64), (3, 50), (200, 0)]:
+            for q_start in range(0, seqlen_q, block_m):
+                lo, hi = key_block_range.fn(q_start, seqlen_q, seqlen_k, left, right, block_m, block_n)
+                queries = range(q_start, min(q_start + block_m, seqlen_q))
+                keys = {j for i in queries for j in range(max(0, i - left), min(seqlen_k, i + right + 1))}
+                assert lo % block_n == 0
+                assert set(range(lo, hi, block_n)) == {j // block_n * block_n for j in keys}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_kernel_never_loads_keys_outside_the_band(dtype, device):
+    """NaN in every key and value before the first key block that the query block at 128 visits and from the
+    end of its band on: that block's outputs stay bit-identical (a loop over all keys with a mask after the fact
+    would turn them NaN: 0 * NaN in P @ V)."""
+    (q, k, v), cu_seqlens = _packed([400], 2, 16, dtype, device)
+    cfg = attention_launch_settings(16, 400, q.element_size())
+    q_start = 128  # a query block (64 or 128 rows) whose band [124, 128 + BLOCK_M + 4) lies inside the sequence
+    lo, hi = key_block_range.fn(q_start, 400, 400, 4, 4, cfg.block_rows, cfg.block_cols)
+    assert (lo, hi) == (64, q_start + cfg.block_rows + 4)
+    before = varlen_attention(q, k, v, cu_seqlens, 400, window=(4, 4))
+    outside = torch.ones(400, dtype=torch.bool, device=device)
+    outside[lo:hi] = False
+    poisoned = [torch.where(outside[:, None, None], float("nan"), t) for t in (k, v)]
+    after = varlen_attention(q, *poisoned, cu_seqlens, 400, window=(4, 4))
+    rows = slice(q_start, q_start + cfg.block_rows)
+    assert torch.isfinite(after[rows]).all() and torch.equal(after[rows], before[rows])
+    assert torch.isnan(after[:64]).all()  # the poison does reach the query blocks whose bands it meets
+
+
+def test_bad_window(device):
+    (q, k, v), cu_seqlens = _packed([5, 7], 2, 16, torch.float32, device)
+    for window in [(-1, 2), (1,), 3, (1.5, 2)]:
+        with pytest.raises(ValueError, match="window"):
+            varlen_attention(q, k, v, cu_seqlens, 7, window=window)
+        with pytest.raises(ValueError, match="window"):
+            varlen_attention_ref(q, k, v, cu_seqlens, window=window)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_gpu_varlen_window_modernbert(dtype, check_error, leaf):
+    """ModernBERT-base's local layers: H=12, D=64, window (64, 64), sequences up to 2048 tokens."""
+    lengths = [2048, 512, 1, 65, 129, 1000]
+    qkv, cu_seqlens = _packed(lengths, 12, 64, dtype, torch.device("cuda"))
+    _check(check_error, leaf, qkv, (cu_seqlens, max(lengths), None, (64, 64)), "modernbert local", backward=True,
+           kernel=varlen_attention, reference=lambda q, k, v, cu, _, s, w: varlen_attention_ref(q, k, v, cu, s, w))
+
+
+@needs_cuda
+def test_gpu_padded_window_bf16(check_error, leaf):
+    device = torch.device("cuda")
+    mask = _random_mask(8, 512, device)
+    mask[:, :5] = True
+    qkv = _qkv(8, 12, 512, 64, torch.bfloat16, device)
+    _check(check_error, leaf, qkv, (torch.ones_like(mask),), "padded window bf16",
+           kernel=lambda q, k, v, m: attention(q, k, v, m, window=(64, 64)),
+           reference=lambda q, k, v, m: attention_ref(q, k, v, m, window=(64, 64)))
