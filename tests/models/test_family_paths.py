@@ -15,6 +15,7 @@ import bertfast
 from bertfast.cli import main
 from tests.helpers import HIDDEN_ATOL, LOGITS_ATOL, needs_cuda
 from tests.models.parity import TEXTS, Family, compare, encoded
+from tests.models.test_modernbert import SIZES as MODERNBERT_SIZES
 from tests.test_graphs import EmulatedCapture
 from tests.training.test_finetune import sentiment_rows, write_csv
 
@@ -64,7 +65,8 @@ def test_finetune_from_a_base_checkpoint_loads_in_transformers(families, name, t
 
 ALL = {**FAMILIES, "roberta": ("Roberta", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                                intermediate_size=37, max_position_embeddings=130, type_vocab_size=1,
-                                               pad_token_id=1))}
+                                               pad_token_id=1)),
+       "modernbert": ("ModernBert", MODERNBERT_SIZES)}
 
 
 @pytest.mark.parametrize("name", ALL)
