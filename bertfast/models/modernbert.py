@@ -267,11 +267,15 @@ class ModernBertAttention(nn.Module):
         qkv = self.Wqkv(hidden).view(-1, 3, self.num_heads, self.head_dim)  # (N, 3, h, D): N tokens
         qkv = ops.rotary_qkv(qkv, positions.reshape(-1), self.theta)
         probs = None
+        dropout_p = self.dropout_p if self.training else 0.0
+        if cu_seqlens is None and self.window is not None and key_padding_mask is None and not output_attentions \
+                and dropout_p == 0.0:  # B rows without padding: B packed sequences, so the band stays linear
+            max_seqlen = shape[1]
+            cu_seqlens = torch.arange(0, shape[0] * shape[1] + 1, shape[1], dtype=torch.int32, device=hidden.device)
         if cu_seqlens is not None:
             context = ops.varlen_attention(qkv, cu_seqlens, max_seqlen, window=self.window)  # (T, h, D)
         else:
             q, k, v = qkv.view(*shape[:2], 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-            dropout_p = self.dropout_p if self.training else 0.0
             context, probs = ops.attention(q, k, v, key_padding_mask, dropout_p=dropout_p,
                                            need_weights=output_attentions, window=self.window)  # (B, h, S, D)
             context = context.transpose(1, 2)

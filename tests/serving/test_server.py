@@ -35,11 +35,12 @@ def rows(texts) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, free_ports, tiny_vocab_checkpoint, tiny_long_checkpoint, minilm_dir, heads,
-           roberta_sentiment_checkpoint):
+           roberta_sentiment_checkpoint, modernbert_checkpoint):
     """One tritonserver on a repository written by write_triton_repository(backend="python"): fill-mask and
     next-sentence on the tiny checkpoint (the first one copied into the repository), MiniLM embeddings,
     "load": tiny embeddings with 512 positions and a small token budget, the task heads' tasks, and "roberta": a
-    RoBERTa text classifier (another architecture and tokenizer through the same repository writer)."""
+    RoBERTa text classifier and "modernbert" ModernBERT embeddings (other architectures and tokenizers through the
+    same repository writer)."""
     repo = tmp_path_factory.mktemp("triton") / "repository"
     one = {"backend": "python", "threads": 1}  # one torch thread per model: the test machine's cores are shared
     write_triton_repository(tiny_vocab_checkpoint, repo, task="fill-mask", **one)
@@ -50,6 +51,8 @@ def server(tmp_path_factory, free_ports, tiny_vocab_checkpoint, tiny_long_checkp
     for task, checkpoint in heads.items():
         write_triton_repository(checkpoint, repo, task=task, copy_checkpoint=False, **one)
     write_triton_repository(roberta_sentiment_checkpoint, repo, name="roberta", task="text-classification",
+                            copy_checkpoint=False, **one)
+    write_triton_repository(modernbert_checkpoint, repo, name="modernbert", task="feature-extraction",
                             copy_checkpoint=False, **one)
     http, grpc, metrics = free_ports(3)
     triton = TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics,  # 60 s: 8 stubs unload
@@ -77,12 +80,14 @@ def heads(sentiment_checkpoint, ner_checkpoint, qa_checkpoint, cross_encoder_che
 
 
 @pytest.fixture(scope="module")
-def pipelines(tiny_vocab_checkpoint, tiny_long_checkpoint, minilm_dir, heads, roberta_sentiment_checkpoint) -> dict:
+def pipelines(tiny_vocab_checkpoint, tiny_long_checkpoint, minilm_dir, heads, roberta_sentiment_checkpoint,
+              modernbert_checkpoint) -> dict:
     return {"fill-mask": bertfast.pipeline("fill-mask", model=tiny_vocab_checkpoint),
             "next-sentence": bertfast.pipeline("next-sentence", model=tiny_vocab_checkpoint),
             "feature-extraction": bertfast.pipeline("feature-extraction", model=minilm_dir),
             "load": bertfast.pipeline("feature-extraction", model=tiny_long_checkpoint),
             "roberta": bertfast.pipeline("text-classification", model=roberta_sentiment_checkpoint),
+            "modernbert": bertfast.pipeline("feature-extraction", model=modernbert_checkpoint),
             **{task: bertfast.pipeline(task, model=checkpoint) for task, checkpoint in heads.items()}}
 
 
@@ -123,6 +128,11 @@ def test_each_task_matches_the_direct_pipeline_call(server, pipelines, protocol)
                       ["embedding"])["embedding"]
     assert embedding.shape == (3, 384)
     np.testing.assert_allclose(embedding, pipelines["feature-extraction"](sentences).numpy(), atol=ATOL, rtol=0)
+
+    embedding = infer(server.url(protocol), protocol, "modernbert", {"text": rows(sentences + REVIEWS)},
+                      ["embedding"])["embedding"]
+    assert embedding.shape == (6, 32)
+    np.testing.assert_allclose(embedding, pipelines["modernbert"](sentences + REVIEWS).numpy(), atol=ATOL, rtol=0)
 
 
 def _results(output: np.ndarray) -> list:
