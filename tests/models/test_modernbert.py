@@ -182,3 +182,27 @@ def test_bad_configs_are_one_line_naming_the_field(family, tmp_path, change, mes
 
 def test_int8_keeps_the_hidden_states(family):
     assert int8_cosine(family.folder("Model")) >= 0.99
+
+
+@pytest.mark.parametrize("layout", ["packed", "padded"])
+def test_a_4096_token_text_runs_in_memory_linear_in_its_length(tmp_path_factory, layout):
+    """A 4,096-token text (a global and a sliding layer, 4 heads): the peak of the bytes torch's allocator holds
+    during the forward (benchmarks.long_memory.peak_bytes) stays within a budget linear in length -- one (S, S)
+    score matrix of one head alone would be 64 MiB -- and the hidden states are transformers'. Padded: one row
+    without padding, which the sliding layers run as one packed sequence too."""
+    from benchmarks.long_memory import peak_bytes
+
+    sizes = {**SIZES, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2, "max_position_embeddings":
+             8192, "local_attention": 128}
+    path = Family(tmp_path_factory, "modernbert", "ModernBert", sizes, ()).folder("Model")
+    model = bertfast.AutoModel.from_pretrained(path)
+    assert model.config.layer_types == ["full_attention", "sliding_attention"]
+    ids = torch.randint(len(MODERNBERT_SPECIALS), model.config.vocab_size, (4096,),
+                        generator=torch.Generator().manual_seed(0))
+    inputs = PackedBatch.from_token_lists([ids.tolist()]) if layout == "packed" else ids[None]
+    with torch.inference_mode():
+        out, peak = peak_bytes(lambda: model(inputs).last_hidden_state)
+        expected = transformers.AutoModel.from_pretrained(path).eval()(ids[None]).last_hidden_state[0]
+    torch.testing.assert_close(out.reshape(expected.shape), expected, atol=HIDDEN_ATOL, rtol=0)
+    budget = 4096 * 8 * 1024  # 8 KiB per token (measured: 15 MiB; transformers' forward: 257 MiB)
+    assert 0 < peak <= budget, f"peak {peak / 2**20:.1f} MiB > {budget / 2**20:.0f} MiB"
