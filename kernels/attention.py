@@ -352,6 +352,11 @@ def _effective_window(
     return left, right
 
 
+def _tracing() -> bool:
+    """True while torch.onnx / torch.export / TorchScript trace the reference."""
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.compiler.is_exporting()
+
+
 def _band(seqlen_q: int, seqlen_k: int, window: tuple[int, int], device: torch.device) -> torch.Tensor:
     """(S_q, S_k) bool: True where query i may attend key j, ``i - left <= j <= i + right``."""
     offset = torch.arange(seqlen_k, device=device)[None, :] - torch.arange(seqlen_q, device=device)[:, None]
@@ -406,7 +411,8 @@ def attention_ref(
     _check_window("attention_ref", window)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     seqlen_q, seqlen_k = q.shape[-2], k.shape[-2]
-    window = _effective_window(window, seqlen_q, seqlen_k)
+    if not _tracing():  # a traced graph keeps the band whatever the example's length (its shapes are symbolic)
+        window = _effective_window(window, seqlen_q, seqlen_k)
     mask = _additive_mask(key_padding_mask, window, seqlen_q, seqlen_k, q.dtype, q.device)
     if not need_weights:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)

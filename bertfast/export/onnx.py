@@ -270,7 +270,7 @@ def _optimize(proto: Any, config: Any) -> tuple[Any, dict[str, int]]:
     from onnxscript import ir
     from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
-    fused, _ = optimize_for_ort(ir.from_proto(proto))
+    fused, _ = optimize_for_ort(ir.from_proto(_with_layer_norm_biases(proto)))
     with tempfile.TemporaryDirectory() as tmp:  # from a ModelProto, optimize_model moves out the initializers
         path = os.path.join(tmp, ONNX_FILE)  # that its own shape inference then needs: give it a file
         ir.save(fused, path)
@@ -279,6 +279,31 @@ def _optimize(proto: Any, config: Any) -> tuple[Any, dict[str, int]]:
                                        hidden_size=config.hidden_size)
     counts = Counter(n.op_type for n in optimized.model.graph.node if n.domain == "com.microsoft")
     return optimized.model, {**dict.fromkeys(REPORTED_FUSIONS, 0), **counts}
+
+
+def _with_layer_norm_biases(proto: Any) -> Any:
+    """A copy of ``proto`` whose LayerNormalization nodes all have a bias: onnxruntime's SkipLayerNormalization
+    fusion reads input 2, which ModernBERT's bias-free norms lack; an explicit zero bias leaves every output as
+    it is and lets the fusion run."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    proto = type(proto).FromString(proto.SerializeToString())
+    initializers = {t.name: t for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type != "LayerNormalization" or node.domain not in ("", "ai.onnx") or node.input[1] not in \
+                initializers or (len(node.input) > 2 and node.input[2]):
+            continue
+        name = node.input[1] + ".zero_bias"
+        if name not in initializers:
+            zeros = np.zeros_like(numpy_helper.to_array(initializers[node.input[1]]))
+            initializers[name] = numpy_helper.from_array(zeros, name)
+            proto.graph.initializer.append(initializers[name])
+        if len(node.input) > 2:
+            node.input[2] = name
+        else:
+            node.input.append(name)
+    return proto
 
 
 @contextlib.contextmanager

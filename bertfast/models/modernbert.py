@@ -269,7 +269,8 @@ class ModernBertAttention(nn.Module):
         probs = None
         dropout_p = self.dropout_p if self.training else 0.0
         if cu_seqlens is None and self.window is not None and key_padding_mask is None and not output_attentions \
-                and dropout_p == 0.0:  # B rows without padding: B packed sequences, so the band stays linear
+                and dropout_p == 0.0 and not ops.exporting():  # B rows without padding: B packed sequences, so
+            # the band stays linear (not in a traced graph, whose shapes are not those of the trace)
             max_seqlen = shape[1]
             cu_seqlens = torch.arange(0, shape[0] * shape[1] + 1, shape[1], dtype=torch.int32, device=hidden.device)
         if cu_seqlens is not None:
