@@ -90,7 +90,7 @@ class Check:
         params = self.scratch / "params.json"
         result_path = self.scratch / f"{step.name}.json"
         params.write_text(json.dumps({"mode": self.header["mode"], "scratch": str(self.scratch), "dtype": dtype,
-                                      "providers": step.bench_providers(self.mode)}))
+                                      "providers": step.bench_providers(self.mode), "model": step.model}))
         command = [sys.executable, "-m", "benchmarks.gpu_check.steps", step.kind, str(params), str(result_path)]
         rc, log = self._spawn(step, command, timeout)
         if rc != 0:
@@ -193,20 +193,29 @@ class Check:
         return results
 
     def _bench_outputs(self, results: dict[str, Any]) -> str | None:
-        """bench.png and the runner's markdown of the bench steps' merged reports (None without any)."""
-        reports = [s["result"] for s in results["steps"] if s["status"] == "ran" and "schema" in (s["result"] or {})]
-        merged = summary.merge_reports(reports)
-        if merged is None:
+        """bench.png and the runner's markdown of the bench steps' merged reports, then the reports of the steps
+        with a model of their own (ModernBERT's) each as it is (None without any)."""
+        ran = [(s["name"], s["result"]) for s in results["steps"]
+               if s["status"] == "ran" and "schema" in (s["result"] or {})]
+        own_model = {step.name for step in STEPS if step.model}
+        merged = summary.merge_reports([r for name, r in ran if name not in own_model])
+        others = [(name, r) for name, r in ran if name in own_model]
+        if merged is None and not others:
             return None
         try:
             from bertfast.bench import report
         except Exception as e:  # a broken install: the numbers are in results.json all the same
             return f"(the bench tables need bertfast.bench.report, which failed to import: {type(e).__name__}: {e})"
-        try:
-            files.plot_to(self.out / files.PLOT, lambda path: report.plot(merged, path))
-        except Exception as e:  # e.g. matplotlib missing
-            results["plot_error"] = f"{type(e).__name__}: {e}"
-        return report.markdown(merged)
+        text = ""
+        if merged is not None:
+            try:
+                files.plot_to(self.out / files.PLOT, lambda path: report.plot(merged, path))
+            except Exception as e:  # e.g. matplotlib missing
+                results["plot_error"] = f"{type(e).__name__}: {e}"
+            text = report.markdown(merged)
+        for name, result in others:
+            text += f"\n## {name}: ModernBERT, the tables below\n\n" + report.markdown(result)
+        return text
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from benchmarks.gpu_check.plan import Mode
+from benchmarks.gpu_check.plan import STEPS, Mode
 
 OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 _TEST_LINE = re.compile(r"^(\S+::\S.*?) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b", re.MULTILINE)
@@ -168,9 +168,11 @@ class Facts:
     results: dict[str, dict[str, Any] | None]  # step name -> result
 
     def bench_rows(self) -> list[dict[str, Any]]:
-        """Every provider x workload result of every bench step."""
-        return [row for result in self.results.values() if result and "results" in result and "schema" in result
-                for row in result["results"]]
+        """Every provider x workload result of every bench step on the mode's model (a step with a model of its
+        own, ModernBERT's, is reported beside the targets, never read by them)."""
+        own_model = {step.name for step in STEPS if step.model}
+        return [row for name, result in self.results.items() if name not in own_model and result
+                and "results" in result and "schema" in result for row in result["results"]]
 
     def row(self, provider: str, dtype: str, workload: str) -> dict[str, Any] | None:
         return next((r for r in self.bench_rows() if (r["provider"], r["dtype"], r["workload"]) ==

@@ -83,6 +83,16 @@ DRY_RUN = Mode(name="dry-run", device="cpu", model=None, seq=16, latency_batch=1
 DRY_CONFIG = dict(model_type="bert", vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                   intermediate_size=37, max_position_embeddings=64)
 DRY_CONFIG_DIR = "dry-config"
+# The ModernBERT workload's model by mode (random weights): answerdotai/ModernBERT-base's shapes on the device; on
+# the dry run a tiny one whose window (8 keys either side) the dry run's 16-token and mixed workloads cross.
+MODERNBERT_CONFIGS = {
+    "gpu": dict(model_type="modernbert", vocab_size=50368, hidden_size=768, intermediate_size=1152,
+                num_hidden_layers=22, num_attention_heads=12, max_position_embeddings=8192, pad_token_id=50283,
+                global_attn_every_n_layers=3, local_attention=128),
+    "dry-run": dict(model_type="modernbert", vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=3,
+                    num_attention_heads=4, max_position_embeddings=64, pad_token_id=0, bos_token_id=1,
+                    eos_token_id=2, cls_token_id=1, sep_token_id=2, global_attn_every_n_layers=2,
+                    local_attention=16)}
 
 BASELINE = "transformers-eager"  # bertfast.bench.cases.BASELINE: every "vs eager" ratio is against it
 CPU_COMPILE = "torch.compile takes about a minute per shape on a CPU; it is timed on the device only"
@@ -103,6 +113,7 @@ class Step:
     providers: tuple[str, ...] = ()  # bench steps: the providers measured (the BASELINE is always timed too)
     with_bertfast: bool = False  # bench steps: also the mode's bertfast providers
     dry_skip: str | None = None  # why the dry run skips it; None: it runs there too
+    model: str = ""  # bench steps: "modernbert" = MODERNBERT_CONFIGS' model of the mode; "": the mode's model
 
     def bench_providers(self, mode: Mode) -> list[str]:
         """The runner's providers for a bench step: what it measures, then the BASELINE."""
@@ -128,6 +139,9 @@ STEPS = (
          "attention, varlen attention, dense+GELU GEMM, ModernBERT's rotary, GeGLU, windowed attention", 120, 14, 240),
     Step("bench-bfloat16", "bench", "bertfast bench, bfloat16: the same providers", 60, 10, 150,
          dtype="bfloat16", providers=("transformers-sdpa",), with_bertfast=True),
+    Step("bench-modernbert", "bench", "bertfast bench on ModernBERT-base shapes (rotary, GeGLU, sliding-window "
+         "layers; random weights), half precision: bertfast Triton and CUDA graphs vs transformers eager and SDPA",
+         75, 12, 180, dtype="half", providers=("transformers-sdpa",), with_bertfast=True, model="modernbert"),
     Step("tests", "pytest-tests", "python -m pytest -m cuda: the needs_cuda tests (half-precision parity, "
          "fill-mask, CUDA graph capture, every kernel)", 120, 8, 180),
     Step("graphs", "graphs", "CUDA-graph capture time and memory per bucket", 30, 0, 90,

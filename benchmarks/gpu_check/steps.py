@@ -30,7 +30,7 @@ from bertfast.bench.timing import Summary, matmul_peak_tflops, time_calls, time_
 from bertfast.config import resolve_dtype
 from bertfast.inputs import random_batch
 from benchmarks.gpu_check.files import write_json
-from benchmarks.gpu_check.plan import DRY_CONFIG_DIR, SKIPPED, Mode
+from benchmarks.gpu_check.plan import DRY_CONFIG_DIR, MODERNBERT_CONFIGS, SKIPPED, Mode
 
 ROOT = Path(__file__).resolve().parents[2]
 HALF_DTYPES = ("float16", "bfloat16")
@@ -38,7 +38,15 @@ Params = dict[str, Any]
 
 
 def model_spec(mode: Mode, params: Params) -> str:
-    """The runner's --model: the mode's preset, or the dry run's config folder (random weights)."""
+    """The runner's --model: the mode's preset, or the dry run's config folder (random weights); for a step with a
+    model of its own (ModernBERT's), that model's config folder, written to the scratch folder at its first use."""
+    if params.get("model"):
+        folder = Path(params["scratch"], f"{params['model']}-{mode.name}-config")
+        if not folder.is_dir():
+            tmp = Path(tempfile.mkdtemp(prefix="config-", dir=params["scratch"]))
+            (tmp / "config.json").write_text(json.dumps(MODERNBERT_CONFIGS[mode.name]))
+            os.rename(tmp, folder)  # whole or not at all
+        return str(folder)
     return mode.model or os.path.join(params["scratch"], DRY_CONFIG_DIR)
 
 

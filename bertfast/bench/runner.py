@@ -29,9 +29,9 @@ from bertfast.bench.timing import (MIN_REPEATS, QUICK_MIN_REPEATS, PeakMemory, m
 from bertfast.bench.workloads import FLOPS_FORMULA, build_workloads, model_flops
 from bertfast.checkpoint import WEIGHT_FILES
 from bertfast.config import PRESETS, BertConfig, resolve_dtype
+from bertfast.models.registry import architecture_of
 from bertfast.models.registry import read_config
 from bertfast.hub import resolve_file
-from bertfast.models.bert import BertModel
 
 SCHEMA = "bertfast-bench/1"
 QUICK_LEFT_OUT = "left out of --quick (the headline comparison only); ask for it with --providers, or run --full"
@@ -123,11 +123,12 @@ def resolve_model(name: str) -> ModelSource:
 
 
 def checkpoint_dir(source: ModelSource, scratch: str, seed: int) -> str:
-    """The directory every provider loads: the real checkpoint, or a random BertModel saved to ``scratch``."""
+    """The directory every provider loads: the real checkpoint, or a random encoder of the config's architecture
+    (a BertModel for BERT's) saved to ``scratch``."""
     if source.directory is not None:
         return source.directory
     torch.manual_seed(seed)
-    BertModel(source.config).save_pretrained(scratch)
+    architecture_of(source.config).encoder_class(source.config).save_pretrained(scratch)
     return scratch
 
 

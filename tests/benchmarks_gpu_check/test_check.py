@@ -72,6 +72,11 @@ def test_dry_run_writes_every_file_within_the_limits(dry_run):
     kernels = status["kernels"]["result"]
     assert kernels["rotary"] and kernels["geglu"] and kernels["window_vs_ref"] and kernels["window_vs_full"]
     assert "-m cuda" in (out / "tests.log").read_text() and status["tests"]["result"]["skipped"] > 0
+    modernbert = status["bench-modernbert"]["result"]  # its own model, every provider checked against transformers
+    assert modernbert["model"]["config"]["model_type"] == "modernbert"
+    assert {(r["provider"], r["status"]) for r in modernbert["results"]} == {
+        (p, "ok") for p in ("bertfast-torch", "transformers-sdpa", "transformers-eager")}
+    assert "bench-modernbert: ModernBERT" in (out / files.SUMMARY).read_text()
 
 
 def test_dry_run_finds_a_figure_for_every_target(dry_run):

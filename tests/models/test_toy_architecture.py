@@ -175,7 +175,7 @@ def test_an_unknown_model_type_is_one_line_naming_the_file(tmp_path, tiny_checkp
     config = json.load(open(f"{tiny_checkpoint}/config.json"))
     (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}))
     with pytest.raises(ValueError, match=rf"^{tmp_path}/config.json: model_type is 'gpt2'; bertfast runs the "
-                                         rf"architectures 'bert', 'camembert', 'distilbert', 'electra', 'roberta', "
+                                         rf"architectures 'bert', 'camembert', 'distilbert', 'electra', 'modernbert', 'roberta', "
                                          rf"'xlm-roberta' \(a checkpoint"):
         bertfast.BertModel.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match=f"model_type is '{MODEL_TYPE}'; bertfast runs the architectures 'bert', "):
