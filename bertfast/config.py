@@ -107,6 +107,15 @@ class BertConfig:
     def gelu_approximate(self) -> str:
         return GELU_APPROXIMATE[self.hidden_act]
 
+    # how bench counts this architecture's FLOPs (bench/workloads.py's FLOPS_FORMULA)
+    flops_formula = "layers * (8 L H^2 + 4 L H I + 4 L^2 H) + 2 H^2"
+
+    def matmul_flops(self, length: int) -> int:
+        """Matmul FLOPs of the encoder (with pooler) on one sequence of ``length`` real tokens: 2 per multiply-add,
+        QKV 6LH^2, attention output 2LH^2, feed-forward 4LHI, scores and context 4L^2H, pooler 2H^2."""
+        h, i, n = self.hidden_size, self.intermediate_size, self.num_hidden_layers
+        return n * (8 * length * h * h + 4 * length * h * i + 4 * length * length * h) + 2 * h * h
+
     @property
     def head_dropout(self) -> float:
         """The dropout before a task head: classifier_dropout, or hidden_dropout_prob when it is None."""

@@ -26,7 +26,7 @@ from bertfast.bench.providers import REGISTRY, Provider
 from bertfast.bench.tasks import bench_task, task_checkpoint
 from bertfast.bench.timing import (MIN_REPEATS, QUICK_MIN_REPEATS, PeakMemory, matmul_peak_tflops,
                                    release_memory)
-from bertfast.bench.workloads import FLOPS_FORMULA, build_workloads, model_flops
+from bertfast.bench.workloads import build_workloads, flops_formula, model_flops
 from bertfast.checkpoint import WEIGHT_FILES
 from bertfast.config import PRESETS, BertConfig, resolve_dtype
 from bertfast.models.registry import architecture_of
@@ -192,7 +192,7 @@ def run(settings: Settings) -> dict[str, Any]:
         "started": started,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "machine": report.machine_info(settings.device, load_start),
-        "model": {"name": settings.model, "weights": f"{source.weights}; {task.describe()}",
+        "model": {"name": settings.model, "weights": f"{source.weights}; {task.describe(source.config)}",
                   "config": source.config.to_dict()},
         "settings": {"task": settings.task, "device": str(settings.device),
                      "dtypes": [dtype_name(d) for d in settings.dtypes],
@@ -201,7 +201,7 @@ def run(settings: Settings) -> dict[str, Any]:
                      "max_time_s": settings.timing.max_time_s, "min_repeats": settings.timing.min_repeats,
                      "interleave": settings.interleave,
                      "seed": settings.seed, "quick": settings.quick},
-        "flops_formula": FLOPS_FORMULA,
+        "flops_formula": flops_formula(source.config),
         "peak_memory": (INTERLEAVED_MEMORY if settings.interleave else PeakMemory.describe(settings.device)),
         "matmul_peak_tflops": {dtype_name(d): v for d, v in peaks.items()},
         "workloads": [{"name": w.name, "batch": w.batch, "seq_len": w.seq_len, "lengths": list(w.lengths),

@@ -18,6 +18,7 @@ import torch
 
 from bertfast.bench.options import DEFAULT_TASK, GRID_TASKS
 from bertfast.models.bert import BertModel
+from bertfast.models.registry import architecture_of
 from bertfast.pretrained import BertPreTrainedModel
 from bertfast.tasks import get_task
 
@@ -41,8 +42,12 @@ class BenchTask:
         values = [torch.as_tensor(getattr(output, name)) for name in self.fields]
         return values[0] if len(values) == 1 else torch.stack(values, dim=-1)  # e.g. (B, S, 2)
 
-    def describe(self) -> str:
-        return f"task {self.name}: {self.model_class.__name__}, {' and '.join(self.fields)} compared and timed"
+    def describe(self, config: Any = None) -> str:
+        """One line: the task, the class that runs it (``config``'s architecture's own, where given), the fields."""
+        model_class = self.model_class
+        if config is not None:
+            model_class = architecture_of(config).model_class(model_class.role, model_class)
+        return f"task {self.name}: {model_class.__name__}, {' and '.join(self.fields)} compared and timed"
 
 
 def bench_task(name: str = DEFAULT_TASK) -> BenchTask:

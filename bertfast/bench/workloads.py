@@ -97,7 +97,13 @@ FLOPS_FORMULA = ("FLOPs = sum over sequences of length L of [layers * (8 L H^2 +
 
 
 def model_flops(config: BertConfig, lengths: tuple[int, ...] | list[int]) -> int:
-    """Matmul FLOPs of one forward pass of BertModel (with pooler) over sequences of these real lengths
-    (see ``FLOPS_FORMULA``)."""
-    h, i, n = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    return sum(n * (8 * L * h * h + 4 * L * h * i + 4 * L * L * h) + 2 * h * h for L in lengths)
+    """Matmul FLOPs of one forward pass of the encoder over sequences of these real lengths, as its architecture
+    counts them (``config.matmul_flops``; BERT's: ``FLOPS_FORMULA``)."""
+    return sum(config.matmul_flops(length) for length in lengths)
+
+
+def flops_formula(config: BertConfig) -> str:
+    """``FLOPS_FORMULA``, with the architecture's own per-sequence count where it differs from BERT's."""
+    if config.flops_formula == BertConfig.flops_formula:
+        return FLOPS_FORMULA
+    return f"{FLOPS_FORMULA}; this architecture: FLOPs = sum over sequences of [{config.flops_formula}]"

@@ -126,6 +126,18 @@ class ModernBertConfig(BertConfig):
             return None
         return self.sliding_window, self.sliding_window
 
+    flops_formula = ("sum over layers of (8 L H^2 + 6 L H I + 4 L K H), K = min(L, 2 w + 1) keys on a sliding "
+                     "layer, L on a global one; no pooler")
+
+    def matmul_flops(self, length: int) -> int:
+        """As BertConfig's, with the gated feed-forward (Wi H -> 2I, Wo I -> H: 6LHI), at most ``2w + 1`` keys
+        per query on a sliding layer (window w each side; the band's ends, which see fewer, are not subtracted)
+        and no pooler."""
+        h, i = self.hidden_size, self.intermediate_size
+        keys = [length if w is None else min(length, w[0] + w[1] + 1)
+                for w in map(self.window, range(self.num_hidden_layers))]
+        return sum(8 * length * h * h + 6 * length * h * i + 4 * length * k * h for k in keys)
+
     def rope_theta(self, layer: int) -> float:
         return float(self.rope_parameters[self.layer_types[layer]]["rope_theta"])
 

@@ -38,6 +38,10 @@ def test_what_each_task_measures():
         assert (task.fields, task.per_token, task.choices) == (fields, per_token, choices)
         assert task.model_class.__name__ in task.describe() and name in task.describe()
     assert bench_task().model_class is bertfast.BertModel
+    from bertfast.models.modernbert import ModernBertConfig  # another architecture: its own class is named
+    modern = ModernBertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)
+    assert bench_task().describe(modern).startswith("task feature-extraction: ModernBertModel,")
+    assert "ModernBertForQuestionAnswering" in bench_task("question-answering").describe(modern)
     with pytest.raises(ValueError, match="unknown task 'fill-mask'; bench measures feature-extraction"):
         bench_task("fill-mask")
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from bertfast.bench.workloads import MIXED_RANGE, build_workloads, mixed_lengths, model_flops
+from bertfast.bench.workloads import MIXED_RANGE, build_workloads, flops_formula, mixed_lengths, model_flops
 from bertfast.config import BertConfig
 
 
@@ -63,3 +63,20 @@ def test_flops_formula_matches_a_hand_count_for_bert_base():
     assert model_flops(config, [128]) == hand_count
     assert model_flops(config, [128, 128]) == 2 * hand_count
     assert model_flops(config, [100, 28]) < hand_count  # attention is quadratic in each sequence's own length
+
+
+def test_flops_of_modernbert_count_the_gated_feed_forward_and_the_window():
+    from bertfast.models.modernbert import ModernBertConfig
+    config = ModernBertConfig(hidden_size=768, intermediate_size=1152, num_hidden_layers=3, num_attention_heads=12,
+                              global_attn_every_n_layers=3, local_attention=128)  # layers: global, sliding, sliding
+    tokens, width, ffn = 512, 768, 1152
+
+    def layer(keys):
+        return (3 * 2 * tokens * width * width + 2 * tokens * width * width  # Wqkv, Wo
+                + 2 * 2 * tokens * keys * width  # scores and context over the keys each query sees
+                + 2 * tokens * width * 2 * ffn + 2 * tokens * ffn * width)  # Wi (value and gate), Wo
+    assert model_flops(config, [tokens]) == layer(tokens) + 2 * layer(129)  # window 64 each side: 129 keys
+    short = 100  # shorter than the window: every layer sees every key
+    assert model_flops(config, [short]) == 3 * (8 * short * width ** 2 + 6 * short * width * ffn
+                                                 + 4 * short * short * width)
+    assert "6 L H I" in flops_formula(config) and "4 L H I" in flops_formula(BertConfig())
