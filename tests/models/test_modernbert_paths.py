@@ -158,3 +158,25 @@ def test_finetune_lora_targets_peft_names_and_peft_loads_it(family, tmp_path):
     batch = encoded(base_dir, texts=TEXTS[:3])
     with torch.inference_mode():
         compare(ours(**batch), expected(**batch), ("logits",), batch["attention_mask"].bool())
+
+
+def test_pipelines_take_the_model_positions_not_512_as_their_limit(family, tmp_path):
+    """A long text runs whole through the pipeline (ModernBERT-base's tokenizer says 8,192 tokens; this model's
+    positions, 2,048, cap it), equal to transformers; past the positions it is truncated there, not at 512."""
+    import shutil
+
+    path = shutil.copytree(family.folder("Model"), tmp_path / "long")
+    settings = json.loads((path / "tokenizer_config.json").read_text())
+    (path / "tokenizer_config.json").write_text(json.dumps({**settings, "model_max_length": 8192}))
+    pipe = bertfast.pipeline("feature-extraction", model=str(path))
+    assert pipe.max_length == 2048
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    text = " ".join(TEXTS * 8)
+    ids = tokenizer(text, return_tensors="pt")["input_ids"]
+    assert 700 < ids.shape[1] < 2048, ids.shape  # past 512 and past the 16-token window, within the positions
+    with torch.inference_mode():
+        expected = transformers.AutoModel.from_pretrained(path).eval()(ids).last_hidden_state[0]
+    got = torch.as_tensor(pipe(text, pooling="none"))
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, atol=HIDDEN_ATOL, rtol=0)
+    assert torch.as_tensor(pipe(" ".join(TEXTS * 20), pooling="none")).shape[0] == 2048
