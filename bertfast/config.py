@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -229,6 +230,18 @@ class BertConfig:
         with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
             json.dump(self.to_dict(), f, indent=2, sort_keys=True)
             f.write("\n")
+
+
+def checked_in_own_names(check: Any, renames: dict[str, str]) -> None:
+    """Run ``check`` (BertConfig's validate) for a family whose config.json names BertConfig's fields otherwise
+    (``renames``: the family's name -> BertConfig's): its error, if any, names the family's fields."""
+    try:
+        check()
+    except ValueError as e:
+        message = str(e)
+        for ours, bert in renames.items():
+            message = re.sub(rf"\b{bert}\b", ours, message)
+        raise ValueError(message) from None
 
 
 def _int_keys(id2label: Any) -> dict[int, str]:

@@ -14,7 +14,6 @@ in bertfast (``DistilBertConfig``): read by ``from_dict``, written back by ``to_
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -22,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from bertfast import ops
-from bertfast.config import BertConfig
+from bertfast.config import BertConfig, checked_in_own_names
 from bertfast.models.bert import BertEmbeddings, BertModel, BertSelfAttention
 from bertfast.models.keys import KeyRules
 from bertfast.models.registry import Architecture, LinearSlot, register
@@ -66,13 +65,7 @@ class DistilBertConfig(BertConfig):
 
     def validate(self) -> None:
         """BertConfig's checks, naming config.json's DistilBERT fields; then DistilBERT's own."""
-        try:
-            super().validate()
-        except ValueError as e:
-            message = str(e)
-            for ours, bert in RENAMES.items():
-                message = re.sub(rf"\b{bert}\b", ours, message)
-            raise ValueError(message) from None
+        checked_in_own_names(super().validate, RENAMES)
         if self.layer_norm_eps != LAYER_NORM_EPS:
             raise ValueError(f"config.layer_norm_eps is {self.layer_norm_eps!r}, but DistilBERT's LayerNorms use "
                              f"{LAYER_NORM_EPS} (transformers' fixed value): leave it out")

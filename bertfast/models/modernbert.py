@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 
 from bertfast import ops
-from bertfast.config import GELU_APPROXIMATE, BertConfig
+from bertfast.config import GELU_APPROXIMATE, BertConfig, checked_in_own_names
 from bertfast.models.bert import BertModel
 from bertfast.models.keys import KeyRules
 from bertfast.models.registry import Architecture, LinearSlot, register
@@ -151,13 +151,7 @@ class ModernBertConfig(BertConfig):
 
     def validate(self) -> None:
         """BertConfig's checks, naming config.json's ModernBERT fields; then ModernBERT's own."""
-        try:
-            super().validate()
-        except ValueError as e:
-            message = str(e)
-            for ours, bert in RENAMES.items():
-                message = message.replace(f"config.{bert}", f"config.{ours}").replace(f"{bert} ", f"{ours} ")
-            raise ValueError(message) from None
+        checked_in_own_names(super().validate, RENAMES)
         for name in ("norm_bias", "attention_bias", "mlp_bias", "decoder_bias", "classifier_bias",
                      "deterministic_flash_attn", "sparse_prediction"):
             if not isinstance(getattr(self, name), bool):

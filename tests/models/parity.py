@@ -119,6 +119,34 @@ def assert_text_classification_matches(path: str) -> None:
                                torch.tensor([[r["score"] for r in row] for row in expected]), atol=1e-5, rtol=0)
 
 
+def assert_token_classification_matches(path: str, long_strategies: tuple[str, ...] = ("simple",)) -> None:
+    """Entities of TEXTS[:3] under three aggregation strategies, and of TEXTS[3] (longer than the tokenizer's 48
+    tokens: overlapping windows, stride 8) under ``long_strategies``; scores within LOGITS_ATOL."""
+    ours = bertfast.pipeline("token-classification", model=path)
+    theirs = transformers.pipeline("token-classification", model=path, device="cpu", stride=8)
+    cases = [(text, strategy) for text in TEXTS[:3] for strategy in ("none", "simple", "first")]
+    cases += [(TEXTS[3], strategy) for strategy in long_strategies]
+    for text, strategy in cases:
+        a, b = ours(text, aggregation_strategy=strategy, stride=8), theirs(text, aggregation_strategy=strategy)
+        assert [{k: v for k, v in e.items() if k != "score"} for e in a] == \
+            [{k: v for k, v in e.items() if k != "score"} for e in b]
+        torch.testing.assert_close(torch.tensor([e["score"] for e in a]), torch.tensor([float(e["score"]) for e in b]),
+                                   atol=LOGITS_ATOL, rtol=0)
+
+
+def assert_lora_matches_peft(base_dir: str, adapter: str | os.PathLike, hf_class: str) -> None:
+    """A LoRA adapter written by ``bertfast finetune --lora`` over ``base_dir``: bertfast's load with
+    ``adapter=`` gives PEFT's logits (transformers' ``hf_class`` with PeftModel) on TEXTS[:3]."""
+    import peft
+
+    base = getattr(transformers, hf_class).from_pretrained(base_dir, num_labels=2)
+    expected = peft.PeftModel.from_pretrained(base, os.fspath(adapter)).eval()
+    ours = bertfast.AutoModelForSequenceClassification.from_pretrained(base_dir, adapter=adapter, num_labels=2)
+    batch = dict(transformers.AutoTokenizer.from_pretrained(base_dir)(TEXTS[:3], padding=True, return_tensors="pt"))
+    with torch.inference_mode():
+        compare(ours(**batch), expected(**batch), ("logits",), batch["attention_mask"].bool())
+
+
 def int8_cosine(path: str) -> float:
     """The smallest cosine similarity, over the real tokens of TEXTS, of the int8 encoder's hidden states to the
     float32 one's."""

@@ -14,7 +14,7 @@ import transformers
 import bertfast
 from bertfast.cli import main
 from tests.helpers import HIDDEN_ATOL, LOGITS_ATOL, needs_cuda
-from tests.models.parity import TEXTS, Family, compare, encoded
+from tests.models.parity import TEXTS, Family, assert_lora_matches_peft, compare, encoded
 from tests.models.test_modernbert import SIZES as MODERNBERT_SIZES
 from tests.test_graphs import EmulatedCapture
 from tests.training.test_finetune import sentiment_rows, write_csv
@@ -91,8 +91,6 @@ def test_the_triton_kernels_run_each_family_as_the_torch_path(tmp_path_factory, 
 def test_finetune_lora_on_distilbert_targets_peft_names_and_peft_loads_it(families, tmp_path):
     """DistilBERT's PEFT targets are q_lin / v_lin, row blocks of bertfast's fused qkv: the adapter finetune writes
     loads in PEFT onto transformers' model with the outputs bertfast's merge gives."""
-    import peft
-
     from bertfast.training.finetune import FinetuneArguments, finetune
 
     train = write_csv(tmp_path / "train.csv", sentiment_rows(24))
@@ -102,13 +100,7 @@ def test_finetune_lora_on_distilbert_targets_peft_names_and_peft_loads_it(famili
         lora="4,8,q_lin,v_lin"))
     config = json.loads((tmp_path / "lora" / "adapter_config.json").read_text())
     assert sorted(config["target_modules"]) == ["q_lin", "v_lin"]
-    base = transformers.DistilBertForSequenceClassification.from_pretrained(base_dir, num_labels=2)
-    expected = peft.PeftModel.from_pretrained(base, str(tmp_path / "lora")).eval()
-    ours = bertfast.AutoModelForSequenceClassification.from_pretrained(base_dir, adapter=tmp_path / "lora",
-                                                                        num_labels=2)
-    batch = encoded(base_dir, texts=TEXTS[:3])
-    with torch.inference_mode():
-        compare(ours(**batch), expected(**batch), ("logits",), batch["attention_mask"].bool())
+    assert_lora_matches_peft(base_dir, tmp_path / "lora", "DistilBertForSequenceClassification")
 
 
 def half_precision_errors(path: str, dtype: torch.dtype, device: str) -> tuple[float, float]:

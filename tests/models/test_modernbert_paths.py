@@ -16,8 +16,9 @@ import bertfast
 from bertfast.cli import main
 from bertfast.training.finetune import FinetuneArguments, finetune
 from tests.helpers import HIDDEN_ATOL, LOGITS_ATOL, st_folder
-from tests.models.parity import (TEXTS, Family, assert_fill_mask_matches, assert_text_classification_matches,
-                                 compare, encoded)
+from tests.models.parity import (TEXTS, Family, assert_fill_mask_matches, assert_lora_matches_peft,
+                                 assert_text_classification_matches, assert_token_classification_matches, compare,
+                                 encoded)
 from tests.models.test_modernbert import DECISIVE, SIZES
 from tests.pipelines.test_question_answering import reference, score_diff
 from tests.training.test_finetune import sentiment_rows, write_csv
@@ -38,17 +39,7 @@ def test_text_classification_pipeline_matches_transformers(family, pooling):
 
 
 def test_token_classification_pipeline_matches_transformers(family):
-    path = family.folder("ForTokenClassification")
-    ours = bertfast.pipeline("token-classification", model=path)
-    theirs = transformers.pipeline("token-classification", model=path, device="cpu", stride=8)
-    cases = [(text, strategy) for text in TEXTS[:3] for strategy in ("none", "simple", "first")]
-    cases += [(TEXTS[3], "simple")]  # longer than the tokenizer's 48 tokens: windows
-    for text, strategy in cases:
-        a, b = ours(text, aggregation_strategy=strategy, stride=8), theirs(text, aggregation_strategy=strategy)
-        assert [{k: v for k, v in e.items() if k != "score"} for e in a] == \
-            [{k: v for k, v in e.items() if k != "score"} for e in b]
-        torch.testing.assert_close(torch.tensor([e["score"] for e in a]), torch.tensor([float(e["score"]) for e in b]),
-                                   atol=LOGITS_ATOL, rtol=0)
+    assert_token_classification_matches(family.folder("ForTokenClassification"))
 
 
 def test_question_answering_pipeline_matches_the_definition(family):
@@ -142,8 +133,6 @@ def test_finetune_from_a_masked_lm_checkpoint_lowers_the_loss_and_loads_in_trans
 def test_finetune_lora_targets_peft_names_and_peft_loads_it(family, tmp_path):
     """PEFT's ModernBERT targets Wqkv / Wo / Wi (Wo is both the attention's and the MLM's output): the adapter
     finetune writes loads in PEFT onto transformers' model with the outputs bertfast's merge gives."""
-    import peft
-
     train = write_csv(tmp_path / "train.csv", sentiment_rows(24))
     base_dir = family.folder("Model")
     finetune(base_dir, train, train, tmp_path / "lora", FinetuneArguments(
@@ -151,13 +140,7 @@ def test_finetune_lora_targets_peft_names_and_peft_loads_it(family, tmp_path):
         lora="4,8,Wqkv,Wo,Wi"))
     config = json.loads((tmp_path / "lora" / "adapter_config.json").read_text())
     assert sorted(config["target_modules"]) == ["Wi", "Wo", "Wqkv"]
-    base = transformers.ModernBertForSequenceClassification.from_pretrained(base_dir, num_labels=2)
-    expected = peft.PeftModel.from_pretrained(base, str(tmp_path / "lora")).eval()
-    ours = bertfast.AutoModelForSequenceClassification.from_pretrained(base_dir, adapter=tmp_path / "lora",
-                                                                        num_labels=2)
-    batch = encoded(base_dir, texts=TEXTS[:3])
-    with torch.inference_mode():
-        compare(ours(**batch), expected(**batch), ("logits",), batch["attention_mask"].bool())
+    assert_lora_matches_peft(base_dir, tmp_path / "lora", "ModernBertForSequenceClassification")
 
 
 def test_pipelines_take_the_model_positions_not_512_as_their_limit(family, tmp_path):

@@ -19,7 +19,7 @@ from bertfast.cli import main
 from bertfast.training.finetune import FinetuneArguments, finetune
 from tests.helpers import HIDDEN_ATOL, LOGITS_ATOL, st_folder
 from tests.models.parity import (TEXTS, Family, assert_fill_mask_matches, assert_padded_left_padded_and_packed,
-                                 compare, encoded, int8_cosine)
+                                 assert_token_classification_matches, compare, encoded, int8_cosine)
 from tests.pipelines.test_question_answering import reference, score_diff
 from tests.training.test_finetune import sentiment_rows, write_csv
 
@@ -103,17 +103,7 @@ def test_text_and_token_classification_pipelines_match_transformers(folder):
     got = bertfast.pipeline("text-classification", model=path)(TEXTS, top_k=None)
     expected = transformers.pipeline("text-classification", model=path, device="cpu")(TEXTS, top_k=None)
     assert [[r["label"] for r in row] for row in got] == [[r["label"] for r in row] for row in expected]
-    path = folder("xlm-roberta", "ForTokenClassification")
-    ours = bertfast.pipeline("token-classification", model=path)
-    theirs = transformers.pipeline("token-classification", model=path, device="cpu", stride=8)
-    cases = [(text, strategy) for text in TEXTS[:3] for strategy in ("none", "simple", "first")]
-    cases += [(TEXTS[3], "simple"), (TEXTS[3], "first")]  # longer than the tokenizer's 48 tokens: windows
-    for text, strategy in cases:
-        a, b = ours(text, aggregation_strategy=strategy, stride=8), theirs(text, aggregation_strategy=strategy)
-        assert [{k: v for k, v in e.items() if k != "score"} for e in a] == \
-            [{k: v for k, v in e.items() if k != "score"} for e in b]
-        torch.testing.assert_close(torch.tensor([e["score"] for e in a]), torch.tensor([float(e["score"]) for e in b]),
-                                   atol=LOGITS_ATOL, rtol=0)
+    assert_token_classification_matches(folder("xlm-roberta", "ForTokenClassification"), ("simple", "first"))
 
 
 def test_int8_keeps_the_hidden_states_close(folder):
