@@ -29,8 +29,7 @@ from bertfast.bench.timing import (MIN_REPEATS, QUICK_MIN_REPEATS, PeakMemory, m
 from bertfast.bench.workloads import build_workloads, flops_formula, model_flops
 from bertfast.checkpoint import WEIGHT_FILES
 from bertfast.config import PRESETS, BertConfig, resolve_dtype
-from bertfast.models.registry import architecture_of
-from bertfast.models.registry import read_config
+from bertfast.models.registry import architecture_of, read_config
 from bertfast.hub import resolve_file
 
 SCHEMA = "bertfast-bench/1"
