@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(lines)
     print(table)
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
+        from bertfast.atomic import replacing_file
+
+        with replacing_file(args.out) as work, open(work, "w", encoding="utf-8") as f:  # one rename: all or none
             f.write(table + "\n\n```json\n" + json.dumps(rows, indent=1) + "\n```\n")
     return 0
 

@@ -20,7 +20,8 @@ from typing import Any
 
 from benchmarks.gpu_check import derive, files, summary
 from benchmarks.gpu_check.machine import machine, nvidia_smi
-from benchmarks.gpu_check.plan import DRY_CONFIG, DRY_CONFIG_DIR, DRY_RUN, GPU, SKIPPED, STEPS, Budget, Mode, Step
+from benchmarks.gpu_check.plan import (DRY_CONFIG, DRY_CONFIG_DIR, DRY_RUN, GPU, OWN_MODEL_STEPS, SKIPPED, STEPS,
+                                      Budget, Mode, Step)
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = "bertfast-gpu-check/1"
@@ -197,9 +198,8 @@ class Check:
         with a model of their own (ModernBERT's) each as it is (None without any)."""
         ran = [(s["name"], s["result"]) for s in results["steps"]
                if s["status"] == "ran" and "schema" in (s["result"] or {})]
-        own_model = {step.name for step in STEPS if step.model}
-        merged = summary.merge_reports([r for name, r in ran if name not in own_model])
-        others = [(name, r) for name, r in ran if name in own_model]
+        merged = summary.merge_reports([r for name, r in ran if name not in OWN_MODEL_STEPS])
+        others = [(name, r) for name, r in ran if name in OWN_MODEL_STEPS]
         if merged is None and not others:
             return None
         try:

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from benchmarks.gpu_check.plan import STEPS, Mode
+from benchmarks.gpu_check.plan import OWN_MODEL_STEPS, Mode
 
 OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 _TEST_LINE = re.compile(r"^(\S+::\S.*?) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b", re.MULTILINE)
@@ -170,8 +170,7 @@ class Facts:
     def bench_rows(self) -> list[dict[str, Any]]:
         """Every provider x workload result of every bench step on the mode's model (a step with a model of its
         own, ModernBERT's, is reported beside the targets, never read by them)."""
-        own_model = {step.name for step in STEPS if step.model}
-        return [row for name, result in self.results.items() if name not in own_model and result
+        return [row for name, result in self.results.items() if name not in OWN_MODEL_STEPS and result
                 and "results" in result and "schema" in result for row in result["results"]]
 
     def row(self, provider: str, dtype: str, workload: str) -> dict[str, Any] | None:

@@ -154,6 +154,8 @@ STEPS = (
     Step("compile-bfloat16", "bench", "torch.compile of transformers (default mode), bfloat16", 110, 0, 180,
          dtype="bfloat16", providers=("transformers-compile",), dry_skip=CPU_COMPILE),
 )
+# the bench steps with a model of their own (ModernBERT's): reported beside the mode's tables, never read by targets
+OWN_MODEL_STEPS = frozenset(step.name for step in STEPS if step.model)
 
 
 class Budget:

@@ -69,14 +69,12 @@ def test_flops_of_modernbert_count_the_gated_feed_forward_and_the_window():
     from bertfast.models.modernbert import ModernBertConfig
     config = ModernBertConfig(hidden_size=768, intermediate_size=1152, num_hidden_layers=3, num_attention_heads=12,
                               global_attn_every_n_layers=3, local_attention=128)  # layers: global, sliding, sliding
-    tokens, width, ffn = 512, 768, 1152
+    tokens, width, ffn = 512, 768, 1152  # no pooler: none counted
 
-    def layer(keys):
+    def layer(tokens, keys):
         return (3 * 2 * tokens * width * width + 2 * tokens * width * width  # Wqkv, Wo
                 + 2 * 2 * tokens * keys * width  # scores and context over the keys each query sees
                 + 2 * tokens * width * 2 * ffn + 2 * tokens * ffn * width)  # Wi (value and gate), Wo
-    assert model_flops(config, [tokens]) == layer(tokens) + 2 * layer(129)  # window 64 each side: 129 keys
-    short = 100  # shorter than the window: every layer sees every key
-    assert model_flops(config, [short]) == 3 * (8 * short * width ** 2 + 6 * short * width * ffn
-                                                 + 4 * short * short * width)
+    assert model_flops(config, [tokens]) == layer(tokens, tokens) + 2 * layer(tokens, 129)  # window 64 a side
+    assert model_flops(config, [100]) == 3 * layer(100, 100)  # shorter than the window: every key, every layer
     assert "6 L H I" in flops_formula(config) and "4 L H I" in flops_formula(BertConfig())
