@@ -147,5 +147,5 @@ def test_optimize_serves_each_family_from_its_graph_buckets(tmp_path_factory, na
     with torch.inference_mode():
         for texts in (TEXTS[:3], TEXTS[:2]):
             batch = encoded(path, texts=texts)
-            torch.testing.assert_close(runner(**batch).logits, model(**batch).logits, atol=1e-5, rtol=0)
+            torch.testing.assert_close(runner(**batch).logits, model(**batch).logits, atol=LOGITS_ATOL, rtol=0)  # padded to the bucket: other GEMM shapes
     assert runner.stats()["eager_calls"] == 0 and runner.stats()["replays"] == 2
