@@ -130,7 +130,7 @@ class BertPreTrainedModel(nn.Module):
             raise TypeError(f"{cls.__name__}: buffers {unfilled} are still on the meta device after loading: the model "
                             f"is built under torch.device('meta'), so a buffer computed in __init__ (not loaded from "
                             f"the checkpoint) must be created with an explicit device, e.g. device='cpu'")
-        return cpu.prepare(model.to(device=device, dtype=resolve_dtype(dtype)).eval(), quantize)
+        return cpu.prepare(model.to(device=device, dtype=resolve_dtype(dtype)).eval(), quantize, source)
 
     def _load_state(self, state: dict[str, torch.Tensor], allow_missing: bool = False, new_head: bool = False,
                     source: str | None = None) -> None:

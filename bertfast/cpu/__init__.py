@@ -3,6 +3,8 @@ int8 (``cpu.int8``). Loading goes through two entries: ``check_load`` (before an
 (on the loaded model). The modules point one way: info <- gemm, info <- int8 <- this package."""
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn as nn
 
@@ -20,9 +22,24 @@ def check_load(dtype: torch.dtype, device: torch.device, quantize_mode: str | No
     check_quantize(quantize_mode, dtype, device)
 
 
-def prepare(model: nn.Module, quantize_mode: str | None = None) -> nn.Module:
+def prepare(model: nn.Module, quantize_mode: str | None = None, source: str | None = None) -> nn.Module:
     """A loaded model made ready for the CPU: float32 linear layers on the GEMM measured fastest here (weights
-    packed once), then int8 when ``quantize_mode`` asks for it. Other devices and dtypes are left as they are."""
+    packed once), then int8 when ``quantize_mode`` asks for it, calibrated with the tokenizer of the checkpoint
+    folder ``source`` where it has one. Other devices and dtypes are left as they are."""
     if model.device.type == "cpu" and model.dtype == torch.float32:
         pack_linears(model)
-    return model if quantize_mode is None else quantize(model, quantize_mode)
+    if quantize_mode is None:
+        return model
+    return quantize(model, quantize_mode, tokenizer=_folder_tokenizer(source))
+
+
+def _folder_tokenizer(source: str | None):
+    """The tokenizer of checkpoint folder ``source``, or None where it has none (or there is no folder)."""
+    if source is None or not os.path.isdir(source):
+        return None
+    from bertfast.auto_tokenizer import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError):
+        return None

@@ -1,9 +1,25 @@
 """CPU int8: ``bertfast.quantize(model, "int8")`` and ``from_pretrained(..., quantize="int8")``.
 
 The encoder's linear layers (each layer's fused query/key/value, attention output, intermediate and output
-projections) become ``Int8Linear``, torch's dynamically quantized linear (``torch.ops.quantized.linear_dynamic``):
-int8 weights with one scale per output channel, quantized once here, and 8-bit activations whose scale is
-measured on every call (dynamic), products accumulated in int32 and the result returned in float32. The int8 engine is
+projections) become ``Int8Linear``: int8 weights with one scale per output channel, quantized once here, and 8-bit
+activations with one scale and zero point per token (row), measured on every call, products accumulated in int32
+by torch's int8 GEMM (``torch.ops.quantized.linear_dynamic``) and the result returned in float32. Two measured
+choices keep real models' answers (README "CPU modes"; the figures are on held-out real texts):
+
+- **per token, not per call**: a whole batch's range set one scale before, so a short text beside long ones (or
+  alone: "ok" is three tokens) lost most of its 256 levels. Each row is mapped onto [-1, 1] first (its midpoint and
+  half-range kept), quantized, and the product mapped back: ``y = half * (W q) + mid * sum(W) + b``.
+- **smoothing** (SmoothQuant): each input channel j is divided by ``s_j = a_j ** ALPHA / w_j ** (1 - ALPHA)`` (a_j:
+  its largest magnitude on the calibration texts, w_j: the weight column's) and the weight column multiplied by it,
+  which moves BERT's few outlier channels' range into the weights. ``calibrate`` measures a_j once, running the
+  float32 model on ``bertfast/data/calibration.txt`` (real texts of mixed lengths, one- and two-word ones among
+  them) through the model's tokenizer; without a tokenizer, smoothing is left out (said once).
+- **headroom** where the CPU lacks VNNI: its int8 GEMM adds pairs of u8 x s8 products in int16, which saturates
+  once both are near full range (a real 2-layer SPLADE model lost 1 fill-mask answer in 6 that way). Without
+  VNNI, weights take 7 bits (|q| <= 63, ``WEIGHT_LEVELS``) or activations 7 bits (``reduce_range``): the one closer
+  to float32 on the calibration texts is kept, per model. With VNNI (or AMX) both take 8 bits.
+
+The int8 engine is
 the one torch ships for the CPU (``INT8_ENGINES``: ``x86`` picks fbgemm or oneDNN by shape, ``fbgemm``,
 ``onednn``); ``BERTFAST_INT8_ENGINE`` forces one, otherwise ``bertfast.cpu.int8_engine`` picks it (measured once
 per CPU model, cached). Embeddings, LayerNorm, softmax, the pooler and every head stay in float32, so the model's
@@ -13,16 +29,24 @@ README's "CPU modes" (tests/cpu/test_int8.py holds the bars).
 from __future__ import annotations
 
 import contextlib
+import os
 import warnings
-from typing import Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from bertfast.cpu.info import INT8_ENGINES, int8_engine
+from bertfast.cpu.info import INT8_ENGINES, cpu_info, int8_engine
 from bertfast.models.registry import architecture_of
 
 MODES = ("int8",)
+ALPHA = 0.5  # SmoothQuant's migration strength (measured: 0.3 and 0.7 no better on MiniLM, SPLADE)
+CALIBRATION_TEXTS = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "data",
+                                 "calibration.txt")
+CALIBRATION_MAX_TOKENS = 256
+WEIGHT_LEVELS = {8: 127, 7: 63}  # |q| of a weight at 8 and 7 bits (symmetric)
+HEADROOM = ("weights", "activations")  # the 7-bit choice without VNNI (see the module docstring)
 
 
 def check_quantize(quantize: str | None, dtype: torch.dtype, device: torch.device) -> None:
@@ -54,40 +78,119 @@ def _engine(name: str) -> Iterator[None]:
 
 
 class Int8Linear(nn.Module):
-    """An nn.Linear in int8 through torch's dynamic quantized linear (``torch.ops.quantized.linear_dynamic``):
-    weights quantized once, symmetric per output channel; activations quantized on every call to uint8 over the
-    range of the call's input, at full 8-bit range (``reduce_range=False``: on this project's AVX2 machine without
-    VNNI, where the reduced range would avoid a rare int16 saturation, it measured clearly more accurate).
-    Input (..., in_features) float32 -> (..., out_features) float32, the bias added in float32."""
+    """An nn.Linear in int8 (see the module docstring): input (..., in_features) float32 -> (..., out_features)
+    float32. ``smooth``: the input channels' divisors (in_features,), or None; ``weight_bits`` 8 or 7;
+    ``reduce_range``: 7-bit activations."""
 
-    def __init__(self, linear: nn.Linear, engine: str):
+    def __init__(self, linear: nn.Module, engine: str, smooth: torch.Tensor | None = None, weight_bits: int = 8,
+                 reduce_range: bool = False):
         super().__init__()
-        from torch.ao.quantization.observer import default_per_channel_weight_observer
-
         self.in_features, self.out_features, self.engine = linear.in_features, linear.out_features, engine
+        self.weight_bits, self.reduce_range = weight_bits, reduce_range
         weight = linear.weight.detach().float()
-        observer = default_per_channel_weight_observer()  # symmetric qint8, axis 0: one scale per output channel
-        observer(weight)
-        scales, zero_points = observer.calculate_qparams()
-        bias = None if linear.bias is None else linear.bias.detach().float()
+        if smooth is not None:
+            weight = weight * smooth
+        levels = WEIGHT_LEVELS[weight_bits]
+        scales = (weight.abs().amax(1) / levels).clamp_min(torch.finfo(torch.float32).tiny)  # one per output channel
+        q = torch.round(weight / scales[:, None]).clamp(-levels, levels)
+        self.register_buffer("inv_smooth", None if smooth is None else 1.0 / smooth, persistent=False)
+        # y = half * (W q) + [mid, 1] @ [sum(W); b]: the row's midpoint times the dequantized weight's row sums, + bias
+        bias = torch.zeros(self.out_features) if linear.bias is None else linear.bias.detach().float()
+        self.register_buffer("offsets", torch.stack([(q * scales[:, None]).sum(1), bias]), persistent=False)
         with _engine(engine), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notice that quantized tensors are deprecated (the packing stays)
-            qweight = torch.quantize_per_channel(weight, scales.double(), zero_points, 0, torch.qint8)
-            self._packed = torch.ops.quantized.linear_prepack(qweight, bias)
+            qweight = torch._make_per_channel_quantized_tensor(q.to(torch.int8), scales.double(),
+                                                                torch.zeros_like(scales, dtype=torch.long), 0)
+            self._packed = torch.ops.quantized.linear_prepack(qweight, None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.quantized.linear_dynamic(x, self._packed, False)
+        rows = x.reshape(-1, self.in_features)
+        smoothed = self.inv_smooth is not None
+        if smoothed:
+            rows = rows * self.inv_smooth
+        high, low = rows.amax(1, keepdim=True), rows.amin(1, keepdim=True)  # (aminmax over dim 1 is 15x slower)
+        mid = (high + low) * 0.5
+        half = ((high - low) * 0.5).clamp_min_(torch.finfo(torch.float32).tiny)
+        # each row onto [-1, 1] (in place where rows is already a copy): the GEMM's per-call scale is each row's own
+        unit = (rows.sub_(mid) if smoothed else rows - mid).div_(half)
+        y = torch.ops.quantized.linear_dynamic(unit, self._packed, self.reduce_range)
+        sums, bias = self.offsets
+        y = torch.addcmul(bias, y, half, out=y).addcmul_(mid, sums)  # two passes (addmm_ with k=2 measured 4x slower)
+        return y.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, engine={self.engine}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, engine={self.engine}, "
+                f"weight_bits={self.weight_bits}, activation_bits={7 if self.reduce_range else 8}, "
+                f"smoothed={self.inv_smooth is not None}")
 
 
-def quantize(model: nn.Module, mode: str = "int8", engine: str | None = None) -> nn.Module:
+class _Recorder(nn.Module):
+    """Stands in for a linear layer while calibrating: records each input channel's largest magnitude."""
+
+    def __init__(self, linear: nn.Module):
+        super().__init__()
+        self.linear, self.absmax = linear, torch.zeros(linear.in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        torch.maximum(self.absmax, x.detach().abs().reshape(-1, x.shape[-1]).amax(0), out=self.absmax)
+        return self.linear(x)
+
+
+def calibration_batches(tokenizer: Any, max_length: int, texts: Sequence[str] | None = None,
+                        batch_size: int = 16) -> list[dict[str, torch.Tensor]]:
+    """``texts`` (default: the lines of CALIBRATION_TEXTS) tokenized by ``tokenizer`` into padded batches."""
+    if texts is None:
+        with open(CALIBRATION_TEXTS, encoding="utf-8") as f:
+            texts = [line.strip() for line in f if line.strip()]
+    if not texts:
+        raise ValueError("calibration texts: none given (pass a list of strings, or None for bertfast's own)")
+    return [dict(tokenizer(list(texts[i:i + batch_size]), padding=True, truncation=True, max_length=max_length,
+                           return_tensors="pt")) for i in range(0, len(texts), batch_size)]
+
+
+def _run(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
+    """The encoder's last hidden state of each batch's real tokens (T, H)."""
+    encoder = model.base_model
+    with torch.inference_mode():
+        return [encoder(**batch).last_hidden_state[batch["attention_mask"].bool()] for batch in batches]
+
+
+def calibrate(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Each linear layer's input channel magnitudes (name -> (in_features,)) over float32 runs of ``batches``."""
+    slots = list(architecture_of(model.config).linear_layers(model.base_model))
+    recorders = {}
+    for slot in slots:
+        recorders[slot.name] = _Recorder(slot.linear)
+        slot.replace(recorders[slot.name])
+    try:
+        _run(model, batches)
+    finally:
+        for slot in slots:
+            slot.replace(recorders[slot.name].linear)
+    return {name: recorder.absmax for name, recorder in recorders.items()}
+
+
+def smoothing(linear: nn.Module, absmax: torch.Tensor) -> torch.Tensor:
+    """SmoothQuant's per-channel divisors of a linear layer's input (1 where a channel never moved)."""
+    weight_max = linear.weight.detach().float().abs().amax(0).clamp_min(1e-5)
+    smooth = absmax.clamp_min(1e-5) ** ALPHA / weight_max ** (1 - ALPHA)
+    return torch.where(absmax > 0, smooth, torch.ones_like(smooth))
+
+
+def _min_cosine(reference: list[torch.Tensor], got: list[torch.Tensor]) -> float:
+    return min(F.cosine_similarity(r, g, dim=-1).min().item() for r, g in zip(reference, got))
+
+
+def quantize(model: nn.Module, mode: str = "int8", engine: str | None = None, tokenizer: Any = None,
+             texts: Sequence[str] | None = None, headroom: str | None = None) -> nn.Module:
     """Quantize a loaded bertfast model in place and return it (in eval mode); see the module docstring.
 
-    ``engine``: one of ``INT8_ENGINES`` (default: ``bertfast.cpu.int8_engine()``). The model must be a float32
-    model on the CPU, not already quantized. A quantized model runs inference only: it cannot be trained or
-    saved (save the float32 model and quantize at load, or ``export_onnx(..., quantize="int8")``).
+    ``engine``: one of ``INT8_ENGINES`` (default: ``bertfast.cpu.int8_engine()``). ``tokenizer`` (a tokenizer or
+    its folder) and ``texts`` (default: bertfast's calibration texts) calibrate the smoothing; without a tokenizer
+    there is no smoothing. ``headroom``: "weights" / "activations" take 7 bits (default: none where the CPU has
+    VNNI, else the one measured closer to float32 on the calibration texts). The model must be a float32 model on
+    the CPU, not already quantized. A quantized model runs inference only: it cannot be trained or saved (save the
+    float32 model and quantize at load, or ``export_onnx(..., quantize="int8")``).
     """
     encoder = getattr(model, "base_model", None)
     if encoder is None or not hasattr(model, "config"):
@@ -98,8 +201,40 @@ def quantize(model: nn.Module, mode: str = "int8", engine: str | None = None) ->
     engine = int8_engine() if engine is None else engine
     if engine not in INT8_ENGINES:
         raise ValueError(f"int8 engine {engine!r} is not one of {INT8_ENGINES}")
-    for slot in architecture_of(model.config).linear_layers(encoder):
-        slot.replace(Int8Linear(slot.linear, engine))
+    if headroom is not None and headroom not in HEADROOM:
+        raise ValueError(f"headroom={headroom!r}: use one of {HEADROOM}, or None to measure it")
+    if isinstance(tokenizer, (str, os.PathLike)):
+        from bertfast.auto_tokenizer import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+    model.eval()
+    batches = [] if tokenizer is None else calibration_batches(
+        tokenizer, min(CALIBRATION_MAX_TOKENS, model.config.max_position_embeddings), texts)
+    absmax = calibrate(model, batches) if batches else {}
+    if not batches:
+        warnings.warn("int8 without a tokenizer: the layers are not smoothed (pass tokenizer= to bertfast.quantize, "
+                      "or load with from_pretrained(folder, quantize='int8') from a folder with tokenizer files); "
+                      "accuracy is then measured lower on real models", stacklevel=2)
+    slots = list(architecture_of(model.config).linear_layers(encoder))
+    originals = [slot.linear for slot in slots]
+
+    def apply(choice: str | None) -> None:
+        for slot, linear in zip(slots, originals):
+            smooth = smoothing(linear, absmax[slot.name]) if slot.name in absmax else None
+            slot.replace(Int8Linear(linear, engine, smooth, weight_bits=7 if choice == "weights" else 8,
+                                    reduce_range=choice == "activations"))
+
+    if headroom is None and not cpu_info().vnni:
+        headroom = HEADROOM[0]
+        if batches:  # measured per model: the 7-bit choice closer to float32 on the calibration texts
+            reference = _run(model, batches)
+            scores = {}
+            for choice in HEADROOM:
+                apply(choice)
+                scores[choice] = _min_cosine(reference, _run(model, batches))
+            headroom = max(HEADROOM, key=lambda c: scores[c])
+    apply(headroom)
     model.quantization = encoder.quantization = mode
     model.quantization_engine = engine
-    return model.eval()
+    model.quantization_headroom = headroom
+    return model
