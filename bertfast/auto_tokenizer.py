@@ -51,3 +51,13 @@ class AutoTokenizer:
                                     f"tokenizer with a transformers fast tokenizer (it writes {TOKENIZER_FILE}), or, "
                                     f"for a BERT {VOCAB_FILE}, load it with bertfast.BertTokenizer")
         return PreTrainedTokenizerFast.from_pretrained(name_or_path, **kwargs)
+
+
+def folder_tokenizer(source: str | os.PathLike | None) -> TokenizerBase | None:
+    """The tokenizer of checkpoint folder ``source``, or None where it has none (or ``source`` is not a folder)."""
+    if source is None or not os.path.isdir(source):
+        return None
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError):
+        return None

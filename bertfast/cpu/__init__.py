@@ -3,8 +3,6 @@ int8 (``cpu.int8``). Loading goes through two entries: ``check_load`` (before an
 (on the loaded model). The modules point one way: info <- gemm, info <- int8 <- this package."""
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn as nn
 
@@ -30,16 +28,7 @@ def prepare(model: nn.Module, quantize_mode: str | None = None, source: str | No
         pack_linears(model)
     if quantize_mode is None:
         return model
-    return quantize(model, quantize_mode, tokenizer=_folder_tokenizer(source))
+    from bertfast.auto_tokenizer import folder_tokenizer
 
+    return quantize(model, quantize_mode, tokenizer=folder_tokenizer(source))
 
-def _folder_tokenizer(source: str | None):
-    """The tokenizer of checkpoint folder ``source``, or None where it has none (or there is no folder)."""
-    if source is None or not os.path.isdir(source):
-        return None
-    from bertfast.auto_tokenizer import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError):
-        return None

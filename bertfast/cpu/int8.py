@@ -77,6 +77,18 @@ def _engine(name: str) -> Iterator[None]:
         torch.backends.quantized.engine = before
 
 
+def quantized_weight(weight: torch.Tensor, smooth: torch.Tensor | None = None,
+                     weight_bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """(q, scales): a weight (out, in) times ``smooth`` per input channel, quantized symmetrically per output
+    channel to ``weight_bits`` (q: float32 integers in [-levels, levels], scales (out,))."""
+    weight = weight.detach().float()
+    if smooth is not None:
+        weight = weight * smooth
+    levels = WEIGHT_LEVELS[weight_bits]
+    scales = (weight.abs().amax(1) / levels).clamp_min(torch.finfo(torch.float32).tiny)
+    return torch.round(weight / scales[:, None]).clamp(-levels, levels), scales
+
+
 class Int8Linear(nn.Module):
     """An nn.Linear in int8 (see the module docstring): input (..., in_features) float32 -> (..., out_features)
     float32. ``smooth``: the input channels' divisors (in_features,), or None; ``weight_bits`` 8 or 7;
@@ -87,12 +99,7 @@ class Int8Linear(nn.Module):
         super().__init__()
         self.in_features, self.out_features, self.engine = linear.in_features, linear.out_features, engine
         self.weight_bits, self.reduce_range = weight_bits, reduce_range
-        weight = linear.weight.detach().float()
-        if smooth is not None:
-            weight = weight * smooth
-        levels = WEIGHT_LEVELS[weight_bits]
-        scales = (weight.abs().amax(1) / levels).clamp_min(torch.finfo(torch.float32).tiny)  # one per output channel
-        q = torch.round(weight / scales[:, None]).clamp(-levels, levels)
+        q, scales = quantized_weight(linear.weight, smooth, weight_bits)
         self.register_buffer("inv_smooth", None if smooth is None else 1.0 / smooth, persistent=False)
         # y = half * (W q) + [mid, 1] @ [sum(W); b]: the row's midpoint times the dequantized weight's row sums, + bias
         bias = torch.zeros(self.out_features) if linear.bias is None else linear.bias.detach().float()
@@ -209,7 +216,7 @@ def quantize(model: nn.Module, mode: str = "int8", engine: str | None = None, to
         tokenizer = AutoTokenizer.from_pretrained(tokenizer)
     model.eval()
     batches = [] if tokenizer is None else calibration_batches(
-        tokenizer, min(CALIBRATION_MAX_TOKENS, model.config.max_position_embeddings), texts)
+        tokenizer, min(CALIBRATION_MAX_TOKENS, model.config.max_sequence_length), texts)
     absmax = calibrate(model, batches) if batches else {}
     if not batches:
         warnings.warn("int8 without a tokenizer: the layers are not smoothed (pass tokenizer= to bertfast.quantize, "

@@ -135,6 +135,7 @@ def export_onnx(model_or_path: str | os.PathLike | BertPreTrainedModel, out_path
         references = [traced(**x) for x in inputs]
     diffs = {"fp32": compare("fp32", names, inputs, references, run_graph(proto, "fp32", names, inputs))}
     fused: dict[str, int] = {}
+    plain = proto
     if optimize:
         proto, fused = _optimize(proto, model.config)
         diffs["optimized"] = compare("optimized", names, inputs, references, run_graph(proto, "optimized", names, inputs))
@@ -147,9 +148,16 @@ def export_onnx(model_or_path: str | os.PathLike | BertPreTrainedModel, out_path
                              references, results)
     cosines = None
     if quantize:
-        proto = quantize_onnx(proto)
-        diffs["int8"], cosines = compare_int8(names, inputs, references, run_graph(proto, "int8", names, inputs),
-                                              ExportValidationError)
+        texts = _text_inputs(model_or_path, model, spec)
+        with torch.inference_mode(), ops.force_backend("torch"), plain_linear():
+            text_references = [traced(**x) for x in texts]
+        proto = quantize_onnx(plain, model, texts)  # calibrated on the texts; then optimized like the float32 graph
+        if optimize:
+            proto, fused = _optimize(proto, model.config)
+        checked = inputs + texts
+        diffs["int8"], cosines = compare_int8(names, checked, references + text_references,
+                                              run_graph(proto, "int8", names, checked), ExportValidationError,
+                                              [False] * len(inputs) + [True] * len(texts))
     report = ExportReport(os.path.join(out_dir, ONNX_FILE), task, _opset_of(proto), names,
                           [tuple(x["input_ids"].shape) for x in inputs], diffs, fused, top_k, cosines, carried)
     _write(proto, report, model, model_or_path, out_dir)
@@ -211,6 +219,20 @@ class _Traced(torch.nn.Module):
                 token_type_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
         return tuple(getattr(out, name) for name in self.names)
+
+
+def _text_inputs(model_or_path: Any, model: BertPreTrainedModel, spec: TaskSpec) -> list[dict[str, torch.Tensor]]:
+    """bertfast's calibration texts tokenized by the checkpoint folder's tokenizer, as the graph's inputs; [] without
+    a folder tokenizer or for a task with a choices axis (the int8 stage then calibrates and checks on random ids)."""
+    from bertfast.auto_tokenizer import folder_tokenizer
+    from bertfast.cpu.int8 import CALIBRATION_MAX_TOKENS, calibration_batches
+
+    tokenizer = folder_tokenizer(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else None
+    if tokenizer is None or "num_choices" in spec.export.inputs:
+        return []
+    batches = calibration_batches(tokenizer, min(CALIBRATION_MAX_TOKENS, model.config.max_sequence_length))
+    return [{name: batch.get(name, torch.zeros_like(batch["input_ids"])).long() for name in INPUT_NAMES}
+            for batch in batches]
 
 
 def _input_shape(spec: TaskSpec, batch: int, choices: int, seq_len: int) -> tuple[int, ...]:
