@@ -3,7 +3,7 @@ int8 computes them (bertfast.cpu.int8), in standard ONNX operators, and the accu
 the float32 PyTorch model.
 
 Each encoder ``MatMul(x, W)`` becomes: x divided by its smoothing (calibrated on bertfast's calibration texts with
-the checkpoint's tokenizer, where there is one), each row mapped onto [-1, 1] (ReduceMax / ReduceMin),
+the checkpoint's tokenizer, or on random token ids without one), each row mapped onto [-1, 1] (ReduceMax / ReduceMin),
 ``DynamicQuantizeLinear`` (its one scale is then each row's own), ``MatMulInteger`` with the int8 weights (one
 scale per output channel), and the row mapped back: ``half * (W q) + mid * sum(W)``; the bias Add after it is kept.
 The weights take 7 bits (|q| <= 63): the file runs on any CPU, and onnxruntime's u8 x s8 kernels saturate at 8
@@ -35,15 +35,16 @@ def _constant_matmuls(proto: Any) -> list[Any]:
 
 def quantize_onnx(proto: Any, model: Any, batches: list[dict[str, torch.Tensor]]) -> Any:
     """``proto`` (the float32 export of ``model``) with the encoder's MatMuls in int8 (see the module docstring);
-    ``batches``: tokenized calibration texts, or [] (then no smoothing)."""
+    ``batches``: tokenized calibration texts, or [] (then random token ids calibrate)."""
     import onnx
     from onnx import helper, numpy_helper
 
-    from bertfast.cpu.int8 import calibrate, quantized_weight, smoothing
+    from bertfast.cpu.int8 import CALIBRATION_MAX_TOKENS, calibrate, quantized_weight, random_calibration_batches, smoothing
     from bertfast.models.registry import architecture_of
 
     slots = list(architecture_of(model.config).linear_layers(model.base_model))
-    absmax = calibrate(model, batches) if batches else {}
+    absmax = calibrate(model, batches or random_calibration_batches(
+        model.config, min(CALIBRATION_MAX_TOKENS, model.config.max_sequence_length)))
     inits = {init.name: init for init in proto.graph.initializer}
     matmuls = _constant_matmuls(proto)[:len(slots)]
     opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
@@ -54,7 +55,7 @@ def quantize_onnx(proto: Any, model: Any, batches: list[dict[str, torch.Tensor]]
         if graph_weight.shape != weight.T.shape or not torch.allclose(graph_weight, weight.T):
             raise ValueError(f"int8 export: the graph's MatMul {node.name!r} is not {slot.name} (its weight differs): "
                              f"export without quantize, or report the architecture")
-        smooth = smoothing(slot.linear, absmax[slot.name]) if slot.name in absmax else None
+        smooth = smoothing(slot.linear, absmax[slot.name])
         q, scales = quantized_weight(weight, smooth, WEIGHT_BITS)
         p = f"int8_{i}_"
         tensors = {"w": q.T.to(torch.int8), "wscale": scales, "wsum": (q * scales[:, None]).sum(1),

@@ -102,11 +102,15 @@ def test_smoothing_moves_an_outlier_channel_into_the_weights():
     assert errors[1] < errors[0] / 2, errors
 
 
-def test_quantize_without_a_tokenizer_says_it_is_not_smoothed(tiny_checkpoint):
+def test_quantize_without_a_tokenizer_calibrates_on_random_ids_and_says_so(tiny_checkpoint):
     model = bertfast.BertModel.from_pretrained(tiny_checkpoint)
-    with pytest.warns(UserWarning, match="not smoothed.*tokenizer="):
+    with pytest.warns(UserWarning, match="random token ids.*tokenizer="):
         bertfast.quantize(model, "int8")
-    assert model.encoder.layer[0].attention.self.qkv.inv_smooth is None
+    assert model.encoder.layer[0].attention.self.qkv.inv_smooth is not None
+
+
+def test_minilm_calibrated_on_random_ids_stays_within_cosine_0_99(minilm_dir, texts):
+    assert minilm_cosines(minilm_dir, texts, "random-id calibration").min() >= MIN_COSINE
 
 
 def test_bad_calibration_arguments(minilm_dir, tiny_checkpoint):
