@@ -11,7 +11,8 @@
 The texts are benchmarks/data/heldout-texts.txt (Debian package descriptions, one- and two-word ones among them;
 ``python -m benchmarks.make_int8_texts``), none of them among the calibration texts. Rows: bertfast's int8 as
 ``from_pretrained(..., quantize="int8")`` builds it on this CPU, then each lever forced (7-bit weights, 7-bit
-activations, calibration on random token ids instead of texts), then torch's stock dynamic int8 (``torch.ao.quantization.quantize_dynamic`` on the
+activations, calibration on random token ids instead of texts), then torch's stock dynamic int8
+(``torch.ao.quantization.quantize_dynamic`` on the
 transformers model: one activation scale per call, 7-bit activations). tests/cpu/test_int8_accuracy.py holds the
 bars on the same measurements.
 """

@@ -240,7 +240,8 @@ def quantize(model: nn.Module, mode: str = "int8", engine: str | None = None, to
 
     def apply(choice: str | None) -> None:
         for slot, linear in zip(slots, originals):
-            slot.replace(Int8Linear(linear, engine, smoothing(linear, absmax[slot.name]), weight_bits=7 if choice == "weights" else 8,
+            slot.replace(Int8Linear(linear, engine, smoothing(linear, absmax[slot.name]),
+                                    weight_bits=7 if choice == "weights" else 8,
                                     reduce_range=choice == "activations"))
 
     if headroom is None and not cpu_info().vnni:

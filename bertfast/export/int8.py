@@ -39,7 +39,8 @@ def quantize_onnx(proto: Any, model: Any, batches: list[dict[str, torch.Tensor]]
     import onnx
     from onnx import helper, numpy_helper
 
-    from bertfast.cpu.int8 import CALIBRATION_MAX_TOKENS, calibrate, quantized_weight, random_calibration_batches, smoothing
+    from bertfast.cpu.int8 import (CALIBRATION_MAX_TOKENS, calibrate, quantized_weight, random_calibration_batches,
+                                   smoothing)
     from bertfast.models.registry import architecture_of
 
     slots = list(architecture_of(model.config).linear_layers(model.base_model))

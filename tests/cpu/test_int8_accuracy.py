@@ -98,7 +98,8 @@ def test_smoothing_moves_an_outlier_channel_into_the_weights():
     assert smooth[3] > 5 * smooth.median()
     with torch.inference_mode():
         exact = linear(x)
-        errors = [(int8.Int8Linear(linear, int8.int8_engine(), s)(x) - exact).abs().max().item() for s in (None, smooth)]
+        errors = [(int8.Int8Linear(linear, int8.int8_engine(), s)(x) - exact).abs().max().item()
+                  for s in (None, smooth)]
     assert errors[1] < errors[0] / 2, errors
 
 
