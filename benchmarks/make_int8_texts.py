@@ -65,7 +65,10 @@ def heldout_lines(status: str, seed: int = 0) -> list[str]:
 
 
 def write(path: str, lines: list[str]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
+    """``lines`` to ``path`` through one rename (a crash leaves the old file)."""
+    from bertfast.atomic import replacing_file
+
+    with replacing_file(path) as new, open(new, "w", encoding="utf-8") as f:
         f.write("".join(f"{line}\n" for line in lines))
     print(f"wrote {len(lines)} texts to {path}")
 

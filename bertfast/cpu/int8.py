@@ -173,19 +173,26 @@ def _run(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> list[torch
         return [encoder(**batch).last_hidden_state[batch["attention_mask"].bool()] for batch in batches]
 
 
-def calibrate(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Each linear layer's input channel magnitudes (name -> (in_features,)) over float32 runs of ``batches``."""
+def calibration_length(config: Any) -> int:
+    """The longest calibration input of a model: CALIBRATION_MAX_TOKENS, or less where the model takes less."""
+    return min(CALIBRATION_MAX_TOKENS, config.max_sequence_length)
+
+
+def calibrate(model: nn.Module, batches: list[dict[str, torch.Tensor]]) -> tuple[dict[str, torch.Tensor],
+                                                                                 list[torch.Tensor]]:
+    """(each linear layer's input channel magnitudes, name -> (in_features,); the encoder's float32 output of each
+    batch's real tokens) from one float32 run of ``batches``."""
     slots = list(architecture_of(model.config).linear_layers(model.base_model))
     recorders = {}
     for slot in slots:
         recorders[slot.name] = _Recorder(slot.linear)
         slot.replace(recorders[slot.name])
     try:
-        _run(model, batches)
+        outputs = _run(model, batches)
     finally:
         for slot in slots:
             slot.replace(recorders[slot.name].linear)
-    return {name: recorder.absmax for name, recorder in recorders.items()}
+    return {name: recorder.absmax for name, recorder in recorders.items()}, outputs
 
 
 def smoothing(linear: nn.Module, absmax: torch.Tensor) -> torch.Tensor:
@@ -226,7 +233,7 @@ def quantize(model: nn.Module, mode: str = "int8", engine: str | None = None, to
 
         tokenizer = AutoTokenizer.from_pretrained(tokenizer)
     model.eval()
-    max_length = min(CALIBRATION_MAX_TOKENS, model.config.max_sequence_length)
+    max_length = calibration_length(model.config)
     if tokenizer is None:
         warnings.warn("int8 without a tokenizer: calibrated on random token ids, not on texts (pass tokenizer= to "
                       "bertfast.quantize, or load with from_pretrained(folder, quantize='int8') from a folder with "
@@ -234,24 +241,29 @@ def quantize(model: nn.Module, mode: str = "int8", engine: str | None = None, to
         batches = random_calibration_batches(model.config, max_length)
     else:
         batches = calibration_batches(tokenizer, max_length, texts)
-    absmax = calibrate(model, batches)
+    absmax, reference = calibrate(model, batches)
     slots = list(architecture_of(model.config).linear_layers(encoder))
-    originals = [slot.linear for slot in slots]
+    smooths = [smoothing(slot.linear, absmax[slot.name]) for slot in slots]
 
-    def apply(choice: str | None) -> None:
-        for slot, linear in zip(slots, originals):
-            slot.replace(Int8Linear(linear, engine, smoothing(linear, absmax[slot.name]),
-                                    weight_bits=7 if choice == "weights" else 8,
-                                    reduce_range=choice == "activations"))
+    def build(choice: str | None) -> list[Int8Linear]:
+        return [Int8Linear(slot.linear, engine, smooth, weight_bits=7 if choice == "weights" else 8,
+                           reduce_range=choice == "activations") for slot, smooth in zip(slots, smooths)]
 
-    if headroom is None and not cpu_info().vnni:
-        reference = _run(model, batches)  # measured per model: the 7-bit choice closer to float32 on them
-        scores: dict[str, float] = {}
+    def apply(layers: list[Int8Linear]) -> None:
+        for slot, layer in zip(slots, layers):
+            slot.replace(layer)
+
+    if headroom is None and not cpu_info().vnni:  # measured per model: the 7-bit choice closer to float32
+        originals = [slot.linear for slot in slots]
+        built, scores = {}, {}
         for choice in HEADROOM:
-            apply(choice)
+            apply(built.setdefault(choice, build(choice)))
             scores[choice] = _min_cosine(reference, _run(model, batches))
+            apply(originals)
         headroom = max(HEADROOM, key=lambda c: scores[c])
-    apply(headroom)
+        apply(built[headroom])
+    else:
+        apply(build(headroom))
     model.quantization = encoder.quantization = mode
     model.quantization_engine = engine
     model.quantization_headroom = headroom

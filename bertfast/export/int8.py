@@ -39,15 +39,17 @@ def quantize_onnx(proto: Any, model: Any, batches: list[dict[str, torch.Tensor]]
     import onnx
     from onnx import helper, numpy_helper
 
-    from bertfast.cpu.int8 import (CALIBRATION_MAX_TOKENS, calibrate, quantized_weight, random_calibration_batches,
+    from bertfast.cpu.int8 import (calibrate, calibration_length, quantized_weight, random_calibration_batches,
                                    smoothing)
     from bertfast.models.registry import architecture_of
 
     slots = list(architecture_of(model.config).linear_layers(model.base_model))
-    absmax = calibrate(model, batches or random_calibration_batches(
-        model.config, min(CALIBRATION_MAX_TOKENS, model.config.max_sequence_length)))
+    absmax, _ = calibrate(model, batches or random_calibration_batches(model.config, calibration_length(model.config)))
     inits = {init.name: init for init in proto.graph.initializer}
-    matmuls = _constant_matmuls(proto)[:len(slots)]
+    matmuls = _constant_matmuls(proto)
+    if len(matmuls) < len(slots):
+        raise ValueError(f"int8 export: the graph has {len(matmuls)} MatMuls with a constant weight for the encoder's "
+                         f"{len(slots)} linear layers: export without quantize, or report the architecture")
     opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     new_inits, replaced = [], {}
     for i, (slot, node) in enumerate(zip(slots, matmuls)):
@@ -60,18 +62,14 @@ def quantize_onnx(proto: Any, model: Any, batches: list[dict[str, torch.Tensor]]
         q, scales = quantized_weight(weight, smooth, WEIGHT_BITS)
         p = f"int8_{i}_"
         tensors = {"w": q.T.to(torch.int8), "wscale": scales, "wsum": (q * scales[:, None]).sum(1),
-                   "half_k": torch.tensor(0.5), "tiny": torch.tensor(torch.finfo(torch.float32).tiny)}
-        if smooth is not None:
-            tensors["inv_smooth"] = 1.0 / smooth
+                   "inv_smooth": 1.0 / smooth, "half_k": torch.tensor(0.5),
+                   "tiny": torch.tensor(torch.finfo(torch.float32).tiny)}
         if opset >= 18:
             tensors["axes"] = torch.tensor([-1])
         for name, value in tensors.items():
             new_inits.append(numpy_helper.from_array(value.numpy(), p + name))
-        x, y = node.input[0], node.output[0]
-        nodes = []
-        if smooth is not None:
-            nodes.append(helper.make_node("Mul", [x, p + "inv_smooth"], [p + "xs"]))
-            x = p + "xs"
+        x, y = p + "xs", node.output[0]
+        nodes = [helper.make_node("Mul", [node.input[0], p + "inv_smooth"], [x])]
         for op in ("ReduceMax", "ReduceMin"):
             reduce_inputs = [x, p + "axes"] if opset >= 18 else [x]
             attrs = {"keepdims": 1} if opset >= 18 else {"keepdims": 1, "axes": [-1]}

@@ -225,12 +225,12 @@ def _text_inputs(model_or_path: Any, model: BertPreTrainedModel, spec: TaskSpec)
     """bertfast's calibration texts tokenized by the checkpoint folder's tokenizer, as the graph's inputs; [] without
     a folder tokenizer or for a task with a choices axis (the int8 stage then calibrates and checks on random ids)."""
     from bertfast.auto_tokenizer import folder_tokenizer
-    from bertfast.cpu.int8 import CALIBRATION_MAX_TOKENS, calibration_batches
+    from bertfast.cpu.int8 import calibration_batches, calibration_length
 
     tokenizer = folder_tokenizer(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else None
     if tokenizer is None or "num_choices" in spec.export.inputs:
         return []
-    batches = calibration_batches(tokenizer, min(CALIBRATION_MAX_TOKENS, model.config.max_sequence_length))
+    batches = calibration_batches(tokenizer, calibration_length(model.config))
     return [{name: batch.get(name, torch.zeros_like(batch["input_ids"])).long() for name in INPUT_NAMES}
             for batch in batches]
 
