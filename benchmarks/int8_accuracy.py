@@ -19,6 +19,7 @@ bars on the same measurements.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import random
 import warnings
@@ -81,43 +82,54 @@ def _load(cls_name: str, folder: str, variant: str) -> Callable[..., Any]:
         return bertfast.quantize(cls.from_pretrained(folder), "int8", **{"tokenizer": folder, **options})
 
 
-def minilm_cosines(folder: str, texts: list[str], variant: str = "bertfast int8") -> torch.Tensor:
-    """Per text: the cosine of the int8 variant's mean-pooled embedding with float32's."""
+def _embeddings(folder: str, variant: str, texts: tuple[str, ...]) -> torch.Tensor:
+    """Each text's mean-pooled last hidden state under a variant (B, H)."""
     import bertfast
 
     tokenizer = bertfast.AutoTokenizer.from_pretrained(folder)
-    vectors = []
-    for name in ("float32", variant):
-        model, pooled = _load("BertModel", folder, name), []
-        with torch.inference_mode():
-            for batch in _batches(tokenizer, texts):
-                hidden = model(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled.append((hidden * mask).sum(1) / mask.sum(1))
-        vectors.append(torch.cat(pooled))
-    return F.cosine_similarity(*vectors, dim=-1)
+    model, pooled = _load("BertModel", folder, variant), []
+    with torch.inference_mode():
+        for batch in _batches(tokenizer, list(texts)):
+            hidden = model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled.append((hidden * mask).sum(1) / mask.sum(1))
+    return torch.cat(pooled)
+
+
+def _splade_outputs(folder: str, variant: str, texts: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(each text's sparse vector (B, vocab), the top-1 token at each mask of masked_texts) under a variant."""
+    import bertfast
+
+    tokenizer = bertfast.AutoTokenizer.from_pretrained(folder)
+    model, vectors, tops = _load("BertForMaskedLM", folder, variant), [], []
+    with torch.inference_mode():
+        for batch in _batches(tokenizer, list(texts)):
+            logits = model(**batch).logits
+            vectors.append((torch.log1p(torch.relu(logits)) * batch["attention_mask"].unsqueeze(-1)).amax(1))
+        for batch in _batches(tokenizer, masked_texts(list(texts), tokenizer.mask_token)):
+            logits = model(**batch).logits
+            tops.append(logits[batch["input_ids"] == tokenizer.mask_token_id].argmax(-1))
+    return torch.cat(vectors), torch.cat(tops)
+
+
+# float32, the reference of every variant, computed once per folder and texts
+_float32_embeddings = functools.lru_cache(maxsize=4)(lambda folder, texts: _embeddings(folder, "float32", texts))
+_float32_splade = functools.lru_cache(maxsize=4)(lambda folder, texts: _splade_outputs(folder, "float32", texts))
+
+
+def minilm_cosines(folder: str, texts: list[str], variant: str = "bertfast int8") -> torch.Tensor:
+    """Per text: the cosine of the int8 variant's mean-pooled embedding with float32's."""
+    texts = tuple(texts)
+    return F.cosine_similarity(_float32_embeddings(folder, texts), _embeddings(folder, variant, texts), dim=-1)
 
 
 def splade_figures(folder: str, texts: list[str], variant: str = "bertfast int8") -> dict[str, float]:
     """fill-mask top-1 agreement on masked held-out texts and the sparse vectors' cosines, int8 vs float32."""
-    import bertfast
-
-    tokenizer = bertfast.AutoTokenizer.from_pretrained(folder)
-    masked = masked_texts(texts, tokenizer.mask_token)
-    sparse, answers = [], []
-    for name in ("float32", variant):
-        model, vectors, tops = _load("BertForMaskedLM", folder, name), [], []
-        with torch.inference_mode():
-            for batch in _batches(tokenizer, texts):
-                logits = model(**batch).logits
-                vectors.append((torch.log1p(torch.relu(logits)) * batch["attention_mask"].unsqueeze(-1)).amax(1))
-            for batch in _batches(tokenizer, masked):
-                logits = model(**batch).logits
-                tops.append(logits[batch["input_ids"] == tokenizer.mask_token_id].argmax(-1))
-        sparse.append(torch.cat(vectors))
-        answers.append(torch.cat(tops))
-    cosine = F.cosine_similarity(*sparse, dim=-1)
-    return {"fill_top1": (answers[0] == answers[1]).double().mean().item(), "masked": len(answers[0]),
+    texts = tuple(texts)
+    (sparse, answers), (got_sparse, got_answers) = _float32_splade(folder, texts), _splade_outputs(folder, variant,
+                                                                                                    texts)
+    cosine = F.cosine_similarity(sparse, got_sparse, dim=-1)
+    return {"fill_top1": (answers == got_answers).double().mean().item(), "masked": len(answers),
             "sparse_min": cosine.min().item(), "sparse_mean": cosine.mean().item(),
             "worst": texts[int(cosine.argmin())]}
 

@@ -14,7 +14,7 @@ choices keep real models' answers (README "CPU modes"; the figures are on held-o
   which moves BERT's few outlier channels' range into the weights. ``calibrate`` measures a_j once, running the
   float32 model on ``bertfast/data/calibration.txt`` (real texts of mixed lengths, one- and two-word ones among
   them) through the model's tokenizer; without a tokenizer, on random token ids (said once; measured min cosine
-  0.9949 instead of 0.9962 on all-MiniLM-L6-v2).
+  0.9928 instead of 0.9962 on all-MiniLM-L6-v2).
 - **headroom** where the CPU lacks VNNI: its int8 GEMM adds pairs of u8 x s8 products in int16, which saturates
   once both are near full range (a real 2-layer SPLADE model lost 1 fill-mask answer in 6 that way). Without
   VNNI, weights take 7 bits (|q| <= 63, ``WEIGHT_LEVELS``) or activations 7 bits (``reduce_range``): the one closer
