@@ -112,7 +112,12 @@ class CTranslate2Peer:
 
 
 class BertfastPeer:
-    name, precision = "bertfast", "float32"
+    """bertfast's sentence-embedding pipeline on the folder: float32, or ``precision="int8"`` (its int8, calibrated
+    with the folder's tokenizer as ``from_pretrained(..., quantize="int8")`` does)."""
+
+    def __init__(self, precision: str = "float32"):
+        self.precision = precision
+        self.name = "bertfast" if precision == "float32" else f"bertfast {precision}"
 
     def available(self) -> str | None:
         return None
@@ -121,7 +126,8 @@ class BertfastPeer:
         from bertfast.bench.options import CORPUS_TASK
         from bertfast.pipelines import pipeline
 
-        self.pipe = pipeline(CORPUS_TASK, folder, batch_size=BATCH_SIZE)
+        quantize = None if self.precision == "float32" else self.precision
+        self.pipe = pipeline(CORPUS_TASK, folder, batch_size=BATCH_SIZE, quantize=quantize)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         return self.pipe(texts).numpy()
@@ -129,7 +135,7 @@ class BertfastPeer:
 
 def peers() -> list[Any]:
     """Every peer, bertfast first (the ratios are to it), sentence-transformers torch (the reference) second."""
-    return [BertfastPeer(), SentenceTransformersPeer(), SentenceTransformersPeer("onnx"),
+    return [BertfastPeer(), SentenceTransformersPeer(), BertfastPeer("int8"), SentenceTransformersPeer("onnx"),
             SentenceTransformersPeer("openvino"), SentenceTransformersInt8Onnx(), FastEmbedPeer(),
             CTranslate2Peer("float32"), CTranslate2Peer("int8")]
 
