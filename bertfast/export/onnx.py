@@ -135,7 +135,7 @@ def export_onnx(model_or_path: str | os.PathLike | BertPreTrainedModel, out_path
         references = [traced(**x) for x in inputs]
     diffs = {"fp32": compare("fp32", names, inputs, references, run_graph(proto, "fp32", names, inputs))}
     fused: dict[str, int] = {}
-    plain = proto
+    plain = proto if quantize else None  # the int8 rewrite starts from the unoptimized graph (kept only then)
     if optimize:
         proto, fused = _optimize(proto, model.config)
         diffs["optimized"] = compare("optimized", names, inputs, references, run_graph(proto, "optimized", names, inputs))
