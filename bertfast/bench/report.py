@@ -88,11 +88,12 @@ def machine_info(device: torch.device, load_start: tuple[float, float, float]) -
 
 def cpu_paths() -> dict[str, str]:
     """What bertfast runs its CPU matmuls with, per mode (the bench header's "GEMM path")."""
-    from bertfast.cpu import gemm_path, int8_engine
+    from bertfast.cpu import gemm_path
+    from bertfast.cpu.int8 import engine_path
 
     return {"float32": gemm_path(), "bfloat16": "torch F.linear in bf16 (oneDNN), fp32 accumulation"
             + ("" if cpu_info().native_bf16 else "; emulated: no avx512_bf16 / AMX here"),
-            "int8": f"torch.ops.quantized.linear_dynamic, engine {int8_engine()}"
+            "int8": f"torch.ops.quantized.linear_dynamic, per-token scales; engine {engine_path()}"
             + ("" if cpu_info().vnni else " (no VNNI here: AVX2 int8 dot products)")}
 
 

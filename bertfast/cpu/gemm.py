@@ -6,7 +6,8 @@ multiplied with ``torch.ops.mkldnn._linear_pointwise``, which also fuses the bia
 projection, the GELU). Which one wins depends on the CPU, so it is measured, never assumed: once per CPU model,
 torch version, thread count and weight shape (N, K), at two row counts (128 and 1024 rows, b1-s128 and b8-s128),
 and the result is kept in a JSON cache (``cache_path()``: ``BERTFAST_CPU_CACHE``, else
-``~/.cache/bertfast/cpu-gemm.json``), written atomically (bertfast.atomic). A damaged cache is measured again and
+``~/.cache/bertfast/cpu-gemm.json``), written atomically (bertfast.atomic; ``measured_choice``, which
+bertfast.cpu.int8 uses for its engine per shape too). A damaged cache is measured again and
 rewritten, with a warning. ``BERTFAST_CPU_GEMM=mkl|onednn`` forces one (no measurement).
 
 ``PackedLinear`` is an ``nn.Linear`` with the same parameters and state-dict keys: it runs the packed product only
@@ -23,7 +24,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -124,14 +125,20 @@ def gemm_for(out_features: int, in_features: int) -> str:
         return forced
     if not _onednn_available():
         return "mkl"
-    path, machine, shape = cache_path(), machine_key(), f"{out_features}x{in_features}"
+    return measured_choice(f"{out_features}x{in_features}", GEMMS, lambda: measure(out_features, in_features))
+
+
+def measured_choice(key: str, choices: tuple[str, ...], measure_now: Callable[[], dict[str, float]]) -> str:
+    """The fastest of ``choices`` for ``key`` on this machine: from the cache, or ``measure_now()`` (seconds per
+    choice) and cached. Keys: a float32 weight shape ("2304x768"), or "int8 2304x768" (bertfast.cpu.int8)."""
+    path, machine = cache_path(), machine_key()
     data = _read_cache(path)
-    entry = data.get(machine, {}).get(shape)
-    if isinstance(entry, dict) and entry.get("choice") in GEMMS:
+    entry = data.get(machine, {}).get(key)
+    if isinstance(entry, dict) and entry.get("choice") in choices:
         return entry["choice"]
-    times = measure(out_features, in_features)
+    times = measure_now()
     choice = min(times, key=times.get)
-    data.setdefault(machine, {})[shape] = {"choice": choice, "seconds": times, "rows": list(ROWS)}
+    data.setdefault(machine, {})[key] = {"choice": choice, "seconds": times, "rows": list(ROWS)}
     try:
         _write_cache(path, data)
     except OSError as e:  # a read-only home: the choice holds for this process
@@ -200,10 +207,16 @@ def gemm_path() -> str:
     forced = os.environ.get("BERTFAST_CPU_GEMM", "").strip().lower()
     if not _onednn_available():
         return "MKL (torch F.linear); this torch has no oneDNN linear"
-    cache = _read_cache(cache_path()).get(machine_key(), {})
-    choices = {shape: entry.get("choice") for shape, entry in cache.items() if isinstance(entry, dict)}
+    choices = cached_choices()
     if forced:
         return f"{forced} (forced by BERTFAST_CPU_GEMM)"
     if not choices:
         return "measured at the first load (not yet measured on this machine)"
     return "measured per weight shape: " + ", ".join(f"{shape} {choice}" for shape, choice in sorted(choices.items()))
+
+
+def cached_choices(prefix: str = "") -> dict[str, str]:
+    """This machine's cached choices: float32 weight shapes (``prefix`` "") or int8 ones ("int8 "), prefix dropped."""
+    cache = _read_cache(cache_path()).get(machine_key(), {})
+    return {key[len(prefix):]: entry.get("choice") for key, entry in cache.items()
+            if isinstance(entry, dict) and (key.startswith(prefix) if prefix else " " not in key)}

@@ -20,16 +20,17 @@ choices keep real models' answers (README "CPU modes"; the figures are on held-o
   VNNI, weights take 7 bits (|q| <= 63, ``WEIGHT_LEVELS``) or activations 7 bits (``reduce_range``): the one closer
   to float32 on the calibration texts is kept, per model. With VNNI (or AMX) both take 8 bits.
 
-The int8 engine is
-the one torch ships for the CPU (``INT8_ENGINES``: ``x86`` picks fbgemm or oneDNN by shape, ``fbgemm``,
-``onednn``); ``BERTFAST_INT8_ENGINE`` forces one, otherwise ``bertfast.cpu.int8_engine`` picks it (measured once
-per CPU model, cached). Embeddings, LayerNorm, softmax, the pooler and every head stay in float32, so the model's
-inputs, outputs and padding-free execution are as in float32. Accuracy is measured, not assumed: see the
+The int8 engine is one torch ships for the CPU (``INT8_ENGINES``: ``x86`` picks fbgemm or oneDNN by its own rule,
+``fbgemm``, ``onednn``): per layer shape, the faster of fbgemm and oneDNN measured on this machine and cached
+(``engine_for``: oneDNN measured 5-18% faster on bert-base's larger shapes on the AVX512-VNNI EPYC);
+``BERTFAST_INT8_ENGINE`` forces one. Embeddings, LayerNorm, softmax, the pooler and every head stay in float32,
+so the model's inputs, outputs and padding-free execution are as in float32. Accuracy is measured, not assumed: see the
 README's "CPU modes" (tests/cpu/test_int8.py holds the bars).
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import warnings
 from typing import Any, Iterator, Sequence
@@ -38,6 +39,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from bertfast.cpu.gemm import ROWS, cached_choices, measured_choice
 from bertfast.cpu.info import INT8_ENGINES, cpu_info, int8_engine
 from bertfast.models.registry import architecture_of
 
@@ -206,11 +208,60 @@ def _min_cosine(reference: list[torch.Tensor], got: list[torch.Tensor]) -> float
     return min(F.cosine_similarity(r, g, dim=-1).min().item() for r, g in zip(reference, got))
 
 
+MEASURED_ENGINES = ("fbgemm", "onednn")  # the engines timed per shape ("x86" picks between these two by its own rule)
+
+
+def engine_for(out_features: int, in_features: int) -> str:
+    """The int8 engine of a (out_features, in_features) layer: ``BERTFAST_INT8_ENGINE`` when set, else the faster
+    of MEASURED_ENGINES for this shape on this machine (measured once at 128 and 1024 rows, cached beside the
+    float32 GEMM choices: bertfast.cpu.gemm)."""
+    candidates = tuple(e for e in MEASURED_ENGINES if e in torch.backends.quantized.supported_engines)
+    if os.environ.get("BERTFAST_INT8_ENGINE", "").strip() or len(candidates) < 2:
+        return int8_engine()
+    return _measured_engine(out_features, in_features, candidates)
+
+
+@functools.lru_cache(maxsize=None)
+def _measured_engine(out_features: int, in_features: int, candidates: tuple[str, ...]) -> str:
+    return measured_choice(f"int8 {out_features}x{in_features}", candidates,
+                           lambda: _measure_engines(out_features, in_features, candidates))
+
+
+def engine_path() -> str:
+    """The int8 engines bertfast uses here, in words (the bench header's)."""
+    if os.environ.get("BERTFAST_INT8_ENGINE", "").strip():
+        return f"{int8_engine()} (forced by BERTFAST_INT8_ENGINE)"
+    choices = cached_choices("int8 ")
+    return ("measured per weight shape: " + ", ".join(f"{shape} {engine}" for shape, engine in sorted(choices.items()))
+            if choices else "measured per weight shape at the first int8 load")
+
+
+@torch.inference_mode()
+def _measure_engines(out_features: int, in_features: int, engines: tuple[str, ...]) -> dict[str, float]:
+    """Seconds per call of an Int8Linear on each engine for this shape, summed over ROWS (after one untimed call)."""
+    import time
+
+    generator = torch.Generator().manual_seed(0)
+    linear = nn.Linear(in_features, out_features)
+    nn.init.normal_(linear.weight, std=0.02, generator=generator)
+    times = dict.fromkeys(engines, 0.0)
+    for rows in ROWS:
+        x = torch.randn(rows, in_features, generator=generator)
+        for engine in engines:
+            layer = Int8Linear(linear, engine)
+            layer(x)
+            start = time.perf_counter()
+            for _ in range(5):
+                layer(x)
+            times[engine] += (time.perf_counter() - start) / 5
+    return times
+
+
 def quantize(model: nn.Module, mode: str = "int8", engine: str | None = None, tokenizer: Any = None,
              texts: Sequence[str] | None = None, headroom: str | None = None) -> nn.Module:
     """Quantize a loaded bertfast model in place and return it (in eval mode); see the module docstring.
 
-    ``engine``: one of ``INT8_ENGINES`` (default: ``bertfast.cpu.int8_engine()``). ``tokenizer`` (a tokenizer or
+    ``engine``: one of ``INT8_ENGINES`` for every layer (default: ``engine_for`` each layer's shape). ``tokenizer`` (a tokenizer or
     its folder) and ``texts`` (default: bertfast's calibration texts) calibrate the smoothing; without a tokenizer,
     random token ids do. ``headroom``: "weights" / "activations" take 7 bits (default: none where the CPU has
     VNNI, else the one measured closer to float32 on the calibration texts). The model must be a float32 model on
@@ -223,8 +274,7 @@ def quantize(model: nn.Module, mode: str = "int8", engine: str | None = None, to
     if getattr(model, "quantization", None) is not None:
         raise ValueError(f"the model is already quantized ({model.quantization}): quantize a float32 model once")
     check_quantize(mode, model.dtype, model.device)
-    engine = int8_engine() if engine is None else engine
-    if engine not in INT8_ENGINES:
+    if engine is not None and engine not in INT8_ENGINES:
         raise ValueError(f"int8 engine {engine!r} is not one of {INT8_ENGINES}")
     if headroom is not None and headroom not in HEADROOM:
         raise ValueError(f"headroom={headroom!r}: use one of {HEADROOM}, or None to measure it")
@@ -245,9 +295,12 @@ def quantize(model: nn.Module, mode: str = "int8", engine: str | None = None, to
     slots = list(architecture_of(model.config).linear_layers(encoder))
     smooths = [smoothing(slot.linear, absmax[slot.name]) for slot in slots]
 
+    engines = [engine or engine_for(slot.linear.out_features, slot.linear.in_features) for slot in slots]
+
     def build(choice: str | None) -> list[Int8Linear]:
-        return [Int8Linear(slot.linear, engine, smooth, weight_bits=7 if choice == "weights" else 8,
-                           reduce_range=choice == "activations") for slot, smooth in zip(slots, smooths)]
+        return [Int8Linear(slot.linear, layer_engine, smooth, weight_bits=7 if choice == "weights" else 8,
+                           reduce_range=choice == "activations")
+                for slot, smooth, layer_engine in zip(slots, smooths, engines)]
 
     def apply(layers: list[Int8Linear]) -> None:
         for slot, layer in zip(slots, layers):
@@ -265,6 +318,6 @@ def quantize(model: nn.Module, mode: str = "int8", engine: str | None = None, to
     else:
         apply(build(headroom))
     model.quantization = encoder.quantization = mode
-    model.quantization_engine = engine
+    model.quantization_engine = engines[0] if len(set(engines)) == 1 else "measured per shape"
     model.quantization_headroom = headroom
     return model

@@ -163,3 +163,34 @@ def test_engine_override(monkeypatch, tiny_checkpoint):
     model = bertfast.BertModel.from_pretrained(tiny_checkpoint, quantize="int8")
     assert model.quantization_engine == supported[0]
     assert model.encoder.layer[0].attention.self.qkv.engine == supported[0]
+
+
+def test_the_engine_is_measured_per_shape_once_and_cached(tmp_path, monkeypatch, tiny_checkpoint):
+    import json
+
+    import bertfast.cpu.gemm as cpu_gemm
+    import bertfast.cpu.int8 as int8
+
+    engines = [e for e in int8.MEASURED_ENGINES if e in torch.backends.quantized.supported_engines]
+    if len(engines) < 2:
+        pytest.skip(f"this torch build has one int8 engine of {int8.MEASURED_ENGINES}: nothing to measure")
+    cache = tmp_path / "cpu-gemm.json"
+    monkeypatch.setenv("BERTFAST_CPU_CACHE", str(cache))
+    monkeypatch.delenv("BERTFAST_INT8_ENGINE", raising=False)
+    int8._measured_engine.cache_clear()
+    calls = []
+    real = int8._measure_engines
+    monkeypatch.setattr(int8, "_measure_engines", lambda *a: calls.append(a[:2]) or real(*a))
+    first = int8.engine_for(48, 32)
+    int8._measured_engine.cache_clear()  # a new process: the file answers
+    assert int8.engine_for(48, 32) == first and calls == [(48, 32)]
+    entry = json.loads(cache.read_text())[cpu_gemm.machine_key()]["int8 48x32"]
+    assert entry["choice"] == first == min(entry["seconds"], key=entry["seconds"].get)
+    assert "48x32" in int8.engine_path() and "int8" not in cpu_gemm.gemm_path()
+    model = bertfast.BertModel.from_pretrained(tiny_checkpoint, quantize="int8")
+    for slot in int8.architecture_of(model.config).linear_layers(model):
+        layer = slot.linear
+        assert layer.engine == int8.engine_for(layer.out_features, layer.in_features)
+    monkeypatch.setenv("BERTFAST_INT8_ENGINE", engines[1])
+    assert int8.engine_for(48, 32) == engines[1] and "forced" in int8.engine_path()
+    int8._measured_engine.cache_clear()
